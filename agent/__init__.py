@@ -1,0 +1,3 @@
+"""pyconsul: a Consul-compatible agent in Python asyncio."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,465 @@
+"""The composition root: the only place that builds sockets, stores and loops.
+
+Start-up order (Consul's): data dir (node id, keyrings) -> LAN pool -> WAN pool (servers) ->
+HTTP -> `-join`/`-join-wan` (fatal if none answers) -> snapshot rejoin and `-retry-join*` in
+the background. Shutdown: SIGTERM/SIGINT leave gracefully or not according to
+leave_on_terminate / skip_leave_on_interrupt; `leave` over HTTP always leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.gossip.keyring import Keyring, decode_key, encode_key
+from agent.gossip.pool import Pool
+from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
+from agent.http.server import make_app, member_json
+
+log = logging.getLogger("agent")
+
+PROTOCOL = 2  # Consul protocol version we advertise (tag vsn)
+SNAPSHOT_INTERVAL = 1.0
+
+
+class StartupError(Exception):
+    pass
+
+
+def setup_logging(level: str) -> None:
+    class _Fmt(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+            ms = int(record.msecs)
+            tz = time.strftime("%z", time.localtime(record.created))
+            lvl = f"[{record.levelname.replace('WARNING', 'WARN')}]"
+            msg = record.getMessage()
+            if record.exc_info and logging.getLogger().isEnabledFor(logging.DEBUG):
+                msg += "\n" + self.formatException(record.exc_info)
+            return f"    {ts}.{ms:03d}{tz} {lvl:<7} {record.name}: {msg}"
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Fmt())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    levels = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
+              "WARNING": logging.WARNING, "ERR": logging.ERROR, "ERROR": logging.ERROR}
+    root.setLevel(levels.get(level.upper(), logging.INFO))
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.data_dir = Path(cfg.data_dir) if cfg.data_dir and not cfg.dev else None
+        self.node_id = cfg.node_id or ""
+        self.lan: Pool | None = None
+        self.wan: Pool | None = None
+        self.runner: web.AppRunner | None = None
+        self.lan_keyring: Keyring | None = None
+        self.wan_keyring: Keyring | None = None
+        self.stopped = asyncio.Event()
+        self.left = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._snapshot_dirty = False
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------ data dir
+
+    def _prepare_data_dir(self) -> None:
+        if self.data_dir is None:
+            self.node_id = self.node_id or str(uuid.uuid4())
+            return
+        (self.data_dir / "serf").mkdir(parents=True, exist_ok=True)
+        id_file = self.data_dir / "node-id"
+        if not self.node_id:
+            if id_file.exists():
+                self.node_id = id_file.read_text().strip()
+            else:
+                self.node_id = str(uuid.uuid4())
+                _atomic_write(id_file, self.node_id)
+        elif not id_file.exists():
+            _atomic_write(id_file, self.node_id)
+
+    def _load_keyring(self, name: str) -> Keyring | None:
+        path = self.data_dir / "serf" / name if self.data_dir else None
+        if path is not None and path.exists():
+            if self.cfg.encrypt:
+                log.warning("agent: loaded keyring %s; ignoring the 'encrypt' key", path)
+            return Keyring.load(str(path))
+        if not self.cfg.encrypt:
+            return None
+        ring = Keyring([decode_key(self.cfg.encrypt)])
+        if path is not None:
+            ring.save(str(path))
+        return ring
+
+    def _save_keyrings(self) -> None:
+        if self.data_dir is None:
+            return
+        if self.lan_keyring is not None:
+            self.lan_keyring.save(str(self.data_dir / "serf" / "local.keyring"))
+        if self.wan_keyring is not None:
+            self.wan_keyring.save(str(self.data_dir / "serf" / "remote.keyring"))
+
+    # ------------------------------------------------------------ tags
+
+    def _tags(self) -> dict[str, str]:
+        cfg = self.cfg
+        tags = {
+            "dc": cfg.datacenter,
+            "segment": "",
+            "id": self.node_id,
+            "vsn": str(PROTOCOL),
+            "vsn_min": "2",
+            "vsn_max": "3",
+            "build": f"{__version__}:pyconsul",
+        }
+        if cfg.server:
+            tags.update(
+                role="consul",
+                port=str(cfg.ports.server),
+                raft_vsn="3",
+                wan_join_port=str(cfg.ports.serf_wan),
+                acls="0",
+                ft_fs="1",
+                ft_si="1",
+            )
+            if cfg.bootstrap_expect:
+                tags["expect"] = str(cfg.bootstrap_expect)
+            if cfg.bootstrap or cfg.dev:
+                tags["bootstrap"] = "1"
+        else:
+            tags["role"] = "node"
+        return tags
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self._prepare_data_dir()
+        self.lan_keyring = self._load_keyring("local.keyring")
+        bind = cfg.bind_addr
+        adv = cfg.advertise()
+        tags = self._tags()
+        self.lan = Pool(
+            label="lan",
+            name=cfg.node_name,
+            bind=(bind, cfg.ports.serf_lan),
+            advertise=(adv, cfg.ports.serf_lan),
+            gossip=cfg.gossip_lan,
+            tags=tags,
+            keyring=self.lan_keyring,
+            verify_incoming=cfg.encrypt_verify_incoming,
+            verify_outgoing=cfg.encrypt_verify_outgoing,
+            serf_config=SerfConfig(reconnect_timeout=cfg.reconnect_timeout),
+            on_event=lambda e: self._on_event("lan", e),
+        )
+        try:
+            await self.lan.start()
+        except OSError as exc:
+            raise StartupError(f"Failed to start LAN serf on {bind}:{cfg.ports.serf_lan}: {exc.strerror}") from None
+        if cfg.server:
+            self.wan_keyring = self._load_keyring("remote.keyring")
+            adv_wan = cfg.advertise_addr_wan or adv
+            self.wan = Pool(
+                label="wan",
+                name=f"{cfg.node_name}.{cfg.datacenter}",
+                bind=(bind, cfg.ports.serf_wan),
+                advertise=(adv_wan, cfg.ports.serf_wan),
+                gossip=cfg.gossip_wan,
+                tags=tags,
+                keyring=self.wan_keyring,
+                verify_incoming=cfg.encrypt_verify_incoming,
+                verify_outgoing=cfg.encrypt_verify_outgoing,
+                serf_config=SerfConfig(reconnect_timeout=cfg.reconnect_timeout_wan),
+                on_event=lambda e: self._on_event("wan", e),
+            )
+            try:
+                await self.wan.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"Failed to start WAN serf on {bind}:{cfg.ports.serf_wan}: {exc.strerror}"
+                ) from None
+        if cfg.ports.http > 0:
+            self.runner = web.AppRunner(make_app(self), access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, cfg.client_addr, cfg.ports.http, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"Failed to start HTTP server on {cfg.client_addr}:{cfg.ports.http}: {exc.strerror}"
+                ) from None
+            log.info("agent: Started HTTP server: address=%s:%d network=tcp", cfg.client_addr, cfg.ports.http)
+        if cfg.start_join:
+            n, errs = await self.lan.join(list(cfg.start_join), cfg.ports.serf_lan)
+            if n == 0:
+                raise StartupError(f"Failed to join {', '.join(cfg.start_join)}: {'; '.join(errs)}")
+            log.info("agent: (LAN) joined: number_of_nodes=%d", n)
+        if cfg.start_join_wan and self.wan is not None:
+            n, errs = await self.wan.join(list(cfg.start_join_wan), cfg.ports.serf_wan)
+            if n == 0:
+                raise StartupError(f"Failed to join WAN {', '.join(cfg.start_join_wan)}: {'; '.join(errs)}")
+            log.info("agent: (WAN) joined: number_of_nodes=%d", n)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._rejoin_from_snapshot()))
+        if cfg.retry_join:
+            self._tasks.append(loop.create_task(
+                self._retry_join(self.lan, cfg.retry_join, cfg.retry_interval, cfg.retry_max, cfg.ports.serf_lan, "LAN")
+            ))
+        if cfg.retry_join_wan and self.wan is not None:
+            self._tasks.append(loop.create_task(self._retry_join(
+                self.wan, cfg.retry_join_wan, cfg.retry_interval_wan, cfg.retry_max_wan, cfg.ports.serf_wan, "WAN"
+            )))
+        self._tasks.append(loop.create_task(self._snapshot_loop()))
+        log.info("agent: started: node=%s datacenter=%s server=%s", cfg.node_name, cfg.datacenter, cfg.server)
+
+    async def _retry_join(self, pool: Pool, addrs: list[str], interval: float, max_attempts: int, port: int,
+                          kind: str) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            n, errs = await pool.join(list(addrs), port)
+            if n:
+                log.info("agent: Join %s completed. Synced with %d initial agents", kind, n)
+                return
+            if max_attempts and attempt >= max_attempts:
+                log.error("agent: max join %s retry exhausted, exiting", kind)
+                self.stopped.set()
+                return
+            log.warning("agent: Join %s failed: %s, retrying in %s", kind, "; ".join(errs), _fmt_dur(interval))
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------ snapshots (rejoin after restart)
+
+    def _snapshot_path(self, label: str) -> Path | None:
+        return self.data_dir / "serf" / f"{label}.snapshot.json" if self.data_dir else None
+
+    def _on_event(self, label: str, e: SerfEffect) -> None:
+        if isinstance(e, MemberEvent):
+            self._snapshot_dirty = True
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            if self._snapshot_dirty and not self.left:
+                self._snapshot_dirty = False
+                self._write_snapshots(left=False)
+
+    def _write_snapshots(self, left: bool) -> None:
+        for label, pool in (("local", self.lan), ("remote", self.wan)):
+            path = self._snapshot_path(label)
+            if pool is None or path is None:
+                continue
+            alive = [f"{m.addr}:{m.port}" for m in pool.members()
+                     if m.status == MemberStatus.ALIVE and m.name != pool.name]
+            with contextlib.suppress(OSError):
+                _atomic_write(path, json.dumps({"alive": alive, "left": left}))
+
+    async def _rejoin_from_snapshot(self) -> None:
+        for label, pool, port in (("local", self.lan, self.cfg.ports.serf_lan),
+                                  ("remote", self.wan, self.cfg.ports.serf_wan)):
+            path = self._snapshot_path(label)
+            if pool is None or path is None or not path.exists():
+                continue
+            try:
+                snap = json.loads(path.read_text())
+            except (OSError, ValueError):
+                log.warning("agent: ignoring unreadable snapshot %s", path)
+                continue
+            if snap.get("left") or not snap.get("alive"):
+                continue
+            n, _ = await pool.join(list(snap["alive"]), port)
+            log.info("agent: rejoined %d previous %s members from snapshot", n, label)
+
+    async def leave(self) -> None:
+        """Graceful leave of both pools; the agent then shuts down."""
+        if self.left:
+            return
+        self.left = True
+        log.info("agent: Requesting shutdown after graceful leave")
+        self._write_snapshots(left=True)
+        pools = [p for p in (self.lan, self.wan) if p is not None]
+        await asyncio.gather(*(p.leave() for p in pools))
+        log.info("agent: Graceful leave complete")
+        asyncio.get_running_loop().call_later(0.05, self.stopped.set)
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for p in (self.wan, self.lan):
+            if p is not None:
+                await p.stop()
+        log.info("agent: shutdown complete")
+
+    # ------------------------------------------------------------ AgentAPI for HTTP
+
+    def _pool(self, wan: bool) -> Pool:
+        if wan:
+            if self.wan is None:
+                raise ValueError("WAN pool is only available on servers")
+            return self.wan
+        assert self.lan is not None
+        return self.lan
+
+    def members(self, wan: bool) -> list[Member]:
+        return self._pool(wan).members() if (self.wan is not None or not wan) else []
+
+    async def join(self, addr: str, wan: bool) -> tuple[int, list[str]]:
+        port = self.cfg.ports.serf_wan if wan else self.cfg.ports.serf_lan
+        return await self._pool(wan).join([addr], port)
+
+    def force_leave(self, node: str, prune: bool, wan: bool) -> bool:
+        done = False
+        for pool in (self.lan, self.wan):
+            if pool is not None:
+                done = pool.force_leave(node, prune) or done
+        return done
+
+    def datacenters(self) -> list[str]:
+        dcs = {self.cfg.datacenter}
+        if self.wan is not None:
+            dcs |= {m.tags.get("dc", "") for m in self.wan.members() if m.tags.get("dc")}
+        return sorted(dcs)
+
+    def self_info(self) -> dict[str, Any]:
+        cfg = self.cfg
+        assert self.lan is not None
+        stats: dict[str, dict[str, str]] = {
+            "agent": {"check_monitors": "0", "check_ttls": "0", "checks": "0", "services": "0"},
+            "build": {"prerelease": "", "revision": "pyconsul", "version": __version__},
+            "consul": {"server": str(cfg.server).lower(), "known_datacenters": str(len(self.datacenters()))}
+            if cfg.server else {"known_servers": str(sum(
+                1 for m in self.lan.members() if m.tags.get("role") == "consul" and m.status == MemberStatus.ALIVE))},
+            "runtime": {
+                "arch": platform.machine(),
+                "os": sys.platform,
+                "version": f"python{platform.python_version()}",
+                "tasks": str(len(asyncio.all_tasks())),
+                "cpu_count": str(os.cpu_count() or 1),
+            },
+            "serf_lan": self.lan.stats(),
+        }
+        if self.wan is not None:
+            stats["serf_wan"] = self.wan.stats()
+        return {
+            "Config": {
+                "Datacenter": cfg.datacenter,
+                "NodeName": cfg.node_name,
+                "NodeID": self.node_id,
+                "Server": cfg.server,
+                "Revision": "pyconsul",
+                "Version": __version__,
+            },
+            "DebugConfig": {
+                "BindAddr": cfg.bind_addr,
+                "ClientAddrs": [cfg.client_addr],
+                "DataDir": cfg.data_dir,
+                "BootstrapExpect": cfg.bootstrap_expect,
+                "SerfPortLAN": cfg.ports.serf_lan,
+                "SerfPortWAN": cfg.ports.serf_wan,
+                "HTTPPort": cfg.ports.http,
+                "EncryptKey": "hidden" if cfg.encrypt else "",
+            },
+            "Member": member_json(self.lan.core.local_member()),
+            "Stats": stats,
+            "Meta": {},
+        }
+
+    def keyring_list(self) -> list[dict[str, Any]]:
+        out = []
+        for wan, ring, pool in ((True, self.wan_keyring, self.wan), (False, self.lan_keyring, self.lan)):
+            if pool is None or ring is None:
+                continue
+            out.append({
+                "WAN": wan,
+                "Datacenter": self.cfg.datacenter,
+                "Segment": "",
+                "Keys": {encode_key(k): 1 for k in ring.keys()},
+                "NumNodes": 1,
+            })
+        return out
+
+    def keyring_op(self, op: str, key: str) -> list[dict[str, Any]]:
+        raw = decode_key(key)
+        rings = [r for r in (self.lan_keyring, self.wan_keyring) if r is not None]
+        if not rings:
+            raise ValueError("keyring is not enabled: the agent was started without -encrypt")
+        for ring in rings:
+            getattr(ring, op)(raw)
+        self._save_keyrings()
+        return self.keyring_list()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fmt_dur(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+async def _main(cfg: AgentConfig) -> int:
+    agent = Agent(cfg)
+    loop = asyncio.get_running_loop()
+    exit_code = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        graceful = (sig == signal.SIGTERM and cfg.effective_leave_on_terminate) or (
+            sig == signal.SIGINT and not cfg.effective_skip_leave_on_interrupt
+        )
+        log.info("agent: Caught signal: %s", sig.name)
+        if graceful:
+            loop.create_task(agent.leave())
+        else:
+            agent.stopped.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("agent: Caught signal: SIGHUP (reload not supported yet)"))
+    try:
+        print("==> Starting pyconsul agent...", flush=True)
+        await agent.start()
+        print("==> Pyconsul agent running!", flush=True)
+        await agent.stopped.wait()
+    except StartupError as exc:
+        print(f"==> {exc}", file=sys.stderr, flush=True)
+        exit_code = 1
+    finally:
+        await agent.shutdown()
+    return exit_code
+
+
+def run_agent(cfg: AgentConfig) -> int:
+    setup_logging(cfg.log_level)
+    return asyncio.run(_main(cfg))

@@ -1,0 +1,584 @@
+"""Agent configuration: presets, Consul JSON config files, command-line flags, validation.
+
+Sources are merged like Consul: built-in defaults, then `-dev` defaults, then every config
+file in the order given (a directory contributes its `*.json` files in lexical order), then
+command-line flags. A later source wins for scalar keys; list keys (`retry_join`, ...) append.
+Flags, JSON keys and Ansible role variables map one-to-one (`-bootstrap-expect` /
+`bootstrap_expect` / `agent_bootstrap_expect`).
+
+Every `ConfigError` message is a single line; file errors read
+`Error parsing <file>: <key>: <reason>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import ipaddress
+import json
+import re
+import socket
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal
+
+from agent.flags import FlagSet, format_duration, parse_duration
+
+Kind = Literal["str", "int", "bool", "duration", "list"]
+
+HOUR = 3600.0
+MIN_RECONNECT_TIMEOUT = 8 * HOUR  # Consul rejects shorter reconnect timeouts
+_DC_RE = re.compile(r"^[a-z0-9_-]+$")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERR", "ERROR")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; str() is one line naming the file (if any) and the key."""
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    """Tunables of one gossip pool (memberlist semantics). Durations are float seconds."""
+
+    probe_interval: float
+    probe_timeout: float
+    indirect_checks: int
+    suspicion_mult: int
+    suspicion_max_timeout_mult: int
+    gossip_interval: float
+    gossip_nodes: int
+    gossip_to_the_dead_time: float
+    retransmit_mult: int
+    push_pull_interval: float
+    awareness_max_multiplier: int
+    udp_buffer_size: int
+    tcp_timeout: float
+    dead_node_reclaim_time: float
+
+    @classmethod
+    def lan(cls) -> GossipConfig:
+        """memberlist's DefaultLANConfig: a LAN where round trips are well under 100 ms."""
+        return cls(
+            probe_interval=1.0,  # one failure-detection round per second per node (SWIM §4)
+            probe_timeout=0.5,  # comfortably above a LAN RTT (the 99th percentile is far below)
+            indirect_checks=3,  # three helpers rule out a lossy path between prober and target
+            suspicion_mult=4,  # suspicion lasts mult * log10(N) probe intervals (Lifeguard §IV-B)
+            suspicion_max_timeout_mult=6,  # without confirmations a suspicion may last 6x the minimum
+            gossip_interval=0.2,  # piggyback rumours five times a second
+            gossip_nodes=3,  # fan-out per round; rumours reach N nodes in O(log N) rounds
+            gossip_to_the_dead_time=30.0,  # keep telling a dead node for a while so it can refute
+            retransmit_mult=4,  # each rumour is sent mult * log10(N+1) times
+            push_pull_interval=30.0,  # full-state anti-entropy over TCP repairs lost rumours
+            awareness_max_multiplier=8,  # Lifeguard local health may slow probing down to 8x
+            udp_buffer_size=1400,  # fits an Ethernet MTU after IP/UDP headers; avoids fragmentation
+            tcp_timeout=10.0,  # bound on a push/pull or TCP fallback ping exchange
+            dead_node_reclaim_time=0.0,  # a dead node's name is never reclaimed by another address
+        )
+
+    @classmethod
+    def wan(cls) -> GossipConfig:
+        """memberlist's DefaultWANConfig: derived from `lan()` for links between datacenters."""
+        return replace(
+            cls.lan(),
+            probe_interval=5.0,  # WAN round trips and loss are larger; probe less often
+            probe_timeout=3.0,  # allow for an intercontinental round trip
+            suspicion_mult=6,  # be slower to declare a remote server dead
+            gossip_interval=0.5,  # gossip less often ...
+            gossip_nodes=4,  # ... but to one more node
+            gossip_to_the_dead_time=60.0,  # matches the longer failure detection
+            push_pull_interval=60.0,  # full syncs are costlier across datacenters
+            tcp_timeout=30.0,  # TCP over a WAN may need several retransmissions
+        )
+
+    @classmethod
+    def local(cls) -> GossipConfig:
+        """memberlist's DefaultLocalConfig: derived from `lan()` for loopback (dev mode, tests)."""
+        return replace(
+            cls.lan(),
+            probe_interval=1.0,  # unchanged: failure detection speed is not the goal on loopback
+            probe_timeout=0.2,  # loopback RTT is microseconds
+            indirect_checks=1,  # there is no path diversity on one host
+            suspicion_mult=3,  # converge faster
+            retransmit_mult=2,  # loopback loses (almost) nothing
+            gossip_interval=0.1,  # cheap on loopback; converge faster
+            gossip_to_the_dead_time=15.0,  # matches the shorter suspicion
+            push_pull_interval=15.0,  # cheap on loopback
+            tcp_timeout=1.0,  # a loopback connection never takes longer
+        )
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise ConfigError naming the first invalid field (prefixed, e.g. `gossip_lan.`)."""
+        for name in ("probe_interval", "probe_timeout", "gossip_interval", "push_pull_interval",
+                     "tcp_timeout", "gossip_to_the_dead_time"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{prefix}{name}: must be positive")
+        for name in ("indirect_checks", "suspicion_mult", "suspicion_max_timeout_mult", "gossip_nodes",
+                     "retransmit_mult", "awareness_max_multiplier"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{prefix}{name}: must be at least 1")
+        if self.probe_timeout > self.probe_interval:
+            raise ConfigError(f"{prefix}probe_timeout: must not exceed probe_interval")
+        if self.udp_buffer_size < 512:
+            raise ConfigError(f"{prefix}udp_buffer_size: must be at least 512")
+        if self.dead_node_reclaim_time < 0:
+            raise ConfigError(f"{prefix}dead_node_reclaim_time: must not be negative")
+
+
+@dataclass
+class Ports:
+    """Listening ports; -1 disables the DNS or HTTP server as in Consul."""
+
+    dns: int = 8600
+    http: int = 8500
+    serf_lan: int = 8301
+    serf_wan: int = 8302
+    server: int = 8300
+
+
+@dataclass
+class AgentConfig:
+    node_name: str = field(default_factory=socket.gethostname)
+    node_id: str | None = None
+    datacenter: str = "dc1"
+    data_dir: str | None = None
+    server: bool = False
+    bootstrap_expect: int = 0
+    bootstrap: bool = False
+    bind_addr: str = "0.0.0.0"
+    advertise_addr: str | None = None
+    advertise_addr_wan: str | None = None
+    client_addr: str = "127.0.0.1"
+    ports: Ports = field(default_factory=Ports)
+    start_join: list[str] = field(default_factory=list)
+    retry_join: list[str] = field(default_factory=list)
+    retry_interval: float = 30.0
+    retry_max: int = 0  # 0 = retry forever
+    start_join_wan: list[str] = field(default_factory=list)
+    retry_join_wan: list[str] = field(default_factory=list)
+    retry_interval_wan: float = 30.0
+    retry_max_wan: int = 0
+    encrypt: str | None = None  # base64 gossip key
+    encrypt_verify_incoming: bool = True
+    encrypt_verify_outgoing: bool = True
+    log_level: str = "INFO"
+    dev: bool = False
+    ui: bool = False
+    reconnect_timeout: float = 72 * HOUR
+    reconnect_timeout_wan: float = 72 * HOUR
+    leave_on_terminate: bool | None = None  # None: False for servers, True for clients
+    skip_leave_on_interrupt: bool | None = None  # None: True for servers, False for clients
+    raft_multiplier: int = 5
+    gossip_lan: GossipConfig = field(default_factory=GossipConfig.lan)
+    gossip_wan: GossipConfig = field(default_factory=GossipConfig.wan)
+    enable_debug: bool = False
+    config_files: list[str] = field(default_factory=list)  # files actually loaded, in order
+
+    @property
+    def effective_leave_on_terminate(self) -> bool:
+        return self.leave_on_terminate if self.leave_on_terminate is not None else not self.server
+
+    @property
+    def effective_skip_leave_on_interrupt(self) -> bool:
+        return self.skip_leave_on_interrupt if self.skip_leave_on_interrupt is not None else self.server
+
+    def advertise(self, interfaces: Callable[[], list[str]] | None = None) -> str:
+        """The LAN address other agents reach us at: advertise_addr, else bind_addr, else (when
+        bound to 0.0.0.0 or ::) the first private IPv4 address, the first non-loopback one, or
+        127.0.0.1. `interfaces` lists candidate IPv4 addresses (default: this host's)."""
+        if self.advertise_addr:
+            return self.advertise_addr
+        if self.bind_addr not in ("0.0.0.0", "::", "[::]", ""):
+            return self.bind_addr
+        addrs = [ipaddress.ip_address(a) for a in (interfaces or host_ipv4_addresses)()]
+        usable = [a for a in addrs if not a.is_loopback and not a.is_link_local and not a.is_unspecified]
+        private = [a for a in usable if a.is_private]
+        for group in (private, usable):
+            if group:
+                return str(group[0])
+        return "127.0.0.1"
+
+    def validate(self) -> list[str]:
+        """Raise ConfigError on the first invalid field; return warnings (not errors)."""
+        if not self.node_name:
+            raise ConfigError("node_name: must not be empty")
+        if len(self.node_name) > 128:
+            raise ConfigError("node_name: must be at most 128 characters")
+        if self.node_id is not None and not _UUID_RE.match(self.node_id):
+            raise ConfigError(f"node_id: must be a UUID, got {_show(self.node_id)}")
+        if not _DC_RE.match(self.datacenter):
+            raise ConfigError(f"datacenter: {_show(self.datacenter)} must match [a-z0-9_-]+")
+        if not self.dev and not self.data_dir:
+            raise ConfigError("data_dir: must be specified")
+        if self.bootstrap_expect < 0:
+            raise ConfigError("bootstrap_expect: must not be negative")
+        if self.bootstrap_expect and not self.server:
+            raise ConfigError("bootstrap_expect requires server mode")
+        if self.bootstrap_expect and self.bootstrap:
+            raise ConfigError("bootstrap_expect and bootstrap are mutually exclusive")
+        if self.bootstrap and not self.server:
+            raise ConfigError("bootstrap requires server mode")
+        for name in ("bind_addr", "client_addr", "advertise_addr", "advertise_addr_wan"):
+            value = getattr(self, name)
+            if value is not None and not _is_ip(value):
+                raise ConfigError(f"{name}: not an IP address: {_show(value)}")
+        for f in fields(Ports):
+            port = getattr(self.ports, f.name)
+            disabled = port == -1 and f.name in ("dns", "http")
+            if not disabled and not 1 <= port <= 65535:
+                raise ConfigError(f"ports.{f.name}: {port} is not a valid port")
+        for name in ("retry_interval", "retry_interval_wan"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive")
+        for name in ("retry_max", "retry_max_wan"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must not be negative")
+        if self.encrypt is not None:
+            validate_key(self.encrypt)
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"log_level: unknown level {_show(self.log_level)}")
+        for name in ("reconnect_timeout", "reconnect_timeout_wan"):
+            if getattr(self, name) < MIN_RECONNECT_TIMEOUT:
+                raise ConfigError(f"{name}: must be at least {format_duration(MIN_RECONNECT_TIMEOUT)}")
+        if not 1 <= self.raft_multiplier <= 10:
+            raise ConfigError("performance.raft_multiplier: must be between 1 and 10")
+        self.gossip_lan.validate("gossip_lan.")
+        self.gossip_wan.validate("gossip_wan.")
+        return self._warnings()
+
+    def _warnings(self) -> list[str]:
+        warnings: list[str] = []
+        n = self.bootstrap_expect
+        if n == 1:
+            warnings.append("bootstrap_expect = 1 is the same as bootstrap mode: this server elects itself")
+        elif n == 2:
+            warnings.append("bootstrap_expect = 2: a cluster of 2 servers cannot tolerate any failure")
+        elif n > 2 and n % 2 == 0:
+            warnings.append(f"bootstrap_expect = {n}: an even number of servers adds no failure tolerance")
+        if self.bootstrap and not self.dev:
+            warnings.append("bootstrap mode enabled: enable it on one server only, and only when necessary")
+        return warnings
+
+
+def validate_key(key: str) -> bytes:
+    """Decode a gossip encryption key; raise ConfigError unless it is base64 of 16, 24 or 32 bytes."""
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("encrypt: not valid base64") from None
+    if len(raw) not in (16, 24, 32):
+        raise ConfigError(f"encrypt: key must be 16, 24 or 32 bytes, got {len(raw)}")
+    return raw
+
+
+def host_ipv4_addresses() -> list[str]:
+    """IPv4 addresses of this host's interfaces, in interface-index order (Linux ioctl)."""
+    siocgifaddr = 0x8915
+    out: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            with contextlib.suppress(OSError):
+                req = struct.pack("256s", name.encode()[:15])
+                out.append(socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifaddr, req)[20:24]))
+    return out
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- Consul JSON config keys
+
+# Flat keys (dotted for nested objects) and the kind each value is coerced to.
+KEYS: dict[str, Kind] = {
+    "node_name": "str", "node_id": "str", "datacenter": "str", "data_dir": "str",
+    "server": "bool", "bootstrap_expect": "int", "bootstrap": "bool",
+    "bind_addr": "str", "advertise_addr": "str", "advertise_addr_wan": "str", "client_addr": "str",
+    "ports.dns": "int", "ports.http": "int", "ports.serf_lan": "int", "ports.serf_wan": "int",
+    "ports.server": "int",
+    "start_join": "list", "retry_join": "list", "retry_interval": "duration", "retry_max": "int",
+    "start_join_wan": "list", "retry_join_wan": "list", "retry_interval_wan": "duration",
+    "retry_max_wan": "int",
+    "encrypt": "str", "encrypt_verify_incoming": "bool", "encrypt_verify_outgoing": "bool",
+    "log_level": "str", "ui": "bool", "ui_config.enabled": "bool",
+    "reconnect_timeout": "duration", "reconnect_timeout_wan": "duration",
+    "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
+    "performance.raft_multiplier": "int", "enable_debug": "bool",
+}
+_GOSSIP_KEYS: dict[str, Kind] = {
+    "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
+    "gossip_interval": "duration", "gossip_nodes": "int", "retransmit_mult": "int",
+}
+for _pool in ("gossip_lan", "gossip_wan"):
+    KEYS.update({f"{_pool}.{k}": v for k, v in _GOSSIP_KEYS.items()})
+_OBJECTS = frozenset(k.split(".")[0] for k in KEYS if "." in k)
+# Where a JSON key lands in AgentConfig when its name differs.
+_ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier"}
+
+
+class _BadValue(Exception):
+    """Internal: why one value is wrong; wrapped with the file and key."""
+
+
+def coerce(kind: Kind, value: object) -> object:
+    """Convert a JSON value to `kind`; raise _BadValue("expected ..., got ...") if impossible.
+
+    Like Consul's weakly typed decoding, numeric and boolean strings are accepted; durations
+    are Go duration strings or numbers of seconds.
+    """
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise _BadValue(f"expected a string, got {_show(value)}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+            return int(value)
+        raise _BadValue(f"expected an integer, got {_show(value)}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise _BadValue(f"expected a boolean, got {_show(value)}")
+    if kind == "duration":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError:
+                raise _BadValue(f"invalid duration {_show(value)}") from None
+        raise _BadValue(f"expected a duration, got {_show(value)}")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise _BadValue(f"expected a list of strings, got {_show(value)}")
+
+
+def parse_config_object(doc: Mapping[str, object]) -> dict[str, object]:
+    """Turn one decoded JSON document into flat keys with coerced values (null = unset).
+
+    Raises ConfigError("<key>: <reason>") without a file name.
+    """
+    out: dict[str, object] = {}
+    for key, value in doc.items():
+        if value is None:
+            continue
+        if key in _OBJECTS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected an object, got {_show(value)}")
+            for sub, subvalue in value.items():
+                _set_key(out, f"{key}.{sub}", subvalue)
+        else:
+            _set_key(out, key, value)
+    return out
+
+
+def _set_key(out: dict[str, object], key: str, value: object) -> None:
+    kind = KEYS.get(key)
+    if kind is None:
+        raise ConfigError(f"{key}: unknown configuration key")
+    if value is None:
+        return
+    try:
+        out[_ALIASES.get(key, key)] = coerce(kind, value)
+    except _BadValue as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, object]:
+    """Read one Consul JSON config file into flat keys. HCL is rejected."""
+    name = str(path)
+    if name.endswith(".hcl"):
+        raise ConfigError(f"Error parsing {name}: HCL config files are not supported")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Error reading {name}: {(exc.strerror or str(exc)).lower()}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Error parsing {name}: file is not valid UTF-8") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"Error parsing {name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"Error parsing {name}: top level: expected an object, got {_show(doc)}")
+    try:
+        return parse_config_object(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"Error parsing {name}: {exc}") from None
+
+
+def load_config_dir(path: str | Path) -> list[tuple[str, dict[str, object]]]:
+    """Load every `*.json` file of a directory in lexical order; any `*.hcl` file is an error.
+
+    Other files and subdirectories are ignored, as Consul does.
+    """
+    try:
+        entries = sorted(p for p in Path(path).iterdir() if p.is_file())
+    except OSError as exc:
+        raise ConfigError(f"Error reading {path}: {(exc.strerror or str(exc)).lower()}") from None
+    return [(str(p), load_config_file(p)) for p in entries if p.suffix in (".json", ".hcl")]
+
+
+def load_sources(paths: Sequence[str]) -> tuple[dict[str, object], list[str]]:
+    """Load files and directories in order; return merged flat keys and the files loaded."""
+    merged: dict[str, object] = {}
+    loaded: list[str] = []
+    for p in paths:
+        items = load_config_dir(p) if Path(p).is_dir() else [(p, load_config_file(p))]
+        for name, keys in items:
+            merge(merged, keys)
+            loaded.append(name)
+    return merged, loaded
+
+
+def merge(into: dict[str, object], later: Mapping[str, object]) -> None:
+    """Merge `later` over `into` in place: scalars are replaced, lists append."""
+    for key, value in later.items():
+        prev = into.get(key)
+        if isinstance(value, list) and isinstance(prev, list):
+            into[key] = prev + value
+        else:
+            into[key] = list(value) if isinstance(value, list) else value
+
+
+# ---------------------------------------------------------------- command-line flags
+
+# Agent flag name -> flat config key (Consul's flag names).
+FLAG_KEYS: dict[str, str] = {
+    "node": "node_name", "node-id": "node_id", "datacenter": "datacenter", "data-dir": "data_dir",
+    "server": "server", "bootstrap-expect": "bootstrap_expect", "bootstrap": "bootstrap",
+    "bind": "bind_addr", "advertise": "advertise_addr", "advertise-wan": "advertise_addr_wan",
+    "client": "client_addr",
+    "dns-port": "ports.dns", "http-port": "ports.http", "serf-lan-port": "ports.serf_lan",
+    "serf-wan-port": "ports.serf_wan", "server-port": "ports.server",
+    "join": "start_join", "retry-join": "retry_join", "retry-interval": "retry_interval",
+    "retry-max": "retry_max", "join-wan": "start_join_wan", "retry-join-wan": "retry_join_wan",
+    "retry-interval-wan": "retry_interval_wan", "retry-max-wan": "retry_max_wan",
+    "encrypt": "encrypt", "log-level": "log_level", "ui": "ui",
+}
+_FLAG_HELP: dict[str, str] = {
+    "node": "Name of this node; unique within the datacenter.",
+    "node-id": "UUID identifying this node (generated and persisted when omitted).",
+    "datacenter": "Datacenter this agent belongs to.",
+    "data-dir": "Directory for persistent agent state.",
+    "server": "Run this agent as a server.",
+    "bootstrap-expect": "Number of servers to wait for before bootstrapping the cluster.",
+    "bootstrap": "Let this server elect itself without waiting for others.",
+    "bind": "Address for cluster communication (gossip and server RPC).",
+    "advertise": "Address advertised to other agents instead of the bind address.",
+    "advertise-wan": "Address advertised on the WAN instead of the -advertise address.",
+    "client": "Address of the client interfaces (HTTP, DNS).",
+    "dns-port": "DNS server port (-1 disables).",
+    "http-port": "HTTP API port (-1 disables).",
+    "serf-lan-port": "LAN gossip port.",
+    "serf-wan-port": "WAN gossip port.",
+    "server-port": "Server RPC port.",
+    "join": "Agent address to join at start-up; start-up fails if none answers. Repeatable.",
+    "retry-join": "Agent address to join, retried until it succeeds. Repeatable.",
+    "retry-interval": "Delay between join attempts.",
+    "retry-max": "Maximum join attempts; 0 retries forever.",
+    "join-wan": "Server address to join over the WAN at start-up. Repeatable.",
+    "retry-join-wan": "Server address to join over the WAN, retried. Repeatable.",
+    "retry-interval-wan": "Delay between WAN join attempts.",
+    "retry-max-wan": "Maximum WAN join attempts; 0 retries forever.",
+    "encrypt": "Base64 gossip encryption key.",
+    "log-level": "Log level: trace, debug, info, warn or err.",
+    "ui": "Serve the web UI.",
+}
+
+
+def agent_flagset() -> FlagSet:
+    """The flags of `pyconsul agent`; -config-file and -config-dir share one ordered list."""
+    fs = FlagSet("agent")
+    for flag, key in FLAG_KEYS.items():
+        kind, usage = KEYS[key], _FLAG_HELP[flag]
+        if kind == "str":
+            fs.string(flag, "", usage)
+        elif kind == "int":
+            fs.int(flag, 0, usage)
+        elif kind == "bool":
+            fs.bool(flag, False, usage)
+        elif kind == "duration":
+            fs.duration(flag, 0.0, usage)
+        else:
+            fs.string_list(flag, usage)
+    fs.string_list("config-file", "JSON config file to load. Repeatable; later ones win.", dest="config-file")
+    fs.string_list("config-dir", "Directory whose *.json files are loaded in lexical order. Repeatable.",
+                   dest="config-file")
+    fs.bool("dev", False, "Development mode: an in-memory single-server cluster on 127.0.0.1.")
+    return fs
+
+
+def _dev_defaults() -> dict[str, object]:
+    return {"dev": True, "server": True, "bootstrap": True, "bind_addr": "127.0.0.1",
+            "client_addr": "127.0.0.1", "ui": True}
+
+
+def build_config(argv_flags: Mapping[str, object]) -> tuple[AgentConfig, list[str]]:
+    """Turn explicitly given agent flags (FlagSet.parse(...).explicit) into a validated config.
+
+    Order: defaults < -dev defaults < config files/dirs (in order) < flags. Returns the config
+    and its warnings; raises ConfigError.
+    """
+    dev = bool(argv_flags.get("dev", False))
+    flat: dict[str, object] = _dev_defaults() if dev else {}
+    paths = argv_flags.get("config-file", [])
+    assert isinstance(paths, list)
+    from_files, loaded = load_sources([str(p) for p in paths])
+    merge(flat, from_files)
+    flag_keys: dict[str, object] = {}
+    for flag, value in argv_flags.items():
+        if flag in FLAG_KEYS:
+            flag_keys[FLAG_KEYS[flag]] = value
+        elif flag not in ("dev", "config-file"):
+            raise ConfigError(f"-{flag}: not an agent flag")
+    merge(flat, flag_keys)
+    cfg = from_flat(flat)
+    cfg.config_files = loaded
+    return cfg, cfg.validate()
+
+
+def from_flat(flat: Mapping[str, object]) -> AgentConfig:
+    """Build an AgentConfig from merged flat keys (no validation beyond types)."""
+    cfg = AgentConfig()
+    gossip: dict[str, dict[str, object]] = {"gossip_lan": {}, "gossip_wan": {}}
+    for key, value in flat.items():
+        group, _, sub = key.partition(".")
+        if group == "ports":
+            setattr(cfg.ports, sub, value)
+        elif group in gossip:
+            gossip[group][sub] = value
+        else:
+            setattr(cfg, key, value)
+    cfg.datacenter = cfg.datacenter.lower()
+    base_lan = GossipConfig.local() if cfg.dev else GossipConfig.lan()
+    cfg.gossip_lan = replace(base_lan, **gossip["gossip_lan"])  # type: ignore[arg-type]
+    cfg.gossip_wan = replace(GossipConfig.wan(), **gossip["gossip_wan"])  # type: ignore[arg-type]
+    return cfg
+
+
+def validate_paths(paths: Sequence[str]) -> tuple[AgentConfig, list[str]]:
+    """What `pyconsul validate` checks: the files alone, with no flags."""
+    return build_config({"config-file": list(paths)})

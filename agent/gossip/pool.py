@@ -1,0 +1,461 @@
+"""The asyncio shell around one serf pool (LAN or WAN): UDP + TCP transport, timers, crypto.
+
+It owns the sockets and the clock and nothing else: every protocol decision is the pure
+`Serf`/`Membership` core's. Order of work for one input: decrypt -> core -> perform the
+returned effects in order (packets are encrypted just before they are sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.config import GossipConfig
+from agent.gossip import codec
+from agent.gossip.codec import DecodeError, NeedMore
+from agent.gossip.keyring import ENCRYPT_OVERHEAD, DecryptError, Keyring, decrypt, encrypt, encrypted_length
+from agent.gossip.membership import Addr, PushPullWith, SendPacket, TcpPing
+from agent.gossip.messages import Ack, ErrResp, MsgType, Ping, PushPull, User
+from agent.gossip.serf import (
+    JoinAttempt,
+    Member,
+    MemberEvent,
+    Serf,
+    SerfConfig,
+    SerfEffect,
+    UserEventReceived,
+)
+
+ENCRYPTION_VERSION = 1  # memberlist protocol >= 2 encrypts without padding
+MAX_STREAM_BYTES = codec.MAX_PUSH_STATE_BYTES + 1024
+READ_CHUNK = 65536
+
+
+@dataclass
+class PoolCounters:
+    """Inputs dropped by the transport, by reason (shown by `pyconsul info`)."""
+
+    udp_decrypt_failed: int = 0
+    udp_unencrypted_rejected: int = 0
+    udp_oversized: int = 0
+    stream_errors: int = 0
+    stream_decrypt_failed: int = 0
+    stream_unencrypted_rejected: int = 0
+    push_pull_ok: int = 0
+    push_pull_failed: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class JoinError(Exception):
+    pass
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.pool._on_datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.pool.log.debug("udp error: %s", exc)
+
+
+class Pool:
+    """One gossip pool member: `await start()`, `join()`, `leave()`, `stop()`."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        name: str,
+        bind: Addr,
+        advertise: Addr,
+        gossip: GossipConfig,
+        tags: dict[str, str],
+        keyring: Keyring | None = None,
+        verify_incoming: bool = True,
+        verify_outgoing: bool = True,
+        serf_config: SerfConfig | None = None,
+        on_event: Callable[[SerfEffect], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.label = label
+        self.name = name
+        self.bind = bind
+        self.advertise = advertise
+        self.gossip = gossip
+        self.tags = tags
+        self.keyring = keyring
+        self.verify_incoming = verify_incoming
+        self.verify_outgoing = verify_outgoing
+        self.serf_config = serf_config or SerfConfig()
+        self.on_event = on_event
+        self.rng = rng or random.Random()
+        self.log = logging.getLogger(f"agent.{label}")
+        self.counters = PoolCounters()
+        self.serf: Serf | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopped = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    @property
+    def core(self) -> Serf:
+        assert self.serf is not None, "pool not started"
+        return self.serf
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        overhead = ENCRYPT_OVERHEAD[ENCRYPTION_VERSION] if self.keyring and self.verify_outgoing else 0
+        self.serf = Serf(
+            self.gossip, self.name, self.advertise[0], self.advertise[1], self.tags, self.rng, self._now(),
+            config=self.serf_config, encryption_overhead=overhead,
+        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * 1024 * 1024)
+        sock.bind(self.bind)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+        self._udp = transport
+        self._tcp = await asyncio.start_server(self._on_stream, self.bind[0], self.bind[1], reuse_address=True)
+        self._perform(self.core._take())
+        self._loop_task = loop.create_task(self._run())
+        self.log.info("serf: started %s pool: name=%s bind=%s:%d", self.label, self.name, *self.bind)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+        if self._udp:
+            self._udp.close()
+        if self._tcp:
+            self._tcp.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
+
+    async def _run(self) -> None:
+        while not self._stopped:
+            now = self._now()
+            try:
+                self._perform(self.core.tick(now))
+            except Exception:  # a bug in the core must not kill the pool
+                self.log.exception("gossip tick failed")
+            delay = min(max(self.core.next_deadline() - self._now(), 0.001), 0.05)
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ effects
+
+    def _perform(self, effects: list[SerfEffect]) -> None:
+        for e in effects:
+            if isinstance(e, SendPacket):
+                self._send_packet(e.addr, e.data)
+            elif isinstance(e, PushPullWith):
+                self._spawn(self._push_pull_quiet(e.addr, e.join))
+            elif isinstance(e, TcpPing):
+                self._spawn(self._tcp_ping(e))
+            elif isinstance(e, JoinAttempt):
+                self._spawn(self._reconnect(e.addrs))
+            elif isinstance(e, (MemberEvent, UserEventReceived)):
+                self._log_event(e)
+                if self.on_event:
+                    self.on_event(e)
+
+    def _log_event(self, e: MemberEvent | UserEventReceived) -> None:
+        if isinstance(e, UserEventReceived):
+            self.log.debug("serf: user event %s", e.name)
+            return
+        names = {
+            "member-join": "EventMemberJoin",
+            "member-leave": "EventMemberLeave",
+            "member-failed": "EventMemberFailed",
+            "member-update": "EventMemberUpdate",
+            "member-reap": "EventMemberReap",
+        }
+        self.log.info("serf: %s: %s %s", names[e.kind], e.member.name, e.member.addr)
+
+    def _send_packet(self, addr: Addr, data: bytes) -> None:
+        if self._udp is None or self._stopped:
+            return
+        if self.keyring is not None and self.verify_outgoing:
+            data = encrypt(ENCRYPTION_VERSION, self.keyring.primary(), data, b"")
+        with contextlib.suppress(OSError):
+            self._udp.sendto(data, addr)
+
+    def _on_datagram(self, data: bytes, src: Addr) -> None:
+        if self.serf is None or self._stopped:
+            return
+        if len(data) > 65507:
+            self.counters.udp_oversized += 1
+            return
+        if self.keyring is not None:
+            try:
+                data = decrypt(self.keyring.keys(), data, b"")
+            except (DecryptError, ValueError) as exc:
+                if self.verify_incoming:
+                    self.counters.udp_decrypt_failed += 1
+                    self.log.warning("memberlist: Decrypt packet failed: %s from=%s:%d", exc, *src)
+                    return
+        try:
+            self._perform(self.serf.handle_packet(data, src, self._now()))
+        except Exception:
+            self.serf.ml.stats.decode_errors += 1
+            self.log.exception("memberlist: error handling packet from %s:%d", *src)
+        self._wake.set()
+
+    # ------------------------------------------------------------ streams
+
+    def _seal_stream(self, plain: bytes) -> bytes:
+        if self.keyring is None or not self.verify_outgoing:
+            return plain
+        header = bytes([MsgType.ENCRYPT]) + struct.pack(">I", encrypted_length(ENCRYPTION_VERSION, len(plain)))
+        return header + encrypt(ENCRYPTION_VERSION, self.keyring.primary(), plain, header)
+
+    async def _read_stream(self, reader: asyncio.StreamReader) -> codec.Message | PushPull:
+        first = await reader.readexactly(1)
+        if first[0] == MsgType.ENCRYPT:
+            if self.keyring is None:
+                raise DecodeError("remote state is encrypted and encryption is not configured")
+            size_raw = await reader.readexactly(4)
+            (size,) = struct.unpack(">I", size_raw)
+            if size > MAX_STREAM_BYTES:
+                raise DecodeError(f"remote node state is larger than limit ({size})")
+            cipher = await reader.readexactly(size)
+            try:
+                plain = decrypt(self.keyring.keys(), cipher, first + size_raw)
+            except (DecryptError, ValueError) as exc:
+                self.counters.stream_decrypt_failed += 1
+                raise DecodeError(str(exc)) from None
+            try:
+                _, msg = codec.parse_stream(plain)
+            except NeedMore:
+                raise DecodeError("truncated encrypted stream") from None
+            return msg
+        if self.keyring is not None and self.verify_incoming:
+            self.counters.stream_unencrypted_rejected += 1
+            raise DecodeError("encryption is configured but remote state is not encrypted")
+        buf = bytearray(first)
+        while True:
+            try:
+                _, msg = codec.parse_stream(bytes(buf))
+                return msg
+            except NeedMore:
+                pass
+            chunk = await reader.read(READ_CHUNK)
+            if not chunk:
+                raise DecodeError("stream closed mid-message")
+            buf += chunk
+            if len(buf) > MAX_STREAM_BYTES:
+                raise DecodeError("stream message too large")
+
+    async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            msg = await asyncio.wait_for(self._read_stream(reader), self.gossip.tcp_timeout)
+            if isinstance(msg, PushPull):
+                reply = self.core.local_push_pull(msg.join)
+                writer.write(self._seal_stream(codec.encode_push_pull(reply)))
+                await writer.drain()
+                self._perform(self.core.merge_remote(msg, self._now()))
+                self.counters.push_pull_ok += 1
+            elif isinstance(msg, Ping):
+                ack = self.core.ml.stream_ping(msg)
+                if ack is not None:
+                    writer.write(self._seal_stream(codec.encode(ack)))
+                    await writer.drain()
+            elif isinstance(msg, User):
+                self._perform(self.core.handle_packet(codec.encode(msg), (peer[0], peer[1]), self._now()))
+            else:
+                raise DecodeError(f"unexpected stream message {type(msg).__name__}")
+        except (DecodeError, asyncio.IncompleteReadError, asyncio.TimeoutError, OSError) as exc:
+            self.counters.stream_errors += 1
+            self.log.debug("memberlist: stream from %s failed: %s", peer, exc)
+            if isinstance(exc, DecodeError):
+                with contextlib.suppress(Exception):
+                    writer.write(self._seal_stream(codec.encode(ErrResp(str(exc)))))
+                    await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        self._wake.set()
+
+    async def push_pull(self, addr: Addr, join: bool) -> None:
+        """One push/pull exchange with addr (SWIM anti-entropy, and how joins work)."""
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), self.gossip.tcp_timeout)
+        try:
+            writer.write(self._seal_stream(codec.encode_push_pull(self.core.local_push_pull(join))))
+            await writer.drain()
+            msg = await asyncio.wait_for(self._read_stream(reader), self.gossip.tcp_timeout)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if isinstance(msg, ErrResp):
+            raise JoinError(f"remote error: {msg.error}")
+        if not isinstance(msg, PushPull):
+            raise JoinError(f"unexpected reply {type(msg).__name__}")
+        self._perform(self.core.merge_remote(msg, self._now()))
+        self._wake.set()
+
+    async def _push_pull_quiet(self, addr: Addr, join: bool) -> None:
+        try:
+            await self.push_pull(addr, join)
+            self.counters.push_pull_ok += 1
+        except Exception as exc:
+            self.counters.push_pull_failed += 1
+            self.log.debug("memberlist: push/pull with %s:%d failed: %s", addr[0], addr[1], exc)
+
+    async def _tcp_ping(self, e: TcpPing) -> None:
+        ok = False
+        try:
+            timeout = max(0.01, e.deadline - self._now())
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(e.addr[0], e.addr[1]), timeout)
+            try:
+                writer.write(self._seal_stream(e.data))
+                await writer.drain()
+                msg = await asyncio.wait_for(self._read_stream(reader), max(0.01, e.deadline - self._now()))
+                ok = isinstance(msg, Ack) and msg.seq_no == e.seq
+            finally:
+                writer.close()
+        except Exception as exc:
+            self.log.debug("memberlist: fallback TCP ping to %s failed: %s", e.node, exc)
+        if ok:
+            self.log.warning(
+                "memberlist: Was able to connect to %s over TCP but UDP probes failed, network may be misconfigured",
+                e.node,
+            )
+        if not self._stopped:
+            self._perform(self.core.tcp_ping_result(e.seq, ok, self._now()))
+
+    async def _reconnect(self, addrs: tuple[Addr, ...]) -> None:
+        n, _ = await self.join([f"{h}:{p}" for h, p in addrs], default_port=addrs[0][1] if addrs else 0)
+        if n:
+            self.log.info("serf: reconnected to %s", addrs)
+
+    # ------------------------------------------------------------ operations
+
+    async def join(self, addrs: list[str], default_port: int) -> tuple[int, list[str]]:
+        """Push/pull-join each address; returns (nodes contacted, error strings)."""
+        contacted = 0
+        errors: list[str] = []
+        for a in addrs:
+            try:
+                for target in await resolve(a, default_port):
+                    await self.push_pull(target, True)
+                    contacted += 1
+                    break
+            except Exception as exc:
+                errors.append(f"Failed to join {a}: {exc}")
+        if contacted:
+            self._perform(self.core.joined(contacted))
+        return contacted, errors
+
+    async def leave(self, timeout: float | None = None) -> None:
+        """Graceful leave: serf leave intent, then memberlist dead-self, each until gossiped."""
+        timeout = timeout if timeout is not None else self.serf_config.broadcast_timeout
+        self._perform(self.core.leave(self._now()))
+        await self._wait(self.core.intent_broadcast_done, timeout)
+        self._perform(self.core.leave_memberlist(self._now()))
+        await self._wait(self.core.leave_done, timeout)
+
+    async def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
+        deadline = self._now() + timeout
+        while not cond():
+            if self._now() >= deadline:
+                return False
+            await asyncio.sleep(self.gossip.gossip_interval / 2)
+        return True
+
+    def members(self) -> list[Member]:
+        return self.core.member_list()
+
+    def force_leave(self, node: str, prune: bool = False) -> bool:
+        ok = self.core.force_leave(node, prune, self._now())
+        self._perform(self.core._take())
+        return ok
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.tags = dict(tags)
+        self._perform(self.core.set_tags(tags, self._now()))
+
+    def stats(self) -> dict[str, str]:
+        core = self.core
+        ml = core.ml.stats
+        c = self.counters
+        members = core.members.values()
+        return {
+            "members": str(len(core.members)),
+            "failed": str(sum(1 for m in members if m.status == 4)),
+            "left": str(sum(1 for m in members if m.status == 3)),
+            "member_time": str(core.clock),
+            "event_time": str(core.event_clock),
+            "query_time": str(core.query_clock),
+            "health_score": str(core.ml.awareness.score),
+            "encrypted": str(self.keyring is not None).lower(),
+            "packets_received": str(ml.packets_in),
+            "packets_sent": str(ml.packets_out),
+            "dropped_malformed": str(ml.decode_errors + core.stats.bad_serf_messages),
+            "dropped_unknown_type": str(core.stats.unknown_serf_messages),
+            "dropped_decrypt_failed": str(c.udp_decrypt_failed + c.stream_decrypt_failed),
+            "dropped_unencrypted": str(c.udp_unencrypted_rejected + c.stream_unencrypted_rejected),
+            "dropped_wrong_node": str(ml.wrong_node_pings),
+            "dropped_oversized": str(c.udp_oversized),
+            "stream_errors": str(c.stream_errors),
+            "address_conflicts": str(ml.address_conflicts),
+            "refutes": str(ml.refutes),
+        }
+
+
+async def resolve(addr: str, default_port: int) -> list[Addr]:
+    """'host', 'host:port', '[v6]:port' -> resolved (ip, port) candidates."""
+    host, port = split_host_port(addr, default_port)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    out: list[Addr] = []
+    for info in infos:
+        ip = str(info[4][0])
+        if (ip, port) not in out:
+            out.append((ip, port))
+    if not out:
+        raise JoinError(f"no addresses for {addr}")
+    return out
+
+
+def split_host_port(addr: str, default_port: int) -> tuple[str, int]:
+    addr = addr.strip()
+    if addr.startswith("["):
+        host, _, rest = addr[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if addr.count(":") == 1:
+        host, _, p = addr.partition(":")
+        return host, int(p)
+    return addr, default_port

@@ -1,0 +1,80 @@
+"""`/v1/agent/*`, `/v1/operator/keyring`, `/v1/catalog/datacenters`, `/v1/status/*` (gossip part)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from agent.http.server import AgentAPI, BadRequest, flag, json_response, member_json
+
+
+def register(app: web.Application, api: AgentAPI) -> None:
+    async def self_(request: web.Request) -> web.Response:
+        return json_response(api.self_info())
+
+    async def members(request: web.Request) -> web.Response:
+        wan = flag(request, "wan")
+        return json_response([member_json(m) for m in api.members(wan)])
+
+    async def join(request: web.Request) -> web.Response:
+        addr = request.match_info["addr"]
+        n, errors = await api.join(addr, flag(request, "wan"))
+        if n == 0:
+            return web.Response(status=500, text=("; ".join(errors) or f"Failed to join {addr}") + "\n")
+        return web.Response(text="")
+
+    async def leave(request: web.Request) -> web.Response:
+        await api.leave()
+        return web.Response(text="")
+
+    async def force_leave(request: web.Request) -> web.Response:
+        node = request.match_info["node"]
+        ok = api.force_leave(node, flag(request, "prune"), flag(request, "wan"))
+        if not ok:
+            return web.Response(status=500, text=f"agent: No node found with name '{node}'\n")
+        return web.Response(text="")
+
+    async def keyring_get(request: web.Request) -> web.Response:
+        return json_response(api.keyring_list())
+
+    def keyring_change(op: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            raw = await request.read()
+            try:
+                body = json.loads(raw or b"{}")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"Request decode failed: {exc}") from None
+            if not isinstance(body, dict) or not isinstance(body.get("Key"), str) or not body["Key"]:
+                raise BadRequest('Request decode failed: expected a JSON object with a "Key" string')
+            try:
+                api.keyring_op(op, body["Key"])
+            except ValueError as exc:
+                return web.Response(status=500, text=f"{exc}\n")
+            return web.Response(text="")
+
+        return handler
+
+    async def datacenters(request: web.Request) -> web.Response:
+        return json_response(api.datacenters())
+
+    async def leader(request: web.Request) -> web.Response:
+        return json_response("")
+
+    async def peers(request: web.Request) -> web.Response:
+        return json_response([])
+
+    r = app.router
+    r.add_get("/v1/agent/self", self_)
+    r.add_get("/v1/agent/members", members)
+    r.add_put("/v1/agent/join/{addr}", join)
+    r.add_put("/v1/agent/leave", leave)
+    r.add_put("/v1/agent/force-leave/{node}", force_leave)
+    r.add_get("/v1/operator/keyring", keyring_get)
+    r.add_post("/v1/operator/keyring", keyring_change("install"))
+    r.add_put("/v1/operator/keyring", keyring_change("use"))
+    r.add_delete("/v1/operator/keyring", keyring_change("remove"))
+    r.add_get("/v1/catalog/datacenters", datacenters)
+    r.add_get("/v1/status/leader", leader)
+    r.add_get("/v1/status/peers", peers)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine (as root) to build and test pyconsul. Idempotent: a second run
+# installs nothing and finishes in about a second. Works unattended (CI=true, no stdin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl)
+
+say() { printf '==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+        echo "bootstrap: need root to run: $*" >&2; return 1; fi
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    # Refresh package lists unless that happened within the last hour.
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -n1)" ]; then
+        say "apt-get update"
+        as_root apt-get update -qq </dev/null
+    fi
+    say "apt-get install ${missing[*]}"
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+else
+    say "system packages present"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with /usr/bin/python3"
+    /usr/bin/python3 -m venv .venv
+fi
+
+# Reinstall only when the dependency declaration changed since the last successful install.
+stamp=".venv/.pyconsul-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! .venv/bin/python -c 'import agent' 2>/dev/null; then
+    say "pip install -e '.[test]'"
+    # (drop this machine's pip-config noise about absent local index directories)
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' </dev/null 2>&1 \
+        | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+    echo "$want" > "$stamp"
+else
+    say "python packages up to date"
+fi
+say "bootstrap done"
