@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,9 @@ class Agent:
             n, _ = await pool.join(list(snap["alive"]), port)
             log.info("agent: rejoined %d previous %s members from snapshot", n, label)
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
     async def leave(self) -> None:
         """Graceful leave of both pools; the agent then shuts down."""
         if self.left:
@@ -395,7 +399,7 @@ class Agent:
                 "WAN": wan,
                 "Datacenter": self.cfg.datacenter,
                 "Segment": "",
-                "Keys": {encode_key(k): 1 for k in ring.keys()},
+                "Keys": {encode_key(k): 1 for k in ring.keys()},  # noqa: SIM118 - Keyring, not a dict
                 "NumNodes": 1,
             })
         return out
@@ -440,7 +444,7 @@ async def _main(cfg: AgentConfig) -> int:
         )
         log.info("agent: Caught signal: %s", sig.name)
         if graceful:
-            loop.create_task(agent.leave())
+            agent.spawn(agent.leave())
         else:
             agent.stopped.set()
 

@@ -67,7 +67,7 @@ def _pack(obj: dict[str, Any]) -> bytes:
 
 def _unpack_map(buf: bytes) -> dict[str, Any]:
     try:
-        obj = msgpack.unpackb(buf, raw=True, strict_map_key=False)
+        obj = msgpack.unpackb(buf, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise DecodeError(f"bad msgpack: {exc}") from None
     except Exception as exc:  # msgpack raises a few other types on garbage
@@ -78,13 +78,7 @@ def _unpack_map(buf: bytes) -> dict[str, Any]:
 def _as_map(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a map, got {type(obj).__name__}")
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        if isinstance(k, bytes):
-            out[k.decode("utf-8", "replace")] = v
-        elif isinstance(k, str):
-            out[k] = v
-    return out
+    return obj
 
 
 def _int(m: dict[str, Any], key: str, default: int | None = 0, *, bits: int = 64) -> int:
@@ -115,10 +109,10 @@ def _bytes(m: dict[str, Any], key: str) -> bytes:
     v = m.get(key)
     if v is None:
         return b""
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogateescape")
     if isinstance(v, bytes):
         return v
-    if isinstance(v, str):
-        return v.encode()
     if isinstance(v, list) and all(isinstance(x, int) and 0 <= x < 256 for x in v):
         return bytes(v)
     raise DecodeError(f"field {key}: expected bytes")
@@ -128,11 +122,15 @@ def _str(m: dict[str, Any], key: str) -> str:
     v = m.get(key)
     if v is None:
         return ""
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _has_surrogate(v) else v
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
-    if isinstance(v, str):
-        return v
     raise DecodeError(f"field {key}: expected a string")
+
+
+def _has_surrogate(v: str) -> bool:
+    return not v.isascii() and any("\udc80" <= c <= "\udcff" for c in v)
 
 
 def _vsn(m: dict[str, Any]) -> tuple[int, ...]:
@@ -144,16 +142,23 @@ def _vsn(m: dict[str, Any]) -> tuple[int, ...]:
 
 def ip_to_bytes(ip: str) -> bytes:
     """Text IP -> 4 bytes (IPv4) or 16 bytes (IPv6), as memberlist puts in Addr fields."""
+    parts = ip.split(".")
+    if len(parts) == 4:
+        try:
+            return bytes(int(p) for p in parts)
+        except ValueError:
+            pass
     return ipaddress.ip_address(ip).packed
 
 
 def ip_from_bytes(raw: bytes) -> str:
     """Addr field -> text IP; IPv4-mapped IPv6 (Go's 16-byte net.IP) becomes IPv4."""
     if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw))
+        return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
     if len(raw) == 16:
-        addr6 = ipaddress.IPv6Address(raw)
-        return str(addr6.ipv4_mapped) if addr6.ipv4_mapped else str(addr6)
+        if raw[:12] == b"\x00" * 10 + b"\xff\xff":
+            return ip_from_bytes(raw[12:])
+        return str(ipaddress.IPv6Address(raw))
     raise DecodeError(f"bad IP address length {len(raw)}")
 
 
@@ -440,7 +445,8 @@ def parse_stream(buf: bytes) -> tuple[int, PushPull | Message]:
 
 
 def _unpacker(buf: bytes) -> msgpack.Unpacker:
-    u = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=2 * MAX_PUSH_STATE_BYTES)
+    u = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", strict_map_key=False,
+                         max_buffer_size=2 * MAX_PUSH_STATE_BYTES)
     u.feed(buf)
     return u
 
@@ -459,7 +465,7 @@ def _next(unpacker: msgpack.Unpacker) -> Any:
 
 def encode_tags(tags: dict[str, str]) -> bytes:
     """serf node meta: magic byte 0xFF, then a msgpack map of string tags."""
-    return bytes([TAG_MAGIC]) + msgpack.packb(dict(sorted(tags.items())), use_bin_type=False)
+    return bytes([TAG_MAGIC]) + encode_msgpack(dict(sorted(tags.items())))
 
 
 def decode_tags(meta: bytes) -> dict[str, str]:
@@ -556,7 +562,8 @@ def _decode_serf_query(m: dict[str, Any]) -> SerfQuery:
         _bytes(m, "Addr"),
         _int(m, "Port", bits=16),
         _str(m, "SourceNode"),
-        tuple(f if isinstance(f, bytes) else b"" for f in filters_raw),
+        tuple(f.encode("utf-8", "surrogateescape") if isinstance(f, str) else f if isinstance(f, bytes) else b""
+              for f in filters_raw),
         _int(m, "Flags", bits=32),
         _int(m, "RelayFactor", bits=8),
         _int(m, "Timeout"),
@@ -601,6 +608,6 @@ def decode_msgpack(buf: bytes) -> dict[str, Any]:
 
 def decode_msgpack_any(buf: bytes) -> Any:
     try:
-        return msgpack.unpackb(buf, raw=True, strict_map_key=False)
+        return msgpack.unpackb(buf, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
     except Exception as exc:
         raise DecodeError(f"bad msgpack: {type(exc).__name__}") from None

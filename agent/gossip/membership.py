@@ -472,7 +472,8 @@ class Membership:
             self._send_with_piggyback((peer.addr, peer.port), codec.encode(ind))
         if node.pmax >= 3:
             p.tcp_pending = True
-            self.out.append(TcpPing((node.addr, node.port), node.name, p.seq, codec.encode(self._ping(p.seq, node.name)), p.end))
+            ping = codec.encode(self._ping(p.seq, node.name))
+            self.out.append(TcpPing((node.addr, node.port), node.name, p.seq, ping, p.end))
 
     def _on_ping(self, p: Ping, src: Addr) -> None:
         if p.node and p.node != self.name:
@@ -541,11 +542,21 @@ class Membership:
             self.out.append(PushPullWith((peers[0].addr, peers[0].port), peers[0].name, False))
 
     def _k_random(self, k: int, exclude: Callable[[_Node], bool]) -> list[_Node]:
-        cands = [n for n in self.nodes if not exclude(n)]
-        if len(cands) <= k:
+        """Up to k distinct random nodes not excluded (memberlist kRandomNodes: for large
+        pools, random probing with at most 3n tries instead of a full scan)."""
+        n = len(self.nodes)
+        if n < 3 * k:
+            cands = [x for x in self.nodes if not exclude(x)]
             self.rng.shuffle(cands)
-            return cands
-        return self.rng.sample(cands, k)
+            return cands[:k]
+        out: list[_Node] = []
+        for _ in range(3 * n):
+            if len(out) >= k:
+                break
+            x = self.nodes[self.rng.randrange(n)]
+            if not exclude(x) and x not in out:
+                out.append(x)
+        return out
 
     def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         msgs = self.broadcasts.get(overhead, limit, len(self.nodes))

@@ -15,13 +15,14 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.config import GossipConfig
 from agent.gossip import codec
 from agent.gossip.codec import DecodeError, NeedMore
 from agent.gossip.keyring import ENCRYPT_OVERHEAD, DecryptError, Keyring, decrypt, encrypt, encrypted_length
 from agent.gossip.membership import Addr, PushPullWith, SendPacket, TcpPing
-from agent.gossip.messages import Ack, ErrResp, MsgType, Ping, PushPull, User
+from agent.gossip.messages import Ack, ErrResp, Message, MsgType, Ping, PushPull, User
 from agent.gossip.serf import (
     JoinAttempt,
     Member,
@@ -60,7 +61,7 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.pool._on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -239,7 +240,7 @@ class Pool:
         header = bytes([MsgType.ENCRYPT]) + struct.pack(">I", encrypted_length(ENCRYPTION_VERSION, len(plain)))
         return header + encrypt(ENCRYPTION_VERSION, self.keyring.primary(), plain, header)
 
-    async def _read_stream(self, reader: asyncio.StreamReader) -> codec.Message | PushPull:
+    async def _read_stream(self, reader: asyncio.StreamReader) -> Message | PushPull:
         first = await reader.readexactly(1)
         if first[0] == MsgType.ENCRYPT:
             if self.keyring is None:
@@ -295,7 +296,7 @@ class Pool:
                 self._perform(self.core.handle_packet(codec.encode(msg), (peer[0], peer[1]), self._now()))
             else:
                 raise DecodeError(f"unexpected stream message {type(msg).__name__}")
-        except (DecodeError, asyncio.IncompleteReadError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, DecodeError, asyncio.IncompleteReadError, OSError) as exc:
             self.counters.stream_errors += 1
             self.log.debug("memberlist: stream from %s failed: %s", peer, exc)
             if isinstance(exc, DecodeError):

@@ -489,9 +489,8 @@ class Serf:
 
     def _reap(self, now: float) -> None:
         for m in list(self.members.values()):
-            if m.status == MemberStatus.FAILED and now - m.leave_time > self.cfg.reconnect_timeout:
-                self._erase(m)
-            elif m.status == MemberStatus.LEFT and now - m.leave_time > self.cfg.tombstone_timeout:
+            limit = {MemberStatus.FAILED: self.cfg.reconnect_timeout, MemberStatus.LEFT: self.cfg.tombstone_timeout}
+            if m.status in limit and now - m.leave_time > limit[m.status]:
                 self._erase(m)
         for node, (_, _, t) in list(self.intents.items()):
             if now - t > self.cfg.recent_intent_timeout:
@@ -525,10 +524,10 @@ __all__ = [
     "MemberEvent",
     "MemberStatus",
     "PushPullWith",
+    "SendPacket",
     "Serf",
     "SerfConfig",
     "SerfEffect",
-    "SendPacket",
     "TcpPing",
     "UserEventReceived",
 ]

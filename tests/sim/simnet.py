@@ -192,3 +192,36 @@ class SimNet:
             if (st := o.serf.members.get(m.name)) is not None and st.status == MemberStatus.ALIVE
         )
         return seen / total if total else 1.0
+
+
+def seed_converged(net: SimNet) -> None:
+    """Give every node the full, quiet membership at once (what a long-converged pool looks
+    like), without the join storm: merge a complete push/pull state, then drop the queued
+    re-broadcasts and events that merging produced."""
+    from agent.gossip.codec import ip_to_bytes
+    from agent.gossip.messages import PushNodeState, PushPull
+
+    states = []
+    for n in net.nodes.values():
+        me = n.serf.ml.local
+        states.append(PushNodeState(me.name, ip_to_bytes(me.addr), me.port, me.meta, me.incarnation, me.state, me.vsn))
+    pp = PushPull(False, tuple(states), b"")
+    for n in net.nodes.values():
+        n.serf.merge_remote(pp, net.now)
+        n.serf.ml.broadcasts.reset()
+        n.serf.ml.broadcasts.finished.clear()
+        n.serf.broadcasts.reset()
+        n.serf._take()
+
+
+def seen_alive_by(net: SimNet, member: str) -> float:
+    """Fraction of live nodes (other than member) that see member alive."""
+    live = [n for n in net.nodes.values() if n.alive and n.name != member]
+    seen = sum(1 for o in live if (m := o.serf.members.get(member)) is not None and m.status == MemberStatus.ALIVE)
+    return seen / len(live) if live else 1.0
+
+
+def seen_failed_by(net: SimNet, member: str) -> float:
+    live = [n for n in net.nodes.values() if n.alive and n.name != member]
+    seen = sum(1 for o in live if (m := o.serf.members.get(member)) is not None and m.status == MemberStatus.FAILED)
+    return seen / len(live) if live else 1.0

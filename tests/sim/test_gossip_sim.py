@@ -1,0 +1,123 @@
+"""Seeded simulations of the pure gossip core (virtual clock, lossy network).
+
+Figures for N = 1,000 are printed by test_thousand_nodes_figures (run with -s to see them)
+and recorded in docs/benchmarks.md. A failing seed reproduces exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import GossipConfig
+from agent.gossip.serf import MemberEvent
+from tests.sim.simnet import SimNet, seed_converged, seen_alive_by, seen_failed_by
+
+pytestmark = pytest.mark.sim
+
+
+def _scenario(seed: int, n: int, loss: float = 0.0) -> tuple[float, float, int]:
+    """(join convergence time to 99.99 %, time until every member sees a crash, packets)."""
+    net = SimNet(seed, loss=loss)
+    for i in range(n):
+        net.add_node(f"n{i}")
+    seed_converged(net)
+    net.run_until(3.0)
+    net.add_node("joiner")
+    t0 = net.now
+    assert net.join("joiner", "n0")
+    assert net.run_until(t0 + 60, lambda: seen_alive_by(net, "joiner") >= 0.9999, check_every=0.01)
+    converge = net.now - t0
+    net.crash("n1")
+    t1 = net.now
+    assert net.run_until(t1 + 120, lambda: seen_failed_by(net, "n1") >= 1.0, check_every=0.05)
+    return converge, net.now - t1, net.packets
+
+
+def test_same_seed_same_result() -> None:
+    assert _scenario(11, 60) == _scenario(11, 60)
+    assert _scenario(11, 60) != _scenario(12, 60)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_small_pool_converges_and_detects(seed: int) -> None:
+    converge, detect, _ = _scenario(seed, 25, loss=0.01)
+    assert converge < 5.0
+    # 25 nodes: suspicion min = 4 x log10(25) x 1 s = 5.6 s; plus a probe round or two
+    assert 5.0 < detect < 30.0
+
+
+def test_join_from_scratch_converges() -> None:
+    """Nodes that each join one random earlier node end up with the full view everywhere."""
+    net = SimNet(5)
+    for i in range(40):
+        net.add_node(f"n{i}")
+    for i in range(1, 40):
+        assert net.join(f"n{i}", f"n{net.rng.randrange(i)}")
+    assert net.run_until(30, lambda: net.alive_fraction() == 1.0)
+
+
+def test_partition_heals_and_nobody_stays_failed() -> None:
+    net = SimNet(9)
+    for i in range(10):
+        net.add_node(f"n{i}")
+    seed_converged(net)
+    for a in range(5):
+        for b in range(5, 10):
+            net.cut(f"n{a}", f"n{b}")
+    assert net.run_until(60, lambda: seen_failed_by(net, "n7") >= 0.5)
+    net.heal()
+    # serf reconnect (every 30 s) and push/pull rejoin the halves
+    assert net.run_until(net.now + 240, lambda: net.alive_fraction() == 1.0)
+
+
+def test_lifeguard_stalling_node_never_declared_failed() -> None:
+    """Lifeguard's promise: under 5 % loss, a node that stalls for 500 ms now and then is
+    slow, not dead. It must never be declared failed (nor must anyone else)."""
+    net = SimNet(21, loss=0.05)
+    for i in range(20):
+        net.add_node(f"n{i}")
+    seed_converged(net)
+    failed: list[tuple[float, str, str]] = []
+    for node in net.nodes.values():
+        orig = node.serf._take
+
+        def spy(orig=orig, observer=node.name):  # type: ignore[no-untyped-def]
+            out = orig()
+            for e in out:
+                if isinstance(e, MemberEvent) and e.kind == "member-failed":
+                    failed.append((net.now, observer, e.member.name))
+            return out
+
+        node.serf._take = spy  # type: ignore[method-assign]
+    t = 0.0
+    while t < 180.0:
+        net.run_until(t)
+        net.stall("n3", 0.5)
+        t += 4.0 + net.rng.uniform(0, 2.0)
+    net.run_until(200.0)
+    assert failed == [], f"declared failed: {failed[:5]}"
+    assert seen_alive_by(net, "n3") == 1.0
+
+
+@pytest.mark.slow
+def test_thousand_nodes_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    converge, detect, packets = _scenario(1000, 1000)
+    with capsys.disabled():
+        print(f"\nsim N=1000 seed=1000: join convergence to 99.99% = {converge:.3f} s; "
+              f"crash seen failed by all = {detect:.3f} s; packets = {packets}")
+    # memberlist LAN timing: suspicion min = 4 x log10(1000) x 1 s = 12 s
+    assert converge < 5.0
+    assert 12.0 <= detect < 40.0
+
+
+def test_wan_timing_is_slower() -> None:
+    net = SimNet(4, GossipConfig.wan())
+    for i in range(8):
+        net.add_node(f"s{i}")
+    seed_converged(net)
+    net.run_until(5.0)
+    net.crash("s2")
+    t = net.now
+    assert net.run_until(t + 300, lambda: seen_failed_by(net, "s2") >= 1.0)
+    # WAN: suspicion min = 6 x 1 x 5 s = 30 s
+    assert net.now - t >= 30.0
