@@ -75,7 +75,7 @@ class Agent:
         self.wan_keyring: Keyring | None = None
         self.stopped = asyncio.Event()
         self.left = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._snapshot_dirty = False
         self.started_at = time.time()
 
@@ -100,11 +100,11 @@ class Agent:
         path = self.data_dir / "serf" / name if self.data_dir else None
         if path is not None and path.exists():
             if self.cfg.encrypt:
-                log.warning("agent: loaded keyring %s; ignoring the 'encrypt' key", path)
+                log.warning("loaded keyring %s; ignoring the 'encrypt' key", path)
             return Keyring.load(str(path))
         if not self.cfg.encrypt:
             return None
-        ring = Keyring([decode_key(self.cfg.encrypt)])
+        ring = Keyring(decode_key(self.cfg.encrypt))
         if path is not None:
             ring.save(str(path))
         return ring
@@ -157,8 +157,10 @@ class Agent:
         bind = cfg.bind_addr
         adv = cfg.advertise()
         tags = self._tags()
+        role = "server" if cfg.server else "client"
         self.lan = Pool(
             label="lan",
+            logger=f"agent.{role}.serf.lan",
             name=cfg.node_name,
             bind=(bind, cfg.ports.serf_lan),
             advertise=(adv, cfg.ports.serf_lan),
@@ -179,6 +181,7 @@ class Agent:
             adv_wan = cfg.advertise_addr_wan or adv
             self.wan = Pool(
                 label="wan",
+                logger="agent.server.serf.wan",
                 name=f"{cfg.node_name}.{cfg.datacenter}",
                 bind=(bind, cfg.ports.serf_wan),
                 advertise=(adv_wan, cfg.ports.serf_wan),
@@ -206,29 +209,29 @@ class Agent:
                 raise StartupError(
                     f"Failed to start HTTP server on {cfg.client_addr}:{cfg.ports.http}: {exc.strerror}"
                 ) from None
-            log.info("agent: Started HTTP server: address=%s:%d network=tcp", cfg.client_addr, cfg.ports.http)
+            log.info("Started HTTP server: address=%s:%d network=tcp", cfg.client_addr, cfg.ports.http)
         if cfg.start_join:
             n, errs = await self.lan.join(list(cfg.start_join), cfg.ports.serf_lan)
             if n == 0:
                 raise StartupError(f"Failed to join {', '.join(cfg.start_join)}: {'; '.join(errs)}")
-            log.info("agent: (LAN) joined: number_of_nodes=%d", n)
+            log.info("(LAN) joined: number_of_nodes=%d", n)
         if cfg.start_join_wan and self.wan is not None:
             n, errs = await self.wan.join(list(cfg.start_join_wan), cfg.ports.serf_wan)
             if n == 0:
                 raise StartupError(f"Failed to join WAN {', '.join(cfg.start_join_wan)}: {'; '.join(errs)}")
-            log.info("agent: (WAN) joined: number_of_nodes=%d", n)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._rejoin_from_snapshot()))
+            log.info("(WAN) joined: number_of_nodes=%d", n)
+        asyncio.get_running_loop()
+        self.spawn(self._rejoin_from_snapshot())
         if cfg.retry_join:
-            self._tasks.append(loop.create_task(
+            self.spawn(
                 self._retry_join(self.lan, cfg.retry_join, cfg.retry_interval, cfg.retry_max, cfg.ports.serf_lan, "LAN")
-            ))
+            )
         if cfg.retry_join_wan and self.wan is not None:
-            self._tasks.append(loop.create_task(self._retry_join(
+            self.spawn(self._retry_join(
                 self.wan, cfg.retry_join_wan, cfg.retry_interval_wan, cfg.retry_max_wan, cfg.ports.serf_wan, "WAN"
-            )))
-        self._tasks.append(loop.create_task(self._snapshot_loop()))
-        log.info("agent: started: node=%s datacenter=%s server=%s", cfg.node_name, cfg.datacenter, cfg.server)
+            ))
+        self.spawn(self._snapshot_loop())
+        log.info("started: node=%s datacenter=%s server=%s", cfg.node_name, cfg.datacenter, cfg.server)
 
     async def _retry_join(self, pool: Pool, addrs: list[str], interval: float, max_attempts: int, port: int,
                           kind: str) -> None:
@@ -237,13 +240,13 @@ class Agent:
             attempt += 1
             n, errs = await pool.join(list(addrs), port)
             if n:
-                log.info("agent: Join %s completed. Synced with %d initial agents", kind, n)
+                log.info("Join %s completed. Synced with %d initial agents", kind, n)
                 return
             if max_attempts and attempt >= max_attempts:
-                log.error("agent: max join %s retry exhausted, exiting", kind)
+                log.error("max join %s retry exhausted, exiting", kind)
                 self.stopped.set()
                 return
-            log.warning("agent: Join %s failed: %s, retrying in %s", kind, "; ".join(errs), _fmt_dur(interval))
+            log.warning("Join %s failed: %s, retrying in %s", kind, "; ".join(errs), _fmt_dur(interval))
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------ snapshots (rejoin after restart)
@@ -254,6 +257,31 @@ class Agent:
     def _on_event(self, label: str, e: SerfEffect) -> None:
         if isinstance(e, MemberEvent):
             self._snapshot_dirty = True
+            if label == "lan" and e.kind in ("member-join", "member-update"):
+                self._flood_join(e.member)
+
+    def _flood_join(self, m: Member) -> None:
+        """Consul's WAN flood join: a server of our datacenter seen on the LAN is joined to
+        the WAN pool too, so `join -wan` to any one server reaches all of them."""
+        if self.wan is None or m.tags.get("role") != "consul" or m.tags.get("dc") != self.cfg.datacenter:
+            return
+        wan_name = f"{m.name}.{self.cfg.datacenter}"
+        if m.name == self.cfg.node_name or wan_name in {x.name for x in self.wan.members()
+                                                         if x.status == MemberStatus.ALIVE}:
+            return
+        try:
+            port = int(m.tags.get("wan_join_port", str(self.cfg.ports.serf_wan)))
+        except ValueError:
+            return
+        self.spawn(self._wan_flood(f"{m.addr}:{port}", wan_name))
+
+    async def _wan_flood(self, addr: str, name: str) -> None:
+        assert self.wan is not None
+        n, errs = await self.wan.join([addr], self.cfg.ports.serf_wan)
+        if n:
+            log.info("Flood joined WAN: server=%s address=%s", name, addr)
+        else:
+            log.debug("WAN flood join of %s failed: %s", name, "; ".join(errs))
 
     async def _snapshot_loop(self) -> None:
         while True:
@@ -281,32 +309,35 @@ class Agent:
             try:
                 snap = json.loads(path.read_text())
             except (OSError, ValueError):
-                log.warning("agent: ignoring unreadable snapshot %s", path)
+                log.warning("ignoring unreadable snapshot %s", path)
                 continue
             if snap.get("left") or not snap.get("alive"):
                 continue
             n, _ = await pool.join(list(snap["alive"]), port)
-            log.info("agent: rejoined %d previous %s members from snapshot", n, label)
+            log.info("rejoined %d previous %s members from snapshot", n, label)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def leave(self) -> None:
         """Graceful leave of both pools; the agent then shuts down."""
         if self.left:
             return
         self.left = True
-        log.info("agent: Requesting shutdown after graceful leave")
+        log.info("Requesting shutdown after graceful leave")
         self._write_snapshots(left=True)
         pools = [p for p in (self.lan, self.wan) if p is not None]
         await asyncio.gather(*(p.leave() for p in pools))
-        log.info("agent: Graceful leave complete")
+        log.info("Graceful leave complete")
         asyncio.get_running_loop().call_later(0.05, self.stopped.set)
 
     async def shutdown(self) -> None:
-        for t in self._tasks:
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
         if self.runner is not None:
@@ -314,7 +345,7 @@ class Agent:
         for p in (self.wan, self.lan):
             if p is not None:
                 await p.stop()
-        log.info("agent: shutdown complete")
+        log.info("shutdown complete")
 
     # ------------------------------------------------------------ AgentAPI for HTTP
 
@@ -442,7 +473,7 @@ async def _main(cfg: AgentConfig) -> int:
         graceful = (sig == signal.SIGTERM and cfg.effective_leave_on_terminate) or (
             sig == signal.SIGINT and not cfg.effective_skip_leave_on_interrupt
         )
-        log.info("agent: Caught signal: %s", sig.name)
+        log.info("Caught signal: %s", sig.name)
         if graceful:
             agent.spawn(agent.leave())
         else:
@@ -450,7 +481,7 @@ async def _main(cfg: AgentConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("agent: Caught signal: SIGHUP (reload not supported yet)"))
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("Caught signal: SIGHUP (reload not supported yet)"))
     try:
         print("==> Starting pyconsul agent...", flush=True)
         await agent.start()

@@ -178,9 +178,10 @@ class SerfProc(Proc):
             raise RuntimeError(cp.stderr)
         return {m["name"]: m for m in json.loads(cp.stdout)["members"]}
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["serf", *args, f"-rpc-addr={self.rpc}"], capture_output=True, text=True, timeout=15,
-                              stdin=subprocess.DEVNULL)
+    def run(self, verb: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`serf VERB -rpc-addr=... ARGS` (Go flags must come before positional arguments)."""
+        return subprocess.run(["serf", verb, f"-rpc-addr={self.rpc}", *args], capture_output=True, text=True,
+                              timeout=15, stdin=subprocess.DEVNULL)
 
 
 def _died(p: Proc) -> Any:

@@ -328,7 +328,10 @@ def make_compound(msgs: list[bytes]) -> bytes:
 
 
 def decompress_body(body: bytes) -> bytes:
-    m = _unpack_map(body)
+    return _decompress_map(_unpack_map(body))
+
+
+def _decompress_map(m: dict[str, Any]) -> bytes:
     if _int(m, "Algo") != 0:
         raise DecodeError(f"cannot decompress unknown algorithm {m.get('Algo')}")
     try:
@@ -387,7 +390,7 @@ def parse_stream(buf: bytes) -> tuple[int, PushPull | Message]:
         unpacker = _unpacker(buf[1:])
         obj = _next(unpacker)
         consumed = 1 + unpacker.tell()
-        inner = decompress_body(_pack(_as_map(obj)))
+        inner = _decompress_map(_as_map(obj))
         try:
             _, msg = parse_stream(inner)
         except NeedMore:

@@ -76,6 +76,7 @@ class Pool:
         *,
         label: str,
         name: str,
+        logger: str | None = None,
         bind: Addr,
         advertise: Addr,
         gossip: GossipConfig,
@@ -99,7 +100,7 @@ class Pool:
         self.serf_config = serf_config or SerfConfig()
         self.on_event = on_event
         self.rng = rng or random.Random()
-        self.log = logging.getLogger(f"agent.{label}")
+        self.log = logging.getLogger(logger or f"agent.serf.{label}")
         self.counters = PoolCounters()
         self.serf: Serf | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -234,6 +235,10 @@ class Pool:
 
     # ------------------------------------------------------------ streams
 
+    def _local_addr(self) -> tuple[str, int] | None:
+        """Dial from our bind address when it is specific, so peers (and firewalls) see it."""
+        return None if self.bind[0] in ("0.0.0.0", "") else (self.bind[0], 0)
+
     def _seal_stream(self, plain: bytes) -> bytes:
         if self.keyring is None or not self.verify_outgoing:
             return plain
@@ -296,9 +301,14 @@ class Pool:
                 self._perform(self.core.handle_packet(codec.encode(msg), (peer[0], peer[1]), self._now()))
             else:
                 raise DecodeError(f"unexpected stream message {type(msg).__name__}")
-        except (TimeoutError, DecodeError, asyncio.IncompleteReadError, OSError) as exc:
+        except Exception as exc:
             self.counters.stream_errors += 1
-            self.log.debug("memberlist: stream from %s failed: %s", peer, exc)
+            if isinstance(exc, DecodeError):
+                self.log.warning("memberlist: failed to receive: %s from=%s:%s", exc, peer[0], peer[1])
+            elif isinstance(exc, (TimeoutError, asyncio.IncompleteReadError, OSError)):
+                self.log.debug("memberlist: stream from %s failed: %s", peer, exc)
+            else:
+                self.log.exception("memberlist: error handling stream from %s", peer)
             if isinstance(exc, DecodeError):
                 with contextlib.suppress(Exception):
                     writer.write(self._seal_stream(codec.encode(ErrResp(str(exc)))))
@@ -311,7 +321,7 @@ class Pool:
 
     async def push_pull(self, addr: Addr, join: bool) -> None:
         """One push/pull exchange with addr (SWIM anti-entropy, and how joins work)."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), self.gossip.tcp_timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1], local_addr=self._local_addr()), self.gossip.tcp_timeout)
         try:
             writer.write(self._seal_stream(codec.encode_push_pull(self.core.local_push_pull(join))))
             await writer.drain()
@@ -339,7 +349,7 @@ class Pool:
         ok = False
         try:
             timeout = max(0.01, e.deadline - self._now())
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(e.addr[0], e.addr[1]), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(e.addr[0], e.addr[1], local_addr=self._local_addr()), timeout)
             try:
                 writer.write(self._seal_stream(e.data))
                 await writer.drain()
