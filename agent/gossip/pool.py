@@ -321,7 +321,8 @@ class Pool:
 
     async def push_pull(self, addr: Addr, join: bool) -> None:
         """One push/pull exchange with addr (SWIM anti-entropy, and how joins work)."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1], local_addr=self._local_addr()), self.gossip.tcp_timeout)
+        dial = asyncio.open_connection(addr[0], addr[1], local_addr=self._local_addr())
+        reader, writer = await asyncio.wait_for(dial, self.gossip.tcp_timeout)
         try:
             writer.write(self._seal_stream(codec.encode_push_pull(self.core.local_push_pull(join))))
             await writer.drain()
@@ -349,7 +350,8 @@ class Pool:
         ok = False
         try:
             timeout = max(0.01, e.deadline - self._now())
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(e.addr[0], e.addr[1], local_addr=self._local_addr()), timeout)
+            dial = asyncio.open_connection(e.addr[0], e.addr[1], local_addr=self._local_addr())
+            reader, writer = await asyncio.wait_for(dial, timeout)
             try:
                 writer.write(self._seal_stream(e.data))
                 await writer.drain()
