@@ -26,7 +26,7 @@ from aiohttp import web
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.gossip.keyring import Keyring, decode_key, encode_key
+from agent.gossip.keyring import Keyring, decode_key
 from agent.gossip.pool import Pool
 from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
 from agent.http.server import make_app, member_json
@@ -171,6 +171,7 @@ class Agent:
             verify_outgoing=cfg.encrypt_verify_outgoing,
             serf_config=SerfConfig(reconnect_timeout=cfg.reconnect_timeout),
             on_event=lambda e: self._on_event("lan", e),
+            on_keyring_change=self._save_keyrings,
         )
         try:
             await self.lan.start()
@@ -192,6 +193,7 @@ class Agent:
                 verify_outgoing=cfg.encrypt_verify_outgoing,
                 serf_config=SerfConfig(reconnect_timeout=cfg.reconnect_timeout_wan),
                 on_event=lambda e: self._on_event("wan", e),
+                on_keyring_change=self._save_keyrings,
             )
             try:
                 await self.wan.start()
@@ -421,29 +423,27 @@ class Agent:
             "Meta": {},
         }
 
-    def keyring_list(self) -> list[dict[str, Any]]:
-        out = []
-        for wan, ring, pool in ((True, self.wan_keyring, self.wan), (False, self.lan_keyring, self.lan)):
-            if pool is None or ring is None:
+    async def keyring(self, op: str, key: str | None) -> list[dict[str, Any]]:
+        """Consul's keyring operation: a serf key query on the WAN pool (servers) and the LAN
+        pool; one entry per pool with key counts out of the nodes that answered."""
+        raw = decode_key(key) if key is not None else None
+        out: list[dict[str, Any]] = []
+        for wan, pool in ((True, self.wan), (False, self.lan)):
+            if pool is None:
                 continue
+            r = await pool.key_operation(op, raw)
             out.append({
                 "WAN": wan,
                 "Datacenter": self.cfg.datacenter,
                 "Segment": "",
-                "Keys": {encode_key(k): 1 for k in ring.keys()},  # noqa: SIM118 - Keyring, not a dict
-                "NumNodes": 1,
+                "Keys": r["Keys"],
+                "PrimaryKeys": r["PrimaryKeys"],
+                "Messages": r["Messages"],
+                "NumNodes": r["NumNodes"],
+                "NumResp": r["NumResp"],
+                "NumErr": r["NumErr"],
             })
         return out
-
-    def keyring_op(self, op: str, key: str) -> list[dict[str, Any]]:
-        raw = decode_key(key)
-        rings = [r for r in (self.lan_keyring, self.wan_keyring) if r is not None]
-        if not rings:
-            raise ValueError("keyring is not enabled: the agent was started without -encrypt")
-        for ring in rings:
-            getattr(ring, op)(raw)
-        self._save_keyrings()
-        return self.keyring_list()
 
 
 def _atomic_write(path: Path, text: str) -> None:

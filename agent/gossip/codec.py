@@ -614,3 +614,12 @@ def decode_msgpack_any(buf: bytes) -> Any:
         return msgpack.unpackb(buf, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
     except Exception as exc:
         raise DecodeError(f"bad msgpack: {type(exc).__name__}") from None
+
+
+def decode_key_request(buf: bytes) -> bytes:
+    """serf keyRequest{Key []byte} -> the raw key."""
+    m = _unpack_map(buf)
+    key = _bytes(m, "Key")
+    if not key:
+        raise DecodeError("key request without a key")
+    return key

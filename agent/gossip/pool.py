@@ -20,13 +20,22 @@ from typing import Any
 from agent.config import GossipConfig
 from agent.gossip import codec
 from agent.gossip.codec import DecodeError, NeedMore
-from agent.gossip.keyring import ENCRYPT_OVERHEAD, DecryptError, Keyring, decrypt, encrypt, encrypted_length
+from agent.gossip.keyring import (
+    ENCRYPT_OVERHEAD,
+    DecryptError,
+    Keyring,
+    decrypt,
+    encode_key,
+    encrypt,
+    encrypted_length,
+)
 from agent.gossip.membership import Addr, PushPullWith, SendPacket, TcpPing
-from agent.gossip.messages import Ack, ErrResp, Message, MsgType, Ping, PushPull, User
+from agent.gossip.messages import Ack, ErrResp, Message, MsgType, Ping, PushPull, SerfMsgType, SerfQuery, User
 from agent.gossip.serf import (
     JoinAttempt,
     Member,
     MemberEvent,
+    QueryReceived,
     Serf,
     SerfConfig,
     SerfEffect,
@@ -36,6 +45,7 @@ from agent.gossip.serf import (
 ENCRYPTION_VERSION = 1  # memberlist protocol >= 2 encrypts without padding
 MAX_STREAM_BYTES = codec.MAX_PUSH_STATE_BYTES + 1024
 READ_CHUNK = 65536
+KEY_QUERIES = ("install-key", "use-key", "remove-key", "list-keys")
 
 
 @dataclass
@@ -86,6 +96,7 @@ class Pool:
         verify_outgoing: bool = True,
         serf_config: SerfConfig | None = None,
         on_event: Callable[[SerfEffect], None] | None = None,
+        on_keyring_change: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.label = label
@@ -99,6 +110,7 @@ class Pool:
         self.verify_outgoing = verify_outgoing
         self.serf_config = serf_config or SerfConfig()
         self.on_event = on_event
+        self.on_keyring_change = on_keyring_change
         self.rng = rng or random.Random()
         self.log = logging.getLogger(logger or f"agent.serf.{label}")
         self.counters = PoolCounters()
@@ -186,6 +198,8 @@ class Pool:
                 self._spawn(self._tcp_ping(e))
             elif isinstance(e, JoinAttempt):
                 self._spawn(self._reconnect(e.addrs))
+            elif isinstance(e, QueryReceived):
+                self._answer_internal_query(e.query)
             elif isinstance(e, (MemberEvent, UserEventReceived)):
                 self._log_event(e)
                 if self.on_event:
@@ -373,6 +387,83 @@ class Pool:
         n, _ = await self.join([f"{h}:{p}" for h, p in addrs], default_port=addrs[0][1] if addrs else 0)
         if n:
             self.log.info("serf: reconnected to %s", addrs)
+
+    # ------------------------------------------------------------ queries (serf keyring protocol)
+
+    def _answer_internal_query(self, q: SerfQuery) -> None:
+        op = q.name.removeprefix("_serf_")
+        if op not in KEY_QUERIES:
+            return
+        resp: dict[str, Any] = {"Result": False, "Message": "", "Keys": None, "PrimaryKey": ""}
+        ring = self.keyring
+        try:
+            if ring is None:
+                resp["Message"] = (
+                    "Keyring is empty (encryption not enabled)" if op == "list-keys"
+                    else "No keyring to modify (encryption not enabled)"
+                )
+            elif op == "list-keys":
+                resp.update(Result=True, Keys=[encode_key(k) for k in ring.keys()],  # noqa: SIM118
+                            PrimaryKey=encode_key(ring.primary()))
+            else:
+                if not q.payload or q.payload[0] != SerfMsgType.KEY_REQUEST:
+                    raise ValueError("invalid key request")
+                key = codec.decode_key_request(q.payload[1:])
+                self.log.info("serf: Received %s query", op)
+                {"install-key": ring.install, "use-key": ring.use, "remove-key": ring.remove}[op](key)
+                if self.on_keyring_change is not None:
+                    self.on_keyring_change()
+                resp["Result"] = True
+        except ValueError as exc:
+            resp["Message"] = str(exc)
+            self.log.error("serf: Failed to %s: %s", op.replace("-", " "), exc)
+        payload = bytes([SerfMsgType.KEY_RESPONSE]) + codec.encode_msgpack(resp)
+        self._perform(self.core.respond(q, payload, self._now()))
+
+    async def query(self, name: str, payload: bytes, timeout: float | None = None) -> dict[str, bytes]:
+        """Ask every member; return responses by node, once all alive members answered or at the deadline."""
+        key = self.core.start_query(name, payload, self._now(), timeout)
+        pq = self.core.pending[key]
+        self._wake.set()
+        while self._now() < pq.deadline and len(pq.responses) < self.core.num_alive():
+            await asyncio.sleep(0.02)
+        self.core.finish_query(key)
+        return dict(pq.responses)
+
+    async def key_operation(self, op: str, key: bytes | None) -> dict[str, Any]:
+        """Run a serf keyring query (install-key, use-key, remove-key, list-keys) on the pool."""
+        payload = b""
+        if key is not None:
+            payload = bytes([SerfMsgType.KEY_REQUEST]) + codec.encode_msgpack({"Key": key})
+        responses = await self.query(f"_serf_{op}", payload)
+        keys: dict[str, int] = {}
+        primary: dict[str, int] = {}
+        messages: dict[str, str] = {}
+        errors = 0
+        for node, raw in responses.items():
+            try:
+                if not raw or raw[0] != SerfMsgType.KEY_RESPONSE:
+                    raise DecodeError("invalid key query response type")
+                r = codec.decode_msgpack(raw[1:])
+            except DecodeError as exc:
+                messages[node] = str(exc)
+                errors += 1
+                continue
+            if not r.get("Result"):
+                errors += 1
+                messages[node] = str(r.get("Message") or "")
+            for k in r.get("Keys") or []:
+                keys[str(k)] = keys.get(str(k), 0) + 1
+            if r.get("PrimaryKey"):
+                primary[str(r["PrimaryKey"])] = primary.get(str(r["PrimaryKey"]), 0) + 1
+        return {
+            "Keys": keys,
+            "PrimaryKeys": primary,
+            "Messages": messages,
+            "NumNodes": self.core.num_alive(),
+            "NumResp": len(responses),
+            "NumErr": errors,
+        }
 
     # ------------------------------------------------------------ operations
 

@@ -3,7 +3,7 @@
 serf adds to memberlist: member statuses (alive, leaving, left, failed), Lamport clocks that
 order join/leave intents, tags carried in node meta, a push/pull user state, reaping of
 failed and left members, reconnect attempts, and user events / queries (deduplicated and
-re-gossiped; we answer only `_serf_ping`).
+re-gossiped; internal `_serf_*` queries go to the shell, which answers keyring queries).
 
 Invariant: a member's `status_ltime` only grows; an intent with an LTime not greater than it
 is stale and ignored (serf's handleNode*Intent rules).
@@ -11,6 +11,7 @@ is stale and ignored (serf's handleNode*Intent rules).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import OrderedDict
@@ -107,7 +108,25 @@ class UserEventReceived:
     ltime: int
 
 
-SerfEffect = Effect | MemberEvent | JoinAttempt | UserEventReceived
+@dataclass(frozen=True, slots=True)
+class QueryReceived:
+    """A query addressed to us that the shell must answer with `respond` (e.g. keyring ops)."""
+
+    query: SerfQuery
+
+
+@dataclass(slots=True)
+class PendingQuery:
+    """A query we started: responses by node name until the deadline."""
+
+    deadline: float
+    responses: dict[str, bytes] = field(default_factory=dict)
+    acks: set[str] = field(default_factory=set)
+
+
+SerfEffect = Effect | MemberEvent | JoinAttempt | UserEventReceived | QueryReceived
+
+QUERY_TIMEOUT_MULT = 16  # serf: default query timeout = gossip interval x 16 x ceil(log10(N+1))
 
 
 @dataclass(slots=True)
@@ -146,6 +165,8 @@ class Serf:
         self.event_broadcasts = BroadcastQueue(gossip.retransmit_mult)
         self.seen_events: OrderedDict[tuple[int, str, bytes], None] = OrderedDict()
         self.seen_queries: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self.pending: dict[tuple[int, int], PendingQuery] = {}
+        self.gossip = gossip
         self.stats = SerfStats()
         self.leaving = False
         self.leave_token: int | None = None
@@ -356,6 +377,8 @@ class Serf:
         elif isinstance(msg, SerfQuery):
             rebroadcast = self._on_query(msg)
             queue = self.event_broadcasts
+        elif isinstance(msg, SerfQueryResponse):
+            self._on_query_response(msg, now)
         if rebroadcast:
             queue.queue(payload)
 
@@ -424,7 +447,10 @@ class Serf:
         self.seen_queries[key] = None
         while len(self.seen_queries) > self.cfg.query_buffer:
             self.seen_queries.popitem(last=False)
-        if q.flags & QUERY_FLAG_ACK and q.addr and self._query_matches(q):
+        matches = self._query_matches(q)
+        if matches and q.name.startswith("_serf_"):
+            self.out.append(QueryReceived(q))
+        if q.flags & QUERY_FLAG_ACK and q.addr and matches:
             try:
                 dest = (codec.ip_from_bytes(q.addr), q.port)
             except DecodeError:
@@ -434,6 +460,49 @@ class Serf:
                 self.out.append(SendPacket(dest, codec.encode(User(codec.encode_serf(ack)))))
                 self.stats.queries_answered += 1
         return not q.flags & QUERY_FLAG_NO_BROADCAST
+
+    def _on_query_response(self, r: SerfQueryResponse, now: float) -> None:
+        pq = self.pending.get((r.ltime, r.id))
+        if pq is None or now > pq.deadline:
+            return
+        if r.flags & QUERY_FLAG_ACK:
+            pq.acks.add(r.from_)
+        elif r.from_ not in pq.responses:
+            pq.responses[r.from_] = r.payload
+
+    def default_query_timeout(self) -> float:
+        return self.gossip.gossip_interval * QUERY_TIMEOUT_MULT * math.ceil(math.log10(len(self.ml.nodes) + 1))
+
+    def start_query(self, name: str, payload: bytes, now: float, timeout: float | None = None) -> tuple[int, int]:
+        """Start a query to every member (including us); responses collect in `pending`."""
+        me = self.ml.local
+        timeout = timeout if timeout is not None else self.default_query_timeout()
+        q = SerfQuery(
+            self.query_clock, self.rng.getrandbits(32), codec.ip_to_bytes(me.addr), me.port, self.name, (), 0, 0,
+            int(timeout * 1e9), name, payload,
+        )
+        self.query_clock += 1
+        key = (q.ltime, q.id)
+        self.pending[key] = PendingQuery(now + timeout)
+        self._on_query(q)
+        self.event_broadcasts.queue(codec.encode_serf(q))
+        return key
+
+    def finish_query(self, key: tuple[int, int]) -> PendingQuery | None:
+        return self.pending.pop(key, None)
+
+    def respond(self, q: SerfQuery, payload: bytes, now: float) -> list[SerfEffect]:
+        """Answer a query we received: straight to the asker over UDP (or locally)."""
+        resp = SerfQueryResponse(q.ltime, q.id, self.name, 0, payload)
+        if q.source_node == self.name and (q.ltime, q.id) in self.pending:
+            self._on_query_response(resp, now)
+        else:
+            try:
+                dest = (codec.ip_from_bytes(q.addr), q.port)
+            except DecodeError:
+                return self._take()
+            self.out.append(SendPacket(dest, codec.encode(User(codec.encode_serf(resp)))))
+        return self._take()
 
     def _query_matches(self, q: SerfQuery) -> bool:
         """serf query filters: node-name lists and tag regexes; all must match."""

@@ -37,7 +37,7 @@ def register(app: web.Application, api: AgentAPI) -> None:
         return web.Response(text="")
 
     async def keyring_get(request: web.Request) -> web.Response:
-        return json_response(api.keyring_list())
+        return json_response(await api.keyring("list-keys", None))
 
     def keyring_change(op: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -49,9 +49,14 @@ def register(app: web.Application, api: AgentAPI) -> None:
             if not isinstance(body, dict) or not isinstance(body.get("Key"), str) or not body["Key"]:
                 raise BadRequest('Request decode failed: expected a JSON object with a "Key" string')
             try:
-                api.keyring_op(op, body["Key"])
+                results = await api.keyring(op, body["Key"])
             except ValueError as exc:
-                return web.Response(status=500, text=f"{exc}\n")
+                raise BadRequest(str(exc)) from None
+            failures = [f"{node}: {msg}" for r in results for node, msg in r["Messages"].items() if msg]
+            if any(r["NumErr"] for r in results):
+                n_err = sum(r["NumErr"] for r in results)
+                n = sum(r["NumNodes"] for r in results)
+                return web.Response(status=500, text=f"{n_err}/{n} nodes reported failure: {'; '.join(failures)}\n")
             return web.Response(text="")
 
         return handler
@@ -72,9 +77,9 @@ def register(app: web.Application, api: AgentAPI) -> None:
     r.add_put("/v1/agent/leave", leave)
     r.add_put("/v1/agent/force-leave/{node}", force_leave)
     r.add_get("/v1/operator/keyring", keyring_get)
-    r.add_post("/v1/operator/keyring", keyring_change("install"))
-    r.add_put("/v1/operator/keyring", keyring_change("use"))
-    r.add_delete("/v1/operator/keyring", keyring_change("remove"))
+    r.add_post("/v1/operator/keyring", keyring_change("install-key"))
+    r.add_put("/v1/operator/keyring", keyring_change("use-key"))
+    r.add_delete("/v1/operator/keyring", keyring_change("remove-key"))
     r.add_get("/v1/catalog/datacenters", datacenters)
     r.add_get("/v1/status/leader", leader)
     r.add_get("/v1/status/peers", peers)

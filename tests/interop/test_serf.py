@@ -124,3 +124,41 @@ def test_encryption_interop_and_wrong_key(cluster: Cluster) -> None:
     cp2 = n2.cli("join", f"{ip}.4:7946", check=False)
     assert cp2.returncode != 0
     assert "serfbad" not in n2.members()
+
+
+def test_keyring_rotation_across_pyconsul_and_serf(cluster: Cluster) -> None:
+    """`pyconsul keyring` speaks serf's key queries: serf members rotate along, and back."""
+    ip = new_block()
+    k1, k2, k3 = (base64.b64encode(os.urandom(32)).decode() for _ in range(3))
+    n1 = cluster.agent("py1", f"{ip}.1", f"-encrypt={k1}")
+    s1 = cluster.serf("serf1", f"{ip}.2", f"-encrypt={k1}", f"-join={ip}.1:8301")
+    n2 = cluster.agent("py2", f"{ip}.3", f"-encrypt={k1}", f"-join={ip}.1")
+    wait_for(lambda: all(_py_status(n1.members(), n) == "alive" for n in ("py2", "serf1"))
+             and _serf_status(s1.members(), "py2") == "alive", 30, "encrypted pool alive")
+
+    out = n1.cli("keyring", "-list").stdout
+    assert f"{k1} [3/3]" in out, out
+
+    n1.cli("keyring", f"-install={k2}")
+    cp = s1.run("keys", "-list")
+    assert k2 in cp.stdout, cp.stdout + cp.stderr
+    n1.cli("keyring", f"-use={k2}")
+    n1.cli("keyring", f"-remove={k1}")
+    out = n2.cli("keyring", "-list").stdout
+    assert f"{k2} [3/3]" in out and k1 not in out, out
+    cp = s1.run("keys", "-list")
+    assert k1 not in cp.stdout and k2 in cp.stdout, cp.stdout
+
+    # the pool still works on the new key: a newcomer with only k2 joins
+    n3 = cluster.agent("py3", f"{ip}.4", f"-encrypt={k2}", f"-join={ip}.2:7946")
+    wait_for(lambda: _serf_status(s1.members(), "py3") == "alive" and _py_status(n3.members(), "py1") == "alive",
+             30, "newcomer with the rotated key")
+    # the rotation survives a restart: the keyring file in the data dir wins over -encrypt
+    ring = (cluster.tmp / "py1" / "serf" / "local.keyring").read_text()
+    assert k2 in ring and k1 not in ring
+
+    # and serf can drive it too
+    cp = s1.run("keys", f"-install={k3}")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    out = n1.cli("keyring", "-list").stdout
+    assert f"{k3} [4/4]" in out, out
