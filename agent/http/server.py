@@ -34,7 +34,7 @@ class BadRequest(Exception):
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    body = json.dumps(data, indent=4 if False else None)
+    body = json.dumps(data)
     return web.Response(text=body, status=status, content_type="application/json", headers=headers)
 
 
@@ -80,10 +80,5 @@ def make_app(api: AgentAPI) -> web.Application:
     from agent.http import agent_routes
 
     app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
-    agent_routes.register(app, api)
-
-    async def not_found(request: web.Request) -> web.Response:
-        return web.Response(status=404, text="404 page not found\n")
-
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    agent_routes.register(app, api)  # unknown paths: 404, known path with another method: 405
     return app
