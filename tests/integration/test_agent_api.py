@@ -65,7 +65,7 @@ def test_bad_http_input_gets_clear_errors(cluster: Cluster) -> None:
 def test_garbage_packets_are_counted_and_harmless(cluster: Cluster) -> None:
     ip = new_block()
     a = cluster.agent("a", f"{ip}.1")
-    b = cluster.agent("b", f"{ip}.2", f"-join={ip}.1")
+    cluster.agent("b", f"{ip}.2", f"-join={ip}.1")
     wait_for(lambda: _status(a, "b") == "alive", 20, "b joined")
     junk = [b"", b"\x00", b"\x07\xff\xff", os.urandom(1400), b"\x04" + os.urandom(200), b"\x0c" + os.urandom(64)]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
