@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from agent.config import GossipConfig
 from agent.gossip.membership import PushPullWith, SendPacket, TcpPing
-from agent.gossip.serf import JoinAttempt, MemberStatus, Serf, SerfEffect
+from agent.gossip.serf import JoinAttempt, MemberStatus, Serf, SerfConfig, SerfEffect
 
 Addr = tuple[str, int]
 
@@ -39,7 +39,9 @@ class SimNet:
         latency: float = 0.001,
         jitter: float = 0.0005,
         loss: float = 0.0,
+        serf_config: SerfConfig | None = None,
     ) -> None:
+        self.serf_config = serf_config
         self.rng = random.Random(seed)
         self.gossip = gossip or GossipConfig.lan()
         self.latency = latency
@@ -60,7 +62,7 @@ class SimNet:
         i = len(self.nodes) + 1
         addr = (f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", 8301)
         serf = Serf(self.gossip, name, addr[0], addr[1], tags or {"role": "node"},
-                    random.Random(self.rng.getrandbits(64)), self.now)
+                    random.Random(self.rng.getrandbits(64)), self.now, config=self.serf_config)
         node = SimNode(name, addr, serf)
         self.nodes[name] = node
         self.by_addr[addr] = node

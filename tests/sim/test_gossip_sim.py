@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import GossipConfig
-from agent.gossip.serf import MemberEvent
+from agent.gossip.serf import MemberEvent, MemberStatus, SerfConfig
 from tests.sim.simnet import SimNet, seed_converged, seen_alive_by, seen_failed_by
 
 pytestmark = pytest.mark.sim
@@ -121,3 +121,23 @@ def test_wan_timing_is_slower() -> None:
     assert net.run_until(t + 300, lambda: seen_failed_by(net, "s2") >= 1.0)
     # WAN: suspicion min = 6 x 1 x 5 s = 30 s
     assert net.now - t >= 30.0
+
+
+def test_failed_members_are_reaped_after_reconnect_timeout_and_left_after_tombstone() -> None:
+    cfg = SerfConfig(reconnect_timeout=60.0, tombstone_timeout=120.0, reap_interval=5.0)
+    net = SimNet(8, serf_config=cfg)
+    for i in range(6):
+        net.add_node(f"n{i}")
+    seed_converged(net)
+    net.crash("n1")
+    assert net.run_until(30, lambda: seen_failed_by(net, "n1") >= 1.0)
+    net.nodes["n2"].serf.leave(net.now)
+    assert net.run_until(45, lambda: net.status("n0", "n2") == MemberStatus.LEAVING
+                         or net.status("n0", "n2") == MemberStatus.LEFT)
+    net.nodes["n2"].serf.leave_memberlist(net.now)
+    assert net.run_until(60, lambda: net.status("n0", "n2") == MemberStatus.LEFT)
+    net.crash("n2")
+    # failed: kept through reconnect attempts, gone after reconnect_timeout (+ one reap interval)
+    assert net.run_until(60 + 30, lambda: net.status("n0", "n1") is None)
+    assert net.status("n0", "n2") == MemberStatus.LEFT, "left members outlive failed ones"
+    assert net.run_until(60 + 130 + 10, lambda: all(net.status(o, "n2") is None for o in ("n0", "n3", "n4", "n5")))
