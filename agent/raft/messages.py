@@ -1,0 +1,198 @@
+"""Raft's vocabulary: log entries, configurations, RPC messages and the Ready batch.
+
+Shared by the pure core (core.py), durable storage (storage.py), the asyncio driver (node.py)
+and the simulation. Wire enums are append-only: their numbers are persisted and sent.
+
+Contract of a Ready (Raft §5, etcd-raft's ordering rule): the driver must
+  1. persist `hard_state` and `entries` (and `snapshot`) durably -- fsync -- first,
+  2. then send `messages`,
+  3. then apply `committed` entries to the state machine in order,
+  4. then call `core.advance(ready)`.
+Messages may only leave after what they promise (votes, appended entries) is on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class EntryKind(IntEnum):
+    NORMAL = 0  # a state machine command
+    CONFIG = 1  # data is an encoded Configuration; takes effect when appended (Raft thesis §4.1)
+    NOOP = 2  # appended by a new leader to commit entries of earlier terms (§5.4.2)
+
+
+class Suffrage(IntEnum):
+    VOTER = 0
+    NONVOTER = 1
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+    def __str__(self) -> str:
+        return {0: "follower", 1: "pre-candidate", 2: "candidate", 3: "leader"}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    id: str  # stable server ID (Consul: the node ID UUID)
+    address: str  # "ip:port" of the server RPC listener
+    suffrage: Suffrage = Suffrage.VOTER
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    servers: tuple[Server, ...] = ()
+
+    def voters(self) -> tuple[str, ...]:
+        return tuple(s.id for s in self.servers if s.suffrage == Suffrage.VOTER)
+
+    def get(self, server_id: str) -> Server | None:
+        for s in self.servers:
+            if s.id == server_id:
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    term: int
+    index: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must survive a crash besides the log (Raft Figure 2: currentTerm, votedFor) + commit."""
+
+    term: int = 0
+    vote: str = ""
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    index: int = 0
+    term: int = 0
+    configuration: Configuration = field(default_factory=Configuration)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    meta: SnapshotMeta
+    data: bytes
+
+
+# ---------------------------------------------------------------- RPC messages
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    term: int
+    from_: str
+    to: str
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False  # Raft thesis §9.6: does not bump anyone's term
+    transfer: bool = False  # leadership transfer (§3.10): ignore leader stickiness
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    term: int
+    from_: str
+    to: str
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    term: int
+    from_: str
+    to: str
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...]
+    leader_commit: int
+    read_ctx: int = 0  # ReadIndex round this heartbeat confirms (0 = none)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    term: int
+    from_: str
+    to: str
+    success: bool
+    match_index: int  # on success: last index known to match; on reject: a hint where to back up to
+    read_ctx: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    term: int
+    from_: str
+    to: str
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResponse:
+    term: int
+    from_: str
+    to: str
+    success: bool
+    match_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leadership transfer: the target campaigns at once (§3.10)."""
+
+    term: int
+    from_: str
+    to: str
+
+
+Message = (
+    VoteRequest | VoteResponse | AppendRequest | AppendResponse | SnapshotRequest | SnapshotResponse | TimeoutNow
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A ReadIndex request is answered: reads may be served once applied >= index."""
+
+    ctx: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    leader: str  # "" when unknown
+    role: Role
+    term: int
+
+
+@dataclass(slots=True)
+class Ready:
+    hard_state: HardState | None = None  # persist if not None
+    truncate_from: int | None = None  # delete log entries with index >= this before appending
+    entries: list[Entry] = field(default_factory=list)  # append durably
+    snapshot: Snapshot | None = None  # received snapshot to persist and restore
+    messages: list[Message] = field(default_factory=list)  # send after persisting
+    committed: list[Entry] = field(default_factory=list)  # apply in order
+    read_states: list[ReadState] = field(default_factory=list)
+    soft_state: SoftState | None = None  # set when leader/role/term changed
+
+    def empty(self) -> bool:
+        return not (
+            self.hard_state or self.truncate_from is not None or self.entries or self.snapshot or self.messages
+            or self.committed or self.read_states or self.soft_state
+        )

@@ -1,0 +1,151 @@
+"""Server RPC framing (port 8300): Raft messages and forwarded requests as msgpack frames.
+
+Frame: 4-byte big-endian length, then a msgpack array `[kind, ...fields]`. Kinds are an
+append-only wire enum. Decoding is strict (WireError on anything malformed) so a bad peer can
+only lose its own connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from agent.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    Configuration,
+    Entry,
+    EntryKind,
+    Message,
+    Server,
+    Snapshot,
+    SnapshotMeta,
+    SnapshotRequest,
+    SnapshotResponse,
+    Suffrage,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+
+MAX_FRAME = 64 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+
+class WireError(ValueError):
+    pass
+
+
+class Kind(IntEnum):
+    VOTE_REQUEST = 1
+    VOTE_RESPONSE = 2
+    APPEND_REQUEST = 3
+    APPEND_RESPONSE = 4
+    SNAPSHOT_REQUEST = 5
+    SNAPSHOT_RESPONSE = 6
+    TIMEOUT_NOW = 7
+    HELLO = 8  # first frame on a connection: [HELLO, server_id, datacenter]
+    REQUEST = 9  # [REQUEST, id, method, args] forwarded client request
+    RESPONSE = 10  # [RESPONSE, id, ok, result_or_error]
+
+
+def encode_config(c: Configuration) -> list[Any]:
+    return [[s.id, s.address, int(s.suffrage)] for s in c.servers]
+
+
+def decode_config(raw: Any) -> Configuration:
+    if not isinstance(raw, list):
+        raise WireError("configuration: expected a list")
+    servers = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str)
+                and item[2] in (0, 1)):
+            raise WireError("configuration: bad server")
+        servers.append(Server(item[0], item[1], Suffrage(item[2])))
+    return Configuration(tuple(servers))
+
+
+def _entry(e: Entry) -> list[Any]:
+    return [e.term, e.index, int(e.kind), e.data]
+
+
+def _decode_entry(raw: Any) -> Entry:
+    if not (isinstance(raw, list) and len(raw) == 4 and all(isinstance(x, int) for x in raw[:3])
+            and isinstance(raw[3], bytes) and raw[2] in (0, 1, 2)):
+        raise WireError("bad entry")
+    return Entry(raw[0], raw[1], EntryKind(raw[2]), raw[3])
+
+
+def encode_message(m: Message) -> list[Any]:
+    if isinstance(m, VoteRequest):
+        return [Kind.VOTE_REQUEST, m.term, m.from_, m.to, m.last_log_index, m.last_log_term, m.pre_vote, m.transfer]
+    if isinstance(m, VoteResponse):
+        return [Kind.VOTE_RESPONSE, m.term, m.from_, m.to, m.granted, m.pre_vote]
+    if isinstance(m, AppendRequest):
+        return [Kind.APPEND_REQUEST, m.term, m.from_, m.to, m.prev_log_index, m.prev_log_term,
+                [_entry(e) for e in m.entries], m.leader_commit, m.read_ctx]
+    if isinstance(m, AppendResponse):
+        return [Kind.APPEND_RESPONSE, m.term, m.from_, m.to, m.success, m.match_index, m.read_ctx]
+    if isinstance(m, SnapshotRequest):
+        meta = m.snapshot.meta
+        return [Kind.SNAPSHOT_REQUEST, m.term, m.from_, m.to, meta.index, meta.term, encode_config(meta.configuration),
+                m.snapshot.data]
+    if isinstance(m, SnapshotResponse):
+        return [Kind.SNAPSHOT_RESPONSE, m.term, m.from_, m.to, m.success, m.match_index]
+    if isinstance(m, TimeoutNow):
+        return [Kind.TIMEOUT_NOW, m.term, m.from_, m.to]
+    raise TypeError(f"cannot encode {type(m).__name__}")
+
+
+def _check(raw: list[Any], types: tuple[type, ...]) -> None:
+    if len(raw) != len(types) + 1:
+        raise WireError(f"frame kind {raw[0]}: expected {len(types)} fields, got {len(raw) - 1}")
+    for i, (v, t) in enumerate(zip(raw[1:], types, strict=True)):
+        if not isinstance(v, t) or (t is int and isinstance(v, bool)):
+            raise WireError(f"frame kind {raw[0]}: field {i} has the wrong type")
+
+
+def decode_message(raw: list[Any]) -> Message:
+    kind = raw[0]
+    if kind == Kind.VOTE_REQUEST:
+        _check(raw, (int, str, str, int, int, bool, bool))
+        return VoteRequest(*raw[1:])
+    if kind == Kind.VOTE_RESPONSE:
+        _check(raw, (int, str, str, bool, bool))
+        return VoteResponse(*raw[1:])
+    if kind == Kind.APPEND_REQUEST:
+        _check(raw, (int, str, str, int, int, list, int, int))
+        entries = tuple(_decode_entry(e) for e in raw[6])
+        return AppendRequest(raw[1], raw[2], raw[3], raw[4], raw[5], entries, raw[7], raw[8])
+    if kind == Kind.APPEND_RESPONSE:
+        _check(raw, (int, str, str, bool, int, int))
+        return AppendResponse(*raw[1:])
+    if kind == Kind.SNAPSHOT_REQUEST:
+        _check(raw, (int, str, str, int, int, list, bytes))
+        snap = Snapshot(SnapshotMeta(raw[4], raw[5], decode_config(raw[6])), raw[7])
+        return SnapshotRequest(raw[1], raw[2], raw[3], snap)
+    if kind == Kind.SNAPSHOT_RESPONSE:
+        _check(raw, (int, str, str, bool, int))
+        return SnapshotResponse(*raw[1:])
+    if kind == Kind.TIMEOUT_NOW:
+        _check(raw, (int, str, str))
+        return TimeoutNow(*raw[1:])
+    raise WireError(f"not a raft message kind: {kind}")
+
+
+def frame(obj: list[Any]) -> bytes:
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def unframe(body: bytes) -> list[Any]:
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise WireError(f"bad msgpack frame: {type(exc).__name__}") from None
+    if not isinstance(obj, list) or not obj or not isinstance(obj[0], int):
+        raise WireError("frame is not [kind, ...]")
+    return obj
