@@ -1,0 +1,322 @@
+"""A Consul server: Raft (node.py) + the state store + bootstrap, forwarding and autopilot.
+
+Writes: the leader proposes; a follower forwards to the leader over server RPC. Reads run a
+named query (queries.py) against the local store after the barrier the consistency mode asks
+for: `stale` none; `default` the leader's lease (else forwarded to the leader); `consistent`
+a ReadIndex round confirmed by a quorum. While no leader is known, requests wait a bounded time
+(Consul's RPCHoldTimeout) and then fail with "No cluster leader" -- they never hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, RaftConfig
+from agent.gossip.serf import Member, MemberEvent, MemberStatus
+from agent.raft.messages import Configuration, Role, Server, SoftState
+from agent.raft.node import LeadershipLost, NoLeader, NotLeaderError, RaftNode
+from agent.raft.storage import RaftStorage
+from agent.raft.transport import RPCError, Transport
+from agent.server import bootstrap, queries
+from agent.state.store import StateStore
+
+log = logging.getLogger("agent.server")
+
+RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
+NO_LEADER_LOG_INTERVAL = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMeta:
+    index: int
+    known_leader: bool
+    last_contact_ms: int
+
+
+class StoreFSM:
+    """Adapts StateStore to the Raft driver's FSM protocol (restore swaps the store)."""
+
+    def __init__(self, on_apply: Callable[[int], None]) -> None:
+        self.store = StateStore()
+        self.on_apply = on_apply
+
+    def apply(self, index: int, data: bytes) -> Any:
+        result = queries.result_json(self.store.apply(index, data))
+        self.on_apply(index)
+        return result
+
+    def snapshot(self) -> bytes:
+        return self.store.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.store = StateStore.restore(data)
+        self.on_apply(self.store.max_index())
+
+
+class ConsulServer:
+    def __init__(self, cfg: AgentConfig, node_id: str, data_dir: Path, members: Callable[[], list[Member]],
+                 raft_config: RaftConfig | None = None) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.members = members
+        self.raft_config = raft_config or RaftConfig.consul(cfg.raft_multiplier)
+        self.changed = asyncio.Condition()
+        self.fsm = StoreFSM(self._on_apply)
+        self.address = f"{cfg.advertise()}:{cfg.ports.server}"
+        self.transport = Transport(node_id, cfg.datacenter, (cfg.bind_addr, cfg.ports.server),
+                                   self._deliver, self._on_request)
+        self.raft: RaftNode | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._leader_event = asyncio.Event()
+        self._last_no_leader_log = 0.0
+
+    @property
+    def store(self) -> StateStore:
+        return self.fsm.store
+
+    def _spawn(self, coro: Any) -> None:
+        t: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        storage = RaftStorage.open(self.data_dir / "raft")
+        self.raft = RaftNode(self.node_id, self.raft_config, storage, self.fsm, self.transport,
+                             rng=random.Random(), on_leader_change=self._leader_changed)
+        await self.transport.start()
+        await self.raft.start()
+        log.info("raft: initial configuration: servers=%s",
+                 [s.id for s in self.raft.core.configuration.servers] if self.raft.core else [])
+        self._spawn(self._bootstrap_loop())
+        self._spawn(self._no_leader_logger())
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+        if self.raft is not None:
+            await self.raft.stop()
+        await self.transport.stop()
+
+    def _deliver(self, msg: Any) -> None:
+        if self.raft is not None:
+            self.raft.deliver(msg)
+
+    def _on_apply(self, index: int) -> None:
+        async def notify() -> None:
+            async with self.changed:
+                self.changed.notify_all()
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(notify())
+
+    def _leader_changed(self, ss: SoftState) -> None:
+        if ss.leader:
+            self._leader_event.set()
+        else:
+            self._leader_event.clear()
+
+    # ------------------------------------------------------------ bootstrap and autopilot
+
+    def on_lan_event(self, e: MemberEvent) -> None:
+        """LAN membership changed: maybe bootstrap; as leader, remove servers that left."""
+        raft = self.raft
+        if raft is None or not raft.is_leader or e.kind not in ("member-leave", "member-reap"):
+            return
+        s = bootstrap.server_of(e.member, self.cfg.datacenter)
+        if s is None or s.id == self.node_id or raft.core is None or raft.core.configuration.get(s.id) is None:
+            return
+        log.info("removing server %s from the Raft configuration: it %s", e.member.name, e.kind.split("-")[1])
+        with contextlib.suppress(Exception):
+            raft.change_config(remove=s.id)
+
+    async def _bootstrap_loop(self) -> None:
+        assert self.raft is not None
+        last_reason = ""
+        while not self.raft.bootstrapped:
+            if self.cfg.bootstrap_expect or self.cfg.bootstrap or self.cfg.dev:
+                d = bootstrap.decide(self.members(), self.cfg.datacenter, self.cfg.bootstrap_expect,
+                                     self.cfg.bootstrap or self.cfg.dev, self.node_id)
+                if d.configuration is not None:
+                    log.info("Found expected number of peers, attempting bootstrap: peers=%s",
+                             ",".join(s.address for s in d.configuration.servers))
+                    self.raft.bootstrap(d.configuration)
+                    return
+                if d.reason != last_reason:
+                    log.debug("not bootstrapping yet: %s", d.reason)
+                    last_reason = d.reason
+            await asyncio.sleep(0.2)
+
+    async def _no_leader_logger(self) -> None:
+        while True:
+            await asyncio.sleep(NO_LEADER_LOG_INTERVAL)
+            if self.raft is not None and not self.raft.leader_id:
+                log.error("Coordinate update error: error=\"No cluster leader\"")
+
+    # ------------------------------------------------------------ writes and reads
+
+    async def _wait_leader(self) -> RaftNode:
+        assert self.raft is not None
+        if not self.raft.leader_id:
+            try:
+                await asyncio.wait_for(self._leader_event.wait(), RPC_HOLD_TIMEOUT)
+            except TimeoutError:
+                raise NoLeader() from None
+        return self.raft
+
+    async def write(self, data: bytes) -> Any:
+        """Commit a command through Raft (forwarding to the leader); the FSM's result."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RPC_HOLD_TIMEOUT
+        while True:
+            raft = await self._wait_leader()
+            try:
+                if raft.is_leader:
+                    return await raft.apply(data)
+                addr = raft.leader_address()
+                if not addr:
+                    raise NotLeaderError("")
+                return await self.transport.request(addr, "apply", data, timeout=RPC_HOLD_TIMEOUT)
+            except (NotLeaderError, RPCError, LeadershipLost) as exc:
+                retryable = ("No cluster leader", "not the leader")
+                if isinstance(exc, RPCError) and not any(r in str(exc) for r in retryable):
+                    raise
+                if loop.time() >= deadline:
+                    raise NoLeader() from None
+                await asyncio.sleep(0.05)
+
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default") -> tuple[Any, ReadMeta]:
+        """Run query `name` under consistency `mode` (default | consistent | stale)."""
+        assert self.raft is not None
+        raft = self.raft
+        if mode != "stale":
+            raft = await self._wait_leader()
+            if not raft.is_leader:
+                addr = raft.leader_address()
+                if not addr:
+                    raise NoLeader()
+                res = await self.transport.request(addr, "read", {"name": name, "args": args, "mode": mode},
+                                                   timeout=RPC_HOLD_TIMEOUT)
+                return res["value"], ReadMeta(res["index"], True, 0)
+            if mode == "consistent" or not raft.lease_ok():
+                await raft.read_index()
+        value = queries.run(self.store, name, args)
+        return value, self._meta(queries.index_of(self.store, name, args))
+
+    def _meta(self, index: int) -> ReadMeta:
+        raft = self.raft
+        known = bool(raft and raft.leader_id)
+        contact = 0 if raft is None or raft.is_leader else int(raft.ms_since_leader_contact())
+        return ReadMeta(index, known, contact)
+
+    async def wait_for_change(self, index: int, name: str, args: dict[str, Any], wait: float) -> None:
+        """Blocking query: return when the query's index passes `index`, or after `wait`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+
+        def passed() -> bool:
+            return queries.index_of(self.store, name, args) > index
+
+        async with self.changed:
+            while not passed():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), remaining)
+
+    async def _on_request(self, method: str, args: Any) -> Any:
+        raft = self.raft
+        if raft is None:
+            raise NoLeader()
+        if method == "apply":
+            if not raft.is_leader:
+                raise RPCError("not the leader")
+            if not isinstance(args, bytes):
+                raise ValueError("apply takes bytes")
+            return await raft.apply(args)
+        if method == "read":
+            if not isinstance(args, dict):
+                raise ValueError("read takes a map")
+            if not raft.is_leader:
+                raise RPCError("not the leader")
+            value, meta = await self.read(str(args["name"]), dict(args["args"]), str(args["mode"]))
+            return {"value": value, "index": meta.index}
+        if method == "remove_self":
+            if not raft.is_leader:
+                raise RPCError("not the leader")
+            raft.change_config(remove=str(args))
+            return True
+        raise ValueError(f"unknown rpc method {method!r}")
+
+    # ------------------------------------------------------------ operator views
+
+    def leader_address(self) -> str:
+        return self.raft.leader_address() if self.raft else ""
+
+    def configuration(self) -> Configuration:
+        if self.raft is None or self.raft.core is None:
+            return Configuration()
+        return self.raft.core.configuration
+
+    def raft_configuration_json(self) -> dict[str, Any]:
+        names = {m.tags.get("id"): m.name for m in self.members()}
+        leader = self.raft.leader_id if self.raft else ""
+        conf = self.configuration()
+        return {
+            "Servers": [
+                {"ID": s.id, "Node": names.get(s.id, ""), "Address": s.address, "Leader": s.id == leader,
+                 "ProtocolVersion": "3", "Voter": s.suffrage == 0}
+                for s in conf.servers
+            ],
+            "Index": self.raft.core.commit_index if self.raft and self.raft.core else 0,
+        }
+
+    def remove_peer(self, server_id: str = "", address: str = "") -> None:
+        assert self.raft is not None
+        if not self.raft.is_leader:
+            raise NotLeaderError(self.raft.leader_id)
+        for s in self.configuration().servers:
+            if (server_id and s.id == server_id) or (address and s.address == address):
+                self.raft.change_config(remove=s.id)
+                return
+        raise ValueError(f"address {address or server_id!r} was not found in the Raft configuration")
+
+    async def leave(self) -> None:
+        """A leaving server hands leadership over and asks to be removed from Raft."""
+        raft = self.raft
+        if raft is None or raft.core is None or len(raft.core.configuration.servers) <= 1:
+            return
+        if raft.is_leader:
+            others = [s.id for s in raft.core.configuration.servers if s.id != self.node_id]
+            with contextlib.suppress(Exception):
+                raft.transfer_leadership(others[0])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while loop.time() < deadline:
+            addr = raft.leader_address()
+            if addr and not raft.is_leader:
+                with contextlib.suppress(Exception):
+                    await self.transport.request(addr, "remove_self", self.node_id, timeout=3.0)
+                    return
+            await asyncio.sleep(0.1)
+
+    def role(self) -> Role:
+        return self.raft.core.role if self.raft and self.raft.core else Role.FOLLOWER
+
+
+def server_from_member(m: Member, dc: str) -> Server | None:
+    if m.status != MemberStatus.ALIVE:
+        return None
+    return bootstrap.server_of(m, dc)
