@@ -1,0 +1,308 @@
+"""Commands of the replicated state machine: what a Raft log entry's `data` carries.
+
+Encoding (`encode`/`decode`): msgpack (bin type on) of a 2-array `[type_tag, body]`, where `type_tag` is a
+CommandType number and `body` a map from field name to value (nested dataclasses are maps, tuples arrays,
+dict keys sorted). CommandType numbers are append-only: they are persisted in every Raft log and
+snapshot, so a number is never reused or renumbered. A field added later must have a default.
+`decode` raises DecodeError (a ValueError) on anything malformed; it never returns a half-built command.
+
+Time: commands whose effect depends on the clock carry `now` (Unix seconds, float), stamped once by the
+leader when it proposes the entry, so every replica computes the same deadlines and lock delays:
+KVLock and Txn (lock-delay check), Register and Deregister (a critical or removed check invalidates
+sessions, which starts lock delays), SessionCreate/SessionRenew (TTL deadline) and SessionDestroy
+(lock delays). `now` is keyword-only and required: forgetting to stamp it is a TypeError, not a silent
+wrong answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from enum import IntEnum
+
+from agent.state.wire import DecodeError, from_wire, pack, to_wire, unpack
+
+__all__ = [
+    "KVCAS",
+    "CheckDef",
+    "Command",
+    "CommandType",
+    "DecodeError",
+    "Deregister",
+    "KVDelete",
+    "KVDeleteCAS",
+    "KVDeleteTree",
+    "KVLock",
+    "KVSet",
+    "KVUnlock",
+    "Register",
+    "ServiceDef",
+    "SessionCreate",
+    "SessionDestroy",
+    "SessionRenew",
+    "TombstoneReap",
+    "Txn",
+    "TxnOp",
+    "decode",
+    "encode",
+]
+
+
+class CommandType(IntEnum):
+    """Wire tags. Append-only: the numbers are part of the persisted log format."""
+
+    KV_SET = 1
+    KV_CAS = 2
+    KV_DELETE = 3
+    KV_DELETE_CAS = 4
+    KV_DELETE_TREE = 5
+    KV_LOCK = 6
+    KV_UNLOCK = 7
+    TXN = 8
+    REGISTER = 9
+    DEREGISTER = 10
+    SESSION_CREATE = 11
+    SESSION_DESTROY = 12
+    SESSION_RENEW = 13
+    TOMBSTONE_REAP = 14
+
+
+# ---------------------------------------------------------------- KV
+
+
+@dataclass(frozen=True, slots=True)
+class KVSet:
+    """PUT /v1/kv/<key>. Keeps an existing lock holder (Session) and LockIndex. Result: True."""
+
+    key: str
+    value: bytes = b""
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KVCAS:
+    """PUT ?cas=<index>: index 0 = create only if absent; else only if ModifyIndex == index. Result: bool."""
+
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KVDelete:
+    """DELETE /v1/kv/<key>. Result: True (also when the key did not exist)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class KVDeleteCAS:
+    """DELETE ?cas=<index>. Result: True if deleted or already absent, False on an index mismatch."""
+
+    key: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class KVDeleteTree:
+    """DELETE ?recurse: every key starting with prefix ("" = everything). Result: True."""
+
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class KVLock:
+    """PUT ?acquire=<session>. Result: bool (False: held by another session or under lock-delay);
+    StateError for a missing or unknown session."""
+
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    session: str = ""
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class KVUnlock:
+    """PUT ?release=<session>. Result: bool (False: key absent or not held by that session)."""
+
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    session: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOp:
+    """One KV op of /v1/txn. verb: set, cas, lock, unlock, get, get-tree, check-index, check-session,
+    check-not-exists, delete, delete-tree, delete-cas. `index` is the request's Index field."""
+
+    verb: str
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    index: int = 0
+    session: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """PUT /v1/txn (KV ops only). All-or-nothing. Result: TxnResult (errors carry the failing op indices)."""
+
+    ops: tuple[TxnOp, ...]
+    _: KW_ONLY
+    now: float
+
+
+# ---------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDef:
+    """The Service of a catalog register request. id "" means id = service name."""
+
+    id: str = ""
+    service: str = ""
+    tags: tuple[str, ...] = ()
+    address: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDef:
+    """A check of a register request. check_id "" means check_id = name; node "" means the request's
+    node; status "" means critical (Consul's default for new checks)."""
+
+    check_id: str = ""
+    name: str = ""
+    status: str = ""
+    node: str = ""
+    service_id: str = ""
+    notes: str = ""
+    output: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """PUT /v1/catalog/register. The request's single `Check` goes into `checks` (as Consul does).
+    All-or-nothing. Result: True or StateError."""
+
+    node: str
+    address: str = ""
+    id: str = ""
+    datacenter: str = ""
+    tagged_addresses: dict[str, str] = field(default_factory=dict)
+    node_meta: dict[str, str] = field(default_factory=dict)
+    service: ServiceDef | None = None
+    checks: tuple[CheckDef, ...] = ()
+    skip_node_update: bool = False
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Deregister:
+    """PUT /v1/catalog/deregister: service_id if set, else check_id if set, else the whole node
+    (cascading to its services, checks and sessions). Absent targets are a no-op. Result: True."""
+
+    node: str
+    service_id: str = ""
+    check_id: str = ""
+    _: KW_ONLY
+    now: float
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreate:
+    """PUT /v1/session/create. The leader picks `id` (a UUID). ttl_seconds 0 = no TTL, else 10..86400.
+    `checks` are node check IDs; the HTTP layer supplies ["serfHealth"] when the request omits Checks.
+    Result: the session id, or StateError."""
+
+    id: str
+    node: str
+    name: str = ""
+    ttl_seconds: float = 0.0
+    lock_delay_seconds: float = 15.0
+    behavior: str = "release"
+    checks: tuple[str, ...] = ()
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDestroy:
+    """PUT /v1/session/destroy/<id>, or the leader expiring a TTL. Result: True (also if absent)."""
+
+    id: str
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRenew:
+    """PUT /v1/session/renew/<id>: deadline := now + 2 × TTL. Changes no table index.
+    Result: the Session record, or None if the session does not exist (HTTP 404)."""
+
+    id: str
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class TombstoneReap:
+    """Leader's tombstone GC: drop KV tombstones whose index <= `index`. Result: True."""
+
+    index: int
+
+
+Command = (
+    KVSet | KVCAS | KVDelete | KVDeleteCAS | KVDeleteTree | KVLock | KVUnlock | Txn
+    | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap
+)
+
+_CLASSES: dict[CommandType, type] = {
+    CommandType.KV_SET: KVSet,
+    CommandType.KV_CAS: KVCAS,
+    CommandType.KV_DELETE: KVDelete,
+    CommandType.KV_DELETE_CAS: KVDeleteCAS,
+    CommandType.KV_DELETE_TREE: KVDeleteTree,
+    CommandType.KV_LOCK: KVLock,
+    CommandType.KV_UNLOCK: KVUnlock,
+    CommandType.TXN: Txn,
+    CommandType.REGISTER: Register,
+    CommandType.DEREGISTER: Deregister,
+    CommandType.SESSION_CREATE: SessionCreate,
+    CommandType.SESSION_DESTROY: SessionDestroy,
+    CommandType.SESSION_RENEW: SessionRenew,
+    CommandType.TOMBSTONE_REAP: TombstoneReap,
+}
+_TAGS: dict[type, CommandType] = {cls: tag for tag, cls in _CLASSES.items()}
+
+
+def encode(cmd: Command) -> bytes:
+    """Bytes for a Raft entry. Deterministic: equal commands give equal bytes."""
+    tag = _TAGS.get(type(cmd))
+    if tag is None:
+        raise TypeError(f"not a state command: {type(cmd).__name__}")
+    return pack([int(tag), to_wire(cmd)])
+
+
+def decode(data: bytes) -> Command:
+    """Inverse of encode. Raises DecodeError on garbage, an unknown tag, or a malformed body."""
+    obj = unpack(data)
+    if not isinstance(obj, list) or len(obj) != 2:
+        raise DecodeError("a command is a 2-array [type, body]")
+    tag, body = obj
+    if not isinstance(tag, int) or isinstance(tag, bool):
+        raise DecodeError(f"command type must be an int, got {type(tag).__name__}")
+    try:
+        cls = _CLASSES[CommandType(tag)]
+    except ValueError:
+        raise DecodeError(f"unknown command type {tag}") from None
+    cmd: Command = from_wire(cls, body)
+    return cmd

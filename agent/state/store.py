@@ -1,0 +1,255 @@
+"""StateStore: the replicated state machine of a Consul server (KV, catalog, sessions) and its read API.
+
+Apply contract (Raft §5.3: every replica applies the same committed entries in the same order):
+- `apply(index, data)` takes a committed entry's Raft index and encoded command (commands.py), and
+  returns the command's result. It never raises: garbage, an invalid command or even a bug in a
+  handler yields StateError and leaves the state exactly as it was (the journal is rolled back), so
+  all replicas still agree. A Txn with errors returns TxnResult(errors=...) and is rolled back too.
+- Deterministic: the outcome depends only on the state, `index` and `data` (time is inside the
+  commands, see commands.py). Indexes must increase from one apply to the next (Raft's job).
+- Single-threaded: the caller (raft/node.py) serialises apply, reads and snapshot.
+
+Blocking queries (the asyncio layer's contract, no I/O here):
+- After each apply, `last_changed` is the set of index names that apply moved ("kvs", "tombstones",
+  "nodes", "services", "checks", "sessions", "service.<lowercased name>", "service_last_extinction");
+  empty when nothing changed (including failures and SessionRenew). Wake the waiters watching those.
+- A woken (or timed-out) waiter re-runs its read and compares the read's index with its ?index=;
+  each read documents its index (kv_index, table_index(...), service_index). `changed_since(i)` is the
+  poll alternative: names whose index is > i.
+- Index 0 means "never written"; Consul clamps a returned X-Consul-Index to at least 1.
+
+Sessions' time: the leader stamps `now` into KVLock, Txn, Register, Deregister and the session
+commands. It should poll `expired_sessions(now)` (or sleep until `next_session_deadline()`) and
+propose SessionDestroy(id, now=...) for each expired id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agent.state import catalog, catalog_reads, kv, sessions, snapshot
+from agent.state.commands import (
+    KVCAS,
+    Command,
+    Deregister,
+    KVDelete,
+    KVDeleteCAS,
+    KVDeleteTree,
+    KVLock,
+    KVSet,
+    KVUnlock,
+    Register,
+    SessionCreate,
+    SessionDestroy,
+    SessionRenew,
+    TombstoneReap,
+    Txn,
+    TxnOp,
+    decode,
+)
+from agent.state.kv import kv_entry_json, txn_result_json
+from agent.state.results import StateError, StateFailure, TxnError, TxnResult
+from agent.state.sessions import session_json
+from agent.state.tables import KVEntry, Session, Tables
+from agent.state.wire import DecodeError
+
+__all__ = ["KVEntry", "StateError", "StateStore", "TxnError", "TxnResult", "kv_entry_json",
+           "session_json", "txn_result_json"]
+
+
+def _register(t: Tables, i: int, c: Register) -> bool:
+    catalog.register(t, i, c)
+    return True
+
+
+def _deregister(t: Tables, i: int, c: Deregister) -> bool:
+    catalog.deregister(t, i, c)
+    return True
+
+
+def _kv_set(t: Tables, i: int, c: KVSet) -> bool:
+    kv.set_entry(t, i, c.key, c.value, c.flags)
+    return True
+
+
+def _kv_delete(t: Tables, i: int, c: KVDelete) -> bool:
+    kv.kv_delete(t, i, c.key)
+    return True
+
+
+def _kv_delete_tree(t: Tables, i: int, c: KVDeleteTree) -> bool:
+    kv.kv_delete_tree(t, i, c.prefix)
+    return True
+
+
+def _session_destroy(t: Tables, i: int, c: SessionDestroy) -> bool:
+    sessions.destroy(t, i, c.id, c.now)
+    return True
+
+
+def _reap(t: Tables, i: int, c: TombstoneReap) -> bool:
+    kv.reap_tombstones(t, c.index)
+    return True
+
+
+# One handler per command type: (tables, raft index, command) -> result; StateFailure aborts.
+_HANDLERS: dict[type, Callable[[Tables, int, Any], Any]] = {
+    KVSet: _kv_set,
+    KVCAS: lambda t, i, c: kv.kv_cas(t, i, c.key, c.value, c.flags, c.index) is not None,
+    KVDelete: _kv_delete,
+    KVDeleteCAS: lambda t, i, c: kv.kv_delete_cas(t, i, c.key, c.index),
+    KVDeleteTree: _kv_delete_tree,
+    KVLock: lambda t, i, c: kv.kv_lock(t, i, c.key, c.value, c.flags, c.session, c.now) is not None,
+    KVUnlock: lambda t, i, c: kv.kv_unlock(t, i, c.key, c.value, c.flags, c.session) is not None,
+    Txn: lambda t, i, c: kv.apply_txn(t, i, c.ops, c.now),
+    Register: _register,
+    Deregister: _deregister,
+    SessionCreate: sessions.create,
+    SessionDestroy: _session_destroy,
+    SessionRenew: lambda t, i, c: sessions.renew(t, c.id, c.now),
+    TombstoneReap: _reap,
+}
+
+
+class StateStore:
+    def __init__(self, tables: Tables | None = None) -> None:
+        self._t = tables if tables is not None else Tables()
+        self.last_changed: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------ writes
+
+    def apply(self, index: int, data: bytes) -> Any:
+        """Apply one committed entry. See the module docstring for the contract and results:
+        KVSet/KVDelete/KVDeleteTree/Register/Deregister/SessionDestroy/TombstoneReap -> True;
+        KVCAS/KVDeleteCAS/KVLock/KVUnlock -> bool; Txn -> TxnResult; SessionCreate -> id (str);
+        SessionRenew -> Session | None; rejected or undecodable -> StateError."""
+        self.last_changed = frozenset()
+        if isinstance(index, bool) or not isinstance(index, int) or index <= 0:
+            return StateError(f"bad raft index {index!r}")
+        try:
+            cmd = decode(data)
+        except DecodeError as exc:
+            return StateError(f"undecodable command: {exc}")
+        return self._apply_decoded(index, cmd)
+
+    def _apply_decoded(self, index: int, cmd: Command) -> Any:
+        """Private on purpose: replicas only ever see decoded bytes (an int `now` in a command object
+        would become a float on the wire and make this replica's snapshot differ)."""
+        t = self._t
+        handler = _HANDLERS.get(type(cmd))
+        if handler is None:
+            return StateError(f"not a state command: {type(cmd).__name__}")
+        t.begin()
+        try:
+            result = handler(t, index, cmd)
+        except StateFailure as exc:
+            t.rollback()
+            return StateError(str(exc))
+        except Exception as exc:  # a bug; roll back so that every replica stays identical
+            t.rollback()
+            return StateError(f"internal error applying {type(cmd).__name__}: {type(exc).__name__}: {exc}")
+        if isinstance(result, TxnResult) and result.errors:
+            t.rollback()
+            return result
+        t.commit()
+        self.last_changed = frozenset(t.changed)
+        return result
+
+    def txn_read(self, ops: Iterable[TxnOp]) -> TxnResult:
+        """A read-only /v1/txn (only get, get-tree, check-* verbs) answered locally, without Raft."""
+        ops = tuple(ops)
+        bad = [TxnError(i, f"verb {kv.quote(op.verb)} is not allowed in a read-only transaction")
+               for i, op in enumerate(ops) if op.verb not in kv.READ_VERBS]
+        if bad:
+            return TxnResult((), tuple(bad))
+        return kv.apply_txn(self._t, 0, ops, 0.0)
+
+    # ------------------------------------------------------------ indexes and watches
+
+    def table_index(self, *names: str) -> int:
+        """Max index of the named tables (or any index name listed in the module docstring)."""
+        return self._t.max_index(*names)
+
+    def max_index(self) -> int:
+        """The highest Raft index recorded by any table (0 when empty). Not necessarily the last applied
+        entry (a failed or no-op command records nothing); Raft tracks that."""
+        return max(self._t.index.values(), default=0)
+
+    def changed_since(self, index: int) -> frozenset[str]:
+        return frozenset(name for name, i in self._t.index.items() if i > index)
+
+    # ------------------------------------------------------------ KV reads
+
+    def kv_get(self, key: str) -> KVEntry | None:
+        """GET /v1/kv/<key>. Index: kv_index(key, recurse=False)."""
+        return self._t.kvs.get(key)
+
+    def kv_list(self, prefix: str) -> list[KVEntry]:
+        """GET ?recurse, in key order. Index: kv_index(prefix)."""
+        return kv.kv_list(self._t, prefix)
+
+    def kv_keys(self, prefix: str, separator: str = "") -> list[str]:
+        """GET ?keys[&separator=]. Index: kv_index(prefix)."""
+        return kv.kv_keys(self._t, prefix, separator)
+
+    def kv_index(self, prefix: str = "", recurse: bool = True) -> int:
+        return kv.kv_index(self._t, prefix, recurse)
+
+    # ------------------------------------------------------------ catalog and health reads
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return catalog_reads.nodes(self._t)
+
+    def services(self) -> dict[str, list[str]]:
+        return catalog_reads.services(self._t)
+
+    def service_nodes(self, name: str, tag: str | None = None) -> list[dict[str, Any]]:
+        return catalog_reads.service_nodes(self._t, name, tag)
+
+    def node_services(self, node: str) -> dict[str, Any] | None:
+        return catalog_reads.node_services(self._t, node)
+
+    def health_checks(self, *, node: str | None = None, service: str | None = None,
+                      state: str | None = None) -> list[dict[str, Any]]:
+        return catalog_reads.health_checks(self._t, node=node, service=service, state=state)
+
+    def health_service_nodes(self, name: str, tag: str | None = None,
+                             passing_only: bool = False) -> list[dict[str, Any]]:
+        return catalog_reads.health_service_nodes(self._t, name, tag, passing_only)
+
+    def service_index(self, name: str, checks: bool = False) -> int:
+        return catalog_reads.service_index(self._t, name, checks)
+
+    # ------------------------------------------------------------ session reads (index: "sessions")
+
+    def session_info(self, session_id: str) -> dict[str, Any] | None:
+        session = self._t.sessions.get(session_id)
+        return session_json(session) if session is not None else None
+
+    def session_list(self) -> list[dict[str, Any]]:
+        return [session_json(s) for s in sessions.session_list(self._t)]
+
+    def node_sessions(self, node: str) -> list[dict[str, Any]]:
+        return [session_json(s) for s in sessions.node_sessions(self._t, node)]
+
+    def session(self, session_id: str) -> Session | None:
+        return self._t.sessions.get(session_id)
+
+    def expired_sessions(self, now: float) -> list[str]:
+        """TTL sessions whose deadline (now at create/renew + 2 × TTL) is <= now, sorted."""
+        return sessions.expired(self._t, now)
+
+    def next_session_deadline(self) -> float | None:
+        return min(self._t.session_deadlines.values(), default=None)
+
+    # ------------------------------------------------------------ snapshot
+
+    def snapshot(self) -> bytes:
+        """Complete, deterministic, versioned (snapshot.py). Equal states give equal bytes."""
+        return snapshot.dump(self._t)
+
+    @classmethod
+    def restore(cls, data: bytes) -> StateStore:
+        """A new store from snapshot bytes; raises DecodeError (ValueError) on a bad snapshot."""
+        return cls(snapshot.load(data))
