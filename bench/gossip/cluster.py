@@ -188,6 +188,7 @@ class Poll:
 
 def port_free(ip: str, port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from the last run is fine
         try:
             s.bind((ip, port))
         except OSError:
