@@ -14,8 +14,10 @@ import json
 import logging
 import os
 import platform
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Coroutine
@@ -25,11 +27,15 @@ from typing import Any
 from aiohttp import web
 
 from agent import __version__
-from agent.config import AgentConfig
+from agent.config import AgentConfig, RaftConfig
 from agent.gossip.keyring import Keyring, decode_key
 from agent.gossip.pool import Pool
 from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
 from agent.http.server import make_app, member_json
+from agent.raft.storage import StorageCorrupt
+from agent.raft.transport import Transport
+from agent.server.client import ClientBackend
+from agent.server.server import ConsulServer
 
 log = logging.getLogger("agent")
 
@@ -78,6 +84,10 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._snapshot_dirty = False
         self.started_at = time.time()
+        self.server: ConsulServer | None = None
+        self.backend: ConsulServer | ClientBackend | None = None
+        self._client_transport: Transport | None = None
+        self._dev_dir: str | None = None
 
     # ------------------------------------------------------------ data dir
 
@@ -201,8 +211,9 @@ class Agent:
                 raise StartupError(
                     f"Failed to start WAN serf on {bind}:{cfg.ports.serf_wan}: {exc.strerror}"
                 ) from None
+        await self._start_backend()
         if cfg.ports.http > 0:
-            self.runner = web.AppRunner(make_app(self), access_log=None)
+            self.runner = web.AppRunner(make_app(self, self.backend, cfg.datacenter), access_log=None)
             await self.runner.setup()
             site = web.TCPSite(self.runner, cfg.client_addr, cfg.ports.http, reuse_address=True)
             try:
@@ -235,6 +246,32 @@ class Agent:
         self.spawn(self._snapshot_loop())
         log.info("started: node=%s datacenter=%s server=%s", cfg.node_name, cfg.datacenter, cfg.server)
 
+    async def _start_backend(self) -> None:
+        """Servers run Raft and the store; clients forward to a server of their datacenter."""
+        cfg = self.cfg
+        assert self.lan is not None
+        lan = self.lan
+        if cfg.server:
+            if self.data_dir is None:
+                self._dev_dir = tempfile.mkdtemp(prefix="pyconsul-dev-")
+                data = Path(self._dev_dir)
+            else:
+                data = self.data_dir
+            raft_cfg = RaftConfig.fast() if cfg.dev else RaftConfig.consul(cfg.raft_multiplier)
+            self.server = ConsulServer(cfg, self.node_id, data, lan.members, raft_cfg)
+            try:
+                await self.server.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"Failed to start server RPC on {cfg.bind_addr}:{cfg.ports.server}: {exc.strerror}") from None
+            except StorageCorrupt as exc:
+                raise StartupError(f"Raft storage is corrupt, refusing to start: {exc}") from None
+            self.backend = self.server
+        else:
+            self._client_transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, 0),
+                                               lambda m: None, _no_requests)
+            self.backend = ClientBackend(self._client_transport, lan.members, cfg.datacenter)
+
     async def _retry_join(self, pool: Pool, addrs: list[str], interval: float, max_attempts: int, port: int,
                           kind: str) -> None:
         attempt = 0
@@ -259,6 +296,8 @@ class Agent:
     def _on_event(self, label: str, e: SerfEffect) -> None:
         if isinstance(e, MemberEvent):
             self._snapshot_dirty = True
+            if label == "lan" and self.server is not None:
+                self.server.on_lan_event(e)
             if label == "lan" and e.kind in ("member-join", "member-update"):
                 self._flood_join(e.member)
 
@@ -330,6 +369,8 @@ class Agent:
         self.left = True
         log.info("Requesting shutdown after graceful leave")
         self._write_snapshots(left=True)
+        if self.server is not None:
+            await self.server.leave()
         pools = [p for p in (self.lan, self.wan) if p is not None]
         await asyncio.gather(*(p.leave() for p in pools))
         log.info("Graceful leave complete")
@@ -344,9 +385,15 @@ class Agent:
                 await t
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.server is not None:
+            await self.server.stop()
+        if self._client_transport is not None:
+            await self._client_transport.stop()
         for p in (self.wan, self.lan):
             if p is not None:
                 await p.stop()
+        if self._dev_dir is not None:
+            shutil.rmtree(self._dev_dir, ignore_errors=True)
         log.info("shutdown complete")
 
     # ------------------------------------------------------------ AgentAPI for HTTP
@@ -385,9 +432,7 @@ class Agent:
         stats: dict[str, dict[str, str]] = {
             "agent": {"check_monitors": "0", "check_ttls": "0", "checks": "0", "services": "0"},
             "build": {"prerelease": "", "revision": "pyconsul", "version": __version__},
-            "consul": {"server": str(cfg.server).lower(), "known_datacenters": str(len(self.datacenters()))}
-            if cfg.server else {"known_servers": str(sum(
-                1 for m in self.lan.members() if m.tags.get("role") == "consul" and m.status == MemberStatus.ALIVE))},
+            "consul": self._consul_stats(),
             "runtime": {
                 "arch": platform.machine(),
                 "os": sys.platform,
@@ -423,6 +468,32 @@ class Agent:
             "Meta": {},
         }
 
+    def _consul_stats(self) -> dict[str, str]:
+        assert self.lan is not None
+        if self.server is None:
+            alive = [m for m in self.lan.members() if m.status == MemberStatus.ALIVE]
+            known = sum(1 for m in alive if m.tags.get("role") == "consul")
+            return {"server": "false", "known_servers": str(known)}
+        srv = self.server
+        core = srv.raft.core if srv.raft is not None else None
+        out = {
+            "server": "true",
+            "leader": str(srv.raft is not None and srv.raft.is_leader).lower(),
+            "leader_addr": srv.leader_address(),
+            "bootstrap": str(self.cfg.bootstrap).lower(),
+            "known_datacenters": str(len(self.datacenters())),
+        }
+        if core is not None:
+            out.update(
+                raft_state=str(core.role),
+                raft_term=str(core.term),
+                raft_commit_index=str(core.commit_index),
+                raft_applied_index=str(core.applied),
+                raft_last_log_index=str(core.last_index),
+                raft_num_peers=str(max(0, len(core.configuration.servers) - 1)),
+            )
+        return out
+
     async def keyring(self, op: str, key: str | None) -> list[dict[str, Any]]:
         """Consul's keyring operation: a serf key query on the WAN pool (servers) and the LAN
         pool; one entry per pool with key counts out of the nodes that answered."""
@@ -444,6 +515,10 @@ class Agent:
                 "NumErr": r["NumErr"],
             })
         return out
+
+
+async def _no_requests(method: str, args: Any) -> Any:
+    raise ValueError("client agents serve no server RPC")
 
 
 def _atomic_write(path: Path, text: str) -> None:

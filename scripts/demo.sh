@@ -69,7 +69,18 @@ echo "==> pyconsul members (on node1)"
 pc 127.0.0.11 members
 echo "==> pyconsul members -wan (on node4)"
 pc 127.0.0.14 members -wan
-echo "==> leader: Raft arrives with issue 3; /v1/status/leader says: $(curl -fs http://127.0.0.11:8500/v1/status/leader)"
+echo "==> waiting for BJ to elect a Raft leader (bootstrap-expect=3; Consul timing, raft_multiplier 5)"
+leader=""
+for _ in $(seq 300); do
+    leader=$(curl -fs http://127.0.0.11:8500/v1/status/leader 2>/dev/null | tr -d '"')
+    [ -n "$leader" ] && break
+    sleep 0.1
+done
+[ -n "$leader" ] || { echo "no leader elected in BJ" >&2; exit 1; }
+echo "==> BJ leader: $leader"
+echo "==> pyconsul operator raft list-peers (on node1)"
+pc 127.0.0.11 operator raft list-peers
+echo "==> SH has one server that expects 3, as in the guide: it stays without a leader"
 if [ "${KEEP:-0}" = "1" ]; then
     echo "==> agents keep running (logs in $STATE); stop them with: bash scripts/demo.sh stop"
 fi

@@ -64,12 +64,6 @@ def register(app: web.Application, api: AgentAPI) -> None:
     async def datacenters(request: web.Request) -> web.Response:
         return json_response(api.datacenters())
 
-    async def leader(request: web.Request) -> web.Response:
-        return json_response("")
-
-    async def peers(request: web.Request) -> web.Response:
-        return json_response([])
-
     r = app.router
     r.add_get("/v1/agent/self", self_)
     r.add_get("/v1/agent/members", members)
@@ -81,5 +75,3 @@ def register(app: web.Application, api: AgentAPI) -> None:
     r.add_put("/v1/operator/keyring", keyring_change("use-key"))
     r.add_delete("/v1/operator/keyring", keyring_change("remove-key"))
     r.add_get("/v1/catalog/datacenters", datacenters)
-    r.add_get("/v1/status/leader", leader)
-    r.add_get("/v1/status/peers", peers)

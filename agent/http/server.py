@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -29,6 +30,21 @@ class AgentAPI(Protocol):
     def datacenters(self) -> list[str]: ...
 
 
+class ReadMetaLike(Protocol):
+    index: int
+    known_leader: bool
+    last_contact_ms: int
+
+
+class Backend(Protocol):
+    """Where KV/catalog requests go: the local Consul server, or (on clients) a server over RPC."""
+
+    async def write(self, data: bytes) -> Any: ...
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, Any]: ...
+    async def status(self, what: str, args: dict[str, Any] | None = None) -> Any: ...
+
+
 class BadRequest(Exception):
     """Raised by handlers for a client error; becomes a 400 with the message."""
 
@@ -36,6 +52,60 @@ class BadRequest(Exception):
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps(data)
     return web.Response(text=body, status=status, content_type="application/json", headers=headers)
+
+
+DEFAULT_WAIT = 300.0  # Consul: blocking queries wait 5 minutes by default ...
+MAX_WAIT = 600.0  # ... and at most 10
+
+
+def parse_uint(q: Any, name: str, default: int) -> int:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise BadRequest(f"Invalid {name} value: {raw!r} is not an unsigned integer") from None
+    if v < 0:
+        raise BadRequest(f"Invalid {name} value: {raw!r} is not an unsigned integer")
+    return v
+
+
+def parse_wait(raw: str | None) -> float:
+    if not raw:
+        return DEFAULT_WAIT
+    from agent.flags import parse_duration
+
+    try:
+        w = parse_duration(raw)
+    except ValueError:
+        raise BadRequest(f"Invalid wait time: {raw!r}") from None
+    return min(max(w, 0.0), MAX_WAIT)
+
+
+def consistency(request: web.Request) -> str:
+    if flag(request, "consistent") and flag(request, "stale"):
+        raise BadRequest("Cannot specify ?stale with ?consistent, conflicting semantics.")
+    if flag(request, "consistent"):
+        return "consistent"
+    return "stale" if flag(request, "stale") else "default"
+
+
+async def read_query(request: web.Request, backend: Backend, name: str, args: dict[str, Any]) -> tuple[Any, Any]:
+    """Run a named read with the request's consistency mode and blocking parameters."""
+    index = parse_uint(request.query, "index", 0)
+    wait = parse_wait(request.query.get("wait")) if index else 0.0
+    if wait:
+        wait += random.uniform(0, wait / 16)  # Consul adds up to wait/16 of jitter
+    return await backend.read(name, args, consistency(request), index, wait)
+
+
+def read_meta_headers(meta: Any) -> dict[str, str]:
+    return {
+        "X-Consul-Index": str(meta.index),
+        "X-Consul-KnownLeader": "true" if meta.known_leader else "false",
+        "X-Consul-LastContact": str(meta.last_contact_ms),
+    }
 
 
 def flag(request: web.Request, name: str) -> bool:
@@ -76,9 +146,12 @@ def member_json(m: Member) -> dict[str, Any]:
     }
 
 
-def make_app(api: AgentAPI) -> web.Application:
-    from agent.http import agent_routes
+def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1") -> web.Application:
+    from agent.http import agent_routes, catalog, kv
 
     app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
-    agent_routes.register(app, api)  # unknown paths: 404, known path with another method: 405
+    agent_routes.register(app, api)
+    if backend is not None:
+        kv.register(app, backend)
+        catalog.register(app, backend, datacenter)  # unknown paths: 404, known path with another method: 405
     return app

@@ -196,9 +196,13 @@ class ConsulServer:
                     raise NoLeader() from None
                 await asyncio.sleep(0.05)
 
-    async def read(self, name: str, args: dict[str, Any], mode: str = "default") -> tuple[Any, ReadMeta]:
-        """Run query `name` under consistency `mode` (default | consistent | stale)."""
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, ReadMeta]:
+        """Run query `name` under consistency `mode` (default | consistent | stale); with index > 0,
+        block first until the query's index passes it or `wait` seconds elapse."""
         assert self.raft is not None
+        if name not in queries.QUERIES:
+            raise ValueError(f"unknown query {name!r}")
         raft = self.raft
         if mode != "stale":
             raft = await self._wait_leader()
@@ -206,11 +210,14 @@ class ConsulServer:
                 addr = raft.leader_address()
                 if not addr:
                     raise NoLeader()
-                res = await self.transport.request(addr, "read", {"name": name, "args": args, "mode": mode},
-                                                   timeout=RPC_HOLD_TIMEOUT)
-                return res["value"], ReadMeta(res["index"], True, 0)
-            if mode == "consistent" or not raft.lease_ok():
-                await raft.read_index()
+                res = await self.transport.request(
+                    addr, "read", {"name": name, "args": args, "mode": mode, "index": index, "wait": wait},
+                    timeout=RPC_HOLD_TIMEOUT + wait)
+                return res["value"], ReadMeta(res["index"], True, int(raft.ms_since_leader_contact()))
+        if index:
+            await self.wait_for_change(index, name, args, wait)
+        if mode != "stale" and (mode == "consistent" or not raft.lease_ok()):
+            await raft.read_index()
         value = queries.run(self.store, name, args)
         return value, self._meta(queries.index_of(self.store, name, args))
 
@@ -251,8 +258,24 @@ class ConsulServer:
                 raise ValueError("read takes a map")
             if not raft.is_leader:
                 raise RPCError("not the leader")
-            value, meta = await self.read(str(args["name"]), dict(args["args"]), str(args["mode"]))
+            value, meta = await self.read(str(args["name"]), dict(args["args"]), str(args["mode"]),
+                                          int(args.get("index", 0)), float(args.get("wait", 0.0)))
             return {"value": value, "index": meta.index}
+        if method == "apply_forward":  # from a client agent: we forward to the leader if needed
+            if not isinstance(args, bytes):
+                raise ValueError("apply_forward takes bytes")
+            return await self.write(args)
+        if method == "read_forward":
+            if not isinstance(args, dict):
+                raise ValueError("read_forward takes a map")
+            value, meta = await self.read(str(args["name"]), dict(args["args"]), str(args["mode"]),
+                                          int(args.get("index", 0)), float(args.get("wait", 0.0)))
+            return {"value": value, "index": meta.index, "known_leader": meta.known_leader,
+                    "last_contact": meta.last_contact_ms}
+        if method == "status":
+            if not isinstance(args, dict):
+                raise ValueError("status takes a map")
+            return await self.status(str(args.get("what")), args.get("args"))
         if method == "remove_self":
             if not raft.is_leader:
                 raise RPCError("not the leader")
@@ -261,6 +284,24 @@ class ConsulServer:
         raise ValueError(f"unknown rpc method {method!r}")
 
     # ------------------------------------------------------------ operator views
+
+    async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
+        """/v1/status/* and /v1/operator/raft/* (answered here, or by the leader for remove_peer)."""
+        if what == "leader":
+            return self.leader_address()
+        if what == "peers":
+            return [s.address for s in self.configuration().servers if s.suffrage == 0]
+        if what == "raft_configuration":
+            return self.raft_configuration_json()
+        if what == "remove_peer":
+            a = args or {}
+            raft = await self._wait_leader()
+            if not raft.is_leader:
+                return await self.transport.request(raft.leader_address(), "status",
+                                                    {"what": what, "args": a}, timeout=RPC_HOLD_TIMEOUT)
+            self.remove_peer(str(a.get("id", "")), str(a.get("address", "")))
+            return True
+        raise ValueError(f"unknown status {what!r}")
 
     def leader_address(self) -> str:
         return self.raft.leader_address() if self.raft else ""

@@ -103,12 +103,11 @@ def _check(path: Path, acked: list[int]) -> None:
 
 
 def test_kill_9_never_loses_an_acknowledged_save(tmp_path: Path) -> None:
-    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
     path = tmp_path / "raft"
     acked: list[int] = []
-    start = time.monotonic()
     for round_ in range(10):
         acked += _crash_once(path, rng, wait_for_ack=round_ % 3 != 2)
         _check(path, acked)
-    assert acked, "no round acknowledged anything"
-    assert time.monotonic() - start < 15
+    assert acked, f"no round acknowledged anything (seed {seed})"

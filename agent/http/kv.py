@@ -1,0 +1,126 @@
+"""`/v1/kv/*` and `/v1/txn` with Consul's query parameters, status codes and headers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agent.http.server import Backend, BadRequest, flag, json_response, parse_uint, read_meta_headers, read_query
+from agent.state import commands as c
+
+MAX_VALUE = 512 * 1024  # Consul's KV value limit
+MAX_TXN_OPS = 64
+
+
+def register(app: web.Application, backend: Backend) -> None:
+    async def kv_get(request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        q = request.query
+        if flag(request, "keys"):
+            args = {"prefix": key, "separator": q.get("separator", "")}
+            value, meta = await read_query(request, backend, "kv.keys", args)
+            return json_response(value, 200 if value else 404, read_meta_headers(meta))
+        if flag(request, "recurse"):
+            value, meta = await read_query(request, backend, "kv.list", {"prefix": key})
+            return json_response(value, 200 if value else 404, read_meta_headers(meta))
+        value, meta = await read_query(request, backend, "kv.get", {"key": key})
+        headers = read_meta_headers(meta)
+        if value is None:
+            return web.Response(status=404, headers=headers)
+        if flag(request, "raw"):
+            raw = base64.b64decode(value["Value"]) if value.get("Value") else b""
+            return web.Response(body=raw, headers=headers, content_type="application/octet-stream")
+        return json_response([value], 200, headers)
+
+    async def kv_put(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        if not key:
+            raise BadRequest("Missing key name")
+        if request.content_length is not None and request.content_length > MAX_VALUE:
+            return web.Response(status=413, text=f"Request body(Value) too large, max size: {MAX_VALUE} bytes\n")
+        value = await request.content.read(MAX_VALUE + 1)
+        if len(value) > MAX_VALUE:
+            return web.Response(status=413, text=f"Request body(Value) too large, max size: {MAX_VALUE} bytes\n")
+        q = request.query
+        flags = parse_uint(q, "flags", 0)
+        cmd: c.Command
+        if "acquire" in q:
+            cmd = c.KVLock(key, value, flags, q["acquire"], now=time.time())
+        elif "release" in q:
+            cmd = c.KVUnlock(key, value, flags, q["release"])
+        elif "cas" in q:
+            cmd = c.KVCAS(key, value, flags, parse_uint(q, "cas", 0))
+        else:
+            cmd = c.KVSet(key, value, flags)
+        result = await backend.write(c.encode(cmd))
+        return _bool_result(result)
+
+    async def kv_delete(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        q = request.query
+        cmd: c.Command
+        if flag(request, "recurse"):
+            cmd = c.KVDeleteTree(key)
+        elif "cas" in q:
+            cmd = c.KVDeleteCAS(key, parse_uint(q, "cas", 0))
+        else:
+            if not key:
+                raise BadRequest("Missing key name")
+            cmd = c.KVDelete(key)
+        return _bool_result(await backend.write(c.encode(cmd)))
+
+    async def txn(request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read() or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"Failed to parse body: {exc}") from None
+        if not isinstance(body, list):
+            raise BadRequest("Failed to parse body: expected a JSON array of operations")
+        if len(body) > MAX_TXN_OPS:
+            return web.Response(status=413, text=f"Transaction contains too many operations ({len(body)} > "
+                                                 f"{MAX_TXN_OPS})\n")
+        ops = tuple(_txn_op(i, op) for i, op in enumerate(body))
+        result = await backend.write(c.encode(c.Txn(ops, now=time.time())))
+        if isinstance(result, dict) and "txn" in result:
+            return json_response(result["txn"], 409 if result.get("failed") else 200)
+        return _bool_result(result)
+
+    r = app.router
+    r.add_get("/v1/kv/{key:.*}", kv_get)
+    r.add_put("/v1/kv/{key:.*}", kv_put)
+    r.add_delete("/v1/kv/{key:.*}", kv_delete)
+    r.add_put("/v1/txn", txn)
+
+
+def _bool_result(result: Any) -> web.Response:
+    if isinstance(result, dict) and "error" in result:
+        return web.Response(status=500, text=f"{result['error']}\n")
+    return json_response(bool(result))
+
+
+def _txn_op(i: int, op: Any) -> c.TxnOp:
+    if not isinstance(op, dict) or not isinstance(op.get("KV"), dict):
+        raise BadRequest(f"Failed to parse body: operation {i} is not a KV operation")
+    kv = op["KV"]
+    verb = kv.get("Verb")
+    key = kv.get("Key", "")
+    if not isinstance(verb, str) or not isinstance(key, str):
+        raise BadRequest(f"Failed to parse body: operation {i}: Verb and Key must be strings")
+    raw = kv.get("Value")
+    try:
+        value = base64.b64decode(raw, validate=True) if raw else b""
+    except (ValueError, TypeError):
+        raise BadRequest(f"Failed to parse body: operation {i}: Value must be base64") from None
+    if len(value) > MAX_VALUE:
+        raise BadRequest(f"Failed to parse body: operation {i}: value too large")
+    flags, index = kv.get("Flags", 0), kv.get("Index", 0)
+    session = kv.get("Session", "")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (flags, index)):
+        raise BadRequest(f"Failed to parse body: operation {i}: Flags and Index must be unsigned integers")
+    if not isinstance(session, str):
+        raise BadRequest(f"Failed to parse body: operation {i}: Session must be a string")
+    return c.TxnOp(verb, key, value, flags, index, session)

@@ -1,0 +1,58 @@
+"""How a client agent (no -server) reaches the servers: every KV/catalog request goes over
+server RPC to an alive server of its datacenter, found through the LAN pool's tags."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from agent.gossip.serf import Member
+from agent.raft.node import NoLeader
+from agent.raft.transport import RPCError, Transport
+from agent.server import bootstrap
+from agent.server.server import RPC_HOLD_TIMEOUT, ReadMeta
+
+
+class ClientBackend:
+    def __init__(self, transport: Transport, members: Callable[[], list[Member]], datacenter: str) -> None:
+        self.transport = transport
+        self.members = members
+        self.datacenter = datacenter
+        self.rng = random.Random()
+
+    def _servers(self) -> list[str]:
+        out = []
+        for m in self.members():
+            s = bootstrap.server_of(m, self.datacenter) if m.status == 1 else None
+            if s is not None:
+                out.append(s.address)
+        self.rng.shuffle(out)
+        return out
+
+    async def _call(self, method: str, args: Any, timeout: float) -> Any:
+        servers = self._servers()
+        if not servers:
+            raise NoLeader()
+        last: Exception | None = None
+        for addr in servers[:3]:
+            try:
+                return await self.transport.request(addr, method, args, timeout=timeout)
+            except RPCError as exc:
+                last = exc
+                if not str(exc).startswith(("dial", "connection")):
+                    raise
+        raise RPCError(str(last)) from None
+
+    async def write(self, data: bytes) -> Any:
+        return await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2)
+
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, ReadMeta]:
+        req = {"name": name, "args": args, "mode": mode, "index": index, "wait": wait}
+        res = await self._call("read_forward", req, RPC_HOLD_TIMEOUT * 2 + wait)
+        meta = ReadMeta(res["index"], bool(res.get("known_leader", True)), int(res.get("last_contact", 0)))
+        return res["value"], meta
+
+    async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
+        return await self._call("status", {"what": what, "args": args or {}}, RPC_HOLD_TIMEOUT * 2)
