@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,14 @@ from agent.raft.node import LeadershipLost, NoLeader, NotLeaderError, RaftNode
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import RPCError, Transport
 from agent.server import bootstrap, queries
+from agent.state import commands as c
 from agent.state.store import StateStore
 
 log = logging.getLogger("agent.server")
 
 RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
 NO_LEADER_LOG_INTERVAL = 15.0
+LEADER_LOOP_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ class ConsulServer:
                  [s.id for s in self.raft.core.configuration.servers] if self.raft.core else [])
         self._spawn(self._bootstrap_loop())
         self._spawn(self._no_leader_logger())
+        self._spawn(self._leader_loop())
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -157,6 +161,57 @@ class ConsulServer:
                     log.debug("not bootstrapping yet: %s", d.reason)
                     last_reason = d.reason
             await asyncio.sleep(0.2)
+
+    async def _leader_loop(self) -> None:
+        """Leader duties (Consul leader.go): reconcile LAN members into the catalog with a
+        serfHealth check, and destroy expired sessions. Writes go through Raft like any other."""
+        reconciled: dict[str, tuple[str, str, bool]] = {}
+        was_leader = False
+        while True:
+            await asyncio.sleep(LEADER_LOOP_INTERVAL)
+            raft = self.raft
+            if raft is None or not raft.is_leader:
+                was_leader = False
+                continue
+            if not was_leader:
+                reconciled.clear()  # a new leader re-checks everything once
+                was_leader = True
+            try:
+                await self._reconcile_members(reconciled)
+                now = time.time()
+                for sid in self.store.expired_sessions(now):
+                    log.info("session %s expired: destroying it", sid)
+                    await self.write(c.encode(c.SessionDestroy(sid, now=now)))
+            except (NoLeader, NotLeaderError, LeadershipLost, RPCError) as exc:
+                log.debug("leader loop: %s", exc)
+
+    async def _reconcile_members(self, done: dict[str, tuple[str, str, bool]]) -> None:
+        members = {m.name: m for m in self.members()}
+        for m in members.values():
+            if m.tags.get("dc", self.cfg.datacenter) != self.cfg.datacenter:
+                continue
+            if m.status in (MemberStatus.ALIVE, MemberStatus.FAILED):
+                health = "passing" if m.status == MemberStatus.ALIVE else "critical"
+                is_server = m.tags.get("role") == "consul"
+                key = (m.addr, health, is_server)
+                if done.get(m.name) == key:
+                    continue
+                service = c.ServiceDef("consul", "consul", (), "", {}, int(m.tags.get("port", "8300"))) \
+                    if is_server else None
+                output = "Agent alive and reachable" if health == "passing" else "Agent not live or unreachable"
+                check = c.CheckDef("serfHealth", "Serf Health Status", health, m.name, "", "", output)
+                cmd = c.Register(m.name, m.addr, m.tags.get("id", ""), self.cfg.datacenter,
+                                 {"lan": m.addr, "wan": m.addr}, {"consul-network-segment": ""}, service, (check,),
+                                 now=time.time())
+                res = await self.write(c.encode(cmd))
+                if not (isinstance(res, dict) and "error" in res):
+                    done[m.name] = key
+            elif m.status == MemberStatus.LEFT and m.name in done:
+                await self.write(c.encode(c.Deregister(m.name, now=time.time())))
+                done.pop(m.name, None)
+        for name in [n for n in done if n not in members]:  # reaped
+            await self.write(c.encode(c.Deregister(name, now=time.time())))
+            done.pop(name, None)
 
     async def _no_leader_logger(self) -> None:
         while True:
