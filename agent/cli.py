@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from agent import __version__
 from agent.config import ConfigError, agent_flagset, build_config, validate_paths
@@ -28,13 +28,23 @@ DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
 HTTP_ADDR_ENVS = ("CONSUL_HTTP_ADDR", "PYCONSUL_HTTP_ADDR")
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 
+# Query parameters: a mapping, or (name, value) pairs when a name repeats (`node-meta`).
+Query: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]]
+
 
 class CLIError(Exception):
     """A user-facing failure; str() is printed as-is and the exit code is 1."""
 
 
 class ApiError(Exception):
-    """An HTTP call to the agent failed; str() follows Go's net/http wording."""
+    """An HTTP call to the agent failed; str() follows Go's net/http wording.
+
+    `code` is the HTTP status for non-2xx answers and None for transport failures.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Exit(Exception):
@@ -91,37 +101,45 @@ def api_request(
     base_url: str,
     path: str,
     *,
-    query: Mapping[str, str] | None = None,
+    query: Query | None = None,
     body: object = None,
+    raw: bytes | None = None,
     timeout: float = 30.0,
 ) -> Any:
-    """One JSON call to the agent. Returns the decoded JSON body (text if not JSON, None if empty).
+    """One call to the agent. Returns the decoded JSON body (text if not JSON, None if empty).
 
+    `body` is sent as JSON, `raw` as-is (application/octet-stream, like Consul's KV client). Query
+    parameters are sorted by name, as Go's url.Values.Encode does.
     Raises ApiError: non-2xx -> "Unexpected response code: <code> (<body>)"; transport failures ->
     Go-style `Get "<url>": dial tcp <host:port>: connect: connection refused`.
     """
-    url = base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
-    data = None if body is None else json.dumps(body).encode()
+    pairs = sorted(query.items() if isinstance(query, Mapping) else query or (), key=lambda kv: kv[0])
+    url = base_url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
+    data = raw
+    if raw is None and body is not None:
+        data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method.upper())
-    if data is not None:
+    if raw is not None:
+        req.add_header("Content-Type", "application/octet-stream")
+    elif data is not None:
         req.add_header("Content-Type", "application/json")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=timeout) as resp:
-            raw: bytes = resp.read()
+            payload: bytes = resp.read()
     except urllib.error.HTTPError as exc:
         text = exc.read().decode("utf-8", "replace").strip()
-        raise ApiError(f"Unexpected response code: {exc.code} ({text})") from None
+        raise ApiError(f"Unexpected response code: {exc.code} ({text})", exc.code) from None
     except urllib.error.URLError as exc:
         raise ApiError(_dial_error(method, url, exc.reason)) from None
     except OSError as exc:  # includes timeouts while reading the response
         raise ApiError(_dial_error(method, url, exc)) from None
-    if not raw.strip():
+    if not payload.strip():
         return None
     try:
-        return json.loads(raw)
+        return json.loads(payload)
     except ValueError:
-        return raw.decode("utf-8", "replace")
+        return payload.decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------- pure formatting
@@ -228,6 +246,42 @@ def _http_flags(fs: FlagSet) -> None:
               "Address of the agent's HTTP API: host:port or http://host:port. "
               "Defaults to $CONSUL_HTTP_ADDR, then $PYCONSUL_HTTP_ADDR.")
     fs.string("token", "", "ACL token (accepted and ignored).")
+
+
+def _server_flags(fs: FlagSet) -> None:
+    """Consul's "server" flags, shared by the verbs that read from the servers."""
+    fs.string("datacenter", "", "Name of the datacenter to query. If unspecified, this will default to the "
+              "datacenter of the queried agent.")
+    fs.bool("stale", False, "Permit any Consul server (non-leader) to respond to this request. This allows for "
+            "lower latency and higher throughput, but can result in stale data. This option has no effect on "
+            "non-read operations. The default value is false.")
+
+
+def server_query(res: ParseResult, *, read: bool = True) -> dict[str, str]:
+    """`dc` and (for reads) `stale` query parameters from the flags of `_server_flags`."""
+    query = {"dc": res.str("datacenter")} if res.str("datacenter") else {}
+    if read and res.bool("stale"):
+        query["stale"] = ""
+    return query
+
+
+def run_group(name: str, table: Mapping[str, tuple[Callable[[Sequence[str]], int], str]],
+              args: Sequence[str], description: str) -> int:
+    """A verb made of subcommands (`kv put`): no subcommand prints the listing on stderr and exits 1."""
+    width = max(len(n) for n in table)
+    text = (f"Usage: pyconsul {name} <subcommand> [options] [args]\n\n  {description}\n\nSubcommands:\n"
+            + "".join(f"    {n.ljust(width)}    {t}\n" for n, (_, t) in sorted(table.items())))
+    if not args:
+        sys.stderr.write(text)
+        return 1
+    if args[0] in ("-h", "-help", "--help"):
+        sys.stdout.write(text)
+        return 0
+    entry = table.get(args[0])
+    if entry is None:
+        sys.stderr.write(f"Error: unknown command '{name} {args[0]}'\n\n{text}")
+        return 1
+    return entry[0](args[1:])
 
 
 def _no_positional(res: ParseResult, verb: str) -> None:
@@ -424,15 +478,36 @@ def cmd_validate(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_kv(args: Sequence[str]) -> int:
+    from agent.cli_kv import cmd_kv as run  # lazy: cli_kv imports this module
+
+    return run(args)
+
+
+def cmd_catalog(args: Sequence[str]) -> int:
+    from agent.cli_operator import cmd_catalog as run
+
+    return run(args)
+
+
+def cmd_operator(args: Sequence[str]) -> int:
+    from agent.cli_operator import cmd_operator as run
+
+    return run(args)
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "agent": (cmd_agent, "Runs a pyconsul agent"),
+    "catalog": (cmd_catalog, "Interact with the catalog"),
     "force-leave": (cmd_force_leave, "Moves a failed member of the cluster to the left state"),
     "info": (cmd_info, "Shows runtime statistics of the local agent"),
     "join": (cmd_join, "Makes the local agent join a cluster"),
     "keygen": (cmd_keygen, "Generates a new gossip encryption key"),
     "keyring": (cmd_keyring, "Lists, installs, selects and removes gossip encryption keys"),
+    "kv": (cmd_kv, "Interact with the key-value store"),
     "leave": (cmd_leave, "Makes the local agent leave the cluster gracefully and exit"),
     "members": (cmd_members, "Lists the members of the cluster"),
+    "operator": (cmd_operator, "Provides cluster-level tools for Consul operators"),
     "validate": (cmd_validate, "Checks configuration files"),
     "version": (cmd_version, "Prints the pyconsul version"),
 }
