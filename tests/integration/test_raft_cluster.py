@@ -169,3 +169,22 @@ def test_no_leader_answers_500_in_bounded_time(cluster: Cluster) -> None:
     assert code == 500 and b"No cluster leader" in body
     code, _, body = http(lonely, "/v1/kv/x?stale", timeout=30)
     assert code == 404, "stale reads are served locally even without a leader"
+
+
+def test_leave_removes_server_from_raft_and_remove_peer(cluster: Cluster) -> None:
+    ip = new_block()
+    ps = start_bj(cluster, ip)
+    leader = leader_of(ps)
+    leaving = next(p for p in ps if not leader.startswith(p.ip + ":"))
+    leaving.cli("leave")
+    rest = [p for p in ps if p is not leaving]
+
+    def servers() -> set[str]:
+        return {s["Address"] for s in json.loads(http(rest[0], "/v1/operator/raft/configuration")[2])["Servers"]}
+
+    wait_for(lambda: servers() == {f"{p.ip}:8300" for p in rest}, 30, "the leaving server removed from Raft")
+    # the two left still commit writes (quorum of 2)
+    assert http(rest[0], "/v1/kv/after-leave", "PUT", b"1")[2].strip() == b"true"
+    # remove-peer by address: refuse an unknown one, clearly
+    cp = rest[0].cli("operator", "raft", "remove-peer", f"-address={ip}.99:8300", check=False)
+    assert cp.returncode == 1 and "not found" in (cp.stdout + cp.stderr)
