@@ -24,13 +24,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from agent import __version__
 from agent.config import AgentConfig, RaftConfig
 from agent.gossip.keyring import Keyring, decode_key
 from agent.gossip.pool import Pool
 from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
+from agent.http.h1 import HTTPServer, serve
 from agent.http.server import make_app, member_json
 from agent.raft.storage import StorageCorrupt
 from agent.raft.transport import Transport
@@ -66,7 +65,6 @@ def setup_logging(level: str) -> None:
     levels = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
               "WARNING": logging.WARNING, "ERR": logging.ERROR, "ERROR": logging.ERROR}
     root.setLevel(levels.get(level.upper(), logging.INFO))
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 class Agent:
@@ -76,7 +74,7 @@ class Agent:
         self.node_id = cfg.node_id or ""
         self.lan: Pool | None = None
         self.wan: Pool | None = None
-        self.runner: web.AppRunner | None = None
+        self.runner: HTTPServer | None = None
         self.lan_keyring: Keyring | None = None
         self.wan_keyring: Keyring | None = None
         self.stopped = asyncio.Event()
@@ -213,11 +211,9 @@ class Agent:
                 ) from None
         await self._start_backend()
         if cfg.ports.http > 0:
-            self.runner = web.AppRunner(make_app(self, self.backend, cfg.datacenter), access_log=None)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, cfg.client_addr, cfg.ports.http, reuse_address=True)
+            app = make_app(self, self.backend, cfg.datacenter)
             try:
-                await site.start()
+                self.runner = await serve(app, cfg.client_addr, cfg.ports.http)
             except OSError as exc:
                 raise StartupError(
                     f"Failed to start HTTP server on {cfg.client_addr}:{cfg.ports.http}: {exc.strerror}"
@@ -384,7 +380,7 @@ class Agent:
             with contextlib.suppress(BaseException):
                 await t
         if self.runner is not None:
-            await self.runner.cleanup()
+            await self.runner.close()
         if self.server is not None:
             await self.server.stop()
         if self._client_transport is not None:

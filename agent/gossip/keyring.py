@@ -23,9 +23,10 @@ import os
 import secrets
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "ENCRYPT_OVERHEAD",
@@ -95,6 +96,9 @@ def encrypted_length(version: int, n: int) -> int:
 
 @lru_cache(maxsize=32)
 def _cipher(key: bytes) -> AESGCM:
+    # `cryptography` costs ~7 MiB of RSS; import it only once gossip encryption is actually used.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return AESGCM(key)
 
 
@@ -131,6 +135,8 @@ def decrypt(keys: Sequence[bytes], payload: bytes, aad: bytes) -> bytes:
         raise DecryptError(f"unsupported encryption version {version}")
     if len(payload) < encrypted_length(version, 0):
         raise DecryptError(f"payload is too small to decrypt: {len(payload)}")
+    from cryptography.exceptions import InvalidTag  # lazily, as in _cipher
+
     nonce = bytes(payload[VERSION_SIZE : VERSION_SIZE + NONCE_SIZE])
     sealed = bytes(payload[VERSION_SIZE + NONCE_SIZE :])
     ad = bytes(aad) or None

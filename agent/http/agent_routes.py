@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
-
-from agent.http.server import AgentAPI, BadRequest, flag, json_response, member_json
+from agent.http import web
+from agent.http.server import AgentAPI, BadRequest, canonical_keys, flag, json_response, member_json
 
 
 def register(app: web.Application, api: AgentAPI) -> None:
@@ -43,7 +42,7 @@ def register(app: web.Application, api: AgentAPI) -> None:
         async def handler(request: web.Request) -> web.Response:
             raw = await request.read()
             try:
-                body = json.loads(raw or b"{}")
+                body = canonical_keys(json.loads(raw or b"{}"))
             except (ValueError, UnicodeDecodeError) as exc:
                 raise BadRequest(f"Request decode failed: {exc}") from None
             if not isinstance(body, dict) or not isinstance(body.get("Key"), str) or not body["Key"]:

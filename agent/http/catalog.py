@@ -6,9 +6,8 @@ import json
 import time
 from typing import Any
 
-from aiohttp import web
-
-from agent.http.server import Backend, BadRequest, json_response, read_meta_headers, read_query
+from agent.http import web
+from agent.http.server import Backend, BadRequest, canonical_keys, json_response, read_meta_headers, read_query
 from agent.state import commands as c
 
 
@@ -66,7 +65,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"Request decode failed: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("Request decode failed: expected a JSON object")
-    return body
+    out: dict[str, Any] = canonical_keys(body)
+    return out
 
 
 def register(app: web.Application, backend: Backend, datacenter: str) -> None:

@@ -7,9 +7,17 @@ import json
 import time
 from typing import Any
 
-from aiohttp import web
-
-from agent.http.server import Backend, BadRequest, flag, json_response, parse_uint, read_meta_headers, read_query
+from agent.http import web
+from agent.http.server import (
+    Backend,
+    BadRequest,
+    canonical_keys,
+    flag,
+    json_response,
+    parse_uint,
+    read_meta_headers,
+    read_query,
+)
 from agent.state import commands as c
 
 MAX_VALUE = 512 * 1024  # Consul's KV value limit
@@ -75,7 +83,7 @@ def register(app: web.Application, backend: Backend) -> None:
 
     async def txn(request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read() or b"null")
+            body = canonical_keys(json.loads(await request.read() or b"null"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"Failed to parse body: {exc}") from None
         if not isinstance(body, list):

@@ -1,4 +1,4 @@
-"""The Consul HTTP API (`/v1/...`) on aiohttp: app factory, error mapping, shared helpers.
+"""The Consul HTTP API (`/v1/...`) on `agent.http.web`: app factory, error mapping, shared helpers.
 
 Errors follow Consul: plain-text bodies, 400 for bad requests, 404 for unknown paths,
 405 for wrong methods, 500 for server-side failures. No traceback ever reaches a client.
@@ -11,9 +11,8 @@ import logging
 import random
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from agent.gossip.serf import Member
+from agent.http import web
 
 log = logging.getLogger("agent.http")
 
@@ -43,6 +42,29 @@ class Backend(Protocol):
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
                    wait: float = 0.0) -> tuple[Any, Any]: ...
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any: ...
+
+
+CONSUL_FIELDS = (
+    "Node", "Address", "ID", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Tags", "Port", "Meta",
+    "Check", "Checks", "CheckID", "Name", "Status", "ServiceID", "Notes", "Output", "SkipNodeUpdate",
+    "KV", "Verb", "Key", "Value", "Flags", "Index", "Session",
+)
+_CANONICAL = {f.lower(): f for f in CONSUL_FIELDS}
+
+
+def canonical_keys(obj: Any) -> Any:
+    """Go's encoding/json matches struct fields case-insensitively, so clients send `"node"` as
+    often as `"Node"` (py-consul does). Rename known Consul fields to their canonical spelling,
+    recursively; user data inside maps such as Meta keeps its keys."""
+    if isinstance(obj, list):
+        return [canonical_keys(x) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[Any, Any] = {}
+    for k, v in obj.items():
+        name = _CANONICAL.get(k.lower(), k) if isinstance(k, str) else k
+        out[name] = v if name in ("Meta", "NodeMeta", "TaggedAddresses") else canonical_keys(v)
+    return out
 
 
 class BadRequest(Exception):
@@ -125,7 +147,10 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except BadRequest as exc:
         return web.Response(status=400, text=f"{exc}\n")
     except Exception as exc:
-        log.exception("request %s %s failed", request.method, request.path)
+        if type(exc).__name__ in ("NoLeader", "RPCError"):  # expected while there is no leader
+            log.warning("request %s %s failed: %s", request.method, request.path, exc)
+        else:
+            log.exception("request %s %s failed", request.method, request.path)
         return web.Response(status=500, text=f"{exc}\n")
 
 

@@ -1,0 +1,524 @@
+"""The HTTP/1.1 server for `agent.http.web` applications, on asyncio.Protocol (it replaced aiohttp).
+
+Contracts:
+
+* One request at a time per connection. A pipelined request is parsed only after the response to
+  the previous one is written, so responses go out in request order (RFC 9112 §9.3.2).
+* The whole body (Content-Length or chunked) is received before the handler runs, up to the
+  application's `client_max_size`. A larger body is not read: `read()` raises 413 and the connection
+  is closed after the response (lingering: we shut down our side and drain the peer for a moment,
+  so it reads the response instead of getting a reset).
+* Every response carries Content-Length; `Connection: close` is sent whenever we close after it.
+* Limits: request line 8 KiB (414); header line 8 KiB, head 64 KiB, 100 fields (431); a request
+  head must arrive within 30 s of its first byte and a body may not stall for 30 s (408); an idle
+  keep-alive connection is closed after 75 s. Malformed input gets 400 and the connection closes.
+* A handler still running when its client disconnects is left to finish (blocking queries take
+  minutes; its response is dropped). `HTTPServer.close()` cancels running handlers.
+* No traceback ever reaches a client: an unexpected exception becomes a 500 with its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any, cast
+
+from agent.http.web import REASONS, Application, Handler, Headers, HTTPException, Request, Response
+
+__all__ = ["HTTPServer", "parse_head", "serve"]
+
+log = logging.getLogger("agent.http")
+
+MAX_LINE = 8 * 1024  # request line (414) and each header line (431)
+MAX_HEAD = 64 * 1024  # request line + headers, and chunked trailers (431)
+MAX_HEADERS = 100  # header fields (431)
+MAX_CHUNK_LINE = 1024  # a chunk-size line with extensions (400)
+HEAD_TIMEOUT = 30.0  # from the first byte of a request to the end of its head (408)
+BODY_TIMEOUT = 30.0  # longest silence while a body is arriving (408)
+KEEPALIVE_TIMEOUT = 75.0  # idle connection between requests (closed silently)
+LINGER_TIMEOUT = 2.0  # draining the peer after we shut down our side
+MAX_PENDING = 256 * 1024  # input buffered while a handler runs; beyond it we stop reading the socket
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+# Control characters other than HTAB, and any CR or LF that is not part of a CRLF line break.
+_BAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+
+
+# ---------------------------------------------------------------- the wire (pure parsing)
+
+
+class _Error(Exception):
+    """Input we reject before any handler runs; the connection is closed after the answer."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+def parse_head(head: bytes) -> tuple[str, str, tuple[int, int], dict[str, str]]:
+    """Method, request target, version and header fields (lower-case names) of a head without its final CRLF CRLF."""
+    if _BAD_BYTES.search(head) is not None:
+        raise _Error(400, "invalid characters in request head")
+    lines = head.split(b"\r\n")
+    if len(lines[0]) > MAX_LINE:
+        raise _Error(414, "request line too long")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise _Error(400, "malformed request line")
+    method, target, ver = parts
+    if ver == b"HTTP/1.1":
+        version = (1, 1)
+    elif ver == b"HTTP/1.0":
+        version = (1, 0)
+    elif _VERSION.fullmatch(ver):
+        raise _Error(505, "HTTP version not supported")
+    else:
+        raise _Error(400, "malformed request line")
+    if _TOKEN.fullmatch(method) is None:
+        raise _Error(400, "malformed request method")
+    if target[:1] != b"/":
+        scheme = target[:8].lower()
+        if scheme.startswith((b"http://", b"https://")):  # absolute-form (RFC 9112 §3.2.2): keep the path
+            slash = target.find(b"/", target.find(b"//") + 2)
+            target = target[slash:] if slash >= 0 else b"/"
+        elif target != b"*":
+            raise _Error(400, "malformed request target")
+    if len(lines) > MAX_HEADERS + 1:
+        raise _Error(431, "too many header fields")
+    fields: dict[str, str] = {}
+    for i in range(1, len(lines)):
+        raw = lines[i]
+        if len(raw) > MAX_LINE:
+            raise _Error(431, "header field too large")
+        name, sep, value = raw.partition(b":")
+        if not sep or _TOKEN.fullmatch(name) is None:  # also rejects obs-fold and "Name :"
+            raise _Error(400, "malformed header field")
+        k = name.decode("ascii").lower()
+        v = value.strip(b" \t").decode("latin-1")
+        old = fields.get(k)
+        if old is None:
+            fields[k] = v
+        elif k in ("content-length", "host"):
+            if old != v:
+                raise _Error(400, f"conflicting {k} header fields")
+        else:
+            fields[k] = f"{old}, {v}"
+    return method.decode("ascii"), target.decode("utf-8", "replace"), version, fields
+
+
+class _Chunked:
+    """Incremental decoder of the chunked transfer coding (RFC 9112 §7.1); trailer fields are dropped.
+
+    Stops early with `too_large` once the body exceeds `limit` (keeping limit + 1 bytes of it).
+    """
+
+    __slots__ = ("body", "left", "limit", "state", "too_large", "trailer")
+
+    def __init__(self, limit: int) -> None:
+        self.body = bytearray()
+        self.limit, self.left, self.state, self.trailer, self.too_large = limit, 0, 0, 0, False
+
+    def feed(self, buf: bytearray) -> bool:
+        """Consume what it can from the front of `buf`; True once the body is complete (or too large)."""
+        while True:
+            if self.state == 0:  # chunk-size [; extensions] CRLF
+                i = buf.find(b"\r\n", 0, MAX_CHUNK_LINE + 2)
+                if i < 0:
+                    if len(buf) > MAX_CHUNK_LINE:
+                        raise _Error(400, "chunk size line too long")
+                    return False
+                size = bytes(buf[:i]).split(b";", 1)[0].strip(b" \t")
+                del buf[: i + 2]
+                if _HEX.fullmatch(size) is None:
+                    raise _Error(400, "invalid chunk size")
+                self.left = int(size, 16)
+                self.state = 1 if self.left else 3
+            elif self.state == 1:  # chunk data
+                n = min(self.left, len(buf), self.limit + 1 - len(self.body))
+                if n <= 0:
+                    return False
+                self.body += buf[:n]
+                del buf[:n]
+                self.left -= n
+                if len(self.body) > self.limit:
+                    self.too_large = True
+                    return True
+                if self.left:
+                    return False
+                self.state = 2
+            elif self.state == 2:  # CRLF after the data
+                if len(buf) < 2:
+                    return False
+                if buf[0] != 13 or buf[1] != 10:
+                    raise _Error(400, "malformed chunk: missing CRLF after data")
+                del buf[:2]
+                self.state = 0
+            else:  # trailer section, up to an empty line
+                i = buf.find(b"\r\n")
+                if i < 0:
+                    if self.trailer + len(buf) > MAX_HEAD:
+                        raise _Error(431, "chunked trailer too large")
+                    return False
+                del buf[: i + 2]
+                if i == 0:
+                    return True
+                self.trailer += i + 2
+
+
+# ---------------------------------------------------------------- the connection
+
+_HEAD, _BODY, _CHUNKED, _BUSY, _LINGER, _CLOSED = range(6)
+
+
+class _Server:
+    """What all connections of one listening server share."""
+
+    def __init__(self, app: Application, loop: asyncio.AbstractEventLoop) -> None:
+        self.app, self.loop = app, loop
+        self.router = app.router
+        self.max_body = app.client_max_size
+        self.conns: set[_Connection] = set()
+
+    async def sweep(self) -> None:
+        """Once a second, time out connections past their deadline (one timer for all of them)."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.loop.time()
+            for c in [c for c in self.conns if c.deadline is not None and c.deadline <= now]:
+                c.on_timeout()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection. States: _HEAD (awaiting a request head; idle if the buffer is empty),
+    _BODY / _CHUNKED (receiving a body), _BUSY (a handler runs; input is only buffered), _LINGER
+    (our side shut down, draining the peer), _CLOSED.
+
+    Invariant: at most one request is in flight, and the next is parsed only after its response is written.
+    """
+
+    def __init__(self, srv: _Server) -> None:
+        self.srv, self.loop = srv, srv.loop
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.buf = bytearray()
+        self.state = _HEAD
+        self.scan = 0  # where to resume looking for the end of a head
+        self.partial = False  # a request head has begun to arrive
+        self.deadline: float | None = None
+        self.req: Request | None = None  # whose body is being received
+        self.need = 0
+        self.chunks: _Chunked | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.eof = self.read_paused = self.write_paused = False
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, tuple) else None
+        self.srv.conns.add(self)
+        self.deadline = self.loop.time() + HEAD_TIMEOUT  # the first request must come soon
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.state = _CLOSED
+        self.deadline = None
+        self.buf = bytearray()
+        if self.task is None:  # else the handler finishes first (see _run)
+            self.srv.conns.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        st = self.state
+        if st >= _LINGER:
+            return
+        self.buf += data
+        if st == _BUSY or self.write_paused:
+            if len(self.buf) > MAX_PENDING and not self.read_paused and self.transport is not None:
+                self.transport.pause_reading()
+                self.read_paused = True
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.state == _LINGER:
+            self._close()
+        elif self.state != _BUSY and not self.write_paused:
+            self._process()
+        return True  # keep our side open to answer what was already sent
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.deadline = self.loop.time() + KEEPALIVE_TIMEOUT  # a peer that never reads is dropped
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.deadline = None
+        if self.state < _BUSY:
+            self._process()
+
+    def on_timeout(self) -> None:
+        if self.state >= _LINGER or self.write_paused:
+            if self.transport is not None:
+                self.transport.abort()
+        elif self.state == _HEAD and not self.partial:
+            self._close()  # idle keep-alive connection
+        elif self.state < _BUSY:
+            self._reject(408, "request timeout")
+
+    def shutdown(self) -> None:
+        """Server shutdown: cancel a running handler and close."""
+        self.state = _CLOSED
+        self.deadline = None
+        if self.task is not None:
+            self.task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- requests
+
+    def _process(self) -> None:
+        """Parse and dispatch every complete request in the buffer until a handler has to run."""
+        try:
+            while self.state < _BUSY and not self.write_paused:
+                req = self._receive()
+                if req is None:
+                    if self.eof:
+                        self._close()  # the peer is done sending and nothing complete is left
+                    elif self.read_paused and self.transport is not None:
+                        self.read_paused = False
+                        self.transport.resume_reading()
+                    return
+                self._dispatch(req)
+        except _Error as exc:
+            self._reject(exc.status, exc.text)
+
+    def _receive(self) -> Request | None:
+        """The next complete request, or None (and a deadline) when more input is needed."""
+        buf = self.buf
+        if self.state == _HEAD:
+            if buf and buf[0] in b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request line
+                i = 0
+                while i < len(buf) and buf[i] in b"\r\n":
+                    i += 1
+                del buf[:i]
+            if not buf:
+                self.deadline = self.loop.time() + KEEPALIVE_TIMEOUT
+                return None
+            end = buf.find(b"\r\n\r\n", self.scan)
+            if end < 0:
+                n = len(buf)
+                if n > MAX_LINE and buf.find(b"\r\n", 0, MAX_LINE + 2) < 0:
+                    raise _Error(414, "request line too long")
+                if n > MAX_HEAD:
+                    raise _Error(431, "request header fields too large")
+                self.scan = n - 3
+                if not self.partial:
+                    self.partial = True
+                    self.deadline = self.loop.time() + HEAD_TIMEOUT
+                return None
+            if end > MAX_HEAD:
+                raise _Error(431, "request header fields too large")
+            head = bytes(buf[:end])
+            del buf[: end + 4]
+            self.scan = 0
+            self.partial = False
+            req = self._start(head)
+            if req is not None:
+                return req
+        req = self.req
+        assert req is not None
+        if self.state == _BODY:
+            if len(buf) < self.need:
+                self.deadline = self.loop.time() + BODY_TIMEOUT
+                return None
+            req._body = bytes(buf[: self.need])
+            del buf[: self.need]
+        else:
+            chunks = self.chunks
+            assert chunks is not None
+            if not chunks.feed(buf):
+                self.deadline = self.loop.time() + BODY_TIMEOUT
+                return None
+            req._body = bytes(chunks.body)
+            if chunks.too_large:
+                req._too_large = True
+                req.keep_alive = False
+            self.chunks = None
+        self.state = _HEAD
+        self.req = None
+        return req
+
+    def _start(self, head: bytes) -> Request | None:
+        """A request from its head: returned at once if it has no body, else set up to receive the body."""
+        method, target, version, fields = parse_head(head)
+        headers = Headers(fields)
+        req = Request(self.srv.app, method, target, version, headers, self.remote)
+        conn = fields.get("connection")
+        if conn is not None:
+            tokens = [t.strip() for t in conn.lower().split(",")]
+            req.keep_alive = "close" not in tokens if version == (1, 1) else "keep-alive" in tokens
+        elif version == (1, 0):
+            req.keep_alive = False
+        te, cl = fields.get("transfer-encoding"), fields.get("content-length")
+        if te is not None:
+            if cl is not None:
+                raise _Error(400, "both Content-Length and Transfer-Encoding")  # a smuggling vector
+            if te.lower() != "chunked":
+                raise _Error(501, f"unsupported Transfer-Encoding: {te}")
+            self.chunks = _Chunked(self.srv.max_body)
+            self.state = _CHUNKED
+        elif cl is not None:
+            if not (cl.isascii() and cl.isdigit()) or len(cl) > 18:
+                raise _Error(400, "invalid Content-Length")
+            n = int(cl)
+            req.content_length = n
+            if n > self.srv.max_body:  # not read: the handler sees content_length, read() raises 413
+                req._too_large = True
+                req.keep_alive = False
+                return req
+            if not n:
+                return req
+            self.need = n
+            self.state = _BODY
+        else:
+            return req
+        expect = fields.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                raise _Error(417, f"unsupported expectation: {expect}")
+            if version == (1, 1) and self.transport is not None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.req = req
+        return None
+
+    def _dispatch(self, req: Request) -> None:
+        try:
+            handler, req.match_info = self.srv.router.resolve(req.method, req.path)
+        except HTTPException as exc:
+            self._respond(req, exc.response())
+            return
+        self.state = _BUSY
+        self.deadline = None
+        self.task = self.loop.create_task(self._run(req, handler))
+
+    async def _run(self, req: Request, handler: Handler) -> None:
+        try:
+            try:
+                resp = await handler(req)
+                if not isinstance(resp, Response):
+                    raise TypeError(f"handler returned {type(resp).__name__}, not a Response")
+            except HTTPException as exc:
+                resp = exc.response()
+            except Exception as exc:
+                log.exception("request %s %s failed", req.method, req.path)
+                resp = Response(status=500, text=f"{exc}\n")
+        finally:
+            self.task = None
+            if self.transport is None:
+                self.srv.conns.discard(self)
+        if self.state == _BUSY:
+            self.state = _HEAD
+            self._respond(req, resp)
+            if self.state == _HEAD:
+                self._process()
+
+    def _respond(self, req: Request, resp: Response) -> None:
+        t = self.transport
+        if t is None:
+            return
+        status, body, keep = resp.status, resp.body, req.keep_alive
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+        lines += [f"{k}: {v}\r\n" for k, v in resp.headers.items()]
+        if status < 200 or status == 204:
+            body = b""
+        else:
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        if not keep:
+            lines.append("Connection: close\r\n")
+        elif req.version == (1, 0):
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        head = "".join(lines)
+        if head.count("\n") != len(lines) or head.count("\r") != len(lines):  # CR/LF smuggled into a header
+            log.error("response to %s %s has a header with CR or LF; sending 500", req.method, req.path)
+            head, body = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", b""
+            keep = False
+        data = head.encode("latin-1", "replace")
+        if req.method == "HEAD":
+            body = b""
+        if len(body) <= 65536:
+            t.write(data + body)
+        else:
+            t.write(data)
+            t.write(body)
+        if not keep:
+            self._close(linger=req._too_large or bool(self.buf))
+
+    def _reject(self, status: int, text: str) -> None:
+        if self.transport is not None and self.state < _LINGER:
+            body = f"{text}\n".encode()
+            self.transport.write(f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: text/plain; "
+                                 f"charset=utf-8\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                                 + body)
+        self._close(linger=True)
+
+    def _close(self, linger: bool = False) -> None:
+        """Close after the written data is flushed; with `linger`, half-close and drain the peer first."""
+        t = self.transport
+        self.buf = bytearray()
+        if t is None or self.state == _CLOSED:
+            return
+        if linger and not self.eof and self.state != _LINGER and t.can_write_eof():
+            self.state = _LINGER
+            self.deadline = self.loop.time() + LINGER_TIMEOUT
+            if self.read_paused:
+                self.read_paused = False
+                t.resume_reading()
+            t.write_eof()
+        else:
+            self.state = _CLOSED
+            self.deadline = None
+            t.close()
+
+
+# ---------------------------------------------------------------- serving
+
+
+class HTTPServer:
+    """A listening server: `port` is the bound port, `await close()` stops it and cancels running handlers."""
+
+    def __init__(self, server: asyncio.Server, srv: _Server, sweeper: asyncio.Task[None]) -> None:
+        self._server, self._srv, self._sweeper = server, srv, sweeper
+        self.port = int(server.sockets[0].getsockname()[1]) if server.sockets else 0
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(self._server.sockets)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        self._server.close()
+        self._sweeper.cancel()
+        conns = list(self._srv.conns)
+        tasks = [c.task for c in conns if c.task is not None]
+        for c in conns:
+            c.shutdown()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        try:
+            await self._sweeper
+        except asyncio.CancelledError:
+            pass
+        await self._server.wait_closed()
+
+
+async def serve(app: Application, host: str | None, port: int, *, backlog: int = 1024) -> HTTPServer:
+    """Listen on host:port (port 0: any free port); raises OSError if the address cannot be bound."""
+    loop = asyncio.get_running_loop()
+    srv = _Server(app, loop)
+    server = await loop.create_server(lambda: _Connection(srv), host, port, reuse_address=True, backlog=backlog)
+    return HTTPServer(server, srv, loop.create_task(srv.sweep()))

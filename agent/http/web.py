@@ -1,0 +1,323 @@
+"""A tiny web framework: the slice of aiohttp's API that the route modules use.
+
+`Application(middlewares=[...], client_max_size=N)`, `app.router.add_get/add_put/add_post/add_delete`
+with literal segments, `{name}` (one segment) and `{name:regex}` (`{key:.*}`: the rest of the path,
+possibly empty or with slashes); `Request` (decoded `path`, `match_info`, `query`, case-insensitive
+`headers`, `content_length`, `await read()`, `content.read(n)`), `Response`, the `HTTPException`
+family and `(request, handler)` middlewares. The HTTP/1.1 server that runs it is `agent.http.h1`.
+Route modules only had to change their import from aiohttp.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from urllib.parse import parse_qsl, unquote
+
+__all__ = [
+    "Application", "HTTPBadRequest", "HTTPException", "HTTPMethodNotAllowed", "HTTPNotFound",
+    "HTTPRequestEntityTooLarge", "Headers", "Query", "Request", "Response", "Router", "StreamResponse",
+    "middleware",
+]
+
+log = logging.getLogger("agent.http")
+
+REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
+    302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
+    412: "Precondition Failed", 413: "Payload Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    417: "Expectation Failed", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+
+
+class HTTPException(Exception):
+    """Raise from a handler to answer with `status` and a plain-text body."""
+
+    status = 500
+
+    def __init__(self, text: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        self.text = text if text is not None else f"{self.status} {REASONS.get(self.status, '')}\n"
+        self.headers = dict(headers) if headers else {}
+        super().__init__(self.text)
+
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    def response(self) -> Response:
+        return Response(status=self.status, text=self.text, headers=self.headers)
+
+
+class HTTPBadRequest(HTTPException):
+    status = 400
+
+
+class HTTPNotFound(HTTPException):
+    status = 404
+
+    def __init__(self, text: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__("404 page not found\n" if text is None else text, headers=headers)  # Go's http.NotFound
+
+
+class HTTPMethodNotAllowed(HTTPException):
+    status = 405
+
+    def __init__(self, method: str, allowed: Iterable[str]) -> None:
+        self.allowed = sorted(allowed)
+        super().__init__(f"method {method} not allowed\n", headers={"Allow": ", ".join(self.allowed)})
+
+
+class HTTPRequestEntityTooLarge(HTTPException):
+    status = 413
+
+
+class Response:
+    """A complete response. `text` is sent as UTF-8 (`text/plain; charset=utf-8` unless `content_type`)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, *, status: int = 200, text: str | None = None, body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None, content_type: str | None = None) -> None:
+        if text is not None and body is not None:
+            raise ValueError("only one of text and body may be given")
+        self.status = status
+        self.headers: dict[str, str] = dict(headers) if headers else {}
+        if text is not None:
+            self.body = text.encode()
+            self.headers["Content-Type"] = f"{content_type or 'text/plain'}; charset=utf-8"
+        else:
+            self.body = bytes(body) if body else b""
+            if content_type is not None:
+                self.headers["Content-Type"] = content_type
+            elif self.body and "Content-Type" not in self.headers:
+                self.headers["Content-Type"] = "application/octet-stream"
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+StreamResponse = Response  # aiohttp's name in annotations
+
+
+class Headers(Mapping[str, str]):
+    """Read-only, case-insensitive request headers; a repeated field's values are joined with ", "."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._d = fields  # keys already lower-case
+
+    def __getitem__(self, key: str) -> str:
+        return self._d[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._d
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class Query(Mapping[str, str]):
+    """Read-only query parameters: `q[name]` is the first value, `getall(name)` all; `?flag` maps to ""."""
+
+    __slots__ = ("_first", "_pairs")
+
+    def __init__(self, qs: str) -> None:
+        self._pairs = parse_qsl(qs, keep_blank_values=True) if qs else []
+        self._first: dict[str, str] = {}
+        for k, v in self._pairs:
+            self._first.setdefault(k, v)
+
+    def __getitem__(self, key: str) -> str:
+        return self._first[key]
+
+    def __contains__(self, key: object) -> bool:  # hot: flag() checks several names per request
+        return key in self._first
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def getall(self, key: str) -> list[str]:
+        return [v for k, v in self._pairs if k == key]
+
+
+class _Content:
+    """`request.content.read(n)` over the already received body."""
+
+    __slots__ = ("_pos", "_req")
+
+    def __init__(self, req: Request) -> None:
+        self._req, self._pos = req, 0
+
+    async def read(self, n: int = -1) -> bytes:
+        body = self._req._body
+        if self._req._too_large and (n < 0 or self._pos + n > len(body)):
+            raise self._req._too_large_error()
+        end = len(body) if n < 0 else self._pos + n
+        data, self._pos = body[self._pos : end], min(end, len(body))
+        return data
+
+
+class Request:
+    """One parsed request. `path` and `match_info` are percent-decoded; the body is already received."""
+
+    __slots__ = ("_body", "_content", "_max", "_query", "_too_large", "app", "content_length", "headers",
+                 "keep_alive", "match_info", "method", "path", "query_string", "raw_path", "remote", "version")
+
+    def __init__(self, app: Application, method: str, raw_path: str, version: tuple[int, int],
+                 headers: Headers, remote: str | None) -> None:
+        self.app, self.method, self.version, self.headers, self.remote = app, method, version, headers, remote
+        self.raw_path = raw_path
+        path, _, self.query_string = raw_path.partition("?")
+        self.path = unquote(path) if "%" in path else path
+        self.match_info: dict[str, str] = {}
+        self.content_length: int | None = None
+        self.keep_alive = True
+        self._body = b""
+        self._too_large = False
+        self._max = app.client_max_size
+        self._query: Query | None = None
+        self._content: _Content | None = None
+
+    @property
+    def query(self) -> Query:
+        if self._query is None:
+            self._query = Query(self.query_string)
+        return self._query
+
+    @property
+    def content(self) -> _Content:
+        if self._content is None:
+            self._content = _Content(self)
+        return self._content
+
+    @property
+    def can_read_body(self) -> bool:
+        return bool(self._body) or self._too_large
+
+    def _too_large_error(self) -> HTTPRequestEntityTooLarge:
+        return HTTPRequestEntityTooLarge(f"Request body too large, max size: {self._max} bytes\n")
+
+    async def read(self) -> bytes:
+        """The whole body; 413 if it is larger than the application's client_max_size."""
+        if self._too_large:
+            raise self._too_large_error()
+        return self._body
+
+    async def text(self) -> str:
+        return (await self.read()).decode("utf-8", "replace")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+Middleware = Callable[[Request, Handler], Awaitable[Response]]
+
+
+def middleware(f: Middleware) -> Middleware:
+    """aiohttp's marker for new-style `(request, handler)` middlewares; the only style there is here."""
+    return f
+
+
+class Router:
+    """Literal paths, `{name}` (one segment) and `{name:regex}` (e.g. `{key:.*}`: the rest, maybe empty).
+
+    A literal path wins over patterns; patterns are tried in registration order. GET also serves HEAD.
+    """
+
+    def __init__(self, wrap: Callable[[Handler], Handler]) -> None:
+        self._wrap = wrap
+        self._exact: dict[str, dict[str, Handler]] = {}
+        self._patterns: list[tuple[str, re.Pattern[str], dict[str, Handler]]] = []
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/': {path!r}")
+        if "{" not in path:
+            table = self._exact.setdefault(path, {})
+        else:
+            for pat, _, t in self._patterns:
+                if pat == path:
+                    table = t
+                    break
+            else:
+                table = {}
+                self._patterns.append((path, _compile(path), table))
+        method = method.upper()
+        if method in table:
+            raise ValueError(f"duplicate route {method} {path}")
+        table[method] = self._wrap(handler)
+        if method == "GET":
+            table.setdefault("HEAD", table["GET"])
+
+    def add_get(self, path: str, handler: Handler) -> None:
+        self.add_route("GET", path, handler)
+
+    def add_put(self, path: str, handler: Handler) -> None:
+        self.add_route("PUT", path, handler)
+
+    def add_post(self, path: str, handler: Handler) -> None:
+        self.add_route("POST", path, handler)
+
+    def add_delete(self, path: str, handler: Handler) -> None:
+        self.add_route("DELETE", path, handler)
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        """The handler and match_info; raises HTTPNotFound or HTTPMethodNotAllowed."""
+        allowed: set[str] = set()
+        table = self._exact.get(path)
+        if table is not None:
+            h = table.get(method)
+            if h is not None:
+                return h, {}
+            allowed.update(table)
+        for _, rx, table in self._patterns:
+            m = rx.fullmatch(path)
+            if m is not None:
+                h = table.get(method)
+                if h is not None:
+                    return h, m.groupdict()
+                allowed.update(table)
+        if allowed:
+            raise HTTPMethodNotAllowed(method, allowed)
+        raise HTTPNotFound()
+
+
+def _compile(path: str) -> re.Pattern[str]:
+    out, pos = [], 0
+    for m in _VAR.finditer(path):
+        out.append(re.escape(path[pos : m.start()]))
+        out.append(f"(?P<{m.group(1)}>{m.group(2) or '[^{}/]+'})")
+        pos = m.end()
+    out.append(re.escape(path[pos:]))
+    return re.compile("".join(out), re.DOTALL)
+
+
+class Application:
+    def __init__(self, *, middlewares: Iterable[Middleware] = (), client_max_size: int = 1024 * 1024) -> None:
+        self.middlewares = tuple(middlewares)
+        self.client_max_size = client_max_size
+        self.router = Router(self._wrap)
+
+    def _wrap(self, handler: Handler) -> Handler:
+        for mw in reversed(self.middlewares):
+            handler = _bind(mw, handler)
+        return handler
+
+
+def _bind(mw: Middleware, inner: Handler) -> Handler:
+    def call(request: Request) -> Awaitable[Response]:
+        return mw(request, inner)
+
+    return call
