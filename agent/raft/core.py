@@ -24,10 +24,12 @@ Snapshots, the shell's side of the contract:
     set_snapshot() with the stored snapshot (data included) so the core can send it to followers.
   * A follower that needs compacted entries is sent SnapshotRequest(snapshot) in Ready.messages (the
     latest Snapshot given to set_snapshot or received). Without one, status()["peers"][id]["needs_snapshot"].
-  * A follower that receives one returns it in Ready.snapshot: persist it (before hard_state, whose
-    commit then covers it) and restore the state machine from it; its log was reset, so Ready.truncate_from
-    is <= snapshot.index + 1 and entries at or below snapshot.index are obsolete (the constructor ignores
-    them). Ready.committed then only holds entries after the snapshot.
+  * A follower that receives one returns it in Ready.snapshot. Persist it FIRST -- like
+    storage.save_snapshot: keep the log after it only if the log holds its last entry (index and term),
+    else discard the log -- then truncate_from (None or snapshot.index + 1) and entries (which continue
+    at snapshot.index + 1), then hard_state (whose commit covers the snapshot). Restore the state
+    machine from it before applying Ready.committed, which only holds entries after it. Entries at or
+    below a snapshot's index are obsolete; the constructor ignores them.
 
 Not thread-safe; call ready()/advance() in pairs with nothing in between.
 """

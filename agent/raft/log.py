@@ -157,9 +157,10 @@ class RaftLog:
 
     def restore(self, meta: SnapshotMeta) -> None:
         """Reset to a received snapshot (Figure 13 step 8). Entries given out after it must go from disk."""
-        if self.unsent_from > meta.index + 1:
-            self.pending_truncate = meta.index + 1 if self.pending_truncate is None else min(
-                self.pending_truncate, meta.index + 1)
+        # Whatever was given out after meta.index conflicts with it; anything below it is covered by it
+        # (the storage drops that log when it saves a snapshot whose last entry it does not hold).
+        stale = self.pending_truncate is not None or self.unsent_from > meta.index + 1
+        self.pending_truncate = meta.index + 1 if stale else None
         self.entries = []
         self.offset, self.offset_term = meta.index, meta.term
         self.unsent_from = meta.index + 1

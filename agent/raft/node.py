@@ -26,7 +26,6 @@ from agent.raft.messages import (
     ReadState,
     Role,
     Snapshot,
-    SnapshotMeta,
     SoftState,
 )
 from agent.raft.storage import RaftStorage
@@ -238,14 +237,15 @@ class RaftNode:
 
     def _drain(self, core: RaftCore) -> None:
         rd = core.ready()
-        # 1. persist (fsync) before anything that promises it leaves
-        if rd.hard_state is not None or rd.truncate_from is not None or rd.entries:
-            self.storage.save(rd.hard_state, rd.truncate_from, rd.entries)
+        # 1. persist (fsync) before anything that promises it leaves; a received snapshot first,
+        #    since the entries of the same Ready continue the log after it
         if rd.snapshot is not None:
             self.storage.save_snapshot(rd.snapshot)
             self.fsm.restore(rd.snapshot.data)
             self.last_snapshot_index = rd.snapshot.meta.index
             self._update_addresses(rd.snapshot.meta.configuration)
+        if rd.hard_state is not None or rd.truncate_from is not None or rd.entries:
+            self.storage.save(rd.hard_state, rd.truncate_from, rd.entries)
         if rd.truncate_from is not None:
             self._fail_waiters_from(rd.truncate_from)
         # 2. send
@@ -331,9 +331,9 @@ class RaftNode:
             return
         index = core.applied
         data = self.fsm.snapshot()
-        snap = Snapshot(SnapshotMeta(index, core.term_at(index), core.configuration), data)
+        snap = Snapshot(core.snapshot_meta(index), data)
         self.storage.save_snapshot(snap)
         core.set_snapshot(snap)
-        core.compact(max(0, index - self.config.trailing_logs))
+        core.compact(index)  # the core keeps trailing_logs entries behind it
         self.last_snapshot_index = index
         log.info("snapshot complete up to: index=%d", index)

@@ -603,3 +603,18 @@ def test_compact_keeps_trailing_logs_and_needs_the_snapshot() -> None:
     assert a.compact(6) == 0  # no snapshot given: nothing dropped
     a.set_snapshot(Snapshot(a.snapshot_meta(5), b""))
     assert a.compact(5) == 4  # last index 6 - 2 trailing
+
+
+def test_snapshot_after_a_truncation_in_the_same_ready() -> None:
+    """A conflict truncated the log at 3, then (before the driver took a Ready) a snapshot at 10 arrived:
+    the Ready carries the snapshot and truncate_from 11 only -- never an index inside the snapshot."""
+    b = make("b", terms=(1, 1, 1, 2, 2), term=2, commit=1)
+    drain(b)
+    b.step(AppendRequest(3, "a", "b", 2, 1, (Entry(3, 3, EntryKind.NORMAL, b"y"),), 0), T0)
+    snap = Snapshot(SnapshotMeta(10, 3, conf("a", "b", "c")), b"s")
+    b.step(SnapshotRequest(3, "a", "b", snap), T0)
+    b.step(AppendRequest(3, "a", "b", 10, 3, (Entry(3, 11, EntryKind.NORMAL, b"z"),), 11), T0)
+    rd = b.ready()
+    assert rd.snapshot == snap and rd.truncate_from == 11
+    assert [e.index for e in rd.entries] == [11] and [e.index for e in rd.committed] == [11]
+    assert rd.hard_state is not None and rd.hard_state.commit == 11
