@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import AgentConfig, RaftConfig
@@ -31,10 +31,11 @@ from agent.gossip.pool import Pool
 from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
 from agent.http.h1 import HTTPServer, serve
 from agent.http.server import make_app, member_json
-from agent.raft.storage import StorageCorrupt
 from agent.raft.transport import Transport
 from agent.server.client import ClientBackend
-from agent.server.server import ConsulServer
+
+if TYPE_CHECKING:
+    from agent.server.server import ConsulServer
 
 log = logging.getLogger("agent")
 
@@ -248,6 +249,9 @@ class Agent:
         assert self.lan is not None
         lan = self.lan
         if cfg.server:
+            from agent.raft.storage import StorageCorrupt  # servers only: clients stay light
+            from agent.server.server import ConsulServer
+
             if self.data_dir is None:
                 self._dev_dir = tempfile.mkdtemp(prefix="pyconsul-dev-")
                 data = Path(self._dev_dir)

@@ -30,6 +30,7 @@ from agent.raft.messages import (
 )
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import Transport
+from agent.server.common import NoLeader
 
 log = logging.getLogger("agent.server.raft")
 
@@ -40,13 +41,6 @@ class FSM(Protocol):
     def apply(self, index: int, data: bytes) -> Any: ...
     def snapshot(self) -> bytes: ...
     def restore(self, data: bytes) -> None: ...
-
-
-class NoLeader(Exception):
-    """Consul's "No cluster leader": no leader is known right now."""
-
-    def __str__(self) -> str:
-        return "No cluster leader"
 
 
 class NotLeaderError(Exception):

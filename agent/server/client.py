@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.gossip.serf import Member
-from agent.raft.node import NoLeader
 from agent.raft.transport import RPCError, Transport
 from agent.server import bootstrap
-from agent.server.server import RPC_HOLD_TIMEOUT, ReadMeta
+from agent.server.common import RPC_HOLD_TIMEOUT, NoLeader, ReadMeta
 
 
 class ClientBackend:

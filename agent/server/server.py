@@ -15,32 +15,24 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, RaftConfig
 from agent.gossip.serf import Member, MemberEvent, MemberStatus
 from agent.raft.messages import Configuration, Role, Server, SoftState
-from agent.raft.node import LeadershipLost, NoLeader, NotLeaderError, RaftNode
+from agent.raft.node import LeadershipLost, NotLeaderError, RaftNode
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import RPCError, Transport
 from agent.server import bootstrap, queries
+from agent.server.common import RPC_HOLD_TIMEOUT, NoLeader, ReadMeta
 from agent.state import commands as c
 from agent.state.store import StateStore
 
 log = logging.getLogger("agent.server")
 
-RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
 NO_LEADER_LOG_INTERVAL = 15.0
 LEADER_LOOP_INTERVAL = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ReadMeta:
-    index: int
-    known_leader: bool
-    last_contact_ms: int
 
 
 class StoreFSM:
