@@ -342,7 +342,7 @@ class Membership:
         me = self.local
         self.leave_token = 1
         self._dead_node(Dead(me.incarnation, self.name, self.name), now)
-        if self.alive_count() <= 1:
+        if not any(n.state in (NodeState.ALIVE, NodeState.SUSPECT) for n in self.nodes if n.name != self.name):
             self.broadcasts.finished.append(self.leave_token)
         return self._take()
 

@@ -264,7 +264,7 @@ class Serf:
         msg = SerfLeave(self.clock, self.name)
         self.clock += 1
         self._on_leave_intent(msg)
-        if self.num_alive() > 1:
+        if any(m.status == MemberStatus.ALIVE for n, m in self.members.items() if n != self.name):
             self.leave_token = 1
             self.broadcasts.queue(codec.encode_serf(msg), notify=self.leave_token)
         return self._take()

@@ -141,3 +141,24 @@ def test_failed_members_are_reaped_after_reconnect_timeout_and_left_after_tombst
     assert net.run_until(60 + 30, lambda: net.status("n0", "n1") is None)
     assert net.status("n0", "n2") == MemberStatus.LEFT, "left members outlive failed ones"
     assert net.run_until(60 + 130 + 10, lambda: all(net.status(o, "n2") is None for o in ("n0", "n3", "n4", "n5")))
+
+
+def test_graceful_leave_with_a_single_peer_is_gossiped() -> None:
+    """A two-member pool: the leaving node must still broadcast its leave (serf checks for alive
+    members other than itself), so the peer records `left`, not `failed`."""
+    net = SimNet(13)
+    net.add_node("a")
+    net.add_node("b")
+    assert net.join("b", "a")
+    assert net.run_until(5, lambda: net.status("a", "b") == MemberStatus.ALIVE)
+    b = net.nodes["b"]
+    b.serf.leave(net.now)
+    assert not b.serf.intent_broadcast_done(), "the leave intent waits to be gossiped"
+    assert net.run_until(net.now + 5, b.serf.intent_broadcast_done)
+    net._perform(b, b.serf.leave_memberlist(net.now))
+    assert not b.serf.leave_done()
+    assert net.run_until(net.now + 5, b.serf.leave_done)
+    net.crash("b")
+    assert net.run_until(net.now + 30, lambda: net.status("a", "b") == MemberStatus.LEFT)
+    net.run_until(net.now + 30)
+    assert net.status("a", "b") == MemberStatus.LEFT, "and it stays left (never failed)"
