@@ -212,7 +212,7 @@ class Agent:
                 ) from None
         await self._start_backend()
         if cfg.ports.http > 0:
-            app = make_app(self, self.backend, cfg.datacenter)
+            app = make_app(self, self.backend, cfg.datacenter, cfg.node_name)
             try:
                 self.runner = await serve(app, cfg.client_addr, cfg.ports.http)
             except OSError as exc:

@@ -171,12 +171,14 @@ def member_json(m: Member) -> dict[str, Any]:
     }
 
 
-def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1") -> web.Application:
-    from agent.http import agent_routes, catalog, kv
+def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1",
+             node_name: str = "") -> web.Application:
+    from agent.http import agent_routes, catalog, kv, session
 
     app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
     agent_routes.register(app, api)
     if backend is not None:
         kv.register(app, backend)
-        catalog.register(app, backend, datacenter)  # unknown paths: 404, known path with another method: 405
+        catalog.register(app, backend, datacenter)
+        session.register(app, backend, node_name)  # unknown paths: 404, known path with another method: 405
     return app
