@@ -27,6 +27,9 @@ from agent.raft.messages import (
     Role,
     Snapshot,
     SoftState,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
 )
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import Transport
@@ -135,6 +138,8 @@ class RaftNode:
 
     def deliver(self, msg: Message) -> None:
         """A message from the transport (called on the loop thread)."""
+        if isinstance(msg, (VoteRequest, VoteResponse, TimeoutNow)):
+            log.debug("received %s", msg)
         self._inbox.append(msg)
         self._kick()
 
@@ -244,6 +249,8 @@ class RaftNode:
             self._fail_waiters_from(rd.truncate_from)
         # 2. send
         for msg in rd.messages:
+            if isinstance(msg, (VoteRequest, VoteResponse, TimeoutNow)):
+                log.debug("sending %s", msg)
             addr = self.addresses.get(msg.to)
             if addr:
                 self.transport.send(addr, msg)

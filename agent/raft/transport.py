@@ -23,7 +23,7 @@ from agent.raft.wire import Kind, WireError
 log = logging.getLogger("agent.server.rpc")
 
 QUEUE_DEPTH = 4096
-BACKOFF_MAX = 1.0
+BACKOFF_MAX = 0.1  # a restarted peer must hear from us within a heartbeat or two (elections wait on it)
 
 
 class RPCError(Exception):
@@ -55,8 +55,13 @@ class _Peer:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        """Contract: a batch is dropped only after it was handed to a connection we believed
+        alive; a connection the peer closed (it restarted, or died) is detected BEFORE writing
+        (the transport sees the FIN/RST even though we never read), so the first message after a
+        peer restart -- often a vote request -- is sent on a fresh connection, not lost."""
         backoff = 0.01
         host, _, port = self.address.rpartition(":")
+        pending: list[bytes] = []
         while True:
             try:
                 reader, writer = await asyncio.wait_for(
@@ -70,11 +75,15 @@ class _Peer:
             try:
                 writer.write(wire.frame([Kind.HELLO, self.t.server_id, self.t.datacenter]))
                 while True:
-                    buf = [await self.queue.get()]
-                    while not self.queue.empty() and len(buf) < 256:
-                        buf.append(self.queue.get_nowait())
-                    writer.write(b"".join(buf))
-                    self.t.stats.frames_out += len(buf)
+                    if not pending:
+                        pending = [await self.queue.get()]
+                        while not self.queue.empty() and len(pending) < 256:
+                            pending.append(self.queue.get_nowait())
+                    if writer.is_closing() or reader.at_eof():
+                        break  # the peer went away while we were idle: reconnect, keep the batch
+                    writer.write(b"".join(pending))
+                    self.t.stats.frames_out += len(pending)
+                    pending = []
                     await writer.drain()
             except (OSError, ConnectionError):
                 pass
@@ -82,7 +91,6 @@ class _Peer:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
-            del reader
 
     def send(self, data: bytes) -> None:
         try:
