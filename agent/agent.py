@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.config import AgentConfig, RaftConfig
+from agent.config import AgentConfig
 from agent.gossip.keyring import Keyring, decode_key
 from agent.gossip.pool import Pool
 from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
@@ -257,7 +257,7 @@ class Agent:
                 data = Path(self._dev_dir)
             else:
                 data = self.data_dir
-            raft_cfg = RaftConfig.fast() if cfg.dev else RaftConfig.consul(cfg.raft_multiplier)
+            raft_cfg = cfg.raft_config()
             self.server = ConsulServer(cfg, self.node_id, data, lan.members, raft_cfg)
             try:
                 await self.server.start()

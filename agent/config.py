@@ -207,10 +207,18 @@ class AgentConfig:
     leave_on_terminate: bool | None = None  # None: False for servers, True for clients
     skip_leave_on_interrupt: bool | None = None  # None: True for servers, False for clients
     raft_multiplier: int = 5
+    raft_profile: str = "consul"  # pyconsul extension: "consul" (timing x raft_multiplier) or "fast"
     gossip_lan: GossipConfig = field(default_factory=GossipConfig.lan)
     gossip_wan: GossipConfig = field(default_factory=GossipConfig.wan)
     enable_debug: bool = False
     config_files: list[str] = field(default_factory=list)  # files actually loaded, in order
+
+    def raft_config(self) -> RaftConfig:
+        """-dev and performance.raft_profile = "fast" use RaftConfig.fast(); otherwise Consul's
+        timing scaled by performance.raft_multiplier."""
+        if self.dev or self.raft_profile == "fast":
+            return RaftConfig.fast()
+        return RaftConfig.consul(self.raft_multiplier)
 
     @property
     def effective_leave_on_terminate(self) -> bool:
@@ -280,6 +288,9 @@ class AgentConfig:
                 raise ConfigError(f"{name}: must be at least {format_duration(MIN_RECONNECT_TIMEOUT)}")
         if not 1 <= self.raft_multiplier <= 10:
             raise ConfigError("performance.raft_multiplier: must be between 1 and 10")
+        if self.raft_profile not in ("consul", "fast"):
+            got = _show(self.raft_profile)
+            raise ConfigError(f'performance.raft_profile: must be "consul" or "fast", got {got}')
         self.gossip_lan.validate("gossip_lan.")
         self.gossip_wan.validate("gossip_wan.")
         return self._warnings()
@@ -350,7 +361,7 @@ KEYS: dict[str, Kind] = {
     "log_level": "str", "ui": "bool", "ui_config.enabled": "bool",
     "reconnect_timeout": "duration", "reconnect_timeout_wan": "duration",
     "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
-    "performance.raft_multiplier": "int", "enable_debug": "bool",
+    "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -360,7 +371,8 @@ for _pool in ("gossip_lan", "gossip_wan"):
     KEYS.update({f"{_pool}.{k}": v for k, v in _GOSSIP_KEYS.items()})
 _OBJECTS = frozenset(k.split(".")[0] for k in KEYS if "." in k)
 # Where a JSON key lands in AgentConfig when its name differs.
-_ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier"}
+_ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier",
+            "performance.raft_profile": "raft_profile"}
 
 
 class _BadValue(Exception):

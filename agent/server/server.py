@@ -62,7 +62,7 @@ class ConsulServer:
         self.node_id = node_id
         self.data_dir = data_dir
         self.members = members
-        self.raft_config = raft_config or RaftConfig.consul(cfg.raft_multiplier)
+        self.raft_config = raft_config or cfg.raft_config()
         self.changed = asyncio.Condition()
         self.fsm = StoreFSM(self._on_apply)
         self.address = f"{cfg.advertise()}:{cfg.ports.server}"

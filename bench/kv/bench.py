@@ -592,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--py-net", default="127.92.0", help="/24 prefix for pyconsul servers (default 127.92.0)")
     ap.add_argument("--etcd-net", default="127.93.0", help="/24 prefix for etcd members (default 127.93.0)")
     ap.add_argument("--raft-multiplier", type=int, default=1, help="pyconsul performance.raft_multiplier (1)")
+    ap.add_argument("--raft-profile", choices=("consul", "fast"), default="consul",
+                    help="pyconsul performance.raft_profile: consul (x raft_multiplier) or fast")
     ap.add_argument("--workdir", type=Path, help="data dirs and logs (default: a temp dir, removed)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
     ap.add_argument("--json", type=Path, help="write the raw results here")
@@ -606,9 +608,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kv-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     fast = workdir / "fast.json"
-    fast.write_text(json.dumps({"performance": {"raft_multiplier": args.raft_multiplier}}) + "\n")
+    perf = {"raft_multiplier": args.raft_multiplier, "raft_profile": args.raft_profile}
+    fast.write_text(json.dumps({"performance": perf}) + "\n")
     meta = machine() | {"clients": args.clients, "duration": args.duration, "trials": args.trials,
-                        "keys": args.keys, "raft_multiplier": args.raft_multiplier, "command": " ".join(sys.argv)}
+                        "keys": args.keys, "raft_multiplier": args.raft_multiplier,
+                        "raft_profile": args.raft_profile, "command": " ".join(sys.argv)}
     log(f"workdir {workdir}")
     try:
         ours = run_side(PyconsulSide("pyconsul", args.py_net, 8500, (8300, 8301, 8500), workdir, args.timeout,

@@ -447,3 +447,17 @@ def test_dns_and_http_can_be_disabled() -> None:
 def test_unknown_flag_key_is_rejected() -> None:
     with pytest.raises(ConfigError):
         build_config({"no-such-flag": 1})
+
+
+def test_raft_profile_key_selects_timing(tmp_path: Path) -> None:
+    from agent.config import RaftConfig, load_config_file
+
+    good = tmp_path / "fast.json"
+    good.write_text('{"performance": {"raft_profile": "fast"}}')
+    flat = load_config_file(good)
+    assert flat["raft_profile"] == "fast"
+    cfg = AgentConfig(data_dir="/x", server=True, raft_profile="fast")
+    assert cfg.raft_config() == RaftConfig.fast()
+    assert AgentConfig(data_dir="/x", raft_multiplier=1).raft_config() == RaftConfig.consul(1)
+    with pytest.raises(ConfigError, match='raft_profile: must be "consul" or "fast"'):
+        AgentConfig(data_dir="/x", raft_profile="turbo").validate()
