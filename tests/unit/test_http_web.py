@@ -275,10 +275,16 @@ def test_handler_outlives_its_client_but_is_cancelled_on_shutdown() -> None:
         writer.write(get("/slow"))
         await seen["started"].wait()
         writer.close()
-        await asyncio.sleep(0.2)
-        assert not seen["cancelled"], "a client disconnect does not cancel the handler"
+        await closed(reader)
+        # a negative assertion needs an observation window: watch 200 ms for a cancellation
+        window_end = asyncio.get_running_loop().time() + 0.2
+        while asyncio.get_running_loop().time() < window_end:
+            assert not seen["cancelled"], "a client disconnect does not cancel the handler"
+            await asyncio.sleep(0.01)
         seen["release"].set()
-        await asyncio.sleep(0.05)
+        deadline = asyncio.get_running_loop().time() + 5
+        while seen["finished"] != ["/slow"] and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # poll with a deadline
         assert seen["finished"] == ["/slow"]
 
         seen["started"].clear()
