@@ -15,16 +15,12 @@ ratios ours/serf and the goals of issue 2 (detection <= 1.0x serf, RSS <= 2x ser
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
-import os
-import platform
 import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cluster import PYCONSUL, REPO, SERF_CLI, SERF_RPC, Cluster, Flavour, Poll, Statuses
+from cluster import PYCONSUL, SERF_CLI, SERF_RPC, Cluster, Flavour, Poll, Statuses, machine
 
 
 class BenchError(RuntimeError):
@@ -167,27 +163,6 @@ def scan_logs(paths: Sequence[Path]) -> dict[str, Any]:
     return {"errors": levels["error"], "warnings": levels["warn"], "top": counts.most_common(6)}
 
 
-def machine() -> dict[str, Any]:
-    def out(argv: list[str]) -> str:
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=REPO)
-            return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    dirty = out(["git", "status", "--porcelain", "--", "agent"])
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-        "python": platform.python_version(),
-        "pyconsul": out([sys.executable, "-m", "agent", "version"]),
-        "serf": out(["serf", "version"]),
-        "git": out(["git", "rev-parse", "--short", "HEAD"]) + (" (+uncommitted changes in agent/)" if dirty else ""),
-    }
-
-
 def _f(x: float | None, unit: str = "", nd: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{nd}f}{unit}"
 
@@ -282,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     victims = [rng.randrange(1, args.nodes) for _ in range(args.trials)]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gossip-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    meta = machine() | {"nodes": args.nodes, "trials": args.trials, "seed": args.seed, "interval": args.interval,
+    meta = machine({"serf": ["serf", "version"]})
+    meta |= {"nodes": args.nodes, "trials": args.trials, "seed": args.seed, "interval": args.interval,
                         "stagger": args.stagger, "victims": victims, "command": " ".join(sys.argv),
                         "serf_poll": "serf members CLI" if args.serf_cli else "serf RPC members",
                         "victim_names": [f"{v + 1:02d}" for v in victims]}

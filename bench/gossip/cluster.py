@@ -10,9 +10,11 @@ remembered in `Cluster.procs` and killed by PID in `Cluster.close()`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import http.client
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -309,3 +311,25 @@ class Cluster:
         for a in self.agents:
             a.client.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def machine(peers: dict[str, list[str]]) -> dict[str, Any]:
+    """Where and with what a benchmark ran; `peers` maps a name to the command printing its version."""
+    def out(argv: list[str]) -> str:
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=REPO)
+            return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    dirty = out(["git", "status", "--porcelain", "--", "agent"])
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "python": platform.python_version(),
+        "pyconsul": out([sys.executable, "-m", "agent", "version"]),
+        **{name: out(argv) for name, argv in peers.items()},
+        "git": out(["git", "rev-parse", "--short", "HEAD"]) + (" (+uncommitted changes in agent/)" if dirty else ""),
+    }

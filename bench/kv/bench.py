@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import datetime as dt
 import http.client
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shutil
@@ -47,7 +45,7 @@ from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gossip"))
-from cluster import REPO, port_free, rss_mib  # bench/gossip/cluster.py
+from cluster import REPO, machine, port_free, rss_mib  # bench/gossip/cluster.py
 
 VALUE = b"v" * 64
 Request = tuple[str, str, bytes]  # method, path, body
@@ -493,25 +491,6 @@ def scan_logs(paths: Sequence[Path]) -> dict[str, Any]:
     return {"errors": levels["error"], "warnings": levels["warn"], "top": counts.most_common(6)}
 
 
-def machine() -> dict[str, Any]:
-    def out(argv: list[str]) -> str:
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=REPO)
-            return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    dirty = out(["git", "status", "--porcelain", "--", "agent"])
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version(),
-        "pyconsul": out([sys.executable, "-m", "agent", "version"]), "etcd": out(["etcd", "--version"]),
-        "git": out(["git", "rev-parse", "--short", "HEAD"]) + (" (+uncommitted changes in agent/)" if dirty else ""),
-    }
-
-
 def _f(x: float | None, nd: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{nd}f}"
 
@@ -610,7 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fast = workdir / "fast.json"
     perf = {"raft_multiplier": args.raft_multiplier, "raft_profile": args.raft_profile}
     fast.write_text(json.dumps({"performance": perf}) + "\n")
-    meta = machine() | {"clients": args.clients, "duration": args.duration, "trials": args.trials,
+    meta = machine({"etcd": ["etcd", "--version"]})
+    meta |= {"clients": args.clients, "duration": args.duration, "trials": args.trials,
                         "keys": args.keys, "raft_multiplier": args.raft_multiplier,
                         "raft_profile": args.raft_profile, "command": " ".join(sys.argv)}
     log(f"workdir {workdir}")
