@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl)
+APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl openssh-server openssh-client nftables iptables)
 
 say() { printf '==> %s\n' "$*"; }
 
