@@ -9,8 +9,8 @@ bash scripts/bootstrap.sh
 echo "==> ruff check ."
 .venv/bin/ruff check .
 
-echo "==> mypy agent"
-.venv/bin/mypy agent
+echo "==> mypy agent lab chaos"
+.venv/bin/mypy agent lab chaos
 
 echo "==> pytest"
 rc=0

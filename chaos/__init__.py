@@ -1,0 +1,1 @@
+"""Chaos framework: Jepsen-style DB, Client, Nemesis, Generator, Checker and History pieces."""
