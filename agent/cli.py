@@ -105,6 +105,7 @@ def api_request(
     body: object = None,
     raw: bytes | None = None,
     timeout: float = 30.0,
+    decode: bool = True,
 ) -> Any:
     """One call to the agent. Returns the decoded JSON body (text if not JSON, None if empty).
 
@@ -112,6 +113,7 @@ def api_request(
     parameters are sorted by name, as Go's url.Values.Encode does.
     Raises ApiError: non-2xx -> "Unexpected response code: <code> (<body>)"; transport failures ->
     Go-style `Get "<url>": dial tcp <host:port>: connect: connection refused`.
+    With decode=False the body comes back as bytes, untouched.
     """
     pairs = sorted(query.items() if isinstance(query, Mapping) else query or (), key=lambda kv: kv[0])
     url = base_url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
@@ -134,6 +136,8 @@ def api_request(
         raise ApiError(_dial_error(method, url, exc.reason)) from None
     except OSError as exc:  # includes timeouts while reading the response
         raise ApiError(_dial_error(method, url, exc)) from None
+    if not decode:
+        return payload
     if not payload.strip():
         return None
     try:
@@ -496,6 +500,12 @@ def cmd_operator(args: Sequence[str]) -> int:
     return run(args)
 
 
+def cmd_snapshot(args: Sequence[str]) -> int:
+    from agent.cli_snapshot import cmd_snapshot as run
+
+    return run(args)
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "agent": (cmd_agent, "Runs a pyconsul agent"),
     "catalog": (cmd_catalog, "Interact with the catalog"),
@@ -508,6 +518,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "leave": (cmd_leave, "Makes the local agent leave the cluster gracefully and exit"),
     "members": (cmd_members, "Lists the members of the cluster"),
     "operator": (cmd_operator, "Provides cluster-level tools for Consul operators"),
+    "snapshot": (cmd_snapshot, "Saves, restores and inspects snapshots of the servers' state"),
     "validate": (cmd_validate, "Checks configuration files"),
     "version": (cmd_version, "Prints the pyconsul version"),
 }

@@ -173,12 +173,14 @@ def member_json(m: Member) -> dict[str, Any]:
 
 def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1",
              node_name: str = "") -> web.Application:
-    from agent.http import agent_routes, catalog, kv, session
+    from agent.http import agent_routes, catalog, kv, session, snapshot
 
-    app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
+    # Bodies up to 64 MiB (snapshot restores); KV values and transactions keep their own limits.
+    app = web.Application(middlewares=[errors], client_max_size=snapshot.MAX_ARCHIVE)
     agent_routes.register(app, api)
     if backend is not None:
         kv.register(app, backend)
         catalog.register(app, backend, datacenter)
-        session.register(app, backend, node_name)  # unknown paths: 404, known path with another method: 405
+        session.register(app, backend, node_name)
+        snapshot.register(app, backend)  # unknown paths: 404, known path with another method: 405
     return app

@@ -266,6 +266,8 @@ class ConsulServer:
         if mode != "stale" and (mode == "consistent" or not raft.lease_ok()):
             await raft.read_index()
         value = queries.run(self.store, name, args)
+        if name == "snapshot" and raft.core is not None:
+            value["term"] = raft.core.term
         return value, self._meta(queries.index_of(self.store, name, args))
 
     def _meta(self, index: int) -> ReadMeta:

@@ -35,6 +35,7 @@ __all__ = [
     "KVSet",
     "KVUnlock",
     "Register",
+    "Restore",
     "ServiceDef",
     "SessionCreate",
     "SessionDestroy",
@@ -64,6 +65,7 @@ class CommandType(IntEnum):
     SESSION_DESTROY = 12
     SESSION_RENEW = 13
     TOMBSTONE_REAP = 14
+    RESTORE = 15
 
 
 # ---------------------------------------------------------------- KV
@@ -260,9 +262,18 @@ class TombstoneReap:
     index: int
 
 
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """PUT /v1/snapshot: replace the whole state with a snapshot (state/snapshot.py bytes). Committed
+    through the log like any write, so every replica switches state at the same index. Result: True;
+    StateError when `state` is not a valid snapshot (the state is then left as it was)."""
+
+    state: bytes
+
+
 Command = (
     KVSet | KVCAS | KVDelete | KVDeleteCAS | KVDeleteTree | KVLock | KVUnlock | Txn
-    | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap
+    | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap | Restore
 )
 
 _CLASSES: dict[CommandType, type] = {
@@ -280,6 +291,7 @@ _CLASSES: dict[CommandType, type] = {
     CommandType.SESSION_DESTROY: SessionDestroy,
     CommandType.SESSION_RENEW: SessionRenew,
     CommandType.TOMBSTONE_REAP: TombstoneReap,
+    CommandType.RESTORE: Restore,
 }
 _TAGS: dict[type, CommandType] = {cls: tag for tag, cls in _CLASSES.items()}
 

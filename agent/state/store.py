@@ -40,6 +40,7 @@ from agent.state.commands import (
     KVSet,
     KVUnlock,
     Register,
+    Restore,
     SessionCreate,
     SessionDestroy,
     SessionRenew,
@@ -112,6 +113,9 @@ _HANDLERS: dict[type, Callable[[Tables, int, Any], Any]] = {
 }
 
 
+_TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions")
+
+
 class StateStore:
     def __init__(self, tables: Tables | None = None) -> None:
         self._t = tables if tables is not None else Tables()
@@ -136,6 +140,8 @@ class StateStore:
     def _apply_decoded(self, index: int, cmd: Command) -> Any:
         """Private on purpose: replicas only ever see decoded bytes (an int `now` in a command object
         would become a float on the wire and make this replica's snapshot differ)."""
+        if isinstance(cmd, Restore):
+            return self._restore(index, cmd)
         t = self._t
         handler = _HANDLERS.get(type(cmd))
         if handler is None:
@@ -155,6 +161,19 @@ class StateStore:
         t.commit()
         self.last_changed = frozenset(t.changed)
         return result
+
+    def _restore(self, index: int, cmd: Restore) -> Any:
+        """Swap in the snapshot's tables. Every table index (the old ones and the snapshot's) becomes
+        `index`, so X-Consul-Index keeps growing and every blocking query wakes and re-reads."""
+        try:
+            t = snapshot.load(cmd.state)
+        except DecodeError as exc:
+            return StateError(f"invalid snapshot: {exc}")
+        for name in set(self._t.index) | set(t.index) | set(_TABLES):
+            t.index[name] = index
+        self._t = t
+        self.last_changed = frozenset(t.index)
+        return True
 
     def txn_read(self, ops: Iterable[TxnOp]) -> TxnResult:
         """A read-only /v1/txn (only get, get-tree, check-* verbs) answered locally, without Raft."""

@@ -1,0 +1,116 @@
+"""`pyconsul snapshot save|restore|inspect`: Consul 1.7's snapshot verbs over `/v1/snapshot`.
+
+`save` streams the archive to FILE.part, verifies it (state/archive.py) and only then renames it to
+FILE, so a failed or corrupt download never replaces a good file. `restore` verifies the file locally
+before sending it. Messages follow Consul's ("Saved and verified snapshot to index N").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from agent import cli
+from agent.cli import ApiError, CLIError
+from agent.flags import FlagSet, ParseResult
+from agent.state import archive
+
+
+def _one_file(res: ParseResult) -> str:
+    if len(res.positional) != 1:
+        raise CLIError(f"This command takes one argument: <file>, got {len(res.positional)}")
+    return res.positional[0]
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CLIError(f"Error opening snapshot file: open {path}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def cmd_save(args: Sequence[str]) -> int:
+    fs = FlagSet("snapshot save")
+    cli._http_flags(fs)
+    cli._server_flags(fs)
+    res = cli._parse(fs, args, "snapshot save [options] FILE",
+                     "Retrieves an atomic, point-in-time snapshot of the state of the servers\n"
+                     "  (KV, catalog, sessions) and saves it to FILE.")
+    path = _one_file(res)
+    try:
+        data = cli.api_request("GET", cli.parse_http_addr(res.str("http-addr")), "/v1/snapshot",
+                               query=cli.server_query(res), timeout=120.0, decode=False)
+    except ApiError as exc:
+        raise CLIError(f"Error saving snapshot: {exc}") from None
+    part = path + ".part"
+    try:
+        with open(part, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise CLIError(f"Error creating snapshot file: {exc}") from None
+    try:
+        meta, _ = archive.read_archive(data)
+    except archive.ArchiveError as exc:
+        raise CLIError(f"Error verifying snapshot file: {exc} (left in {part})") from None
+    try:
+        os.replace(part, path)
+    except OSError as exc:
+        raise CLIError(f"Error renaming snapshot file: {exc}") from None
+    print(f"Saved and verified snapshot to index {meta.index}")
+    return 0
+
+
+def cmd_restore(args: Sequence[str]) -> int:
+    fs = FlagSet("snapshot restore")
+    cli._http_flags(fs)
+    fs.string("datacenter", "", "Name of the datacenter to restore into. Defaults to the agent's.")
+    res = cli._parse(fs, args, "snapshot restore [options] FILE",
+                     "Restores the state of the servers (KV, catalog, sessions) from a snapshot file\n"
+                     "  made by `pyconsul snapshot save`. This replaces all existing state.")
+    path = _one_file(res)
+    data = _read(path)
+    try:
+        archive.read_archive(data)
+    except archive.ArchiveError as exc:
+        raise CLIError(f"Error restoring snapshot: {path}: {exc}") from None
+    query = {"dc": res.str("datacenter")} if res.str("datacenter") else {}
+    try:
+        cli.api_request("PUT", cli.parse_http_addr(res.str("http-addr")), "/v1/snapshot", query=query,
+                        raw=data, timeout=120.0)
+    except ApiError as exc:
+        raise CLIError(f"Error restoring snapshot: {exc}") from None
+    print("Restored snapshot")
+    return 0
+
+
+def inspect_lines(meta: archive.Meta) -> list[str]:
+    rows = [("ID", meta.id), ("Size", str(meta.size)), ("Index", str(meta.index)), ("Term", str(meta.term)),
+            ("Version", str(meta.version))]
+    return [f" {k.ljust(12)} {v}" for k, v in rows]
+
+
+def cmd_inspect(args: Sequence[str]) -> int:
+    fs = FlagSet("snapshot inspect")
+    res = cli._parse(fs, args, "snapshot inspect FILE", "Displays information about a snapshot file.")
+    path = _one_file(res)
+    try:
+        meta, _ = archive.read_archive(_read(path))
+    except archive.ArchiveError as exc:
+        raise CLIError(f"Error inspecting snapshot: {path}: {exc}") from None
+    cli._out(inspect_lines(meta))
+    return 0
+
+
+COMMANDS = {
+    "save": (cmd_save, "Saves snapshot of the servers' state"),
+    "restore": (cmd_restore, "Restores snapshot of the servers' state"),
+    "inspect": (cmd_inspect, "Displays information about a snapshot file"),
+}
+
+
+def cmd_snapshot(args: Sequence[str]) -> int:
+    return cli.run_group("snapshot", COMMANDS, args,
+                         "Saves, restores and inspects snapshots of the servers' state (KV, catalog, sessions).")

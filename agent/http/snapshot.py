@@ -1,0 +1,43 @@
+"""`/v1/snapshot`: GET saves the whole state as an archive (state/archive.py); PUT restores one.
+
+GET honours `?stale` (any server answers from its own state) and otherwise reads from the leader,
+like Consul; the response carries X-Consul-Index. PUT verifies the archive completely before anything
+is written -- a corrupt or foreign archive gets a 400 naming the problem and the state is untouched --
+then commits a Restore command through Raft, so every server switches to the snapshot at one index.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agent.http import web
+from agent.http.server import Backend, BadRequest, read_meta_headers, read_query
+from agent.state import archive
+from agent.state import commands as c
+
+MAX_ARCHIVE = 64 * 1024 * 1024  # the application's body limit is raised to this for restores
+
+
+def register(app: web.Application, backend: Backend) -> None:
+    async def save(request: web.Request) -> web.Response:
+        value, meta = await read_query(request, backend, "snapshot", {})
+        data = archive.write_archive(value["state"], int(value["index"]), int(value.get("term", 0)),
+                                     int(time.time() * 1000))
+        return web.Response(body=data, headers=read_meta_headers(meta), content_type="application/x-gzip")
+
+    async def restore(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not body:
+            raise BadRequest("Missing snapshot archive in the request body")
+        try:
+            _, state = archive.read_archive(body)
+        except archive.ArchiveError as exc:
+            raise BadRequest(f"Invalid snapshot: {exc}") from None
+        result: Any = await backend.write(c.encode(c.Restore(state)))
+        if isinstance(result, dict) and "error" in result:
+            return web.Response(status=500, text=f"{result['error']}\n")
+        return web.Response(status=200)
+
+    app.router.add_get("/v1/snapshot", save)
+    app.router.add_put("/v1/snapshot", restore)
