@@ -258,7 +258,8 @@ class Agent:
             else:
                 data = self.data_dir
             raft_cfg = cfg.raft_config()
-            self.server = ConsulServer(cfg, self.node_id, data, lan.members, raft_cfg)
+            self.server = ConsulServer(cfg, self.node_id, data, lan.members, raft_cfg,
+                                       force_leave=lambda name: self.force_leave(name, False, False))
             try:
                 await self.server.start()
             except OSError as exc:

@@ -208,6 +208,7 @@ class AgentConfig:
     skip_leave_on_interrupt: bool | None = None  # None: True for servers, False for clients
     raft_multiplier: int = 5
     raft_profile: str = "consul"  # pyconsul extension: "consul" (timing x raft_multiplier) or "fast"
+    autopilot_cleanup_dead_servers: bool = True  # Consul autopilot: remove dead servers when safe
     gossip_lan: GossipConfig = field(default_factory=GossipConfig.lan)
     gossip_wan: GossipConfig = field(default_factory=GossipConfig.wan)
     enable_debug: bool = False
@@ -362,6 +363,7 @@ KEYS: dict[str, Kind] = {
     "reconnect_timeout": "duration", "reconnect_timeout_wan": "duration",
     "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
+    "autopilot.cleanup_dead_servers": "bool",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -372,7 +374,8 @@ for _pool in ("gossip_lan", "gossip_wan"):
 _OBJECTS = frozenset(k.split(".")[0] for k in KEYS if "." in k)
 # Where a JSON key lands in AgentConfig when its name differs.
 _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier",
-            "performance.raft_profile": "raft_profile"}
+            "performance.raft_profile": "raft_profile",
+            "autopilot.cleanup_dead_servers": "autopilot_cleanup_dead_servers"}
 
 
 class _BadValue(Exception):

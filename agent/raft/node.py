@@ -323,6 +323,12 @@ class RaftNode:
         if self.on_leader_change is not None:
             self.on_leader_change(ss)
 
+    def learn_address(self, server_id: str, address: str) -> None:
+        """An address for a server we may have to answer before any configuration names it (a
+        not-yet-bootstrapped server voting for, or replying to, the first leader). From gossip."""
+        if server_id and address and server_id != self.id:
+            self.addresses[server_id] = address
+
     def _update_addresses(self, conf: Configuration) -> None:
         for s in conf.servers:
             self.addresses[s.id] = s.address

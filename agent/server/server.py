@@ -24,7 +24,7 @@ from agent.raft.messages import Configuration, Role, Server, SoftState
 from agent.raft.node import LeadershipLost, NotLeaderError, RaftNode
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import RPCError, Transport
-from agent.server import bootstrap, queries
+from agent.server import autopilot, bootstrap, queries
 from agent.server.common import RPC_HOLD_TIMEOUT, NoLeader, ReadMeta
 from agent.state import commands as c
 from agent.state.store import StateStore
@@ -33,6 +33,12 @@ log = logging.getLogger("agent.server")
 
 NO_LEADER_LOG_INTERVAL = 15.0
 LEADER_LOOP_INTERVAL = 1.0
+SERVER_STABILIZATION = 10.0  # Consul autopilot's server_stabilization_time: a new leader waits this
+# long before it calls a Raft server with no LAN member at all "stale" (its LAN view may still be filling)
+
+
+class _Retry(Exception):
+    """A bootstrap check could not be completed now; try again on the next pass."""
 
 
 class StoreFSM:
@@ -57,8 +63,9 @@ class StoreFSM:
 
 class ConsulServer:
     def __init__(self, cfg: AgentConfig, node_id: str, data_dir: Path, members: Callable[[], list[Member]],
-                 raft_config: RaftConfig | None = None) -> None:
+                 raft_config: RaftConfig | None = None, force_leave: Callable[[str], object] | None = None) -> None:
         self.cfg = cfg
+        self.force_leave = force_leave
         self.node_id = node_id
         self.data_dir = data_dir
         self.members = members
@@ -72,6 +79,7 @@ class ConsulServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_event = asyncio.Event()
         self._last_no_leader_log = 0.0
+        self._autopilot_warned = ""
 
     @property
     def store(self) -> StateStore:
@@ -128,6 +136,10 @@ class ConsulServer:
     def on_lan_event(self, e: MemberEvent) -> None:
         """LAN membership changed: maybe bootstrap; as leader, remove servers that left."""
         raft = self.raft
+        if raft is not None and e.member.status == MemberStatus.ALIVE:
+            s = bootstrap.server_of(e.member, self.cfg.datacenter)
+            if s is not None:
+                raft.learn_address(s.id, s.address)
         if raft is None or not raft.is_leader or e.kind not in ("member-leave", "member-reap"):
             return
         s = bootstrap.server_of(e.member, self.cfg.datacenter)
@@ -140,25 +152,55 @@ class ConsulServer:
     async def _bootstrap_loop(self) -> None:
         assert self.raft is not None
         last_reason = ""
-        while not self.raft.bootstrapped:
-            if self.cfg.bootstrap_expect or self.cfg.bootstrap or self.cfg.dev:
-                d = bootstrap.decide(self.members(), self.cfg.datacenter, self.cfg.bootstrap_expect,
-                                     self.cfg.bootstrap or self.cfg.dev, self.node_id)
-                if d.configuration is not None:
+        enabled = bool(self.cfg.bootstrap_expect or self.cfg.bootstrap or self.cfg.dev)
+        while enabled and not self.raft.bootstrapped:
+            for m in self.members():
+                s = server_from_member(m, self.cfg.datacenter)
+                if s is not None:
+                    self.raft.learn_address(s.id, s.address)
+            d = bootstrap.decide(self.members(), self.cfg.datacenter, self.cfg.bootstrap_expect,
+                                 self.cfg.bootstrap or self.cfg.dev, self.node_id)
+            if d.configuration is not None:
+                try:
+                    exists = await self._peers_exist(d.configuration)
+                except _Retry:
+                    exists = None
+                if exists:
+                    log.info("Existing Raft peers reported by another server, disabling bootstrap mode; "
+                             "waiting for the leader to add this server")
+                    return
+                if exists is False:
                     log.info("Found expected number of peers, attempting bootstrap: peers=%s",
                              ",".join(s.address for s in d.configuration.servers))
                     self.raft.bootstrap(d.configuration)
                     return
-                if d.reason != last_reason:
-                    log.debug("not bootstrapping yet: %s", d.reason)
-                    last_reason = d.reason
+            elif d.reason != last_reason:
+                log.debug("not bootstrapping yet: %s", d.reason)
+                last_reason = d.reason
             await asyncio.sleep(0.2)
+
+    async def _peers_exist(self, conf: Configuration) -> bool:
+        """Consul's maybeBootstrap check: before bootstrapping, ask every other server for its Raft
+        peers; if any already has some, a cluster exists and we must be added to it, not start another.
+        A server that cannot be asked postpones the decision (we retry on the next loop)."""
+        for s in conf.servers:
+            if s.id == self.node_id:
+                continue
+            try:
+                peers = await self.transport.request(s.address, "status", {"what": "peers"}, timeout=2.0)
+            except Exception as exc:
+                log.debug("Failed to confirm peer status for %s: %s; retrying", s.address, exc)
+                raise _Retry() from None
+            if peers:
+                return True
+        return False
 
     async def _leader_loop(self) -> None:
         """Leader duties (Consul leader.go): reconcile LAN members into the catalog with a
         serfHealth check, and destroy expired sessions. Writes go through Raft like any other."""
         reconciled: dict[str, tuple[str, str, bool]] = {}
         was_leader = False
+        leader_since = 0.0
         while True:
             await asyncio.sleep(LEADER_LOOP_INTERVAL)
             raft = self.raft
@@ -168,7 +210,9 @@ class ConsulServer:
             if not was_leader:
                 reconciled.clear()  # a new leader re-checks everything once
                 was_leader = True
+                leader_since = time.monotonic()
             try:
+                self._autopilot(raft, time.monotonic() - leader_since >= SERVER_STABILIZATION)
                 await self._reconcile_members(reconciled)
                 now = time.time()
                 for sid in self.store.expired_sessions(now):
@@ -176,6 +220,38 @@ class ConsulServer:
                     await self.write(c.encode(c.SessionDestroy(sid, now=now)))
             except (NoLeader, NotLeaderError, LeadershipLost, RPCError) as exc:
                 log.debug("leader loop: %s", exc)
+
+    def _autopilot(self, raft: RaftNode, stable: bool) -> None:
+        """Add joined servers, remove left ones, clean up dead ones (autopilot.py); one Raft
+        configuration change per pass."""
+        if raft.core is None:
+            return
+        p = autopilot.plan(raft.core.configuration, self.members(), self.cfg.datacenter, self.node_id,
+                           self.cfg.autopilot_cleanup_dead_servers)
+        if p.warning and stable and p.warning != self._autopilot_warned:
+            log.warning("autopilot: %s", p.warning)  # once per distinct situation, not every pass
+            self._autopilot_warned = p.warning
+        elif not p.warning:
+            self._autopilot_warned = ""
+        for name in p.force_leave:
+            log.info("autopilot: attempting removal of failed server node %s", name)
+            if self.force_leave is not None:
+                self.force_leave(name)
+        change: dict[str, Any] | None = None
+        if p.add is not None:
+            log.info("Adding server %s to the Raft configuration", p.add.address)
+            change = {"add": p.add}
+        elif p.remove_left:
+            log.info("removing server %s from the Raft configuration: it left", p.remove_left[0])
+            change = {"remove": p.remove_left[0]}
+        elif p.remove_stale and stable:
+            log.info("autopilot: removing stale Raft server %s (no LAN member)", p.remove_stale[0])
+            change = {"remove": p.remove_stale[0]}
+        if change is not None:
+            try:
+                raft.change_config(**change)
+            except Exception as exc:  # a change in flight: try again on the next pass
+                log.debug("autopilot: configuration change postponed: %s", exc)
 
     async def _reconcile_members(self, done: dict[str, tuple[str, str, bool]]) -> None:
         members = {m.name: m for m in self.members()}

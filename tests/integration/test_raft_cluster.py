@@ -188,3 +188,32 @@ def test_leave_removes_server_from_raft_and_remove_peer(cluster: Cluster) -> Non
     # remove-peer by address: refuse an unknown one, clearly
     cp = rest[0].cli("operator", "raft", "remove-peer", f"-address={ip}.99:8300", check=False)
     assert cp.returncode == 1 and "not found" in (cp.stdout + cp.stderr)
+
+
+def test_dead_server_replaced_the_autopilot_way(cluster: Cluster) -> None:
+    """Three servers, one killed: it stays a peer (removing 1 of 3 is not a minority). A replacement
+    server (fresh data dir, same -bootstrap-expect) must not bootstrap a second cluster: the leader
+    adds it, and then autopilot force-leaves the dead one and drops it from Raft."""
+    ip = new_block()
+    ps = start_bj(cluster, ip)
+    assert http(ps[0], "/v1/kv/before", "PUT", b"kept")[2].strip() == b"true"
+    leader = leader_of(ps)
+    victim = next(p for p in ps if not leader.startswith(p.ip + ":"))
+    victim.kill9()
+    rest = [p for p in ps if p is not victim]
+
+    def config() -> set[str]:
+        return {s["Node"] for s in json.loads(http(rest[0], "/v1/operator/raft/configuration")[2])["Servers"]}
+
+    wait_for(lambda: rest[0].members()[victim.name]["Status"] == 4, 30, "the killed server seen failed")
+    assert config() == {"node1", "node2", "node3"}  # 1 removal of 3 peers is not a minority: kept
+    new = cluster.agent("node4", f"{ip}.4", "-server", "-bootstrap-expect=3", "-datacenter=BJ", fast(cluster),
+                        f"-join={rest[0].ip}")
+    want = {"node1", "node2", "node3", "node4"} - {victim.name}
+    wait_for(lambda: config() == want, 40, f"Raft configuration {sorted(want)}")
+    wait_for(lambda: rest[0].members()[victim.name]["Status"] == 3, 20, "the dead server force-left")
+    assert "Existing Raft peers reported" in new.log()
+    assert "attempting bootstrap" not in new.log()
+    wait_for(lambda: http(new, "/v1/kv/before?stale")[0] == 200, 20, "the replacement replicated the log")
+    assert http(new, "/v1/kv/after", "PUT", b"1")[2].strip() == b"true"
+    assert leader_of([*rest, new])
