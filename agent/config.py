@@ -209,6 +209,8 @@ class AgentConfig:
     raft_multiplier: int = 5
     raft_profile: str = "consul"  # pyconsul extension: "consul" (timing x raft_multiplier) or "fast"
     autopilot_cleanup_dead_servers: bool = True  # Consul autopilot: remove dead servers when safe
+    raft_snapshot_threshold: int | None = None  # None: RaftConfig's (Consul's 16384)
+    raft_trailing_logs: int | None = None  # None: RaftConfig's (Consul's 10240)
     gossip_lan: GossipConfig = field(default_factory=GossipConfig.lan)
     gossip_wan: GossipConfig = field(default_factory=GossipConfig.wan)
     enable_debug: bool = False
@@ -217,9 +219,12 @@ class AgentConfig:
     def raft_config(self) -> RaftConfig:
         """-dev and performance.raft_profile = "fast" use RaftConfig.fast(); otherwise Consul's
         timing scaled by performance.raft_multiplier."""
-        if self.dev or self.raft_profile == "fast":
-            return RaftConfig.fast()
-        return RaftConfig.consul(self.raft_multiplier)
+        rc = RaftConfig.fast() if self.dev or self.raft_profile == "fast" else RaftConfig.consul(self.raft_multiplier)
+        if self.raft_snapshot_threshold is not None:
+            rc = replace(rc, snapshot_threshold=self.raft_snapshot_threshold)
+        if self.raft_trailing_logs is not None:
+            rc = replace(rc, trailing_logs=self.raft_trailing_logs)
+        return rc
 
     @property
     def effective_leave_on_terminate(self) -> bool:
@@ -289,6 +294,10 @@ class AgentConfig:
                 raise ConfigError(f"{name}: must be at least {format_duration(MIN_RECONNECT_TIMEOUT)}")
         if not 1 <= self.raft_multiplier <= 10:
             raise ConfigError("performance.raft_multiplier: must be between 1 and 10")
+        if self.raft_snapshot_threshold is not None and self.raft_snapshot_threshold < 1:
+            raise ConfigError("raft_snapshot_threshold: must be at least 1")
+        if self.raft_trailing_logs is not None and self.raft_trailing_logs < 0:
+            raise ConfigError("raft_trailing_logs: must not be negative")
         if self.raft_profile not in ("consul", "fast"):
             got = _show(self.raft_profile)
             raise ConfigError(f'performance.raft_profile: must be "consul" or "fast", got {got}')
@@ -363,7 +372,7 @@ KEYS: dict[str, Kind] = {
     "reconnect_timeout": "duration", "reconnect_timeout_wan": "duration",
     "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
-    "autopilot.cleanup_dead_servers": "bool",
+    "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",

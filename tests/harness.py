@@ -137,7 +137,7 @@ class Cluster:
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
 
-    def agent(self, name: str, ip: str, *flags: str, data_dir: bool = True) -> AgentProc:
+    def agent(self, name: str, ip: str, *flags: str, data_dir: bool = True, wait: bool = True) -> AgentProc:
         argv = [sys.executable, "-m", "agent", "agent", f"-node={name}", f"-bind={ip}", f"-client={ip}"]
         if data_dir:
             argv.append(f"-data-dir={self.tmp / name}")
@@ -145,7 +145,8 @@ class Cluster:
         p = AgentProc(name, argv, self.tmp / f"{name}.log", ip=ip)
         p.start({"PYTHONPATH": str(ROOT)})
         self.procs.append(p)
-        wait_for(lambda: p.api("/v1/agent/self") if p.running() else _died(p), 20, f"agent {name} HTTP")
+        if wait:
+            wait_for(lambda: p.api("/v1/agent/self") if p.running() else _died(p), 20, f"agent {name} HTTP")
         return p
 
     def serf(self, name: str, ip: str, *flags: str, port: int = 7946) -> SerfProc:

@@ -104,7 +104,12 @@ class RaftNode:
         snap = self.storage.load_snapshot()
         applied = 0
         if snap is not None:
-            self.fsm.restore(snap.data)
+            try:
+                self.fsm.restore(snap.data)
+            except ValueError as exc:  # the file's checksum held, but its contents are not a state
+                from agent.raft.storage import StorageCorrupt
+
+                raise StorageCorrupt(f"snapshot {snap.meta.term}-{snap.meta.index} does not restore: {exc}") from None
             applied = snap.meta.index
             self.last_snapshot_index = snap.meta.index
         self.core = RaftCore(self.id, self.config, self.rng, self._now(), hard_state=hs, snapshot=meta,
