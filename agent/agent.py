@@ -259,7 +259,8 @@ class Agent:
                 data = self.data_dir
             raft_cfg = cfg.raft_config()
             self.server = ConsulServer(cfg, self.node_id, data, lan.members, raft_cfg,
-                                       force_leave=lambda name: self.force_leave(name, False, False))
+                                       force_leave=lambda name: self.force_leave(name, False, False),
+                                       wan_members=self._wan_members)
             try:
                 await self.server.start()
             except OSError as exc:
@@ -420,6 +421,16 @@ class Agent:
             if pool is not None:
                 done = pool.force_leave(node, prune) or done
         return done
+
+    def _wan_members(self) -> list[Member]:
+        return self.wan.members() if self.wan is not None else []
+
+    async def list_datacenters(self) -> list[str]:
+        """/v1/catalog/datacenters: servers know the WAN; a client agent asks a server (as Consul's do)."""
+        if self.server is None and self.backend is not None:
+            dcs = await self.backend.status("datacenters")
+            return [str(d) for d in dcs]
+        return self.datacenters()
 
     def datacenters(self) -> list[str]:
         dcs = {self.cfg.datacenter}

@@ -61,7 +61,7 @@ def register(app: web.Application, api: AgentAPI) -> None:
         return handler
 
     async def datacenters(request: web.Request) -> web.Response:
-        return json_response(api.datacenters())
+        return json_response(await api.list_datacenters())
 
     r = app.router
     r.add_get("/v1/agent/self", self_)

@@ -27,6 +27,7 @@ class AgentAPI(Protocol):
     def self_info(self) -> dict[str, Any]: ...
     async def keyring(self, op: str, key: str | None) -> list[dict[str, Any]]: ...
     def datacenters(self) -> list[str]: ...
+    async def list_datacenters(self) -> list[str]: ...
 
 
 class ReadMetaLike(Protocol):
@@ -139,6 +140,9 @@ def flag(request: web.Request, name: str) -> bool:
 
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    from agent.server.common import REQUEST_DC
+
+    token = REQUEST_DC.set(request.query.get("dc", "").strip().lower())
     try:
         resp: web.StreamResponse = await handler(request)
         return resp
@@ -147,11 +151,13 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except BadRequest as exc:
         return web.Response(status=400, text=f"{exc}\n")
     except Exception as exc:
-        if type(exc).__name__ in ("NoLeader", "RPCError"):  # expected while there is no leader
+        if type(exc).__name__ in ("NoLeader", "RPCError", "NoPathToDatacenter"):  # expected failures
             log.warning("request %s %s failed: %s", request.method, request.path, exc)
         else:
             log.exception("request %s %s failed", request.method, request.path)
         return web.Response(status=500, text=f"{exc}\n")
+    finally:
+        REQUEST_DC.reset(token)
 
 
 def member_json(m: Member) -> dict[str, Any]:

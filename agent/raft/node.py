@@ -109,7 +109,8 @@ class RaftNode:
             except ValueError as exc:  # the file's checksum held, but its contents are not a state
                 from agent.raft.storage import StorageCorrupt
 
-                raise StorageCorrupt(f"snapshot {snap.meta.term}-{snap.meta.index} does not restore: {exc}") from None
+                path = self.storage.snap_dir / f"{snap.meta.term}-{snap.meta.index}.snap"
+                raise StorageCorrupt(path, f"the snapshot does not restore: {exc}", index=snap.meta.index) from None
             applied = snap.meta.index
             self.last_snapshot_index = snap.meta.index
         self.core = RaftCore(self.id, self.config, self.rng, self._now(), hard_state=hs, snapshot=meta,

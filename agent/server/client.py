@@ -10,7 +10,7 @@ from typing import Any
 from agent.gossip.serf import Member
 from agent.raft.transport import RPCError, Transport
 from agent.server import bootstrap
-from agent.server.common import RPC_HOLD_TIMEOUT, NoLeader, ReadMeta
+from agent.server.common import RPC_HOLD_TIMEOUT, NoLeader, ReadMeta, remote_dc
 
 
 class ClientBackend:
@@ -30,6 +30,9 @@ class ClientBackend:
         return out
 
     async def _call(self, method: str, args: Any, timeout: float) -> Any:
+        dc = remote_dc(self.datacenter)
+        if dc:  # a local server forwards it over the WAN
+            method, args = "dc", {"dc": dc, "method": method, "args": args}
         servers = self._servers()
         if not servers:
             raise NoLeader()

@@ -3,7 +3,11 @@ light: they never load agent.raft.core, agent.raft.storage or agent.state.store)
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
 
@@ -20,3 +24,35 @@ class ReadMeta:
     index: int
     known_leader: bool
     last_contact_ms: int
+
+
+# The datacenter an HTTP request targets (`?dc=`), set by the HTTP layer for the request's task; ""
+# means the local one. Servers and client backends read it to forward across the WAN (Consul's
+# forwardDC). Requests arriving over server RPC run in a fresh context, so they are always local.
+REQUEST_DC: ContextVar[str] = ContextVar("pyconsul_request_dc", default="")
+
+
+class NoPathToDatacenter(Exception):
+    """Consul's "No path to datacenter": no alive server of that datacenter in the WAN pool."""
+
+    def __init__(self, dc: str) -> None:
+        super().__init__(dc)
+        self.dc = dc
+
+    def __str__(self) -> str:
+        return "No path to datacenter"
+
+
+def remote_dc(local: str) -> str:
+    """The request's target datacenter when it is not `local`, else ""."""
+    dc = REQUEST_DC.get()
+    return dc if dc and dc != local else ""
+
+
+def pick_dc_server(wan_members: Callable[[], Iterable[Any]], dc: str, rng: random.Random) -> str:
+    """The server-RPC address of a random alive server of datacenter `dc`, from the WAN pool."""
+    choices = [f"{m.addr}:{m.tags.get('port', '8300')}" for m in wan_members()
+               if m.status == 1 and m.tags.get("role") == "consul" and m.tags.get("dc") == dc]
+    if not choices:
+        raise NoPathToDatacenter(dc)
+    return rng.choice(choices)

@@ -25,7 +25,7 @@ from agent.raft.node import LeadershipLost, NotLeaderError, RaftNode
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import RPCError, Transport
 from agent.server import autopilot, bootstrap, queries
-from agent.server.common import RPC_HOLD_TIMEOUT, NoLeader, ReadMeta
+from agent.server.common import REQUEST_DC, RPC_HOLD_TIMEOUT, NoLeader, ReadMeta, pick_dc_server, remote_dc
 from agent.state import commands as c
 from agent.state.store import StateStore
 
@@ -63,8 +63,11 @@ class StoreFSM:
 
 class ConsulServer:
     def __init__(self, cfg: AgentConfig, node_id: str, data_dir: Path, members: Callable[[], list[Member]],
-                 raft_config: RaftConfig | None = None, force_leave: Callable[[str], object] | None = None) -> None:
+                 raft_config: RaftConfig | None = None, force_leave: Callable[[str], object] | None = None,
+                 wan_members: Callable[[], list[Member]] | None = None) -> None:
         self.cfg = cfg
+        self.wan_members = wan_members or (lambda: [])
+        self._rng = random.Random()
         self.force_leave = force_leave
         self.node_id = node_id
         self.data_dir = data_dir
@@ -298,8 +301,17 @@ class ConsulServer:
                 raise NoLeader() from None
         return self.raft
 
+    def _dc_server(self) -> str:
+        """For a request aimed at another datacenter (`?dc=`): one of its servers, else ""."""
+        dc = remote_dc(self.cfg.datacenter)
+        return pick_dc_server(self.wan_members, dc, self._rng) if dc else ""
+
     async def write(self, data: bytes) -> Any:
-        """Commit a command through Raft (forwarding to the leader); the FSM's result."""
+        """Commit a command through Raft (forwarding to the leader, or to another datacenter for
+        `?dc=`); the FSM's result."""
+        remote = self._dc_server()
+        if remote:
+            return await self.transport.request(remote, "apply_forward", data, timeout=RPC_HOLD_TIMEOUT * 2)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RPC_HOLD_TIMEOUT
         while True:
@@ -326,6 +338,13 @@ class ConsulServer:
         assert self.raft is not None
         if name not in queries.QUERIES:
             raise ValueError(f"unknown query {name!r}")
+        remote = self._dc_server()
+        if remote:
+            res = await self.transport.request(
+                remote, "read_forward", {"name": name, "args": args, "mode": mode, "index": index, "wait": wait},
+                timeout=RPC_HOLD_TIMEOUT * 2 + wait)
+            return res["value"], ReadMeta(res["index"], bool(res.get("known_leader", True)),
+                                          int(res.get("last_contact", 0)))
         raft = self.raft
         if mode != "stale":
             raft = await self._wait_leader()
@@ -401,6 +420,11 @@ class ConsulServer:
             if not isinstance(args, dict):
                 raise ValueError("status takes a map")
             return await self.status(str(args.get("what")), args.get("args"))
+        if method == "dc":  # from a client agent: {"dc", "method", "args"} for another datacenter
+            if not isinstance(args, dict) or args.get("method") not in ("apply_forward", "read_forward", "status"):
+                raise ValueError("dc takes a map with a forwardable method")
+            REQUEST_DC.set(str(args.get("dc", "")))
+            return await self._on_request(str(args["method"]), args.get("args"))
         if method == "remove_self":
             if not raft.is_leader:
                 raise RPCError("not the leader")
@@ -412,8 +436,14 @@ class ConsulServer:
 
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
         """/v1/status/* and /v1/operator/raft/* (answered here, or by the leader for remove_peer)."""
+        remote = self._dc_server()
+        if remote:
+            return await self.transport.request(remote, "status", {"what": what, "args": args or {}},
+                                                timeout=RPC_HOLD_TIMEOUT * 2)
         if what == "leader":
             return self.leader_address()
+        if what == "datacenters":
+            return sorted({self.cfg.datacenter} | {m.tags["dc"] for m in self.wan_members() if m.tags.get("dc")})
         if what == "peers":
             return [s.address for s in self.configuration().servers if s.suffrage == 0]
         if what == "raft_configuration":
