@@ -402,6 +402,20 @@ class RaftCore(LeaderMixin):
         base = self.cfg.heartbeat_timeout if self._role == Role.FOLLOWER else self.cfg.election_timeout
         self._election_deadline = self._now + base * (1.0 + self.rng.random())
 
+    def leader_unreachable(self, peer: str, now: float) -> None:
+        """A hint from the shell: the connection from `peer` closed (its process died or restarted).
+        If `peer` is our leader, stop shielding its lease and campaign after 1-3 heartbeat intervals
+        (randomised) instead of the whole randomised heartbeat timeout. Safety is unchanged (pre-vote
+        still needs a majority, and a server that still hears the leader refuses it); a hint from a
+        merely flaky connection costs at most one refused pre-vote, because the live leader's next
+        heartbeat restores the lease and the timer."""
+        self._now = now
+        if self._role != Role.FOLLOWER or not self._leader or peer != self._leader:
+            return
+        self._last_leader_contact = NEVER
+        soon = now + self.cfg.heartbeat_interval * (1.0 + 2.0 * self.rng.random())
+        self._election_deadline = min(self._election_deadline, soon)
+
     def _in_lease(self) -> bool:
         """Leader stickiness (thesis §4.2.3): refuse to help depose a leader we heard from recently."""
         if self._role == Role.LEADER:

@@ -87,6 +87,7 @@ class RaftNode:
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._read_ctx = 0
         self._inbox: list[Message] = []
+        self._lost: list[str] = []  # servers whose connection to us closed (RaftCore.leader_unreachable)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -141,6 +142,11 @@ class RaftNode:
         self._kick()
 
     # ------------------------------------------------------------ inputs
+
+    def peer_lost(self, server_id: str) -> None:
+        """The transport saw `server_id`'s connection close (called on the loop thread)."""
+        self._lost.append(server_id)
+        self._kick()
 
     def deliver(self, msg: Message) -> None:
         """A message from the transport (called on the loop thread)."""
@@ -230,6 +236,9 @@ class RaftNode:
             inbox, self._inbox = self._inbox, []
             for msg in inbox:
                 core.step(msg, now)
+            lost, self._lost = self._lost, []
+            for peer in lost:
+                core.leader_unreachable(peer, now)
             core.tick(now)
             while core.has_ready():
                 self._drain(core)

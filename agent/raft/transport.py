@@ -168,8 +168,11 @@ class Transport:
         bind: tuple[str, int],
         on_message: Callable[[Message], None],
         on_request: Callable[[str, Any], Awaitable[Any]],
+        on_peer_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.server_id = server_id
+        self.on_peer_lost = on_peer_lost
+        self._stopping = False
         self.datacenter = datacenter
         self.bind = bind
         self.on_message = on_message
@@ -188,6 +191,7 @@ class Transport:
         self._server = await asyncio.start_server(self._accept, self.bind[0], self.bind[1], reuse_address=True)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         tasks = [p.task for p in self._peers.values()] + [c.reader_task for c in self._clients.values()
@@ -227,10 +231,12 @@ class Transport:
         if task is not None:
             self._conns.add(task)
         peer = writer.get_extra_info("peername")
+        sender = ""
         try:
             hello = await asyncio.wait_for(read_frame(reader), 10.0)
             if hello[0] != Kind.HELLO:
                 raise WireError("first frame must be HELLO")
+            sender = str(hello[1]) if len(hello) > 1 else ""
             while True:
                 obj = await read_frame(reader)
                 self.stats.frames_in += 1
@@ -244,7 +250,9 @@ class Transport:
             self.stats.bad_frames += 1
             log.warning("dropping connection from %s: %s", peer, exc)
         except (OSError, asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass
+            # the peer closed or reset the connection: its process may have died (a hint for Raft)
+            if sender and not self._stopping and self.on_peer_lost is not None:
+                self.on_peer_lost(sender)
         finally:
             writer.close()
             if task is not None:

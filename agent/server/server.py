@@ -77,7 +77,7 @@ class ConsulServer:
         self.fsm = StoreFSM(self._on_apply)
         self.address = f"{cfg.advertise()}:{cfg.ports.server}"
         self.transport = Transport(node_id, cfg.datacenter, (cfg.bind_addr, cfg.ports.server),
-                                   self._deliver, self._on_request)
+                                   self._deliver, self._on_request, self._peer_lost)
         self.raft: RaftNode | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_event = asyncio.Event()
@@ -116,6 +116,10 @@ class ConsulServer:
         if self.raft is not None:
             await self.raft.stop()
         await self.transport.stop()
+
+    def _peer_lost(self, server_id: str) -> None:
+        if self.raft is not None:
+            self.raft.peer_lost(server_id)
 
     def _deliver(self, msg: Any) -> None:
         if self.raft is not None:

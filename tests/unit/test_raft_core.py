@@ -618,3 +618,30 @@ def test_snapshot_after_a_truncation_in_the_same_ready() -> None:
     assert rd.snapshot == snap and rd.truncate_from == 11
     assert [e.index for e in rd.entries] == [11] and [e.index for e in rd.committed] == [11]
     assert rd.hard_state is not None and rd.hard_state.commit == 11
+
+
+def test_leader_connection_lost_hint_drops_the_lease_and_campaigns_soon() -> None:
+    a = make(terms=(1, 1), term=1)
+    a.step(AppendRequest(1, "b", "a", 2, 1, (), 0), T0)
+    drain(a)
+    a.leader_unreachable("c", T0 + 0.01)  # not our leader: ignored
+    a.step(VoteRequest(2, "c", "a", 2, 1, pre_vote=True), T0 + 0.02)
+    assert sent(a) == []  # still shielding b's lease
+    a.leader_unreachable("b", T0 + 0.05)
+    assert T0 + 0.05 + 0.1 <= a.next_deadline() < T0 + 0.05 + 0.3  # 1-3 heartbeat intervals
+    a.step(VoteRequest(2, "c", "a", 2, 1, pre_vote=True), T0 + 0.06)  # lease gone: pre-vote granted
+    assert sent(a) == [VoteResponse(2, "a", "c", True, pre_vote=True)]
+    a.tick(a.next_deadline())
+    assert any(isinstance(m, VoteRequest) and m.pre_vote for m in sent(a))
+
+
+def test_a_false_connection_lost_hint_is_healed_by_the_next_heartbeat() -> None:
+    a = make(terms=(1, 1), term=1)
+    a.step(AppendRequest(1, "b", "a", 2, 1, (), 0), T0)
+    drain(a)
+    a.leader_unreachable("b", T0 + 0.01)
+    a.step(AppendRequest(1, "b", "a", 2, 1, (), 0), T0 + 0.05)  # the leader is alive after all
+    drain(a)
+    assert a.next_deadline() >= T0 + 0.05 + 1.0
+    a.step(VoteRequest(2, "c", "a", 2, 1, pre_vote=True), T0 + 0.06)
+    assert sent(a) == [] and a.leader == "b"
