@@ -69,6 +69,7 @@ from agent.raft.quorum import VoteResult, vote_result
 from agent.raft.replication import LeaderMixin, PendingRead
 
 INF = float("inf")
+HINTED_CAMPAIGNS = 3  # after a leader_unreachable hint: real campaigns retried on the short timer
 _NO_HARD_STATE = HardState()
 _NO_SNAPSHOT = SnapshotMeta()
 
@@ -111,6 +112,7 @@ class RaftCore(LeaderMixin):
         self._role = Role.FOLLOWER
         self._leader = ""
         self._last_leader_contact = now  # see _in_lease: a restart counts as contact
+        self._hinted = 0  # campaigns left on the short timer after a leader_unreachable hint
         self._election_deadline = INF
         self._votes: dict[str, bool] = {}
         self._snapshot: Snapshot | None = None
@@ -399,6 +401,9 @@ class RaftCore(LeaderMixin):
     # ------------------------------------------------------------ roles
 
     def _reset_election_timer(self) -> None:
+        if self._hinted and self._role != Role.LEADER:
+            self._election_deadline = self._now + self.cfg.heartbeat_interval * (1.0 + 2.0 * self.rng.random())
+            return
         base = self.cfg.heartbeat_timeout if self._role == Role.FOLLOWER else self.cfg.election_timeout
         self._election_deadline = self._now + base * (1.0 + self.rng.random())
 
@@ -413,6 +418,7 @@ class RaftCore(LeaderMixin):
         if self._role != Role.FOLLOWER or not self._leader or peer != self._leader:
             return
         self._last_leader_contact = NEVER
+        self._hinted = HINTED_CAMPAIGNS  # a split vote retries on the short timer too, a few times
         soon = now + self.cfg.heartbeat_interval * (1.0 + 2.0 * self.rng.random())
         self._election_deadline = min(self._election_deadline, soon)
 
@@ -445,6 +451,7 @@ class RaftCore(LeaderMixin):
             self._term += 1
             self._vote = self._id
             term = self._term
+            self._hinted = max(0, self._hinted - 1)
         self._leader = ""
         self._reset_leader_state()
         voters = self._voters()
@@ -536,6 +543,7 @@ class RaftCore(LeaderMixin):
 
     def _step_follower(self, m: Message) -> None:
         if isinstance(m, AppendRequest | SnapshotRequest):
+            self._hinted = 0  # a leader exists
             self._leader = m.from_
             self._last_leader_contact = self._now
             self._reset_election_timer()

@@ -145,6 +145,7 @@ class RaftSim:
         self._ctx = itertools.count(1)
         self.payloads: dict[bytes, tuple[int, tuple[tuple[int, bytes], ...]]] = {}
         self.nodes: dict[str, SimNode] = {}
+        self.crash_hint_probability = 0.8  # peers that notice a crash (their connection from it closes)
         self.ids = [f"n{i + 1}" for i in range(n + spares)]
         for nid in self.ids:
             self.nodes[nid] = SimNode(nid, Disk())
@@ -206,6 +207,18 @@ class RaftSim:
         for k in [k for k in self.reads if k[0] == node.id]:
             del self.reads[k]
         self._record("crash", node.id)
+        # the shell's connection-closed hint (RaftCore.leader_unreachable): most peers notice the crash,
+        # after the messages already in flight on that connection (TCP delivers them before the EOF;
+        # 0.07 s covers the network's slow path, not its "very late" reorderings)
+        for other in self.nodes.values():
+            if other is not node and self.rng.random() < self.crash_hint_probability:
+                self.at(self.now + 0.07 + self.rng.random() * 0.005, lambda o=other, lost=node.id: self._hint(o, lost))
+
+    def _hint(self, node: SimNode, lost: str) -> None:
+        """Deliver a connection-lost hint, true or (from the nemesis) false."""
+        if node.core is not None:
+            node.core.leader_unreachable(lost, self.now)
+            self._kick(node)
 
     def restart(self, node: SimNode) -> None:
         if node.core is None:
@@ -557,6 +570,9 @@ class RaftSim:
         r = self.rng
         live = self.live()
         leaders = self.leaders_now()
+        if live and r.random() < 0.15:  # a spurious hint: a flaky connection to a live leader
+            victim = r.choice(live)
+            self._hint(victim, victim.core.leader if victim.core is not None else "")
         roll = r.random()
         if roll < 0.2:
             ids = list(self.ids)
