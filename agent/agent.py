@@ -13,11 +13,8 @@ import contextlib
 import json
 import logging
 import os
-import platform
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Coroutine
@@ -253,6 +250,8 @@ class Agent:
             from agent.server.server import ConsulServer
 
             if self.data_dir is None:
+                import tempfile  # -dev only: keep it out of every other agent's memory
+
                 self._dev_dir = tempfile.mkdtemp(prefix="pyconsul-dev-")
                 data = Path(self._dev_dir)
             else:
@@ -395,6 +394,8 @@ class Agent:
             if p is not None:
                 await p.stop()
         if self._dev_dir is not None:
+            import shutil
+
             shutil.rmtree(self._dev_dir, ignore_errors=True)
         log.info("shutdown complete")
 
@@ -446,9 +447,9 @@ class Agent:
             "build": {"prerelease": "", "revision": "pyconsul", "version": __version__},
             "consul": self._consul_stats(),
             "runtime": {
-                "arch": platform.machine(),
+                "arch": os.uname().machine,
                 "os": sys.platform,
-                "version": f"python{platform.python_version()}",
+                "version": f"python{sys.version.split()[0]}",
                 "tasks": str(len(asyncio.all_tasks())),
                 "cpu_count": str(os.cpu_count() or 1),
             },

@@ -14,9 +14,7 @@ import re
 import secrets
 import socket
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -115,6 +113,9 @@ def api_request(
     Go-style `Get "<url>": dial tcp <host:port>: connect: connection refused`.
     With decode=False the body comes back as bytes, untouched.
     """
+    import urllib.error  # lazy: `pyconsul agent` never makes HTTP requests (and http.client is heavy)
+    import urllib.request
+
     pairs = sorted(query.items() if isinstance(query, Mapping) else query or (), key=lambda kv: kv[0])
     url = base_url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
     data = raw

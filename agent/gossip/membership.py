@@ -384,7 +384,9 @@ class Membership:
     def _start_probe(self, now: float) -> None:
         node = self._next_probe_target(now)
         interval = self.awareness.scale(self.cfg.probe_interval)
-        self.next_probe = now + max(self.cfg.probe_interval, interval)
+        # memberlist's probe ticker keeps its period: local-health awareness stretches how long this
+        # probe waits for acks (`interval`), not how often probes start (a new one waits for this one)
+        self.next_probe = now + self.cfg.probe_interval
         if node is None:
             return
         self.seq += 1

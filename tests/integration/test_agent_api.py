@@ -92,3 +92,21 @@ def test_dev_mode_starts_a_server_without_data_dir(cluster: Cluster) -> None:
     assert me["Config"]["Server"] is True
     assert me["Member"]["Tags"]["role"] == "consul"
     assert set(p.members(wan=True)) == {"dev1.dc1"}
+
+
+def test_agent_process_keeps_openssl_out_unless_asked(cluster: Cluster) -> None:
+    """`pyconsul agent` does not map libssl/libcrypto (about 4 MiB of RSS); PYCONSUL_OPENSSL=1 restores
+    the default imports. Gossip encryption (cryptography's own OpenSSL) is tested in tests/interop."""
+    ip = new_block()
+    lean = cluster.agent("lean", f"{ip}.1")
+    with open(f"/proc/{lean.pid}/maps") as f:
+        maps = f.read()
+    assert "libssl" not in maps and "_ssl." not in maps and "_hashlib." not in maps
+    assert lean.cli("kv", "get", "-help").returncode == 0  # the CLI (same package) still works
+    os.environ["PYCONSUL_OPENSSL"] = "1"
+    try:
+        full = cluster.agent("full", f"{ip}.2")
+    finally:
+        del os.environ["PYCONSUL_OPENSSL"]
+    with open(f"/proc/{full.pid}/maps") as f:
+        assert "_ssl." in f.read()
