@@ -1,0 +1,1 @@
+"""Lab tests: network-namespace hosts with real sshd (need root)."""
