@@ -574,6 +574,7 @@ async def _main(cfg: AgentConfig) -> int:
         print("==> Starting pyconsul agent...", flush=True)
         await agent.start()
         print("==> Pyconsul agent running!", flush=True)
+        _release_startup_memory()
         await agent.stopped.wait()
     except StartupError as exc:
         print(f"==> {exc}", file=sys.stderr, flush=True)
@@ -581,6 +582,20 @@ async def _main(cfg: AgentConfig) -> int:
     finally:
         await agent.shutdown()
     return exit_code
+
+
+def _release_startup_memory() -> None:
+    """Start-up (imports, config parsing, the first syncs) leaves freed heap that glibc keeps; hand it
+    back to the kernel once (about 1 MiB of a ~22 MiB agent). Best effort: no glibc, no trim."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_agent(cfg: AgentConfig) -> int:
