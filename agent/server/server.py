@@ -350,6 +350,8 @@ class ConsulServer:
             return res["value"], ReadMeta(res["index"], bool(res.get("known_leader", True)),
                                           int(res.get("last_contact", 0)))
         raft = self.raft
+        if self.cfg.debug_stale_reads and mode == "consistent":
+            mode = "stale"  # the deliberate bug of -debug-stale-reads (chaos checker self-test)
         if mode != "stale":
             raft = await self._wait_leader()
             if not raft.is_leader:

@@ -461,3 +461,17 @@ def test_raft_profile_key_selects_timing(tmp_path: Path) -> None:
     assert AgentConfig(data_dir="/x", raft_multiplier=1).raft_config() == RaftConfig.consul(1)
     with pytest.raises(ConfigError, match='raft_profile: must be "consul" or "fast"'):
         AgentConfig(data_dir="/x", raft_profile="turbo").validate()
+
+
+def test_debug_stale_reads_flag_and_key_warn_loudly(tmp_path: Path) -> None:
+    from agent.config import agent_flagset, build_config
+
+    res = agent_flagset().parse(["-server", "-debug-stale-reads", "-data-dir", str(tmp_path)])
+    cfg, warnings = build_config(res.explicit)
+    assert cfg.debug_stale_reads is True
+    assert any("NOT linearizable" in w for w in warnings)
+    f = tmp_path / "c.json"
+    f.write_text('{"debug_stale_reads": true}')
+    cfg2, _ = build_config({"config-file": [str(f)], "data-dir": str(tmp_path)})
+    assert cfg2.debug_stale_reads is True
+    assert build_config({"data-dir": str(tmp_path)})[0].debug_stale_reads is False
