@@ -156,57 +156,37 @@ class Agent:
 
     # ------------------------------------------------------------ lifecycle
 
+    async def _start_pool(self, label: str, logger: str, name: str, port: int, advertise: str,
+                          keyring: Keyring | None, reconnect_timeout: float) -> Pool:
+        """One serf pool (LAN or WAN) bound to bind_addr:port, started; StartupError if it cannot bind."""
+        cfg = self.cfg
+        pool = Pool(
+            label=label, logger=logger, name=name, bind=(cfg.bind_addr, port), advertise=(advertise, port),
+            gossip=cfg.gossip_lan if label == "lan" else cfg.gossip_wan, tags=self._tags(), keyring=keyring,
+            verify_incoming=cfg.encrypt_verify_incoming, verify_outgoing=cfg.encrypt_verify_outgoing,
+            serf_config=SerfConfig(reconnect_timeout=reconnect_timeout),
+            on_event=lambda e: self._on_event(label, e), on_keyring_change=self._save_keyrings,
+        )
+        try:
+            await pool.start()
+        except OSError as exc:
+            raise StartupError(
+                f"Failed to start {label.upper()} serf on {cfg.bind_addr}:{port}: {exc.strerror}") from None
+        return pool
+
     async def start(self) -> None:
         cfg = self.cfg
         self._prepare_data_dir()
         self.lan_keyring = self._load_keyring("local.keyring")
-        bind = cfg.bind_addr
         adv = cfg.advertise()
-        tags = self._tags()
         role = "server" if cfg.server else "client"
-        self.lan = Pool(
-            label="lan",
-            logger=f"agent.{role}.serf.lan",
-            name=cfg.node_name,
-            bind=(bind, cfg.ports.serf_lan),
-            advertise=(adv, cfg.ports.serf_lan),
-            gossip=cfg.gossip_lan,
-            tags=tags,
-            keyring=self.lan_keyring,
-            verify_incoming=cfg.encrypt_verify_incoming,
-            verify_outgoing=cfg.encrypt_verify_outgoing,
-            serf_config=SerfConfig(reconnect_timeout=cfg.reconnect_timeout),
-            on_event=lambda e: self._on_event("lan", e),
-            on_keyring_change=self._save_keyrings,
-        )
-        try:
-            await self.lan.start()
-        except OSError as exc:
-            raise StartupError(f"Failed to start LAN serf on {bind}:{cfg.ports.serf_lan}: {exc.strerror}") from None
+        self.lan = await self._start_pool("lan", f"agent.{role}.serf.lan", cfg.node_name, cfg.ports.serf_lan, adv,
+                                          self.lan_keyring, cfg.reconnect_timeout)
         if cfg.server:
             self.wan_keyring = self._load_keyring("remote.keyring")
-            adv_wan = cfg.advertise_addr_wan or adv
-            self.wan = Pool(
-                label="wan",
-                logger="agent.server.serf.wan",
-                name=f"{cfg.node_name}.{cfg.datacenter}",
-                bind=(bind, cfg.ports.serf_wan),
-                advertise=(adv_wan, cfg.ports.serf_wan),
-                gossip=cfg.gossip_wan,
-                tags=tags,
-                keyring=self.wan_keyring,
-                verify_incoming=cfg.encrypt_verify_incoming,
-                verify_outgoing=cfg.encrypt_verify_outgoing,
-                serf_config=SerfConfig(reconnect_timeout=cfg.reconnect_timeout_wan),
-                on_event=lambda e: self._on_event("wan", e),
-                on_keyring_change=self._save_keyrings,
-            )
-            try:
-                await self.wan.start()
-            except OSError as exc:
-                raise StartupError(
-                    f"Failed to start WAN serf on {bind}:{cfg.ports.serf_wan}: {exc.strerror}"
-                ) from None
+            self.wan = await self._start_pool("wan", "agent.server.serf.wan", f"{cfg.node_name}.{cfg.datacenter}",
+                                              cfg.ports.serf_wan, cfg.advertise_addr_wan or adv, self.wan_keyring,
+                                              cfg.reconnect_timeout_wan)
         await self._start_backend()
         if cfg.ports.http > 0:
             app = make_app(self, self.backend, cfg.datacenter, cfg.node_name)
