@@ -191,7 +191,7 @@ class Agent:
         if cfg.ports.http > 0:
             app = make_app(self, self.backend, cfg.datacenter, cfg.node_name)
             try:
-                self.runner = await serve(app, cfg.client_addr, cfg.ports.http)
+                self.runner = await serve(app, cfg.client_addrs(), cfg.ports.http)
             except OSError as exc:
                 raise StartupError(
                     f"Failed to start HTTP server on {cfg.client_addr}:{cfg.ports.http}: {exc.strerror}"
@@ -448,7 +448,7 @@ class Agent:
             },
             "DebugConfig": {
                 "BindAddr": cfg.bind_addr,
-                "ClientAddrs": [cfg.client_addr],
+                "ClientAddrs": cfg.client_addrs(),
                 "DataDir": cfg.data_dir,
                 "BootstrapExpect": cfg.bootstrap_expect,
                 "SerfPortLAN": cfg.ports.serf_lan,

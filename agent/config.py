@@ -227,6 +227,10 @@ class AgentConfig:
             rc = replace(rc, trailing_logs=self.raft_trailing_logs)
         return rc
 
+    def client_addrs(self) -> list[str]:
+        """client_addr may list several addresses separated by spaces, as in Consul ("10.0.0.5 127.0.0.1")."""
+        return self.client_addr.split()
+
     @property
     def effective_leave_on_terminate(self) -> bool:
         return self.leave_on_terminate if self.leave_on_terminate is not None else not self.server
@@ -271,10 +275,13 @@ class AgentConfig:
             raise ConfigError("bootstrap_expect and bootstrap are mutually exclusive")
         if self.bootstrap and not self.server:
             raise ConfigError("bootstrap requires server mode")
-        for name in ("bind_addr", "client_addr", "advertise_addr", "advertise_addr_wan"):
+        for name in ("bind_addr", "advertise_addr", "advertise_addr_wan"):
             value = getattr(self, name)
             if value is not None and not _is_ip(value):
                 raise ConfigError(f"{name}: not an IP address: {_show(value)}")
+        if not self.client_addrs() or not all(_is_ip(a) for a in self.client_addrs()):
+            raise ConfigError(f"client_addr: not an IP address or a space-separated list of them: "
+                              f"{_show(self.client_addr)}")
         for f in fields(Ports):
             port = getattr(self.ports, f.name)
             disabled = port == -1 and f.name in ("dns", "http")

@@ -516,8 +516,9 @@ class HTTPServer:
         await self._server.wait_closed()
 
 
-async def serve(app: Application, host: str | None, port: int, *, backlog: int = 1024) -> HTTPServer:
-    """Listen on host:port (port 0: any free port); raises OSError if the address cannot be bound."""
+async def serve(app: Application, host: str | list[str] | None, port: int, *, backlog: int = 1024) -> HTTPServer:
+    """Listen on host:port, or on each of several hosts (port 0: any free port); raises OSError if an
+    address cannot be bound."""
     loop = asyncio.get_running_loop()
     srv = _Server(app, loop)
     server = await loop.create_server(lambda: _Connection(srv), host, port, reuse_address=True, backlog=backlog)

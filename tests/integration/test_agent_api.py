@@ -110,3 +110,12 @@ def test_agent_process_keeps_openssl_out_unless_asked(cluster: Cluster) -> None:
         del os.environ["PYCONSUL_OPENSSL"]
     with open(f"/proc/{full.pid}/maps") as f:
         assert "_ssl." in f.read()
+
+
+def test_http_listens_on_every_client_addr(cluster: Cluster) -> None:
+    ip = new_block()
+    p = cluster.agent("multi", f"{ip}.1", f"-client={ip}.1 {ip}.2")
+    for addr in (f"{ip}.1", f"{ip}.2"):
+        code, body = _http(f"http://{addr}:8500/v1/agent/self")
+        assert code == 200 and '"ClientAddrs"' in body
+    assert p.api("/v1/agent/self")["DebugConfig"]["ClientAddrs"] == [f"{ip}.1", f"{ip}.2"]

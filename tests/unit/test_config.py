@@ -394,7 +394,8 @@ def test_missing_file(tmp_path: Path) -> None:
         ("agent -data-dir=/d -serf-lan-port=-1", "ports.serf_lan: -1 is not a valid port"),
         ("agent -data-dir=/d -server-port=70000", "ports.server: 70000 is not a valid port"),
         ("agent -data-dir=/d -bind=myhost", 'bind_addr: not an IP address: "myhost"'),
-        ("agent -data-dir=/d -client=localhost", 'client_addr: not an IP address: "localhost"'),
+        ("agent -data-dir=/d -client=localhost",
+         'client_addr: not an IP address or a space-separated list of them: "localhost"'),
         ("agent -data-dir=/d -retry-interval=0s", "retry_interval: must be positive"),
         ("agent -data-dir=/d -retry-max-wan=-1", "retry_max_wan: must not be negative"),
         ("agent -data-dir=/d -log-level=loud", 'log_level: unknown level "loud"'),
@@ -475,3 +476,14 @@ def test_debug_stale_reads_flag_and_key_warn_loudly(tmp_path: Path) -> None:
     cfg2, _ = build_config({"config-file": [str(f)], "data-dir": str(tmp_path)})
     assert cfg2.debug_stale_reads is True
     assert build_config({"data-dir": str(tmp_path)})[0].debug_stale_reads is False
+
+
+def test_client_addr_accepts_a_space_separated_list(tmp_path: Path) -> None:
+    from agent.config import ConfigError, build_config
+
+    cfg, _ = build_config({"client": "10.77.0.11 127.0.0.1", "data-dir": str(tmp_path)})
+    assert cfg.client_addrs() == ["10.77.0.11", "127.0.0.1"]
+    with pytest.raises(ConfigError, match="client_addr: not an IP address or a space-separated list"):
+        build_config({"client": "10.77.0.11 localhost", "data-dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="client_addr"):
+        build_config({"client": "  ", "data-dir": str(tmp_path)})
