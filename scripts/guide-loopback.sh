@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The guide's multi-DC walkthrough on this machine: 3 BJ servers + 1 SH server on
 # 127.0.0.11-14, `join`, `members`, `join -wan`, `members -wan`.
-# Until the Ansible lab lands (issue 4) this is the main job. KEEP=1 leaves the agents running
-# (stop them with: bash scripts/demo.sh stop).
+# (The main job is scripts/deploy.sh: the same topology on lab hosts through Ansible.) KEEP=1 leaves the agents running
+# (stop them with: bash scripts/guide-loopback.sh stop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=${PYCONSUL_DEMO_DIR:-/tmp/pyconsul-demo}
@@ -82,5 +82,5 @@ echo "==> pyconsul operator raft list-peers (on node1)"
 pc 127.0.0.11 operator raft list-peers
 echo "==> SH has one server that expects 3, as in the guide: it stays without a leader"
 if [ "${KEEP:-0}" = "1" ]; then
-    echo "==> agents keep running (logs in $STATE); stop them with: bash scripts/demo.sh stop"
+    echo "==> agents keep running (logs in $STATE); stop them with: bash scripts/guide-loopback.sh stop"
 fi
