@@ -36,6 +36,7 @@ OTHER_CORES = [
     "agent/checks/rules.py",
     "agent/dns/resolver.py",
     "chaos/checker/**/*.py",
+    "chaos/history.py", "chaos/generator.py", "chaos/nemesis/grudge.py", "chaos/experiment.py",
 ]
 
 

@@ -1,0 +1,15 @@
+"""Nemeses: faults injected into a cluster on an inventory's hosts (Jepsen's Nemesis; ARCHITECTURE.md 8, 9).
+
+- chaos.nemesis.grudge  — pure: partition shapes as grudges (host -> hosts whose packets it drops)
+- chaos.nemesis.core    — Nemesis (setup / invoke(op) / teardown), heal_all, heal_command
+- chaos.nemesis.faults  — the fault log, written before a fault is applied (crash-safe healing)
+- chaos.nemesis.remote  — host side (stdlib only, run over ssh): nft/iptables rules, agent processes
+- chaos.nemesis.nfqueue — host side (stdlib only): the NFQUEUE packet delayer behind the latency nemesis
+
+``python -m chaos.nemesis heal|status|invoke -i INVENTORY`` is the command-line face (see __main__).
+"""
+
+from chaos.nemesis.core import Nemesis, NemesisError, heal_all, heal_command, to_history_op
+from chaos.nemesis.faults import FaultLog
+
+__all__ = ["FaultLog", "Nemesis", "NemesisError", "heal_all", "heal_command", "to_history_op"]

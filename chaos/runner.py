@@ -1,0 +1,271 @@
+"""Run one experiment against a deployed cluster (Jepsen's `run!`): DB, clients, nemesis, checker, report.
+
+Order, and what is guaranteed:
+1. The cluster is made ready: redeployed with `agent_config` when the experiment sets one
+   (`ansible-playbook site.yml -e agent_config_extra=...`), every agent started, a leader in every DC.
+2. `concurrency` client processes issue the generator's operations against the agents of the
+   experiment's datacenter (process p talks to host p mod n), recording invoke/completion events in
+   real-time order (history.py's contract). A process whose operation ended `info` is retired and a
+   new process id takes its place. The history is appended to `history.jsonl` as it grows, so a crashed
+   run still leaves what happened.
+3. Meanwhile the nemesis timeline runs; each nemesis operation is recorded in the history too.
+4. When the load ends: heal everything (the nemesis is a context manager, so Ctrl-C and exceptions
+   heal too, and `pyconsul-chaos heal` heals after a crash of the runner), start killed agents, resume
+   paused ones, wait for a leader in every datacenter, then final reads from a fresh process.
+5. Checkers (pure) decide; the report is written; the testinfra suite checks that the cluster healed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from chaos import checker, history
+from chaos.checker import linearizable, stats
+from chaos.checker import set as set_checker
+from chaos.client import KVClient
+from chaos.db import DB
+from chaos.experiment import Experiment
+from chaos.generator import READ, Invocation, RegisterGenerator, RegisterWorkload, SetGenerator, SetWorkload
+from chaos.history import INFO, INVOKE, NEMESIS, OK, Op
+from chaos.inventory import Inventory
+from chaos.inventory import load as load_inventory
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKERS: dict[str, checker.Checker] = {"linearizable": linearizable.check, "set": set_checker.check,
+                                        "stats": stats.check}
+
+
+class Recorder:
+    """The history: thread-safe, indexed, mirrored line by line into a JSONL file."""
+
+    def __init__(self, stream: TextIO, t0_ns: int) -> None:
+        self.ops: list[Op] = []
+        self.stream = stream
+        self.t0 = t0_ns
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.t0
+
+    def record(self, op: Op) -> Op:
+        with self.lock:
+            op = Op(op.process, op.type, op.f, op.key, op.value, self.now(), len(self.ops), op.error)
+            self.ops.append(op)
+            self.stream.write(history.dumps(op) + "\n")
+            self.stream.flush()
+            if op.type != INVOKE and op.process != NEMESIS:
+                self.counts[op.type] += 1
+            return op
+
+
+@dataclass
+class Outcome:
+    out_dir: Path
+    valid: checker.Validity
+    healed: bool
+    verdict: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0: valid and healed; 1: a checker found a violation; 2: undecided; 3: the cluster did not heal."""
+        if self.valid is False:
+            return 1
+        if not self.healed:
+            return 3
+        return 0 if self.valid is True else 2
+
+
+class Runner:
+    def __init__(self, exp: Experiment, inventory_path: str, out_dir: Path, *, seed: int = 0,
+                 progress: bool = True, verify: bool = True, log: TextIO = sys.stderr) -> None:
+        self.exp = exp
+        self.inventory_path = inventory_path
+        self.out_dir = out_dir
+        self.seed = seed
+        self.progress = progress
+        self.verify = verify
+        self.log = log
+        self.inventory: Inventory = load_inventory(inventory_path)
+        self.db = DB(self.inventory)
+        self.client = KVClient(prefix=f"chaos/{exp.name}/{int(time.time())}/")
+        hosts = [h for h in self.inventory.hosts if h.datacenter == exp.datacenter]
+        if not hosts:
+            raise ValueError(f"datacenter {exp.datacenter} has no hosts in {inventory_path}")
+        self.addrs = [h.http for h in hosts]
+        self._stop = threading.Event()
+        self._gen_lock = threading.Lock()
+        self._next_process = exp.concurrency
+
+    def say(self, msg: str) -> None:
+        print(f"==> {msg}", file=self.log, flush=True)
+
+    # --- phases ----------------------------------------------------------------------------------
+
+    def _deploy(self, agent_config: dict[str, Any]) -> None:
+        extra = json.dumps({"agent_config_extra": agent_config})
+        proc = subprocess.run(["ansible-playbook", "site.yml", "-i", self.inventory_path, "-e", extra],
+                              cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ansible-playbook failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+
+    def prepare(self) -> None:
+        if self.exp.agent_config:
+            self.say(f"redeploying with agent_config {self.exp.agent_config}")
+            self._deploy(self.exp.agent_config)
+        self.db.setup(timeout=90)
+
+    def restore(self) -> None:
+        """Put back the inventory's own agent configuration after an experiment that changed it."""
+        if self.exp.agent_config:
+            self.say("redeploying with the inventory's agent configuration")
+            self._deploy({})
+
+    def _generator(self) -> RegisterGenerator | SetGenerator:
+        stagger = int(1e9 / self.exp.rate)
+        if self.exp.workload == "set":
+            return SetGenerator(SetWorkload(adds=None, stagger_ns=stagger), seed=self.seed)
+        keys = tuple(f"r{i}" for i in range(self.exp.keys))
+        return RegisterGenerator(RegisterWorkload(keys=keys, stagger_ns=stagger), seed=self.seed)
+
+    def _worker(self, slot: int, gen: RegisterGenerator | SetGenerator, rec: Recorder) -> None:
+        process = slot
+        while not self._stop.is_set():
+            with self._gen_lock:
+                try:
+                    inv = next(gen)
+                except StopIteration:
+                    return
+            if self._stop.wait(inv.stagger_ns / 1e9):
+                return
+            addr = self.addrs[process % len(self.addrs)]
+            op = rec.record(Op(process, INVOKE, inv.f, inv.key, inv.value))
+            out = self.client.invoke(addr, inv)
+            rec.record(op.complete(out.type, out.value if out.type == OK else None, error=out.error))
+            if out.type == INFO:  # the operation may still be in flight: never reuse this process
+                with self._gen_lock:
+                    process, self._next_process = self._next_process, self._next_process + 1
+
+    def _nemesis_timeline(self, nemesis: Any, rec: Recorder, t0: float) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for step in self.exp.nemesis:
+            if self._stop.wait(max(0.0, t0 + step.at - time.monotonic())):
+                break
+            rec.record(Op(NEMESIS, INVOKE, step.f, None, json.dumps(step.value)))
+            res = nemesis.invoke({"f": step.f, "value": step.value})
+            results.append({"at": round(time.monotonic() - t0, 3), **res})
+            rec.record(Op(NEMESIS, INFO, step.f, None, json.dumps(res.get("value"), default=str)[:500],
+                          error=res.get("error")))
+            self.say(f"nemesis {step.f} {step.value if step.value is not None else ''}"
+                     f"{' ERROR ' + str(res['error']) if res.get('error') else ''}")
+        return results
+
+    def _progress(self, rec: Recorder, t0: float) -> None:
+        tty = self.log.isatty()
+        last = 0.0
+        while not self._stop.wait(0.5):
+            el = time.monotonic() - t0
+            if not tty and el - last < 5:
+                continue
+            last = el
+            frac = min(1.0, el / self.exp.duration)
+            bar = "#" * int(frac * 30)
+            c = rec.counts
+            line = (f"[{bar:<30}] {el:5.1f}/{self.exp.duration:.0f} s  ok {c['ok']}  fail {c['fail']}  "
+                    f"info {c['info']}")
+            print(("\r" + line) if tty else line, end="" if tty else "\n", file=self.log, flush=True)
+        if tty:
+            print(file=self.log)
+
+    def _final_reads(self, gen: RegisterGenerator | SetGenerator, rec: Recorder) -> None:
+        process = self._next_process + 1
+        for inv in gen.final_reads():
+            deadline = time.monotonic() + 30
+            while True:
+                addr = self.addrs[process % len(self.addrs)]
+                op = rec.record(Op(process, INVOKE, inv.f, inv.key, inv.value))
+                out = self.client.invoke(addr, Invocation(READ, inv.key, None))
+                rec.record(op.complete(out.type, out.value if out.type == OK else None, error=out.error))
+                if out.type == OK or time.monotonic() > deadline:
+                    break
+                process += 1
+                time.sleep(0.5)
+
+    def _healed(self) -> tuple[bool, str]:
+        """The testinfra suite's cluster checks: one leader per DC, peers, members -wan complete."""
+        if not self.verify:
+            return True, "not verified (--no-verify)"
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=ansible://all",
+             f"--ansible-inventory={self.inventory_path}", "tests/lab/testinfra",
+             "-k", "leader or peers or members or listen"],
+            cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        return proc.returncode == 0, "\n".join(tail)
+
+    def run(self) -> Outcome:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.say(f"experiment {self.exp.name} on {self.inventory_path} -> {self.out_dir}")
+        self.prepare()
+        try:
+            return self._run()
+        finally:
+            self.restore()
+
+    def _run(self) -> Outcome:
+        from chaos.nemesis import Nemesis  # heavy-ish; only for real runs
+        from chaos.report import write_report
+
+        gen = self._generator()
+        t0_ns = time.monotonic_ns()
+        nemesis_results: list[dict[str, Any]] = []
+        with open(self.out_dir / "history.jsonl", "w") as stream:
+            rec = Recorder(stream, t0_ns)
+            t0 = t0_ns / 1e9
+            with Nemesis(self.inventory, self.db, seed=self.seed, dc=self.exp.datacenter) as nemesis:
+                threads = [threading.Thread(target=self._worker, args=(i, gen, rec), daemon=True)
+                           for i in range(self.exp.concurrency)]
+                if self.progress:
+                    threads.append(threading.Thread(target=self._progress, args=(rec, t0), daemon=True))
+                for t in threads:
+                    t.start()
+                box: list[list[dict[str, Any]]] = []
+                nt = threading.Thread(target=lambda: box.append(self._nemesis_timeline(nemesis, rec, t0)),
+                                      daemon=True)
+                nt.start()
+                try:
+                    self._stop.wait(self.exp.duration)
+                finally:
+                    self._stop.set()
+                    nt.join(120)
+                    for t in threads:
+                        t.join(self.client.timeout * 3)
+                    nemesis_results = box[0] if box else []
+                    self.say("healing")
+                    rec.record(Op(NEMESIS, INVOKE, "heal", None, None))
+                    heal = nemesis.invoke({"f": "heal"})
+                    rec.record(Op(NEMESIS, INFO, "heal", None, None, error=heal.get("error")))
+            self.db.teardown()
+            leaders = {dc: self.db.wait_leader(dc, 90) for dc in self.inventory.datacenters()}
+            self.say(f"leaders after healing: {leaders}")
+            self._final_reads(gen, rec)
+        ops = rec.ops
+        self.say(f"checking {len(ops)} events")
+        composed = checker.compose({name: CHECKERS[name] for name in self.exp.checks})(ops)
+        healed, healed_detail = self._healed()
+        verdict = {"experiment": self.exp.name, "valid": composed.valid, "healed": healed,
+                   "healed_detail": healed_detail, "seed": self.seed, "duration": self.exp.duration,
+                   "counts": dict(rec.counts), "nemesis": nemesis_results, "leaders_after": leaders,
+                   "checks": composed.to_dict()}
+        (self.out_dir / "verdict.json").write_text(json.dumps(verdict, indent=1, default=str) + "\n")
+        write_report(self.out_dir, self.exp, ops, verdict)
+        self.say(f"verdict: valid={composed.valid} healed={healed}; report {self.out_dir / 'index.html'}")
+        return Outcome(self.out_dir, composed.valid, healed, verdict)

@@ -1,0 +1,53 @@
+"""Experiment files (chaos/experiment.py): every shipped experiment parses; bad ones name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chaos.experiment import Experiment, ExperimentError, Step, available, load, parse
+
+REQUIRED = {"leader-kill", "leader-isolation", "majorities-ring", "dc-split", "latency-200ms", "pause-leader",
+            "rolling-kill", "stale-reads"}
+
+
+def test_shipped_experiments_parse_and_cover_the_issue() -> None:
+    assert set(available()) >= REQUIRED
+    for name in available():
+        exp = load(name)
+        assert exp.name == name and exp.nemesis, name
+        assert all(0 <= s.at <= exp.duration for s in exp.nemesis)
+    assert load("stale-reads").agent_config == {"debug_stale_reads": True}
+
+
+def test_fault_windows_end_at_their_healing_step_or_the_end() -> None:
+    exp = Experiment("x", duration=30, nemesis=(Step(5, "kill", "leader:bj"), Step(9, "start"),
+                                                Step(12, "start-partition", "halves")))
+    assert exp.windows() == [(5, 9, "kill leader:bj"), (12, 30, "partition halves")]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ([], "expected a mapping"),
+    ({"name": ""}, "name must be a non-empty string"),
+    ({"name": "x", "bogus": 1}, "unknown field 'bogus'"),
+    ({"name": "x", "workload": "queue"}, "workload must be one of"),
+    ({"name": "x", "duration": 0}, "duration must be a number"),
+    ({"name": "x", "nemesis": [{"at": 1, "f": "explode"}]}, "nemesis[0]: f must be one of"),
+    ({"name": "x", "nemesis": [{"at": 5, "f": "kill"}, {"at": 1, "f": "start"}]}, "time order"),
+    ({"name": "x", "duration": 10, "nemesis": [{"at": 11, "f": "kill"}]}, "at must be a number in [0, 10]"),
+    ({"name": "x", "checks": ["set"]}, "checks for workload register"),
+])
+def test_bad_experiments_name_the_field(data: object, message: str) -> None:
+    with pytest.raises(ExperimentError) as err:
+        parse(data, "f.yaml")
+    assert message in str(err.value) and str(err.value).startswith("f.yaml")
+
+
+def test_unreadable_and_invalid_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(ExperimentError, match="cannot read"):
+        load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ExperimentError, match="not valid YAML"):
+        load(bad)
