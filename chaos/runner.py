@@ -199,10 +199,31 @@ class Runner:
                 process += 1
                 time.sleep(0.5)
 
+    def _wait_membership(self, timeout: float = 120.0) -> None:
+        """After healing, gossip needs a while to bring back members that were declared failed during the
+        fault (serf's reconnect loop, push-pull): wait until every agent sees every agent of its datacenter
+        alive, so that the verdict on healing is about the cluster, not about how soon we looked."""
+        deadline = time.monotonic() + timeout
+        want = self.inventory.datacenters()
+        wan = {f"{h.name}.{h.datacenter}" for h in self.inventory.hosts if h.server}
+
+        def alive(host: str, wan_pool: bool) -> set[str]:
+            return {n for n, st in self.db.members(host, wan_pool).items() if st == "alive"}
+
+        while time.monotonic() < deadline:
+            try:
+                if all(set(want[h.datacenter]) <= alive(h.name, False) and (not h.server or wan <= alive(h.name, True))
+                       for h in self.inventory.hosts):
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(1.0)
+
     def _healed(self) -> tuple[bool, str]:
         """The testinfra suite's cluster checks: one leader per DC, peers, members -wan complete."""
         if not self.verify:
             return True, "not verified (--no-verify)"
+        self._wait_membership()
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=ansible://all",
              f"--ansible-inventory={self.inventory_path}", "tests/lab/testinfra",
