@@ -12,6 +12,9 @@ echo "==> ruff check ."
 echo "==> mypy agent lab chaos"
 .venv/bin/mypy agent lab chaos
 
+echo "==> ansible-lint (site.yml, playbooks, roles, molecule)"
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline -q
+
 echo "==> pytest"
 rc=0
 .venv/bin/python -m pytest -q tests "$@" || rc=$?
