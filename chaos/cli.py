@@ -73,7 +73,11 @@ def _heal(args: argparse.Namespace) -> int:
 def _toxiproxy(args: argparse.Namespace) -> int:
     import importlib
 
-    toxiproxy_main = importlib.import_module("chaos.toxiproxy.__main__").main
+    try:
+        toxiproxy_main = importlib.import_module("chaos.toxiproxy.__main__").main
+    except ModuleNotFoundError:
+        print("pyconsul-chaos: the Toxiproxy-compatible server is not built yet (issue 5)", file=sys.stderr)
+        return 4
     rc: int = toxiproxy_main(["--listen", args.listen])
     return rc
 
@@ -110,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("history")
     p.add_argument("--workload", choices=("register", "set"), default="register")
     p.set_defaults(fn=_check)
-    p = sub.add_parser("toxiproxy", help="serve the Toxiproxy 2.x HTTP API")
+    p = sub.add_parser("toxiproxy", help="serve the Toxiproxy 2.x HTTP API (not built yet)")
     p.add_argument("--listen", default="127.0.0.1:8474")
     p.set_defaults(fn=_toxiproxy)
     p = sub.add_parser("list", help="list the experiments in chaos/experiments")
