@@ -426,7 +426,9 @@ def test_heal_all_after_the_runner_was_killed(lab: Lab) -> None:
 def test_ctrl_c_heals_on_the_way_out(lab: Lab) -> None:
     with _runner(lab, [{"f": "start-partition", "value": "bridge"}, {"f": "pause", "value": "ch-e"}], "with") as proc:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) != 0  # KeyboardInterrupt, after the context manager healed
+        # KeyboardInterrupt, after the context manager healed. Healing is ~3 s alone; once in a CI run it took
+        # over 60 s (not understood yet; see the note on issue 5), hence the generous bound.
+        assert proc.wait(180) != 0
     assert lab.faults.entries() == {}
     assert lab.leftovers() == {}
     assert "T" not in lab.db.agent_info("ch-e")["states"].values()
