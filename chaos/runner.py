@@ -202,7 +202,8 @@ class Runner:
     def _wait_membership(self, timeout: float = 120.0) -> None:
         """After healing, gossip needs a while to bring back members that were declared failed during the
         fault (serf's reconnect loop, push-pull): wait until every agent sees every agent of its datacenter
-        alive, so that the verdict on healing is about the cluster, not about how soon we looked."""
+        alive and every agent names the same leader, so that the verdict on healing is about the cluster,
+        not about how soon we looked (a deadline, then testinfra decides)."""
         deadline = time.monotonic() + timeout
         want = self.inventory.datacenters()
         wan = {f"{h.name}.{h.datacenter}" for h in self.inventory.hosts if h.server}
@@ -210,10 +211,17 @@ class Runner:
         def alive(host: str, wan_pool: bool) -> set[str]:
             return {n for n, st in self.db.members(host, wan_pool).items() if st == "alive"}
 
+        def agreed_leaders() -> bool:  # every agent of each datacenter names the same, non-empty leader
+            for names in want.values():
+                views = {str(self.db.api(n, "/v1/status/leader")) for n in names}
+                if len(views) != 1 or views == {""} or views == {"None"}:
+                    return False
+            return True
+
         while time.monotonic() < deadline:
             try:
                 if all(set(want[h.datacenter]) <= alive(h.name, False) and (not h.server or wan <= alive(h.name, True))
-                       for h in self.inventory.hosts):
+                       for h in self.inventory.hosts) and agreed_leaders():
                     return
             except (OSError, ValueError):
                 pass
