@@ -4,7 +4,7 @@
     pyconsul-chaos run EXPERIMENT -i INVENTORY [--out DIR] [--seed N] [--duration S] [--no-verify]
     pyconsul-chaos heal -i INVENTORY
     pyconsul-chaos check HISTORY.jsonl [--workload register|set]
-    pyconsul-chaos toxiproxy [--listen HOST:PORT]
+    pyconsul-chaos toxiproxy [--listen HOST:PORT] [--config FILE] [--seed N]
 
 Exit codes of `run`: 0 valid and healed, 1 a checker found a violation, 2 undecided (e.g. the checker's
 time budget ran out), 3 the cluster did not heal, 4 bad input (file, inventory) or a failed set-up.
@@ -71,15 +71,14 @@ def _heal(args: argparse.Namespace) -> int:
 
 
 def _toxiproxy(args: argparse.Namespace) -> int:
-    import importlib
+    from chaos.toxiproxy.__main__ import main as toxiproxy_main
 
-    try:
-        toxiproxy_main = importlib.import_module("chaos.toxiproxy.__main__").main
-    except ModuleNotFoundError:
-        print("pyconsul-chaos: the Toxiproxy-compatible server is not built yet (issue 5)", file=sys.stderr)
-        return 4
-    rc: int = toxiproxy_main(["--listen", args.listen])
-    return rc
+    argv = ["--listen", args.listen, "--log-level", args.log_level]
+    if args.config:
+        argv += ["--config", args.config]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
+    return toxiproxy_main(argv)
 
 
 def _list(_args: argparse.Namespace) -> int:
@@ -114,8 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("history")
     p.add_argument("--workload", choices=("register", "set"), default="register")
     p.set_defaults(fn=_check)
-    p = sub.add_parser("toxiproxy", help="serve the Toxiproxy 2.x HTTP API (not built yet)")
-    p.add_argument("--listen", default="127.0.0.1:8474")
+    p = sub.add_parser("toxiproxy", help="serve the Toxiproxy 2.x HTTP API (TCP proxies with toxics)")
+    p.add_argument("--listen", default="127.0.0.1:8474", help="API address HOST:PORT (default %(default)s)")
+    p.add_argument("--config", help="JSON list of proxies to create at start (Toxiproxy's -config)")
+    p.add_argument("--seed", type=int, help="random seed (toxicity rolls, jitter, slicer cuts)")
+    p.add_argument("--log-level", default="WARNING")
     p.set_defaults(fn=_toxiproxy)
     p = sub.add_parser("list", help="list the experiments in chaos/experiments")
     p.set_defaults(fn=_list)

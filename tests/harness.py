@@ -159,6 +159,15 @@ class Cluster:
         wait_for(lambda: p.members() if p.running() else _died(p), 20, f"serf {name} RPC")
         return p
 
+    def toxiproxy(self, ip: str, *args: str, port: int = 8474) -> ToxiproxyProc:
+        """Our Toxiproxy API server (`python -m chaos.toxiproxy`) on ip:port."""
+        argv = [sys.executable, "-m", "chaos.toxiproxy", f"--listen={ip}:{port}", "--log-level=INFO", *args]
+        p = ToxiproxyProc("toxiproxy", argv, self.tmp / "toxiproxy.log", url=f"http://{ip}:{port}")
+        p.start({"PYTHONPATH": str(ROOT)})
+        self.procs.append(p)
+        wait_for(lambda: p.api("/version") if p.running() else _died(p), 20, "toxiproxy API")
+        return p
+
     def close(self) -> None:
         for p in reversed(self.procs):
             p.stop(timeout=5)
@@ -183,6 +192,18 @@ class SerfProc(Proc):
         """`serf VERB -rpc-addr=... ARGS` (Go flags must come before positional arguments)."""
         return subprocess.run(["serf", verb, f"-rpc-addr={self.rpc}", *args], capture_output=True, text=True,
                               timeout=15, stdin=subprocess.DEVNULL)
+
+
+@dataclass
+class ToxiproxyProc(Proc):
+    url: str = ""
+
+    def api(self, path: str, method: str = "GET", body: Any = None, timeout: float = 10.0) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw.strip() else None
 
 
 def _died(p: Proc) -> Any:
