@@ -139,7 +139,7 @@ class Agent:
         if cfg.server:
             tags.update(
                 role="consul",
-                port=str(cfg.ports.server),
+                port=str(cfg.rpc_advertise()[1]),
                 raft_vsn="3",
                 wan_join_port=str(cfg.ports.serf_wan),
                 acls="0",

@@ -186,6 +186,10 @@ class AgentConfig:
     bind_addr: str = "0.0.0.0"
     advertise_addr: str | None = None
     advertise_addr_wan: str | None = None
+    # Consul's advertise_addrs.rpc ("ip:port"): the server RPC address other servers dial, e.g. a
+    # TCP proxy in front of our port (chaos/toxiproxy). Servers learn it through the "port" tag,
+    # joined to our gossip address, as in Consul: only its port reaches the other servers.
+    advertise_addr_rpc: str | None = None
     client_addr: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     start_join: list[str] = field(default_factory=list)
@@ -226,6 +230,14 @@ class AgentConfig:
         if self.raft_trailing_logs is not None:
             rc = replace(rc, trailing_logs=self.raft_trailing_logs)
         return rc
+
+    def rpc_advertise(self) -> tuple[str, int]:
+        """(address, port) other servers dial for our server RPC: advertise_addrs.rpc, else the LAN
+        advertise address and ports.server."""
+        if self.advertise_addr_rpc:
+            host, _, port = self.advertise_addr_rpc.rpartition(":")
+            return host.strip("[]"), int(port)
+        return self.advertise(), self.ports.server
 
     def client_addrs(self) -> list[str]:
         """client_addr may list several addresses separated by spaces, as in Consul ("10.0.0.5 127.0.0.1")."""
@@ -279,6 +291,10 @@ class AgentConfig:
             value = getattr(self, name)
             if value is not None and not _is_ip(value):
                 raise ConfigError(f"{name}: not an IP address: {_show(value)}")
+        if self.advertise_addr_rpc is not None:
+            host, sep, port = self.advertise_addr_rpc.rpartition(":")
+            if not sep or not _is_ip(host.strip("[]")) or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ConfigError(f"advertise_addrs.rpc: expected IP:PORT, got {_show(self.advertise_addr_rpc)}")
         if not self.client_addrs() or not all(_is_ip(a) for a in self.client_addrs()):
             raise ConfigError(f"client_addr: not an IP address or a space-separated list of them: "
                               f"{_show(self.client_addr)}")
@@ -384,7 +400,7 @@ KEYS: dict[str, Kind] = {
     "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
     "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
-    "debug_stale_reads": "bool",
+    "debug_stale_reads": "bool", "advertise_addrs.rpc": "str",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -396,7 +412,8 @@ _OBJECTS = frozenset(k.split(".")[0] for k in KEYS if "." in k)
 # Where a JSON key lands in AgentConfig when its name differs.
 _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier",
             "performance.raft_profile": "raft_profile",
-            "autopilot.cleanup_dead_servers": "autopilot_cleanup_dead_servers"}
+            "autopilot.cleanup_dead_servers": "autopilot_cleanup_dead_servers",
+            "advertise_addrs.rpc": "advertise_addr_rpc"}
 
 
 class _BadValue(Exception):

@@ -75,7 +75,8 @@ class ConsulServer:
         self.raft_config = raft_config or cfg.raft_config()
         self.changed = asyncio.Condition()
         self.fsm = StoreFSM(self._on_apply)
-        self.address = f"{cfg.advertise()}:{cfg.ports.server}"
+        rpc_host, rpc_port = cfg.rpc_advertise()
+        self.address = f"{rpc_host}:{rpc_port}"
         self.transport = Transport(node_id, cfg.datacenter, (cfg.bind_addr, cfg.ports.server),
                                    self._deliver, self._on_request, self._peer_lost)
         self.raft: RaftNode | None = None

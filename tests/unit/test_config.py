@@ -413,6 +413,8 @@ def test_semantic_errors(line: str, message: str) -> None:
         ({"reconnect_timeout": "1h"}, "reconnect_timeout: must be at least 8h0m0s"),
         ({"performance": {"raft_multiplier": 11}}, "performance.raft_multiplier: must be between 1 and 10"),
         ({"gossip_wan": {"retransmit_mult": 0}}, "gossip_wan.retransmit_mult: must be at least 1"),
+        ({"advertise_addrs": {"rpc": "node1:8300"}}, 'advertise_addrs.rpc: expected IP:PORT, got "node1:8300"'),
+        ({"advertise_addrs": {"rpc": "10.77.0.11"}}, 'advertise_addrs.rpc: expected IP:PORT, got "10.77.0.11"'),
     ],
 )
 def test_semantic_errors_from_files(tmp_path: Path, doc: dict[str, object], message: str) -> None:
@@ -487,3 +489,13 @@ def test_client_addr_accepts_a_space_separated_list(tmp_path: Path) -> None:
         build_config({"client": "10.77.0.11 localhost", "data-dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="client_addr"):
         build_config({"client": "  ", "data-dir": str(tmp_path)})
+
+
+def test_advertise_addrs_rpc_is_what_other_servers_dial(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.json", {"data_dir": "/d", "bind_addr": "10.77.0.11", "server": True,
+                                      "advertise_addrs": {"rpc": "10.77.0.11:18300"}})
+    cfg, _ = validate_paths([path])
+    assert cfg.rpc_advertise() == ("10.77.0.11", 18300)
+    assert cfg.ports.server == 8300  # we still listen on our own port
+    plain, _ = validate_paths([write(tmp_path, "b.json", {"data_dir": "/d", "bind_addr": "10.77.0.11"})])
+    assert plain.rpc_advertise() == ("10.77.0.11", 8300)

@@ -37,6 +37,7 @@ OTHER_CORES = [
     "agent/dns/resolver.py",
     "chaos/checker/**/*.py",
     "chaos/history.py", "chaos/generator.py", "chaos/nemesis/grudge.py", "chaos/experiment.py",
+    "chaos/toxiproxy/toxics.py",
 ]
 
 
