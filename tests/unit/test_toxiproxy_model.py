@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -78,7 +79,7 @@ def test_proxy_bodies() -> None:
         parse_proxy(body({"upstream": "x:1"}))
     with pytest.raises(ApiError, match="enabled must be true or false"):
         parse_proxy(body({"name": "a", "upstream": "x:1", "enabled": "yes"}))
-    with pytest.raises(ApiError, match="^bad request body: "):
+    with pytest.raises(ApiError, match=r"^bad request body: "):
         parse_proxy(b"\xff")
     cur = ProxySpec("a", "127.0.0.1:5", "127.0.0.1:1", True)
     assert parse_proxy_update(cur, body({"enabled": False})) == ProxySpec("a", "127.0.0.1:5", "127.0.0.1:1", False)
@@ -97,7 +98,7 @@ def test_populate_checks_every_proxy_before_any_is_made() -> None:
 def test_slices_cover_the_data_in_order(size: int, average: int, variation: int, seed: int) -> None:
     cuts = slice_offsets(size, average, variation, random.Random(seed))
     assert cuts[0][0] == 0 and cuts[-1][1] == size
-    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(cuts))
     assert all(end - start <= max(average + variation, 1) or size <= 1 for start, end in cuts)
     assert all(end > start for start, end in cuts) or size == 0
 
