@@ -710,5 +710,11 @@ class Membership:
         state.state = NodeState.LEFT if d.node == d.from_ else NodeState.DEAD
         state.state_change = now
         self.out.append(NodeEvent("leave", state.info()))
+        if state.state == NodeState.DEAD and state.name != self.name:
+            # A failure is news every member needs: send it now, in an extra gossip round, instead of
+            # waiting up to gossip_interval for the next one (memberlist waits). Each member does this
+            # once per death it learns, so it costs at most gossip_nodes packets per member per death,
+            # and the dead node's retransmit budget is spent the same way as by the scheduled rounds.
+            self._gossip(now)
 
 

@@ -152,6 +152,24 @@ def test_suspicion_expires_into_dead_with_event() -> None:
     assert any(isinstance(e, NodeEvent) and e.kind == "leave" and e.node.name == "p2" for e in out)
 
 
+@pytest.mark.parametrize("how", ["own suspicion expires", "told by a peer"])
+def test_a_death_is_gossiped_at_once_not_at_the_next_round(how: str) -> None:
+    m = make(6)
+    m.handle_message(Suspect(1, "p2", "p3"), ("10.0.0.3", 8301), 10.0)
+    deadline = m.suspicions["p2"].deadline
+    m.tick(deadline - 0.01)
+    m.next_gossip = deadline + 10  # no scheduled round is due
+    if how == "told by a peer":
+        m.handle_message(Dead(1, "p2", "p4"), ("10.0.0.4", 8301), deadline)
+        out = m._take()
+    else:
+        out = m.tick(deadline)
+    told = [addr for addr, msgs in sends(out) if Dead(1, "p2", "p4" if how == "told by a peer" else "me") in msgs]
+    assert len(told) == GossipConfig.lan().gossip_nodes
+    m.handle_message(Dead(1, "p2", "p5"), ("10.0.0.5", 8301), deadline + 0.1)
+    assert sends(m._take()) == [], "old news: no extra round"
+
+
 def test_address_conflict_is_refused_and_counted() -> None:
     m = make(1)
     m.handle_message(Alive(9, "p2", ip(50), 8301, b"", VSN), ("10.0.0.50", 8301), 1.0)
