@@ -11,6 +11,12 @@ Outcome rules (history.py: `fail` only when the operation certainly did not take
   `PUT ?cas=<ModifyIndex>`: `true` -> ok, `false` -> fail (the index moved: nothing was written),
   errors -> info. Atomic: the write applies only if nothing changed since the read that saw `expected`.
 - the set's final read (`GET ?keys&consistent` on the set's prefix) -> ok with the sorted elements.
+- lock operations (`invoke_lock`, chaos/checker/lock.py): `acquire` / `release` are
+  `PUT ?acquire=<session>` / `?release=<session>` (`true` ok, `false` fail, other errors info);
+  `destroy` is `PUT /v1/session/destroy/<session>`; a lock `read` is `GET ?consistent` -> ok with the
+  owner (the value written by the acquire) while a session holds the key, None when none does.
+  `session()` creates a lock session: no health checks and no TTL (only an operation in the
+  history frees the lock), lock-delay 0 s, behavior release.
 """
 
 from __future__ import annotations
@@ -117,7 +123,8 @@ class KVClient:
         if status == 200 and text == "true":
             return Outcome(OK)
         if status == 200 and text == "false":
-            return Outcome(FAIL, error="cas index mismatch")
+            what = "cas index mismatch" if query.startswith("cas=") else f"{query.split('=')[0]} refused"
+            return Outcome(FAIL, error=what)
         return Outcome(INFO, error=f"HTTP {status}: {text[:200]}")
 
     def _cas(self, addr: str, inv: Invocation) -> Outcome:
@@ -131,3 +138,42 @@ class KVClient:
             return Outcome(FAIL, error=f"value is {None if entry is None else entry[0]!r}, not {expected!r}")
         out = self._write(addr, inv.key, str(new).encode(), f"cas={entry[1]}")
         return out if out.type != OK else Outcome(OK, inv.value)
+
+    # --- locks -----------------------------------------------------------------------------------
+
+    def session(self, addr: str, name: str) -> str:
+        """A new lock session's ID; raises OSError or ValueError when the agent does not make one."""
+        body = json.dumps({"Name": name, "Checks": [], "LockDelay": "0s", "Behavior": "release"}).encode()
+        try:
+            status, raw = self._call(addr, "PUT", "/v1/session/create", body)
+        except (_Refused, http.client.HTTPException) as exc:
+            raise OSError(f"session create: {exc}") from None
+        if status != 200:
+            raise ValueError(f"session create: HTTP {status}: {raw[:200].decode(errors='replace').strip()}")
+        return str(json.loads(raw)["ID"])
+
+    def invoke_lock(self, addr: str, f: str, key: Any, owner: Value, session: str) -> Outcome:
+        """One lock operation (acquire, release, destroy, read) with `session`; never raises."""
+        try:
+            if f == READ:
+                status, body = self._call(addr, "GET", self._path(key, "consistent"))
+                if status == 404:
+                    return Outcome(OK, None)
+                if status != 200:
+                    return Outcome(FAIL, error=f"HTTP {status}: {body[:200].decode(errors='replace').strip()}")
+                (entry,) = json.loads(body)
+                raw = base64.b64decode(entry["Value"]) if entry.get("Value") else b""
+                return Outcome(OK, int(raw) if entry.get("Session") and raw else None)
+            if f in ("acquire", "release"):
+                return self._write(addr, key, str(owner).encode(), f"{f}={urllib.parse.quote(session)}")
+            if f == "destroy":
+                status, body = self._call(addr, "PUT", f"/v1/session/destroy/{urllib.parse.quote(session)}")
+                text = body.decode(errors="replace").strip()
+                if status == 200 and text == "true":
+                    return Outcome(OK)
+                return Outcome(INFO, error=f"HTTP {status}: {text}")
+            return Outcome(FAIL, error=f"unknown lock operation {f!r}")
+        except _Refused as exc:
+            return Outcome(FAIL, error=f"connection refused: {exc}")
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            return Outcome(FAIL if f == READ else INFO, error=f"{type(exc).__name__}: {exc}")

@@ -9,6 +9,8 @@ rate is one op per `mean` per generator). Processes, timeouts and recording are 
   workload): values come from a small domain (0..values-1) so that stale reads are distinguishable and cas
   comparisons succeed often enough to matter. A cas is `(expected, new)`.
 - `SetGenerator`: adds of unique integers to one set, then one final read (after the nemesis has healed).
+- `LockGenerator`: turns at a Consul lock (the runner makes a turn an `acquire` if the process does not
+  hold the lock, else a `release`) mixed with `?consistent` reads of who holds it (chaos/checker/lock.py).
 
 `simulate_register` executes invocations against an in-memory, linearizable register store with
 overlapping, randomly timed operations, crashes (info) and failures: a reference history for checker
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from chaos.history import FAIL, INFO, INVOKE, OK, Key, Op, OpType, Value
 
 READ, WRITE, CAS, ADD = "read", "write", "cas", "add"
+TURN = "turn"  # lock workload: acquire, or release if the process holds the lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,44 @@ class SetGenerator:
 
     def final_reads(self) -> list[Invocation]:
         return [Invocation(READ, self.workload.key, None, 0)]
+
+
+@dataclass(frozen=True, slots=True)
+class LockWorkload:
+    keys: tuple[Key, ...] = ("lock",)
+    read: float = 0.3  # share of reads among invocations
+    stagger_ns: int = 10_000_000
+
+    def validate(self) -> None:
+        if not self.keys:
+            raise ValueError("LockWorkload.keys must not be empty")
+        if not 0.0 <= self.read < 1.0:
+            raise ValueError("LockWorkload.read must be in [0, 1)")
+        if self.stagger_ns < 0:
+            raise ValueError("LockWorkload.stagger_ns must be >= 0")
+
+
+class LockGenerator:
+    """An endless, seeded stream of lock turns and reads; `final_reads()` reads every lock once."""
+
+    def __init__(self, workload: LockWorkload | None = None, *, seed: int = 0) -> None:
+        self.workload = workload or LockWorkload()
+        self.workload.validate()
+        self._rng = random.Random(seed)
+
+    def __iter__(self) -> Iterator[Invocation]:
+        return self
+
+    def __next__(self) -> Invocation:
+        rng, w = self._rng, self.workload
+        f = READ if rng.random() < w.read else TURN
+        return Invocation(f, w.keys[rng.randrange(len(w.keys))], None, _stagger(rng, w.stagger_ns))
+
+    def take(self, n: int) -> list[Invocation]:
+        return [next(self) for _ in range(n)]
+
+    def final_reads(self) -> list[Invocation]:
+        return [Invocation(READ, k, None, 0) for k in self.workload.keys]
 
 
 # --- a reference execution -----------------------------------------------------------------------------

@@ -74,6 +74,10 @@ class Model(Protocol):
         """True if `op` never changes the state, whatever the state (e.g. a read)."""
         ...
 
+    def invalid(self, f: str, value: Value) -> str | None:
+        """Why an invocation (f, value) is not an operation of this model, or None if it is."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RegisterModel:
@@ -101,6 +105,13 @@ class RegisterModel:
 
     def read_only(self, op: LinOp) -> bool:
         return op.f == READ
+
+    def invalid(self, f: str, value: Value) -> str | None:
+        if f not in (READ, WRITE, CAS):
+            return f"the register checker knows read, write and cas, not {f!r}"
+        if f == CAS and not (isinstance(value, tuple) and len(value) == 2):
+            return f"a cas value is (expected, new), got {value!r}"
+        return None
 
     def refusal(self, state: Value, op: LinOp) -> str:
         if op.f == READ:
@@ -202,7 +213,7 @@ def check(history: Sequence[Op], *, model: Model | None = None, max_steps: int |
         by_key.setdefault(pr.key, []).append(pr)
     results: dict[Key, KeyResult] = {}
     for key, prs in by_key.items():
-        ops = _prepare(prs)
+        ops = _prepare(prs, model)
         if budget.exhausted is not None:
             results[key] = KeyResult(key, UNKNOWN, len(ops), 0, f"not checked: {budget.exhausted}")
         else:
@@ -210,19 +221,20 @@ def check(history: Sequence[Op], *, model: Model | None = None, max_steps: int |
     return LinearizableResult(merge_validity(r.valid for r in results.values()), results)
 
 
-def _prepare(prs: Sequence[Pair]) -> list[LinOp]:
+def _prepare(prs: Sequence[Pair], model: Model) -> list[LinOp]:
     """The operations the search needs, numbered 0..n-1 in invocation order."""
     kept: list[tuple[Pair, bool]] = []
     for pr in prs:
-        if pr.f not in (READ, WRITE, CAS):
-            raise HistoryError(f"event {pr.invoke_index}: the register checker knows read, write and cas, not {pr.f!r}")
-        if pr.f == CAS and not (isinstance(pr.invoke.value, tuple) and len(pr.invoke.value) == 2):
-            raise HistoryError(f"event {pr.invoke_index}: a cas value is (expected, new), got {pr.invoke.value!r}")
+        why = model.invalid(pr.f, pr.invoke.value)
+        if why is not None:
+            raise HistoryError(f"event {pr.invoke_index}: {why}")
         t = pr.type
         if t == OK:
             kept.append((pr, True))
-        elif t == INFO and pr.f != READ:
-            kept.append((pr, False))
+        elif t == INFO:
+            probe = LinOp(-1, pr.f, pr.invoke.value, None, False, pr.invoke_index, None, pr.process)
+            if not model.read_only(probe):  # an info read constrains nothing
+                kept.append((pr, False))
     last_return = max((pr.complete_index or 0 for pr, known in kept if known), default=-1)
     kept = [(pr, known) for pr, known in kept if known or pr.invoke_index < last_return]
     out: list[LinOp] = []

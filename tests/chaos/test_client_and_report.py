@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaos import history
-from chaos.client import KVClient
+from chaos.client import KVClient, Outcome
 from chaos.experiment import Experiment, Step
 from chaos.generator import Invocation
 from chaos.history import FAIL, INFO, INVOKE, OK, Op
@@ -37,6 +37,32 @@ def test_client_outcomes_against_a_real_agent(cluster: Cluster) -> None:
     assert c.invoke(addr, Invocation("read", "set", None)).value == (2, 5, 9)
     # nobody listens: refused before anything was sent -> fail, for writes too
     assert c.invoke(f"{ip}.2:8500", Invocation("write", "k", 1)).type == FAIL
+
+
+def test_lock_outcomes_against_a_real_agent(cluster: Cluster) -> None:
+    ip = new_block()
+    p = cluster.agent("solo", f"{ip}.1", "-dev", f"-bind={ip}.1", f"-client={ip}.1", data_dir=False)
+    wait_for(lambda: p.api("/v1/status/leader"), 20, "a leader")
+    wait_for(lambda: p.api("/v1/catalog/node/solo"), 20, "the agent's own catalog registration")
+    c = KVClient(prefix="t/")
+    addr = f"{ip}.1:8500"
+    s0, s1 = c.session(addr, "p0"), c.session(addr, "p1")
+    info = p.api(f"/v1/session/info/{s0}")[0]
+    assert info["Checks"] == [] and info["LockDelay"] == 0 and info["Behavior"] == "release"
+    assert c.invoke_lock(addr, "read", "lock", None, s0) == Outcome(OK, None)
+    assert c.invoke_lock(addr, "acquire", "lock", 0, s0).type == OK
+    taken = c.invoke_lock(addr, "acquire", "lock", 1, s1)
+    assert taken.type == FAIL and taken.error == "acquire refused"
+    assert c.invoke_lock(addr, "read", "lock", None, s1) == Outcome(OK, 0)
+    assert c.invoke_lock(addr, "release", "lock", 1, s1).type == FAIL, "only the holder releases"
+    assert c.invoke_lock(addr, "release", "lock", 0, s0).type == OK
+    assert c.invoke_lock(addr, "read", "lock", None, s0) == Outcome(OK, None)
+    assert c.invoke_lock(addr, "acquire", "lock", 1, s1).type == OK
+    assert c.invoke_lock(addr, "destroy", "lock", 1, s1).type == OK  # destroying the session frees the lock
+    assert c.invoke_lock(addr, "read", "lock", None, s0) == Outcome(OK, None)
+    assert c.invoke_lock(addr, "acquire", "lock", 0, s0).type == OK, "lock-delay 0 s: free at once"
+    with pytest.raises(OSError):
+        c.session(f"{ip}.2:8500", "nobody")
 
 
 def test_report_shows_windows_outcomes_and_offending_ops(tmp_path: Path) -> None:
