@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:8474", help="API address HOST:PORT (default %(default)s)")
     p.add_argument("--config", help="JSON list of proxies to create at start (Toxiproxy's -config)")
     p.add_argument("--seed", type=int, help="random seed (toxicity rolls, jitter, slicer cuts)")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", default="WARNING", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.set_defaults(fn=_toxiproxy)
     p = sub.add_parser("list", help="list the experiments in chaos/experiments")
     p.set_defaults(fn=_list)

@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--listen", default="127.0.0.1:8474", help="API address HOST:PORT (default %(default)s)")
     ap.add_argument("--config", help="JSON list of proxies to create at start (Toxiproxy's -config)")
     ap.add_argument("--seed", type=int, help="random seed (toxicity, jitter, slicer)")
-    ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument("--log-level", default="WARNING", type=str.upper,
+                    choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     try:
