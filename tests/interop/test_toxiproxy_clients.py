@@ -168,6 +168,23 @@ def test_latency_jitter_and_live_updates(tp: tuple[Toxiproxy, ToxiproxyProc, str
     up.close()
 
 
+def test_removing_a_toxic_lets_go_of_the_data_it_holds(tp: tuple[Toxiproxy, ToxiproxyProc, str]) -> None:
+    server, _, ip = tp
+    up = Upstream(f"{ip}.2", echo)
+    proxy = server.create(upstream=up.addr, name="hold", listen=f"{ip}.1:0")
+    proxy.add_toxic(type="latency", attributes={"latency": 20000})
+    with connect(proxy, timeout=0.5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"held")
+        with pytest.raises(TimeoutError):  # the echo is held by the toxic
+            s.recv(10)
+        proxy.destroy_toxic("latency_downstream")
+        s.settimeout(10)
+        assert s.recv(10) == b"held"
+        assert time.monotonic() - t0 < 10, "the 20 s delay was cut short when the toxic went away"
+    up.close()
+
+
 def test_bandwidth_limits_the_rate(tp: tuple[Toxiproxy, ToxiproxyProc, str]) -> None:
     server, _, ip = tp
     payload = bytes(range(256)) * 200  # 51,200 bytes
