@@ -9,8 +9,9 @@ Order, and what is guaranteed:
    new process id takes its place. The history is appended to `history.jsonl` as it grows, so a crashed
    run still leaves what happened.
 3. Meanwhile the nemesis timeline runs; each nemesis operation is recorded in the history too.
-4. When the load ends: heal everything (the nemesis is a context manager, so Ctrl-C and exceptions
-   heal too, and `pyconsul-chaos heal` heals after a crash of the runner), start killed agents, resume
+4. When the load ends: heal everything (the nemesis is a context manager, so exceptions, Ctrl-C and
+   SIGTERM heal too, even with SIGINT inherited ignored; a second signal does not cut the heal short;
+   `pyconsul-chaos heal` heals after a crash of the runner), start killed agents, resume
    paused ones, wait for a leader in every datacenter, then final reads from a fresh process.
 5. Checkers (pure) decide; the report is written; the testinfra suite checks that the cluster healed.
 """

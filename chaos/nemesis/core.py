@@ -21,7 +21,9 @@ bump-clock, ...      not supported: the result carries an error saying why (CLOC
 ===================  ===========================================================================================
 
 Crash safety: each fault is recorded in the FaultLog (fsynced) before it is applied; `heal_all` (also at
-`setup`, `teardown`, ``__exit__`` — so Ctrl-C heals — and from ``python -m chaos.nemesis heal -i INV``)
+`setup`, `teardown`, ``__exit__`` — so Ctrl-C, ``kill -INT`` and ``kill -TERM`` heal, even when SIGINT was
+inherited ignored, and a second signal does not cut the heal short: chaos/nemesis/interrupt.py — and from
+``python -m chaos.nemesis heal -i INV``)
 undoes recorded faults and scans every host for ``pcl_chaos`` nft tables, the ``PCL_CHAOS`` iptables chain,
 tagged delayers and stopped agent processes.
 """
@@ -40,6 +42,7 @@ from chaos.db import DB
 from chaos.inventory import Host, Inventory, load, parallel
 from chaos.nemesis import grudge as g
 from chaos.nemesis.faults import FaultLog
+from chaos.nemesis.interrupt import Guard
 
 DELAYER_SOURCE = Path(__file__).parent / "nfqueue.py"
 CLOCK_UNSUPPORTED = (
@@ -69,6 +72,7 @@ class Nemesis:
         servers = inventory.servers()
         self.dc = dc or (inventory.host(servers[0]).datacenter if servers else inventory.hosts[0].datacenter)
         self.faults = faults or FaultLog.for_inventory(inventory.path)
+        self._guard = Guard()
         self._ops: dict[str, Callable[[Any], Any]] = {
             "start-partition": self._start_partition, "stop-partition": self._stop_partition,
             "start-latency": self._start_latency, "stop-latency": self._stop_latency,
@@ -89,12 +93,22 @@ class Nemesis:
         self.setup()
 
     def __enter__(self) -> Nemesis:
-        self.setup()
+        """Heal, then hold SIGINT/SIGTERM to "unwind and heal" until `__exit__` (chaos.nemesis.interrupt:
+        an inherited ignored SIGINT would otherwise leave every fault in place, SIGTERM skip the heal)."""
+        self._guard.install()
+        try:
+            self.setup()
+        except BaseException:
+            self._guard.restore()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.teardown()
+        try:
+            self.teardown()  # a second signal here is reported and ignored: the heal runs to its end
+        finally:
+            self._guard.restore()
 
     def invoke(self, op: Mapping[str, Any]) -> Result:
         f = str(op.get("f"))

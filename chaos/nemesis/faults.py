@@ -49,7 +49,8 @@ class FaultLog:
         return cls(log_path(inventory_path))
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
+        """Hold the log's lock: every reader and writer, in any process, waits until the block ends."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, open(self.path.with_name(self.path.name + ".lock"), "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -82,19 +83,19 @@ class FaultLog:
             os.close(fd)
 
     def entries(self) -> dict[str, dict[str, Any]]:
-        with self._locked():
+        with self.locked():
             return self._read()
 
     def record(self, key: str, fault: dict[str, Any]) -> None:
         """Write the fault down durably; call before applying it."""
-        with self._locked():
+        with self.locked():
             entries = self._read()
             entries[key] = fault
             self._write(entries)
 
     def forget(self, *keys: str) -> None:
         """Drop entries once their faults are healed."""
-        with self._locked():
+        with self.locked():
             entries = self._read()
             for key in keys:
                 entries.pop(key, None)
