@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl openssh-server openssh-client nftables iptables)
+# systemd: only for systemd-analyze (tests/lab/test_systemd_unit.py verifies the role's unit); it does not
+# become PID 1 or start anything in a container.
+APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl openssh-server openssh-client nftables iptables
+              systemd)
 
 say() { printf '==> %s\n' "$*"; }
 
