@@ -4,7 +4,8 @@
   host is touched, with an assert naming the problem. No lab needed.
 - An unreachable host fails clearly (UNREACHABLE in the recap) and the others are deployed and
   form their cluster anyway. Needs the lab.
-- `molecule test` (lab up, converge = site.yml, idempotence, testinfra verify, lab down) succeeds.
+- `molecule test` (lab up, converge = site.yml, idempotence, check, testinfra verify, lab down) succeeds;
+  idempotence and check (converge with --check) report changed=0 and failed=0 on every host.
   Needs the lab.
 
 Every test that brings the lab up takes it down again, also when it fails.
@@ -122,9 +123,16 @@ def test_unreachable_host_fails_clearly_and_spares_the_others(lab: None) -> None
         assert f"== {dc}: pyconsul operator raft list-peers" in proc.stdout, out[-4000:]
 
 
+def _step(out: str, step: str) -> str:
+    """What molecule's `step` printed (its log lines and the playbook's output, interleaved in one stream)."""
+    start = out.index(f"[default > {step}] Executing")
+    return out[start:out.index(f"[default > {step}] Executed", start)]
+
+
 @pytest.mark.slow
 def test_molecule_test_passes() -> None:
-    """molecule test: destroy, syntax, create (lab up), converge (site.yml), idempotence,
+    """molecule test: destroy, syntax, create (lab up), converge (site.yml), idempotence, check
+    (converge with --check on the deployed cluster: nothing fails, nothing would change),
     verify (tests/lab/testinfra), destroy (lab down)."""
     reason = _lab_missing()
     if reason:
@@ -132,8 +140,15 @@ def test_molecule_test_passes() -> None:
     env = _env()
     env.pop("ANSIBLE_CONFIG")  # molecule writes its own
     try:
-        proc = _run([str(BIN / "molecule"), "test"], timeout=1800, env=env)
-        assert proc.returncode == 0, proc.stdout[-12000:] + proc.stderr[-6000:]
-        assert "changed=0" in proc.stdout
+        # One stream, so that each step's playbook output sits between molecule's markers for it.
+        proc = subprocess.run([str(BIN / "molecule"), "test"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=1800)
+        out = proc.stdout
+        assert proc.returncode == 0, out[-16000:]
+        for step in ("idempotence", "check"):
+            recap = re.findall(r"^(node\d+)\s+:\s+(.*)$", _step(out, step), re.M)
+            assert sorted(h for h, _ in recap) == [f"node{i}" for i in range(1, 6)], _step(out, step)[-8000:]
+            for host, counts in recap:
+                assert "changed=0" in counts and "failed=0" in counts, f"{step}: {host}: {counts}"
     finally:
         _lab("down")
