@@ -2,17 +2,17 @@
 
     name: leader-kill
     description: kill -9 the BJ leader, restart it
-    workload: register            # register (read/write/cas per key, ?consistent reads) | set
+    workload: register            # register (read/write/cas per key, ?consistent reads) | set | lock
     datacenter: bj                # the clients talk to this datacenter's agents (servers and clients)
     duration: 40                  # seconds of client load
     concurrency: 5                # client processes (a crashed one is replaced by a new process id)
     rate: 20                      # mean operations per second per process (stagger = 1/rate)
-    keys: 5                       # register keys (register workload)
+    keys: 5                       # register keys (register workload); lock keys (lock workload)
     agent_config: {}              # Consul JSON keys for the agents; non-empty -> redeployed first
     nemesis:                      # faults on a timeline, seconds from the start of the load
       - {at: 10, f: kill, value: "leader:bj"}
       - {at: 25, f: start}
-    checks: [linearizable, stats] # register: linearizable, stats; set: set, stats
+    checks: [linearizable, stats] # register: linearizable, stats; set: set, stats; lock: lock, stats
 
 Every fault is also healed when the load ends (and on Ctrl-C or a crash of the runner). `load()` raises
 ExperimentError naming the file and the field.
@@ -26,7 +26,7 @@ from typing import Any
 
 NEMESIS_FS = ("start-partition", "stop-partition", "start-latency", "stop-latency", "kill", "start", "pause",
               "resume", "heal")
-WORKLOADS = {"register": ("linearizable", "stats"), "set": ("set", "stats")}
+WORKLOADS = {"register": ("linearizable", "stats"), "set": ("set", "stats"), "lock": ("lock", "stats")}
 EXPERIMENTS_DIR = Path(__file__).parent / "experiments"
 
 

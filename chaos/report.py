@@ -66,11 +66,12 @@ def plot_timeline(path: Path, exp: Experiment, ops: Sequence[Op]) -> None:
 
 
 def _offending(ops: Sequence[Op], verdict: dict[str, Any]) -> list[tuple[str, str, list[Op]]]:
-    """For each invalid key of the linearizability check: why, and the history events it names (the
-    last operations linearized, the one that could not be, and the candidates refused)."""
-    lin = verdict.get("checks", {}).get("results", {}).get("linearizable", {})
+    """For each invalid key of the linearizability (or lock) check: why, and the history events it names
+    (the last operations linearized, the one that could not be, and the candidates refused)."""
+    results = verdict.get("checks", {}).get("results", {})
+    failures = [kr for name in ("linearizable", "lock") for kr in (results.get(name, {}).get("failures") or [])]
     out: list[tuple[str, str, list[Op]]] = []
-    for kr in lin.get("failures") or []:
+    for kr in failures:
         wanted: set[int] = set()
         items = [kr.get("blocking"), *(r.get("op") for r in kr.get("refused") or []),
                  *(kr.get("linearized_tail") or [])]

@@ -29,18 +29,29 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from chaos import checker, history
-from chaos.checker import linearizable, stats
+from chaos.checker import linearizable, lock, stats
 from chaos.checker import set as set_checker
 from chaos.client import KVClient
 from chaos.db import DB
 from chaos.experiment import Experiment
-from chaos.generator import READ, Invocation, RegisterGenerator, RegisterWorkload, SetGenerator, SetWorkload
+from chaos.generator import (
+    READ,
+    Invocation,
+    LockGenerator,
+    LockWorkload,
+    RegisterGenerator,
+    RegisterWorkload,
+    SetGenerator,
+    SetWorkload,
+)
 from chaos.history import INFO, INVOKE, NEMESIS, OK, Op
 from chaos.inventory import Inventory
 from chaos.inventory import load as load_inventory
 
 REPO = Path(__file__).resolve().parents[1]
+Generator = RegisterGenerator | SetGenerator | LockGenerator
 CHECKERS: dict[str, checker.Checker] = {"linearizable": linearizable.check, "set": set_checker.check,
+                                        "lock": lock.check,
                                         "stats": stats.check}
 
 
@@ -105,6 +116,7 @@ class Runner:
         self._stop = threading.Event()
         self._gen_lock = threading.Lock()
         self._next_process = exp.concurrency
+        self._generator_keys: tuple[str, ...] = ()
 
     def say(self, msg: str) -> None:
         print(f"==> {msg}", file=self.log, flush=True)
@@ -130,14 +142,69 @@ class Runner:
             self.say("redeploying with the inventory's agent configuration")
             self._deploy({})
 
-    def _generator(self) -> RegisterGenerator | SetGenerator:
+    def _generator(self) -> Generator:
         stagger = int(1e9 / self.exp.rate)
         if self.exp.workload == "set":
             return SetGenerator(SetWorkload(adds=None, stagger_ns=stagger), seed=self.seed)
+        if self.exp.workload == "lock":
+            keys = tuple(f"lock{i}" for i in range(self.exp.keys))
+            return LockGenerator(LockWorkload(keys=keys, stagger_ns=stagger), seed=self.seed)
         keys = tuple(f"r{i}" for i in range(self.exp.keys))
         return RegisterGenerator(RegisterWorkload(keys=keys, stagger_ns=stagger), seed=self.seed)
 
-    def _worker(self, slot: int, gen: RegisterGenerator | SetGenerator, rec: Recorder) -> None:
+    def _new_process(self) -> int:
+        with self._gen_lock:
+            process, self._next_process = self._next_process, self._next_process + 1
+        return process
+
+    def _lock_worker(self, slot: int, gen: LockGenerator, rec: Recorder) -> None:
+        """The lock workload: each process has its own session; a turn is `acquire` unless the process
+        holds that lock, then `release`. A process whose operation ended info is retired and its session
+        destroyed by a fresh process (recorded: it frees whatever the session held)."""
+        process, session, held = slot, "", set()
+        while not self._stop.is_set():
+            with self._gen_lock:
+                inv = next(gen)
+            if self._stop.wait(inv.stagger_ns / 1e9):
+                break
+            addr = self.addrs[process % len(self.addrs)]
+            if not session:
+                try:
+                    session = self.client.session(addr, f"chaos-{process}")
+                except (OSError, ValueError):  # no leader right now, say: nothing happened
+                    continue
+            f = READ if inv.f == READ else ("release" if inv.key in held else "acquire")
+            owner = None if f == READ else process
+            op = rec.record(Op(process, INVOKE, f, inv.key, owner))
+            out = self.client.invoke_lock(addr, f, inv.key, owner, session)
+            rec.record(op.complete(out.type, out.value if out.type == OK else None, error=out.error))
+            if out.type == OK and f == "acquire":
+                held.add(inv.key)
+            elif f == "release" and (out.type == OK or (out.error or "").startswith("release refused")):
+                held.discard(inv.key)
+            elif out.type == INFO:
+                self._destroy_session(process, session, rec)
+                process, session, held = self._new_process(), "", set()
+
+    def _destroy_session(self, owner: int, session: str, rec: Recorder) -> None:
+        """Destroy a retired process's session, retrying (each try by a fresh process) for up to 30 s."""
+        deadline = time.monotonic() + 30
+        keys = self._generator_keys
+        while time.monotonic() < deadline:
+            janitor = self._new_process()
+            addr = self.addrs[janitor % len(self.addrs)]
+            ops = [rec.record(Op(janitor, INVOKE, "destroy", k, owner)) for k in keys]
+            out = self.client.invoke_lock(addr, "destroy", keys[0], owner, session)
+            for op in ops:
+                rec.record(op.complete(out.type, None, error=out.error))
+            if out.type == OK:
+                return
+            time.sleep(0.5)
+
+    def _worker(self, slot: int, gen: Generator, rec: Recorder) -> None:
+        if isinstance(gen, LockGenerator):
+            self._lock_worker(slot, gen, rec)
+            return
         process = slot
         while not self._stop.is_set():
             with self._gen_lock:
@@ -186,14 +253,17 @@ class Runner:
         if tty:
             print(file=self.log)
 
-    def _final_reads(self, gen: RegisterGenerator | SetGenerator, rec: Recorder) -> None:
+    def _final_reads(self, gen: Generator, rec: Recorder) -> None:
         process = self._next_process + 1
         for inv in gen.final_reads():
             deadline = time.monotonic() + 30
             while True:
                 addr = self.addrs[process % len(self.addrs)]
                 op = rec.record(Op(process, INVOKE, inv.f, inv.key, inv.value))
-                out = self.client.invoke(addr, Invocation(READ, inv.key, None))
+                if isinstance(gen, LockGenerator):
+                    out = self.client.invoke_lock(addr, READ, inv.key, None, "")
+                else:
+                    out = self.client.invoke(addr, Invocation(READ, inv.key, None))
                 rec.record(op.complete(out.type, out.value if out.type == OK else None, error=out.error))
                 if out.type == OK or time.monotonic() > deadline:
                     break
@@ -255,6 +325,7 @@ class Runner:
         from chaos.report import write_report
 
         gen = self._generator()
+        self._generator_keys = tuple(str(k) for k in gen.workload.keys) if isinstance(gen, LockGenerator) else ()
         t0_ns = time.monotonic_ns()
         nemesis_results: list[dict[str, Any]] = []
         with open(self.out_dir / "history.jsonl", "w") as stream:

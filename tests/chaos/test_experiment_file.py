@@ -9,7 +9,7 @@ import pytest
 from chaos.experiment import Experiment, ExperimentError, Step, available, load, parse
 
 REQUIRED = {"leader-kill", "leader-isolation", "majorities-ring", "dc-split", "latency-200ms", "pause-leader",
-            "rolling-kill", "stale-reads"}
+            "rolling-kill", "stale-reads", "lock-leader-isolation"}
 
 
 def test_shipped_experiments_parse_and_cover_the_issue() -> None:
@@ -51,3 +51,10 @@ def test_unreadable_and_invalid_yaml_files(tmp_path: Path) -> None:
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ExperimentError, match="not valid YAML"):
         load(bad)
+
+
+def test_the_lock_workload_defaults_to_the_lock_checker() -> None:
+    exp = parse({"name": "x", "workload": "lock", "keys": 1})
+    assert (exp.workload, exp.checks, exp.keys) == ("lock", ("lock", "stats"), 1)
+    with pytest.raises(ExperimentError, match="checks for workload lock"):
+        parse({"name": "x", "workload": "lock", "checks": ["linearizable"]})

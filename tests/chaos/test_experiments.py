@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 INV = "tests/chaos/cluster"
 HEALTHY = ["leader-kill", "leader-isolation", "majorities-ring", "dc-split", "latency-200ms", "pause-leader",
-           "rolling-kill"]
+           "rolling-kill", "lock-leader-isolation"]
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,13 @@ def test_healthy_cluster_passes(deployed: None, name: str, tmp_path: Path) -> No
     assert isinstance(counts, dict) and counts.get("ok", 0) > 50, counts
     steps = verdict["nemesis"]
     assert isinstance(steps, list) and steps and not any(s.get("error") for s in steps), steps
+    if name.startswith("lock-"):  # the mutex was really exercised: owners took turns
+        lines = (tmp_path / name / "history.jsonl").read_text().splitlines()
+        done = [json.loads(x) for x in lines]
+        took = {op["process"] for op in done if op["type"] == "ok" and op["f"] == "acquire"}
+        released = sum(op["type"] == "ok" and op["f"] == "release" for op in done)
+        assert len(took) >= 3 and released >= 10, (took, released)
+        assert verdict["checks"]["results"]["lock"]["ops"] >= 20  # type: ignore[index]
 
 
 def test_stale_read_agents_fail_with_a_linearizability_violation(deployed: None, tmp_path: Path) -> None:
