@@ -95,7 +95,7 @@ def ensure_host_files(spec: HostSpec, peers: Sequence[HostSpec]) -> bool:
     changed |= write_if_changed(ns_dir / "hosts", etc_hosts(spec, peers))
     changed |= write_if_changed(ns_dir / "resolv.conf", RESOLV_CONF)
     record = {"name": spec.name, "address": str(spec.address), "port": spec.port, "veth": spec.veth,
-              "ssh_options": list(spec.ssh_options)}
+              "ssh_options": list(spec.ssh_options), "init": spec.init}
     changed |= write_if_changed(spec.state_dir / "host.json", json.dumps(record, indent=1) + "\n")
     return changed
 
@@ -105,7 +105,7 @@ def read_record(name: str) -> HostSpec | None:
     try:
         data = json.loads((HOSTS_DIR / name / "host.json").read_text())
         return HostSpec(str(data["name"]), ipaddress.IPv4Address(data["address"]), int(data["port"]),
-                        tuple(str(o) for o in data["ssh_options"]))
+                        tuple(str(o) for o in data["ssh_options"]), str(data.get("init", "sshd")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import hostfs, network, sshd
+from lab import hostfs, network, nspawn, sshd
 from lab.plan import NETNS_PREFIX, SSH_DIR, HostSpec, check_conflicts
 from lab.render import table
 from lab.system import LabFailure, netns_pids, run, terminate
@@ -50,11 +50,14 @@ def up(specs: Sequence[HostSpec], timeout: float = 30.0) -> int:
         for spec in specs:
             changed[spec.name] |= hostfs.ensure_host_files(spec, specs)
             changed[spec.name] |= network.ensure_host_network(spec)
-            changed[spec.name] |= sshd.ensure_sshd(spec)
+            if spec.init == "systemd":
+                changed[spec.name] |= nspawn.ensure_container(spec, specs, sshd.host_key(spec))
+            else:
+                changed[spec.name] |= sshd.ensure_sshd(spec)
         silent = sshd.wait_ssh(specs, timeout)
-    rows = [[s.name, str(s.address), s.netns, s.veth, str(sshd.sshd_pid(s) or "-"),
+    rows = [[s.name, str(s.address), s.netns, s.veth, str(_pid(s) or "-"),
              "no ssh" if s.name in silent else ("started" if changed[s.name] else "unchanged")] for s in specs]
-    print(table(["HOST", "ADDRESS", "NETNS", "VETH", "SSHD", "STATE"], rows))
+    print(table(["HOST", "ADDRESS", "NETNS", "VETH", "PID", "STATE"], rows))
     if silent:
         logs = ", ".join(str(sshd.log_file(s)) for s in specs if s.name in silent)
         print(f"pyconsul-lab: no ssh answer from {', '.join(silent)} within {timeout:.0f} s; see {logs}")
@@ -69,14 +72,19 @@ def status(specs: Sequence[HostSpec]) -> int:
     names = set(network.lab_netns())
     for spec in specs:
         has_ns = spec.netns in names
-        pid = sshd.sshd_pid(spec) if has_ns else None
+        pid = _pid(spec) if has_ns else None
         addr = network.host_address(spec) if has_ns else None
         up_ = has_ns and pid is not None and addr == str(spec.address)
         ok &= up_
         rows.append([spec.name, str(spec.address), "yes" if has_ns else "no", str(pid or "-"), addr or "-",
                      "up" if up_ else "down"])
-    print(table(["HOST", "ADDRESS", "NETNS", "SSHD", "ETH0", "STATE"], rows))
+    print(table(["HOST", "ADDRESS", "NETNS", "PID", "ETH0", "STATE"], rows))
     return 0 if ok else 1
+
+
+def _pid(spec: HostSpec) -> int | None:
+    """The host's main process: its sshd, or its systemd-nspawn (lab_init: systemd)."""
+    return nspawn.nspawn_pid(spec) if spec.init == "systemd" else sshd.sshd_pid(spec)
 
 
 def _thaw(name: str) -> None:
@@ -99,15 +107,19 @@ def _take_down(specs: Sequence[HostSpec]) -> list[str]:
             sshd.close_master(sock)
     for spec in specs:
         _thaw(spec.netns)
+    problems: list[str] = []
+    for spec in specs:  # containers first: an orderly poweroff, then their overlays are unmounted
+        problems += nspawn.stop(spec)
     netns = [s.netns for s in specs]
     left = terminate(lambda: sorted(p for ns in netns for p in netns_pids(ns)), grace=3.0)
-    problems = [f"processes {left} did not exit"] if left else []
+    problems += [f"processes {left} did not exit"] if left else []
     for spec in specs:
         try:
             network.delete_host_network(spec.netns, spec.veth, str(spec.address) if spec.veth else None)
         except LabFailure as e:
             problems.append(f"{spec.name}: {e}")
         _remove_cgroup(spec.netns)
+        nspawn.remove(spec)
         hostfs.remove_host_files(spec.name)
     return problems
 

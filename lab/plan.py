@@ -9,6 +9,11 @@ Naming contract (deterministic; other tools — the chaos framework, tests — r
   ``eth0`` inside the host's namespace, with ``<address>/16`` and the MAC ``02:70:63:6c:<c>:<d>``;
 - the lab's state lives under ``/var/lib/pyconsul-lab`` (fixed: the inventories point at its ssh files).
 
+A host runs one of two inits (host variable ``lab_init``): ``sshd`` (the default: sshd alone in private UTS and
+mount namespaces, with private copies of PRIVATE_DIRS) or ``systemd`` (a systemd-nspawn container booting
+systemd as PID 1 on an overlay of a Debian rootfs, in the host's network namespace: for the role's systemd
+branch; see lab/nspawn.py).
+
 Every lab host is at an address in 10.77.0.0/16; the bridge address, the network and broadcast addresses are
 reserved. Host names become hostnames, directory names and namespace names, so they are restricted to
 ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` and at most 63 characters.
@@ -41,6 +46,8 @@ HOST_IFNAME = "eth0"
 # stay shared with the machine.
 PRIVATE_DIRS: tuple[str, ...] = ("/opt", "/etc/pyconsul", "/var/lib/pyconsul", "/var/log/pyconsul", "/run/pyconsul")
 
+INITS = ("sshd", "systemd")
+
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -61,6 +68,7 @@ class HostSpec:
     address: ipaddress.IPv4Address
     port: int
     ssh_options: tuple[str, ...]
+    init: str = "sshd"  # "sshd" | "systemd" (host variable lab_init)
 
     @property
     def netns(self) -> str:
@@ -199,7 +207,10 @@ def plan_hosts(inventory: Mapping[str, Any], source: str = "inventory") -> list[
             raise PlanError(f"hosts {by_address[address]} and {name} share the address {address}")
         by_address[address] = name
         options, port = ssh_options(name, hostvars)
-        specs.append(HostSpec(name, address, port, options))
+        init = str(hostvars.get("lab_init") or "sshd")
+        if init not in INITS:
+            raise PlanError(f"host {name}: lab_init must be one of {', '.join(INITS)}, got {init!r}")
+        specs.append(HostSpec(name, address, port, options, init))
     if not specs:
         raise PlanError(f"{source}: no hosts")
     return specs

@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-# systemd: only for systemd-analyze (tests/lab/test_systemd_unit.py verifies the role's unit); it does not
-# become PID 1 or start anything in a container.
+# systemd: for systemd-analyze (tests/lab/test_systemd_unit.py verifies the role's unit); it does not become
+# PID 1 here. debootstrap + systemd-container: lab hosts with `lab_init: systemd` (lab/nspawn.py) boot
+# systemd as PID 1 in a systemd-nspawn container on a debootstrapped Debian root.
 APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl openssh-server openssh-client nftables iptables
-              systemd)
+              systemd debootstrap systemd-container)
 
 say() { printf '==> %s\n' "$*"; }
 

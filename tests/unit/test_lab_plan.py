@@ -76,6 +76,14 @@ def test_plan_reads_hosts_from_groups_and_sorts_them() -> None:
         ("node1", "10.77.0.11", "pcl-node1", "pcl-0-11", 22), ("node2", "10.77.0.12", "pcl-node2", "pcl-0-12", 22)]
 
 
+def test_lab_init_picks_sshd_or_a_systemd_container() -> None:
+    inv = inventory({"a": {"ansible_host": "10.77.0.11"}, "b": {"ansible_host": "10.77.0.12", "lab_init": "systemd"}})
+    assert [(s.name, s.init) for s in plan_hosts(inv)] == [("a", "sshd"), ("b", "systemd")]
+    bad = inventory({"a": {"ansible_host": "10.77.0.11", "lab_init": "upstart"}})
+    with pytest.raises(PlanError, match="host a: lab_init must be one of sshd, systemd, got 'upstart'"):
+        plan_hosts(bad)
+
+
 def test_ssh_options_follow_the_inventory_in_ansible_order() -> None:
     inv = inventory({"n1": {"ansible_host": "10.77.0.11", "ansible_port": 2222,
                             "ansible_ssh_extra_args": "-o ServerAliveInterval=5"}})
