@@ -198,7 +198,7 @@ def report(ours: dict[str, Any], serf: dict[str, Any], meta: dict[str, Any]) -> 
     print(f"Resolution: member lists polled every {meta['interval'] * 1000:.0f} ms per agent in parallel; mean "
           f"poll latency ours {ours['poll_latency_ms']:.1f} ms, serf {serf['poll_latency_ms']:.1f} ms "
           f"({meta['serf_poll']}). Percentiles are nearest-rank"
-          + (f" (with {meta['trials']} trials p99 = max)" if meta["trials"] <= 100 else "") + ".\n")
+          + (f" (with {meta['trials']} trials p99 = max)" if meta["trials"] < 100 else "") + ".\n")
     print(f"{'metric':<{w}}{'pyconsul':>10}{'serf':>10}{'ours/serf':>11}")
     for label, a, b, _unit in rows:
         r = _ratio(a, b)
