@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {c.label}: agent code from {c.check_code()}")
             c.start()
         for c in clusters:
-            wait_for(lambda c=c: c.leader(), 90, f"a leader in the {c.label} cluster")  # type: ignore[misc]
+            wait_for(lambda c=c: c.leader(), 90, f"a leader in the {c.label} cluster")
         time.sleep(args.warmup)  # the measured quantity is a rate over time; waiting is the method here
         pids = {c.label: [p.pid for p in c.procs] for c in clusters}
         t0 = time.monotonic()
