@@ -26,8 +26,8 @@ from agent.config import AgentConfig
 from agent.gossip.keyring import Keyring, decode_key
 from agent.gossip.pool import Pool
 from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
-from agent.http.h1 import HTTPServer, serve
 from agent.http.server import make_app, member_json
+from agent.httpd.h1 import HTTPServer, serve
 from agent.raft.transport import Transport
 from agent.server.client import ClientBackend
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.http import web
 from agent.http.server import AgentAPI, BadRequest, canonical_keys, flag, json_response, member_json
+from agent.httpd import web
 
 
 def register(app: web.Application, api: AgentAPI) -> None:

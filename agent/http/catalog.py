@@ -6,8 +6,8 @@ import json
 import time
 from typing import Any
 
-from agent.http import web
 from agent.http.server import Backend, BadRequest, canonical_keys, json_response, read_meta_headers, read_query
+from agent.httpd import web
 from agent.state import commands as c
 
 

@@ -7,7 +7,6 @@ import json
 import time
 from typing import Any
 
-from agent.http import web
 from agent.http.server import (
     Backend,
     BadRequest,
@@ -18,6 +17,7 @@ from agent.http.server import (
     read_meta_headers,
     read_query,
 )
+from agent.httpd import web
 from agent.state import commands as c
 
 MAX_VALUE = 512 * 1024  # Consul's KV value limit
@@ -25,7 +25,7 @@ MAX_TXN_OPS = 64
 
 
 def register(app: web.Application, backend: Backend) -> None:
-    async def kv_get(request: web.Request) -> web.StreamResponse:
+    async def kv_get(request: web.Request) -> web.Response:
         key = request.match_info["key"]
         q = request.query
         if flag(request, "keys"):
@@ -50,8 +50,11 @@ def register(app: web.Application, backend: Backend) -> None:
             raise BadRequest("Missing key name")
         if request.content_length is not None and request.content_length > MAX_VALUE:
             return web.Response(status=413, text=f"Request body(Value) too large, max size: {MAX_VALUE} bytes\n")
-        value = await request.content.read(MAX_VALUE + 1)
-        if len(value) > MAX_VALUE:
+        try:
+            value: bytes | None = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # chunked and beyond client_max_size: not received
+            value = None
+        if value is None or len(value) > MAX_VALUE:
             return web.Response(status=413, text=f"Request body(Value) too large, max size: {MAX_VALUE} bytes\n")
         q = request.query
         flags = parse_uint(q, "flags", 0)

@@ -1,4 +1,4 @@
-"""The Consul HTTP API (`/v1/...`) on `agent.http.web`: app factory, error mapping, shared helpers.
+"""The Consul HTTP API (`/v1/...`) on `agent.httpd.web`: app factory, error mapping, shared helpers.
 
 Errors follow Consul: plain-text bodies, 400 for bad requests, 404 for unknown paths,
 405 for wrong methods, 500 for server-side failures. No traceback ever reaches a client.
@@ -12,7 +12,7 @@ import random
 from typing import Any, Protocol
 
 from agent.gossip.serf import Member
-from agent.http import web
+from agent.httpd import web
 
 log = logging.getLogger("agent.http")
 
@@ -138,13 +138,12 @@ def flag(request: web.Request, name: str) -> bool:
     return request.query[name].lower() not in ("0", "false")
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Any) -> web.Response:
     from agent.server.common import REQUEST_DC
 
     token = REQUEST_DC.set(request.query.get("dc", "").strip().lower())
     try:
-        resp: web.StreamResponse = await handler(request)
+        resp: web.Response = await handler(request)
         return resp
     except web.HTTPException:
         raise

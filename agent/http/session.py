@@ -8,8 +8,8 @@ import uuid
 from typing import Any
 
 from agent.flags import parse_duration
-from agent.http import web
 from agent.http.server import Backend, BadRequest, canonical_keys, json_response, read_meta_headers, read_query
+from agent.httpd import web
 from agent.state import commands as c
 
 SESSION_FIELDS = ("LockDelay", "Behavior", "TTL")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.http import web
 from agent.http.server import Backend, BadRequest, read_meta_headers, read_query
+from agent.httpd import web
 from agent.state import archive
 from agent.state import commands as c
 

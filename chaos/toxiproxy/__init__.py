@@ -7,6 +7,6 @@ this server unchanged, and code written against this server drives a real Toxipr
     toxics.py   pure: toxic types and their attributes, JSON parsing and validation, API errors
     link.py     one direction of one proxied connection: reader -> toxics -> writer
     proxy.py    Proxy (listener + connections) and the collection of proxies
-    api.py      the HTTP routes (agent.http.web on agent.http.h1)
+    api.py      the HTTP routes (agent.httpd.web on agent.httpd.h1)
     __main__.py `pyconsul-chaos toxiproxy` / `python -m chaos.toxiproxy`
 """

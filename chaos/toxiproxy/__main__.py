@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from agent.http.h1 import serve
+from agent.httpd.h1 import serve
 from chaos.toxiproxy.api import make_app
 from chaos.toxiproxy.proxy import ProxyCollection, join_hostport, split_hostport
 from chaos.toxiproxy.toxics import ApiError, parse_populate

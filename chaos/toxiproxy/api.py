@@ -1,4 +1,4 @@
-"""The Toxiproxy 2.x HTTP API (Shopify/toxiproxy `api.go`), served by agent.http.h1.
+"""The Toxiproxy 2.x HTTP API (Shopify/toxiproxy `api.go`), served by agent.httpd.h1.
 
     POST   /reset                              204: every proxy enabled, every toxic removed
     GET    /proxies                            {name: proxy}
@@ -24,7 +24,7 @@ import json
 from typing import Any
 
 from agent import __version__
-from agent.http import web
+from agent.httpd import web
 from chaos.toxiproxy.proxy import ProxyCollection
 from chaos.toxiproxy.toxics import ApiError, parse_populate, parse_proxy, parse_proxy_update
 
@@ -40,7 +40,6 @@ def _error(err: ApiError) -> web.Response:
 
 
 def make_app(proxies: ProxyCollection) -> web.Application:
-    @web.middleware
     async def guard(request: web.Request, handler: web.Handler) -> web.Response:
         if request.headers.get("User-Agent", "").startswith("Mozilla/"):
             return web.Response(status=403, text="User agent not allowed\n")

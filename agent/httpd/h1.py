@@ -1,4 +1,4 @@
-"""The HTTP/1.1 server for `agent.http.web` applications, on asyncio.Protocol (it replaced aiohttp).
+"""The HTTP/1.1 server for `agent.httpd.web` applications, on asyncio.Protocol.
 
 Contracts:
 
@@ -24,11 +24,11 @@ import logging
 import re
 from typing import Any, cast
 
-from agent.http.web import REASONS, Application, Handler, Headers, HTTPException, Request, Response
+from agent.httpd.web import REASONS, Application, Handler, Headers, HTTPException, Request, Response
 
 __all__ = ["HTTPServer", "parse_head", "serve"]
 
-log = logging.getLogger("agent.http")
+log = logging.getLogger("agent.httpd")
 
 MAX_LINE = 8 * 1024  # request line (414) and each header line (431)
 MAX_HEAD = 64 * 1024  # request line + headers, and chunked trailers (431)

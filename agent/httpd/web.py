@@ -1,27 +1,22 @@
-"""A tiny web framework: the slice of aiohttp's API that the route modules use.
+"""A tiny web framework: applications, routing, requests and responses.
 
 `Application(middlewares=[...], client_max_size=N)`, `app.router.add_get/add_put/add_post/add_delete`
 with literal segments, `{name}` (one segment) and `{name:regex}` (`{key:.*}`: the rest of the path,
 possibly empty or with slashes); `Request` (decoded `path`, `match_info`, `query`, case-insensitive
-`headers`, `content_length`, `await read()`, `content.read(n)`), `Response`, the `HTTPException`
-family and `(request, handler)` middlewares. The HTTP/1.1 server that runs it is `agent.http.h1`.
-Route modules only had to change their import from aiohttp.
+`headers`, `content_length`, `await read()`), `Response`, the `HTTPException` family and
+`(request, handler)` middlewares. The HTTP/1.1 server that runs it is `agent.httpd.h1`.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl, unquote
 
 __all__ = [
-    "Application", "HTTPBadRequest", "HTTPException", "HTTPMethodNotAllowed", "HTTPNotFound",
-    "HTTPRequestEntityTooLarge", "Headers", "Query", "Request", "Response", "Router", "StreamResponse",
-    "middleware",
+    "Application", "HTTPException", "HTTPMethodNotAllowed", "HTTPNotFound", "HTTPRequestEntityTooLarge",
+    "Handler", "Headers", "Middleware", "Query", "Request", "Response", "Router",
 ]
-
-log = logging.getLogger("agent.http")
 
 REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
@@ -46,16 +41,8 @@ class HTTPException(Exception):
         self.headers = dict(headers) if headers else {}
         super().__init__(self.text)
 
-    @property
-    def status_code(self) -> int:
-        return self.status
-
     def response(self) -> Response:
         return Response(status=self.status, text=self.text, headers=self.headers)
-
-
-class HTTPBadRequest(HTTPException):
-    status = 400
 
 
 class HTTPNotFound(HTTPException):
@@ -97,13 +84,6 @@ class Response:
                 self.headers["Content-Type"] = content_type
             elif self.body and "Content-Type" not in self.headers:
                 self.headers["Content-Type"] = "application/octet-stream"
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-
-StreamResponse = Response  # aiohttp's name in annotations
 
 
 class Headers(Mapping[str, str]):
@@ -154,27 +134,10 @@ class Query(Mapping[str, str]):
         return [v for k, v in self._pairs if k == key]
 
 
-class _Content:
-    """`request.content.read(n)` over the already received body."""
-
-    __slots__ = ("_pos", "_req")
-
-    def __init__(self, req: Request) -> None:
-        self._req, self._pos = req, 0
-
-    async def read(self, n: int = -1) -> bytes:
-        body = self._req._body
-        if self._req._too_large and (n < 0 or self._pos + n > len(body)):
-            raise self._req._too_large_error()
-        end = len(body) if n < 0 else self._pos + n
-        data, self._pos = body[self._pos : end], min(end, len(body))
-        return data
-
-
 class Request:
     """One parsed request. `path` and `match_info` are percent-decoded; the body is already received."""
 
-    __slots__ = ("_body", "_content", "_max", "_query", "_too_large", "app", "content_length", "headers",
+    __slots__ = ("_body", "_max", "_query", "_too_large", "app", "content_length", "headers",
                  "keep_alive", "match_info", "method", "path", "query_string", "raw_path", "remote", "version")
 
     def __init__(self, app: Application, method: str, raw_path: str, version: tuple[int, int],
@@ -190,7 +153,6 @@ class Request:
         self._too_large = False
         self._max = app.client_max_size
         self._query: Query | None = None
-        self._content: _Content | None = None
 
     @property
     def query(self) -> Query:
@@ -198,36 +160,15 @@ class Request:
             self._query = Query(self.query_string)
         return self._query
 
-    @property
-    def content(self) -> _Content:
-        if self._content is None:
-            self._content = _Content(self)
-        return self._content
-
-    @property
-    def can_read_body(self) -> bool:
-        return bool(self._body) or self._too_large
-
-    def _too_large_error(self) -> HTTPRequestEntityTooLarge:
-        return HTTPRequestEntityTooLarge(f"Request body too large, max size: {self._max} bytes\n")
-
     async def read(self) -> bytes:
         """The whole body; 413 if it is larger than the application's client_max_size."""
         if self._too_large:
-            raise self._too_large_error()
+            raise HTTPRequestEntityTooLarge(f"Request body too large, max size: {self._max} bytes\n")
         return self._body
-
-    async def text(self) -> str:
-        return (await self.read()).decode("utf-8", "replace")
 
 
 Handler = Callable[[Request], Awaitable[Response]]
 Middleware = Callable[[Request, Handler], Awaitable[Response]]
-
-
-def middleware(f: Middleware) -> Middleware:
-    """aiohttp's marker for new-style `(request, handler)` middlewares; the only style there is here."""
-    return f
 
 
 class Router:
