@@ -1,7 +1,8 @@
 """memberlist-compatible encryption and keyring tests.
 
-The fixed vectors below were produced by a throwaway Go 1.19 program using crypto/aes +
-crypto/cipher GCM with the same layout as memberlist (version || nonce || Seal(msg [+ PKCS7 pad], aad)).
+The fixed vectors below are printed by tests/vectors/gen_aesgcm (Go 1.19, crypto/aes +
+crypto/cipher GCM with the same layout as memberlist: version || nonce || Seal(msg [+ PKCS7 pad], aad));
+tests/unit/data/aesgcm_vectors.json holds the same vectors as that program prints them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """LZW (Go compress/lzw, LSB, litWidth 8) compatibility tests.
 
-tests/unit/data/lzw_vectors.json was produced by Go 1.19's compress/lzw (throwaway program, not
-part of the project). Large inputs are not stored: they are regenerated here from the same
-deterministic formulas the Go program used (see ``_lcg_text`` / ``_pcg_bytes``).
+tests/unit/data/lzw_vectors.json is printed by Go 1.19's compress/lzw via tests/vectors/gen_lzw
+(see tests/vectors/README.md). Large inputs are not stored: they are regenerated here from the same
+deterministic formulas the Go program uses (see ``_lcg_text`` / ``_pcg_bytes``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,3 @@
+module pyconsul/tests/vectors
+
+go 1.19
