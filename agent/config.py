@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import fcntl
 import ipaddress
 import json
+import os
 import re
-import socket
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from agent.config_error import ConfigError
 from agent.flags import FlagSet, format_duration, parse_duration
+from agent.gossip.config import GossipConfig
+from agent.raft.config import RaftConfig
+
+# Re-exported: the presets live beside their cores (pure modules), the agent's config embeds them.
+__all__ = ["AgentConfig", "ConfigError", "GossipConfig", "Ports", "RaftConfig"]
 
 Kind = Literal["str", "int", "bool", "duration", "list"]
 
@@ -35,132 +38,6 @@ MIN_RECONNECT_TIMEOUT = 8 * HOUR  # Consul rejects shorter reconnect timeouts
 _DC_RE = re.compile(r"^[a-z0-9_-]+$")
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERR", "ERROR")
-
-
-class ConfigError(Exception):
-    """Invalid configuration; str() is one line naming the file (if any) and the key."""
-
-
-@dataclass(frozen=True)
-class GossipConfig:
-    """Tunables of one gossip pool (memberlist semantics). Durations are float seconds."""
-
-    probe_interval: float
-    probe_timeout: float
-    indirect_checks: int
-    suspicion_mult: int
-    suspicion_max_timeout_mult: int
-    gossip_interval: float
-    gossip_nodes: int
-    gossip_to_the_dead_time: float
-    retransmit_mult: int
-    push_pull_interval: float
-    awareness_max_multiplier: int
-    udp_buffer_size: int
-    tcp_timeout: float
-    dead_node_reclaim_time: float
-
-    @classmethod
-    def lan(cls) -> GossipConfig:
-        """memberlist's DefaultLANConfig: a LAN where round trips are well under 100 ms."""
-        return cls(
-            probe_interval=1.0,  # one failure-detection round per second per node (SWIM §4)
-            probe_timeout=0.5,  # comfortably above a LAN RTT (the 99th percentile is far below)
-            indirect_checks=3,  # three helpers rule out a lossy path between prober and target
-            suspicion_mult=4,  # suspicion lasts mult * log10(N) probe intervals (Lifeguard §IV-B)
-            suspicion_max_timeout_mult=6,  # without confirmations a suspicion may last 6x the minimum
-            gossip_interval=0.2,  # piggyback rumours five times a second
-            gossip_nodes=3,  # fan-out per round; rumours reach N nodes in O(log N) rounds
-            gossip_to_the_dead_time=30.0,  # keep telling a dead node for a while so it can refute
-            retransmit_mult=4,  # each rumour is sent mult * log10(N+1) times
-            push_pull_interval=30.0,  # full-state anti-entropy over TCP repairs lost rumours
-            awareness_max_multiplier=8,  # Lifeguard local health may slow probing down to 8x
-            udp_buffer_size=1400,  # fits an Ethernet MTU after IP/UDP headers; avoids fragmentation
-            tcp_timeout=10.0,  # bound on a push/pull or TCP fallback ping exchange
-            dead_node_reclaim_time=0.0,  # a dead node's name is never reclaimed by another address
-        )
-
-    @classmethod
-    def wan(cls) -> GossipConfig:
-        """memberlist's DefaultWANConfig: derived from `lan()` for links between datacenters."""
-        return replace(
-            cls.lan(),
-            probe_interval=5.0,  # WAN round trips and loss are larger; probe less often
-            probe_timeout=3.0,  # allow for an intercontinental round trip
-            suspicion_mult=6,  # be slower to declare a remote server dead
-            gossip_interval=0.5,  # gossip less often ...
-            gossip_nodes=4,  # ... but to one more node
-            gossip_to_the_dead_time=60.0,  # matches the longer failure detection
-            push_pull_interval=60.0,  # full syncs are costlier across datacenters
-            tcp_timeout=30.0,  # TCP over a WAN may need several retransmissions
-        )
-
-    @classmethod
-    def local(cls) -> GossipConfig:
-        """memberlist's DefaultLocalConfig: derived from `lan()` for loopback (dev mode, tests)."""
-        return replace(
-            cls.lan(),
-            probe_interval=1.0,  # unchanged: failure detection speed is not the goal on loopback
-            probe_timeout=0.2,  # loopback RTT is microseconds
-            indirect_checks=1,  # there is no path diversity on one host
-            suspicion_mult=3,  # converge faster
-            retransmit_mult=2,  # loopback loses (almost) nothing
-            gossip_interval=0.1,  # cheap on loopback; converge faster
-            gossip_to_the_dead_time=15.0,  # matches the shorter suspicion
-            push_pull_interval=15.0,  # cheap on loopback
-            tcp_timeout=1.0,  # a loopback connection never takes longer
-        )
-
-    def validate(self, prefix: str = "") -> None:
-        """Raise ConfigError naming the first invalid field (prefixed, e.g. `gossip_lan.`)."""
-        for name in ("probe_interval", "probe_timeout", "gossip_interval", "push_pull_interval",
-                     "tcp_timeout", "gossip_to_the_dead_time"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{prefix}{name}: must be positive")
-        for name in ("indirect_checks", "suspicion_mult", "suspicion_max_timeout_mult", "gossip_nodes",
-                     "retransmit_mult", "awareness_max_multiplier"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{prefix}{name}: must be at least 1")
-        if self.probe_timeout > self.probe_interval:
-            raise ConfigError(f"{prefix}probe_timeout: must not exceed probe_interval")
-        if self.udp_buffer_size < 512:
-            raise ConfigError(f"{prefix}udp_buffer_size: must be at least 512")
-        if self.dead_node_reclaim_time < 0:
-            raise ConfigError(f"{prefix}dead_node_reclaim_time: must not be negative")
-
-
-@dataclass(frozen=True)
-class RaftConfig:
-    """Raft timing (seconds). `consul(m)` is hashicorp/raft's defaults scaled by Consul's
-    raft_multiplier (default 5; production advice 1); `fast()` is our documented low-latency
-    profile for LANs. Timeouts are randomised in [T, 2T] by the core."""
-
-    heartbeat_timeout: float  # follower: no leader contact for this long -> election (randomised)
-    election_timeout: float  # candidate: restart the election after this long (randomised)
-    leader_lease_timeout: float  # leader: serve default-mode reads while a quorum answered within this
-    heartbeat_interval: float  # leader: idle AppendEntries this often (hashicorp: heartbeat_timeout / 10)
-    max_append_entries: int = 64  # entries per AppendEntries (batching)
-    max_inflight: int = 128  # pipelined AppendEntries in flight per follower
-    snapshot_threshold: int = 16384  # Consul: snapshot after this many new entries
-    trailing_logs: int = 10240  # Consul: entries kept after a snapshot for slow followers
-    pre_vote: bool = True  # Raft thesis §9.6: no term inflation from partitioned nodes
-    check_quorum: bool = True  # a leader that cannot reach a quorum steps down
-
-    @classmethod
-    def consul(cls, multiplier: int = 5) -> RaftConfig:
-        m = float(multiplier)
-        return cls(heartbeat_timeout=1.0 * m, election_timeout=1.0 * m, leader_lease_timeout=0.5 * m,
-                   heartbeat_interval=0.1 * m)
-
-    @classmethod
-    def etcd_like(cls) -> RaftConfig:
-        """etcd's defaults (heartbeat 100 ms, election 1,000 ms): for side-by-side benchmarks."""
-        return cls(heartbeat_timeout=1.0, election_timeout=1.0, leader_lease_timeout=0.5, heartbeat_interval=0.1)
-
-    @classmethod
-    def fast(cls) -> RaftConfig:
-        """Failover well under a second on a quiet LAN; costs more heartbeat traffic."""
-        return cls(heartbeat_timeout=0.3, election_timeout=0.3, leader_lease_timeout=0.15, heartbeat_interval=0.05)
 
 
 @dataclass
@@ -176,7 +53,7 @@ class Ports:
 
 @dataclass
 class AgentConfig:
-    node_name: str = field(default_factory=socket.gethostname)
+    node_name: str = field(default_factory=lambda: os.uname().nodename)
     node_id: str | None = None
     datacenter: str = "dc1"
     data_dir: str | None = None
@@ -254,12 +131,18 @@ class AgentConfig:
     def advertise(self, interfaces: Callable[[], list[str]] | None = None) -> str:
         """The LAN address other agents reach us at: advertise_addr, else bind_addr, else (when
         bound to 0.0.0.0 or ::) the first private IPv4 address, the first non-loopback one, or
-        127.0.0.1. `interfaces` lists candidate IPv4 addresses (default: this host's)."""
+        127.0.0.1. `interfaces` lists candidate addresses (default: this host's, from
+        `agent.netif.host_addresses`, which the shell side owns; IPv6 ones are skipped here
+        because the gossip transport is IPv4)."""
         if self.advertise_addr:
             return self.advertise_addr
         if self.bind_addr not in ("0.0.0.0", "::", "[::]", ""):
             return self.bind_addr
-        addrs = [ipaddress.ip_address(a) for a in (interfaces or host_ipv4_addresses)()]
+        if interfaces is None:
+            from agent.netif import host_addresses  # lazily: interface discovery is the shell's
+
+            interfaces = host_addresses
+        addrs = [a for a in map(ipaddress.ip_address, interfaces()) if a.version == 4]
         usable = [a for a in addrs if not a.is_loopback and not a.is_link_local and not a.is_unspecified]
         private = [a for a in usable if a.is_private]
         for group in (private, usable):
@@ -355,18 +238,6 @@ def validate_key(key: str) -> bytes:
     if len(raw) not in (16, 24, 32):
         raise ConfigError(f"encrypt: key must be 16, 24 or 32 bytes, got {len(raw)}")
     return raw
-
-
-def host_ipv4_addresses() -> list[str]:
-    """IPv4 addresses of this host's interfaces, in interface-index order (Linux ioctl)."""
-    siocgifaddr = 0x8915
-    out: list[str] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _, name in socket.if_nameindex():
-            with contextlib.suppress(OSError):
-                req = struct.pack("256s", name.encode()[:15])
-                out.append(socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifaddr, req)[20:24]))
-    return out
 
 
 def _is_ip(value: str) -> bool:

@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.config import GossipConfig
 from agent.gossip import codec
 from agent.gossip.awareness import Awareness
 from agent.gossip.broadcast import BroadcastQueue
 from agent.gossip.codec import DecodeError
+from agent.gossip.config import GossipConfig
 from agent.gossip.messages import (
     DELEGATE_VSN,
     PROTOCOL_VSN,

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import GossipConfig
 from agent.gossip import codec
 from agent.gossip.codec import DecodeError, NeedMore
+from agent.gossip.config import GossipConfig
 from agent.gossip.keyring import (
     ENCRYPT_OVERHEAD,
     DecryptError,

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
 
-from agent.config import GossipConfig
 from agent.gossip import codec
 from agent.gossip.broadcast import BroadcastQueue
 from agent.gossip.codec import DecodeError
+from agent.gossip.config import GossipConfig
 from agent.gossip.membership import (
     Addr,
     Effect,

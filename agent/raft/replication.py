@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.config import RaftConfig
+from agent.raft.config import RaftConfig
 from agent.raft.log import ConfigHistory, RaftLog
 from agent.raft.messages import (
     AppendRequest,

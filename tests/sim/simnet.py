@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.config import GossipConfig
+from agent.gossip.config import GossipConfig
 from agent.gossip.membership import PushPullWith, SendPacket, TcpPing
 from agent.gossip.serf import JoinAttempt, MemberStatus, Serf, SerfConfig, SerfEffect
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import GossipConfig
+from agent.gossip.config import GossipConfig
 from agent.gossip.serf import MemberEvent, MemberStatus, SerfConfig
 from tests.sim.simnet import SimNet, seed_converged, seen_alive_by, seen_failed_by
 

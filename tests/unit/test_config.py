@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import agent.gossip.config
+import agent.raft.config
 from agent.config import (
     AgentConfig,
     ConfigError,
     GossipConfig,
     Ports,
+    RaftConfig,
     agent_flagset,
     build_config,
     load_config_dir,
     load_config_file,
     validate_paths,
 )
+from agent.netif import host_addresses
 
 KEY16 = "pUqJrVyVRj5jsiYEkM/tFQ=="  # base64 of 16 bytes
 KEY32 = "T9jncgl9mbLus+baTTa7q7nPSUrXwbDi2dhbtqir37s="  # base64 of 32 bytes
@@ -150,6 +159,7 @@ def test_effective_leave_flags(
         ("0.0.0.0", None, ["127.0.0.1", "169.254.1.1", "8.8.4.4"], "8.8.4.4"),
         ("0.0.0.0", None, ["127.0.0.1"], "127.0.0.1"),
         ("::", None, [], "127.0.0.1"),
+        ("0.0.0.0", None, ["127.0.0.1", "::1", "fd00::2", "fe80::1%eth0", "10.77.0.13"], "10.77.0.13"),  # IPv4 only
     ],
 )
 def test_advertise(bind: str, advertise: str | None, interfaces: list[str], want: str) -> None:
@@ -159,6 +169,45 @@ def test_advertise(bind: str, advertise: str | None, interfaces: list[str], want
 
 def test_advertise_real_interfaces() -> None:
     assert AgentConfig(node_name="n").advertise()  # some address, never an exception
+
+
+def test_host_addresses_lists_loopback() -> None:
+    addrs = host_addresses()
+    assert "127.0.0.1" in addrs
+    assert all(ipaddress.ip_address(a) for a in addrs)  # every entry parses, link-local zones included
+
+
+NETNS_SCRIPT = """
+ip link set lo up
+ip addr add 10.9.9.9/32 dev lo
+ip addr add 10.9.9.10/32 dev lo
+ip addr add fd00:77::5/128 dev lo
+exec "$0" -c 'from agent.netif import host_addresses; print(" ".join(host_addresses()))'
+"""
+
+
+def test_host_addresses_secondary_and_ipv6() -> None:
+    """In a private network namespace: a second IPv4 address on one interface (the old ioctl saw only
+    the first) and an IPv6 address are both listed, in the kernel's order."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, unshare(1) and ip(8) for a private network namespace")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(["unshare", "-n", "sh", "-ec", NETNS_SCRIPT, sys.executable], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 and "Operation not permitted" in proc.stderr:
+        pytest.skip(f"no network namespaces here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    addrs = proc.stdout.split()
+    assert [a for a in addrs if a.startswith("10.9.9.")] == ["10.9.9.9", "10.9.9.10"]
+    assert "fd00:77::5" in addrs and "127.0.0.1" in addrs
+
+
+def test_presets_live_beside_their_cores() -> None:
+    """agent.config re-exports the presets; the cores import them from their own packages."""
+    assert GossipConfig is agent.gossip.config.GossipConfig
+    assert RaftConfig is agent.raft.config.RaftConfig
+    with pytest.raises(ConfigError, match=r"^gossip_wan\.probe_timeout: "):
+        dataclasses.replace(agent.gossip.config.GossipConfig.wan(), probe_timeout=9.0).validate("gossip_wan.")
 
 
 # ---------------------------------------------------------------- command lines

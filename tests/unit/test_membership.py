@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from agent.config import GossipConfig
 from agent.gossip import codec
+from agent.gossip.config import GossipConfig
 from agent.gossip.membership import Membership, NodeEvent, SendPacket, TcpPing
 from agent.gossip.messages import Ack, Alive, Dead, IndirectPing, Nack, NodeState, Ping, Suspect
 
