@@ -1,4 +1,4 @@
-"""agent.cli: output formats, exit codes, error wording. No agent is started; HTTP is faked."""
+"""agent.cli (the `pyconsul` verbs): output formats, exit codes, error wording. No agent is started; HTTP is faked."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent import cli
+from agent.cli import common, keyring, members
 from agent.config import AgentConfig
 
 MEMBERS: list[dict[str, Any]] = [
@@ -80,34 +81,34 @@ def fake_api(monkeypatch: pytest.MonkeyPatch, respond: Callable[[str, str], Any]
         calls.append((method, base_url, path, query, body))
         return respond(method, path)
 
-    monkeypatch.setattr(cli, "api_request", api_request)
+    monkeypatch.setattr(common, "api_request", api_request)
     return calls
 
 
 def test_members_table() -> None:
-    assert cli.members_table(MEMBERS) == TABLE
+    assert members.members_table(MEMBERS) == TABLE
 
 
 def test_members_table_detailed_and_filter() -> None:
-    lines = cli.members_table(MEMBERS[:2], detailed=True, status="fail")
+    lines = members.members_table(MEMBERS[:2], detailed=True, status="fail")
     assert lines == [
         "Node  Address          Status  Tags",
         "c1    10.77.0.21:8301  failed  build=0.1.0:pyconsul,dc=bj,role=node,segment=,vsn=2",
     ]
-    assert cli.members_table(MEMBERS, status="^le") == [
+    assert members.members_table(MEMBERS, status="^le") == [
         "Node  Address          Status  Type    Build  Protocol  DC  Segment",
         "e1    10.77.0.30:8301  left    client  1.7.0  2         bj  edge",
     ]
-    assert cli.members_table(MEMBERS, status="leaving") == []
+    assert members.members_table(MEMBERS, status="leaving") == []
 
 
 def test_members_ipv6_address() -> None:
     m = {"Name": "x", "Addr": "::1", "Port": 8301, "Status": 1, "Tags": {"role": "node"}}
-    assert cli.members_table([m])[1].startswith("x     [::1]:8301  alive   client  < 0.3")
+    assert members.members_table([m])[1].startswith("x     [::1]:8301  alive   client  < 0.3")
 
 
 def test_columnize_does_not_pad_last_column() -> None:
-    assert cli.columnize([["a", "bbb", "c"], ["aaaa", "b", ""]]) == ["a     bbb  c", "aaaa  b    "]
+    assert common.columnize([["a", "bbb", "c"], ["aaaa", "b", ""]]) == ["a     bbb  c", "aaaa  b    "]
 
 
 def test_members_command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,7 +128,7 @@ def test_keyring_lines() -> None:
         {"WAN": False, "Datacenter": "bj", "Segment": "", "Keys": {"K1": 3}, "NumNodes": 3},
         {"WAN": False, "Datacenter": "bj", "Segment": "alpha", "Keys": {"K1": 1}, "NumNodes": 1},
     ]
-    assert cli.keyring_lines(data) == [
+    assert keyring.keyring_lines(data) == [
         "==> Gathering installed encryption keys...",
         "",
         "WAN:",
@@ -181,7 +182,7 @@ def test_info(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
 def test_join_counts_successes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     def respond(method: str, path: str) -> Any:
         if path.endswith("bad"):
-            raise cli.ApiError("Unexpected response code: 500 (no route)")
+            raise common.ApiError("Unexpected response code: 500 (no route)")
         return None
 
     calls = fake_api(monkeypatch, respond)
@@ -215,13 +216,13 @@ def test_leave_and_force_leave(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
     ],
 )
 def test_parse_http_addr(value: str, url: str) -> None:
-    assert cli.parse_http_addr(value) == url
+    assert common.parse_http_addr(value) == url
 
 
 @pytest.mark.parametrize("value", ["", "unix:///tmp/consul.sock", "ftp://x:1"])
 def test_parse_http_addr_rejects(value: str) -> None:
-    with pytest.raises(cli.CLIError):
-        cli.parse_http_addr(value)
+    with pytest.raises(common.CLIError):
+        common.parse_http_addr(value)
 
 
 @pytest.mark.parametrize(
@@ -233,7 +234,7 @@ def test_parse_http_addr_rejects(value: str) -> None:
     ],
 )
 def test_default_http_addr(env: dict[str, str], want: str) -> None:
-    assert cli.default_http_addr(env) == want
+    assert common.default_http_addr(env) == want
 
 
 def test_http_addr_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

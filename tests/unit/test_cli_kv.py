@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from agent import cli, cli_kv, cli_operator
+from agent import cli
+from agent.cli import catalog, kv, operator
 
 
 def b64(text: str) -> str:
@@ -461,8 +462,8 @@ def test_raft_remove_peer(consul: FakeConsul, capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.parametrize(
     ("group", "subs"),
-    [(["kv"], cli_kv.KV_COMMANDS), (["catalog"], cli_operator.CATALOG_COMMANDS),
-     (["operator"], cli_operator.OPERATOR_COMMANDS), (["operator", "raft"], cli_operator.RAFT_COMMANDS)],
+    [(["kv"], kv.KV_COMMANDS), (["catalog"], catalog.CATALOG_COMMANDS),
+     (["operator"], operator.OPERATOR_COMMANDS), (["operator", "raft"], operator.RAFT_COMMANDS)],
 )
 def test_groups_list_their_subcommands(
     capsys: pytest.CaptureFixture[str], group: list[str], subs: dict[str, Any]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from agent import cli
-from agent.cli import ApiError, CLIError
+from agent.cli import common
+from agent.cli.common import ApiError, CLIError
 from agent.flags import FlagSet, ParseResult
 from agent.state import archive
 
@@ -32,15 +32,15 @@ def _read(path: str) -> bytes:
 
 def cmd_save(args: Sequence[str]) -> int:
     fs = FlagSet("snapshot save")
-    cli._http_flags(fs)
-    cli._server_flags(fs)
-    res = cli._parse(fs, args, "snapshot save [options] FILE",
-                     "Retrieves an atomic, point-in-time snapshot of the state of the servers\n"
-                     "  (KV, catalog, sessions) and saves it to FILE.")
+    common.http_flags(fs)
+    common.server_flags(fs)
+    res = common.parse(fs, args, "snapshot save [options] FILE",
+                       "Retrieves an atomic, point-in-time snapshot of the state of the servers\n"
+                       "  (KV, catalog, sessions) and saves it to FILE.")
     path = _one_file(res)
     try:
-        data = cli.api_request("GET", cli.parse_http_addr(res.str("http-addr")), "/v1/snapshot",
-                               query=cli.server_query(res), timeout=120.0, decode=False)
+        data = common.api_request("GET", common.http_addr(res), "/v1/snapshot",
+                                  query=common.server_query(res), timeout=120.0, decode=False)
     except ApiError as exc:
         raise CLIError(f"Error saving snapshot: {exc}") from None
     part = path + ".part"
@@ -65,11 +65,11 @@ def cmd_save(args: Sequence[str]) -> int:
 
 def cmd_restore(args: Sequence[str]) -> int:
     fs = FlagSet("snapshot restore")
-    cli._http_flags(fs)
+    common.http_flags(fs)
     fs.string("datacenter", "", "Name of the datacenter to restore into. Defaults to the agent's.")
-    res = cli._parse(fs, args, "snapshot restore [options] FILE",
-                     "Restores the state of the servers (KV, catalog, sessions) from a snapshot file\n"
-                     "  made by `pyconsul snapshot save`. This replaces all existing state.")
+    res = common.parse(fs, args, "snapshot restore [options] FILE",
+                       "Restores the state of the servers (KV, catalog, sessions) from a snapshot file\n"
+                       "  made by `pyconsul snapshot save`. This replaces all existing state.")
     path = _one_file(res)
     data = _read(path)
     try:
@@ -78,8 +78,8 @@ def cmd_restore(args: Sequence[str]) -> int:
         raise CLIError(f"Error restoring snapshot: {path}: {exc}") from None
     query = {"dc": res.str("datacenter")} if res.str("datacenter") else {}
     try:
-        cli.api_request("PUT", cli.parse_http_addr(res.str("http-addr")), "/v1/snapshot", query=query,
-                        raw=data, timeout=120.0)
+        common.api_request("PUT", common.http_addr(res), "/v1/snapshot", query=query,
+                           raw=data, timeout=120.0)
     except ApiError as exc:
         raise CLIError(f"Error restoring snapshot: {exc}") from None
     print("Restored snapshot")
@@ -94,13 +94,13 @@ def inspect_lines(meta: archive.Meta) -> list[str]:
 
 def cmd_inspect(args: Sequence[str]) -> int:
     fs = FlagSet("snapshot inspect")
-    res = cli._parse(fs, args, "snapshot inspect FILE", "Displays information about a snapshot file.")
+    res = common.parse(fs, args, "snapshot inspect FILE", "Displays information about a snapshot file.")
     path = _one_file(res)
     try:
         meta, _ = archive.read_archive(_read(path))
     except archive.ArchiveError as exc:
         raise CLIError(f"Error inspecting snapshot: {path}: {exc}") from None
-    cli._out(inspect_lines(meta))
+    common.out(inspect_lines(meta))
     return 0
 
 
@@ -112,5 +112,5 @@ COMMANDS = {
 
 
 def cmd_snapshot(args: Sequence[str]) -> int:
-    return cli.run_group("snapshot", COMMANDS, args,
-                         "Saves, restores and inspects snapshots of the servers' state (KV, catalog, sessions).")
+    return common.run_group("snapshot", COMMANDS, args,
+                            "Saves, restores and inspects snapshots of the servers' state (KV, catalog, sessions).")

@@ -14,8 +14,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agent import cli
-from agent.cli import ApiError, CLIError
+from agent.cli import common
+from agent.cli.common import ApiError, CLIError
 from agent.flags import FlagSet, ParseResult
 
 # Characters Go's url.URL leaves unescaped in a path; everything else is percent-encoded.
@@ -118,13 +118,13 @@ def _write(data: bytes) -> None:
 
 def _flagset(name: str) -> FlagSet:
     fs = FlagSet(name)
-    cli._http_flags(fs)
-    cli._server_flags(fs)
+    common.http_flags(fs)
+    common.server_flags(fs)
     return fs
 
 
 def _call(res: ParseResult, method: str, path: str, query: Mapping[str, str], raw: bytes | None = None) -> Any:
-    return cli.api_request(method, cli.parse_http_addr(res.str("http-addr")), path, query=query, raw=raw)
+    return common.api_request(method, common.http_addr(res), path, query=query, raw=raw)
 
 
 def _uint(res: ParseResult, name: str) -> int:
@@ -156,9 +156,9 @@ def cmd_put(args: Sequence[str]) -> int:
             "be set. The key must be held by the session in order to be unlocked.")
     fs.string("session", "", "User-defined identifier for this session as a string. This is commonly used with "
               "the -acquire and -release operations to build robust locking.")
-    res = cli._parse(fs, args, "kv put [options] KEY [DATA]",
-                     "Writes the data to the given path in the key-value store. DATA may be `@file` to read a file\n"
-                     "  or `-` to read stdin; without DATA an empty value is written.")
+    res = common.parse(fs, args, "kv put [options] KEY [DATA]",
+                       "Writes the data to the given path in the key-value store. DATA may be `@file` to read a file\n"
+                       "  or `-` to read stdin; without DATA an empty value is written.")
     pos = res.positional
     if not pos:
         raise CLIError("Error! Missing KEY argument")
@@ -180,7 +180,7 @@ def cmd_put(args: Sequence[str]) -> int:
     flags, modify_index = _uint(res, "flags"), _uint(res, "modify-index")
     if cas and modify_index == 0:
         raise CLIError("Must specify -modify-index with -cas!")
-    query = cli.server_query(res, read=False)
+    query = common.server_query(res, read=False)
     if flags:
         query["flags"] = str(flags)
     if cas:
@@ -220,13 +220,13 @@ def cmd_get(args: Sequence[str]) -> int:
             "false.")
     fs.string("separator", "/", "String to use as a separator between keys. This option is only taken into "
               "account when paired with the -keys flag.")
-    res = cli._parse(fs, args, "kv get [options] [KEY_OR_PREFIX]",
-                     "Retrieves the value from Consul's key-value store at the given key name.")
+    res = common.parse(fs, args, "kv get [options] [KEY_OR_PREFIX]",
+                       "Retrieves the value from Consul's key-value store at the given key name.")
     key = _one_key(res)
     keys, recurse, b64, detailed = res.bool("keys"), res.bool("recurse"), res.bool("base64"), res.bool("detailed")
     if not key and not (recurse or keys):
         raise CLIError("Error! Missing KEY argument")
-    query = cli.server_query(res)
+    query = common.server_query(res)
     if keys:
         query["keys"] = ""
         if res.str("separator"):
@@ -268,8 +268,8 @@ def cmd_delete(args: Sequence[str]) -> int:
     fs.int("modify-index", 0, "Unsigned integer representing the ModifyIndex of the key. This is used in "
            "combination with the -cas flag.")
     fs.bool("recurse", False, "Recursively delete all keys with the path. The default value is false.")
-    res = cli._parse(fs, args, "kv delete [options] KEY_OR_PREFIX",
-                     "Removes the value from Consul's key-value store at the given path.")
+    res = common.parse(fs, args, "kv delete [options] KEY_OR_PREFIX",
+                       "Removes the value from Consul's key-value store at the given path.")
     key = _one_key(res)
     cas, recurse, modify_index = res.bool("cas"), res.bool("recurse"), _uint(res, "modify-index")
     if not key and not recurse:
@@ -280,7 +280,7 @@ def cmd_delete(args: Sequence[str]) -> int:
         raise CLIError("Cannot specify -modify-index without -cas!")
     if recurse and cas:
         raise CLIError("Cannot specify both -cas and -recurse!")
-    query = cli.server_query(res, read=False)
+    query = common.server_query(res, read=False)
     if recurse:
         query["recurse"] = ""
     elif cas:
@@ -304,12 +304,12 @@ def cmd_delete(args: Sequence[str]) -> int:
 
 def cmd_export(args: Sequence[str]) -> int:
     fs = _flagset("kv export")
-    res = cli._parse(fs, args, "kv export [KEY_OR_PREFIX]",
-                     "Retrieves key-value pairs for the given prefix from Consul's key-value store, and writes a\n"
-                     '  JSON representation to stdout. This can be used with "pyconsul kv import".')
+    res = common.parse(fs, args, "kv export [KEY_OR_PREFIX]",
+                       "Retrieves key-value pairs for the given prefix from Consul's key-value store, and writes a\n"
+                       '  JSON representation to stdout. This can be used with "pyconsul kv import".')
     key = _one_key(res)
     try:
-        data = _call(res, "GET", kv_path(key), {**cli.server_query(res), "recurse": ""})
+        data = _call(res, "GET", kv_path(key), {**common.server_query(res), "recurse": ""})
     except ApiError as exc:
         if exc.code != 404:
             raise CLIError(f"Error querying Consul agent: {exc}") from None
@@ -350,9 +350,9 @@ def _import_entries(text: str) -> list[tuple[str, int, str]]:
 
 def cmd_import(args: Sequence[str]) -> int:
     fs = _flagset("kv import")
-    res = cli._parse(fs, args, "kv import [DATA]",
-                     "Imports key-value pairs to the key-value store from the JSON representation generated by\n"
-                     '  "pyconsul kv export". DATA is the document itself, `@file` or `-` for stdin.')
+    res = common.parse(fs, args, "kv import [DATA]",
+                       "Imports key-value pairs to the key-value store from the JSON representation generated by\n"
+                       '  "pyconsul kv export". DATA is the document itself, `@file` or `-` for stdin.')
     pos = res.positional
     if not pos:
         raise CLIError("Error! Missing DATA argument")
@@ -365,7 +365,7 @@ def cmd_import(args: Sequence[str]) -> int:
     except ValueError as exc:
         text = str(exc)
         raise CLIError(text if text.startswith("Cannot unmarshal") else f"Error! {text}") from None
-    base_query = cli.server_query(res, read=False)
+    base_query = common.server_query(res, read=False)
     for key, flags, value in entries:
         try:
             raw = go_b64decode(value)
@@ -390,5 +390,5 @@ KV_COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 
 
 def cmd_kv(args: Sequence[str]) -> int:
-    return cli.run_group("kv", KV_COMMANDS, args,
-                         "Interacts with Consul's key-value store: put, get, delete, export and import data.")
+    return common.run_group("kv", KV_COMMANDS, args,
+                            "Interacts with Consul's key-value store: put, get, delete, export and import data.")
