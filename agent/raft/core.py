@@ -302,6 +302,8 @@ class RaftCore(LeaderMixin):
         self._now = now
         if m.to != self._id:
             return
+        if m.term > self._term and self._in_lease() and self._outsider(m.from_):
+            return  # thesis §4.2.3: a server outside the configuration cannot depose a leader we hear from
         if m.term > self._term:
             if isinstance(m, VoteRequest):
                 if not m.transfer and self._in_lease():
@@ -421,6 +423,12 @@ class RaftCore(LeaderMixin):
         self._hinted = HINTED_CAMPAIGNS  # a split vote retries on the short timer too, a few times
         soon = now + self.cfg.heartbeat_interval * (1.0 + 2.0 * self.rng.random())
         self._election_deadline = min(self._election_deadline, soon)
+
+    def _outsider(self, sender: str) -> bool:
+        """Not in our latest configuration: a removed server, or no server of ours at all. (A server added
+        at an index we have not received yet also looks like one; it is heard once our lease lapses.)"""
+        latest = self.configs.latest
+        return bool(latest.servers) and latest.get(sender) is None
 
     def _in_lease(self) -> bool:
         """Leader stickiness (thesis §4.2.3): refuse to help depose a leader we heard from recently."""
@@ -542,6 +550,8 @@ class RaftCore(LeaderMixin):
                 self._become_follower(self._term, "")
 
     def _step_follower(self, m: Message) -> None:
+        if isinstance(m, AppendRequest | SnapshotRequest | TimeoutNow) and self._leader and m.from_ != self._leader:
+            return  # one leader per term (§5.2): a second "leader" of our term is forged or confused
         if isinstance(m, AppendRequest | SnapshotRequest):
             self._hinted = 0  # a leader exists
             self._leader = m.from_

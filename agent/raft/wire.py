@@ -33,6 +33,11 @@ from agent.raft.messages import (
 
 MAX_FRAME = 64 * 1024 * 1024
 HEADER = struct.Struct(">I")
+# Every integer a peer sends us (terms, indexes, commit, read contexts) must be in [0, MAX_INT]. A term of
+# 2**62 is a new term every millisecond for 146 million years, and the bound leaves room for +1 in the u64 on
+# disk and on the wire: a forged 2**64-1 would otherwise be persisted and leave no next term (an election
+# could never start again, even after a restart). Out of range is malformed: the frame is refused.
+MAX_INT = 2**62
 
 
 class WireError(ValueError):
@@ -49,7 +54,7 @@ class Kind(IntEnum):
     TIMEOUT_NOW = 7
     HELLO = 8  # first frame on a connection: [HELLO, server_id, datacenter]
     REQUEST = 9  # [REQUEST, id, method, args] forwarded client request
-    RESPONSE = 10  # [RESPONSE, id, ok, result_or_error]
+    RESPONSE = 10  # [RESPONSE, id, ok, result | agent.errors.to_wire(exc)] (see transport.py)
 
 
 def encode_config(c: Configuration) -> list[Any]:
@@ -72,8 +77,12 @@ def _entry(e: Entry) -> list[Any]:
     return [e.term, e.index, int(e.kind), e.data]
 
 
+def _in_range(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT
+
+
 def _decode_entry(raw: Any) -> Entry:
-    if not (isinstance(raw, list) and len(raw) == 4 and all(isinstance(x, int) for x in raw[:3])
+    if not (isinstance(raw, list) and len(raw) == 4 and all(_in_range(x) for x in raw[:3])
             and isinstance(raw[3], bytes) and raw[2] in (0, 1, 2)):
         raise WireError("bad entry")
     return Entry(raw[0], raw[1], EntryKind(raw[2]), raw[3])
@@ -106,6 +115,8 @@ def _check(raw: list[Any], types: tuple[type, ...]) -> None:
     for i, (v, t) in enumerate(zip(raw[1:], types, strict=True)):
         if not isinstance(v, t) or (t is int and isinstance(v, bool)):
             raise WireError(f"frame kind {raw[0]}: field {i} has the wrong type")
+        if t is int and not 0 <= v <= MAX_INT:
+            raise WireError(f"frame kind {raw[0]}: field {i} is out of range")
 
 
 def decode_message(raw: list[Any]) -> Message:

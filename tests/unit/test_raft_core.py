@@ -522,8 +522,38 @@ def test_follower_config_follows_the_log_and_its_truncation() -> None:
     new = Entry(2, 3, EntryKind.CONFIG, encode_configuration(conf("a", "b")))
     b.step(AppendRequest(2, "a", "b", 2, 1, (new,), 0), T0)
     assert b.configuration.voters() == ("a", "b")
-    b.step(AppendRequest(3, "c", "b", 2, 1, (Entry(3, 3, EntryKind.NORMAL, b"z"),), 0), T0)
-    assert b.configuration.voters() == ("a", "b", "c")
+    # c was removed by the uncommitted entry 3, won term 3 without it and overwrites it. While b still
+    # hears from a (its lease), an outsider's higher term is ignored (thesis §4.2.3); once it lapses, c leads.
+    overwrite = AppendRequest(3, "c", "b", 2, 1, (Entry(3, 3, EntryKind.NORMAL, b"z"),), 0)
+    b.step(overwrite, T0 + 0.5)
+    assert b.term == 2 and b.configuration.voters() == ("a", "b")
+    b.step(overwrite, T0 + 1.01)
+    assert b.term == 3 and b.configuration.voters() == ("a", "b", "c")
+
+
+OUTSIDER_MESSAGES = [
+    AppendRequest(3, "x", "b", 2, 1, (), 0),
+    SnapshotRequest(3, "x", "b", Snapshot(SnapshotMeta(9, 3, conf("x")), b"")),
+    TimeoutNow(3, "x", "b"),
+    VoteRequest(3, "x", "b", 99, 3, False, True),
+    AppendResponse(3, "x", "b", False, 0, 0),
+]
+
+
+@pytest.mark.parametrize("msg", OUTSIDER_MESSAGES, ids=lambda m: type(m).__name__)
+def test_a_server_outside_the_configuration_cannot_disrupt_a_follower_in_lease(msg: Message) -> None:
+    b = make("b", terms=(1,), term=1)
+    b.step(AppendRequest(1, "a", "b", 1, 1, (), 1), T0)
+    b.step(msg, T0 + 0.1)
+    assert (b.term, b.leader, role(b)) == (1, "a", Role.FOLLOWER)
+
+
+def test_a_second_leader_of_the_same_term_is_ignored() -> None:
+    b = make("b", terms=(1,), term=1)
+    b.step(AppendRequest(1, "a", "b", 1, 1, (), 1), T0)
+    b.step(AppendRequest(1, "c", "b", 1, 1, (Entry(1, 2, EntryKind.NORMAL, b"forged"),), 1), T0 + 0.1)
+    b.step(TimeoutNow(1, "c", "b"), T0 + 0.1)
+    assert (b.last_index, b.leader, role(b)) == (1, "a", Role.FOLLOWER)
 
 
 # ---------------------------------------------------------------- bootstrap, restart, snapshots

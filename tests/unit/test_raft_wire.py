@@ -65,3 +65,30 @@ def test_fuzz_unframe(buf: bytes) -> None:
         wire.decode_message(wire.unframe(buf))
     except WireError:
         pass
+
+
+def _with(msg: Message, field: int, value: int) -> list[object]:
+    raw = wire.encode_message(msg)
+    raw[field] = value
+    return raw
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, wire.MAX_INT + 1, -1])
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_terms_out_of_range_are_malformed(msg: Message, value: int) -> None:
+    """A forged term of 2**64-1 was persisted and left no next term: such frames are refused on decode."""
+    with pytest.raises(WireError, match="out of range"):
+        wire.decode_message(wire.unframe(wire.frame(_with(msg, 1, value))[4:]))
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -5])
+def test_entry_indexes_out_of_range_are_malformed(value: int) -> None:
+    raw = wire.encode_message(MESSAGES[2])
+    raw[6] = [[4, value, 0, b"x"]]
+    with pytest.raises(WireError, match="bad entry"):
+        wire.decode_message(raw)
+
+
+def test_the_largest_term_allowed_still_decodes() -> None:
+    raw = _with(MESSAGES[0], 1, wire.MAX_INT)
+    assert wire.decode_message(raw).term == wire.MAX_INT
