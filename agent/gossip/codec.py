@@ -57,6 +57,10 @@ class DecodeError(ValueError):
     """A message that cannot be decoded. The string says why; it is safe to log."""
 
 
+class UnknownMessageType(DecodeError):
+    """A well-formed message of a type this version does not know (a newer peer): counted apart."""
+
+
 # ---------------------------------------------------------------- low-level helpers
 
 
@@ -595,7 +599,7 @@ def decode_serf(buf: bytes) -> SerfMessage:
         raise DecodeError("empty serf message")
     dec = _SERF_DECODERS.get(buf[0])
     if dec is None:
-        raise DecodeError(f"unknown serf message type {buf[0]}")
+        raise UnknownMessageType(f"unknown serf message type {buf[0]}")
     return dec(_unpack_map(buf[1:]))
 
 

@@ -360,7 +360,7 @@ class Serf:
         try:
             msg = codec.decode_serf(payload)
         except DecodeError as exc:
-            if "unknown serf message type" in str(exc):
+            if isinstance(exc, codec.UnknownMessageType):
                 self.stats.unknown_serf_messages += 1
             else:
                 self.stats.bad_serf_messages += 1
