@@ -3,18 +3,18 @@
 Process operations run on the host over ssh, with the inventory's own ssh settings (chaos.inventory), by
 chaos/nemesis/remote.py — see its docstring for how the agent is found and how each manager is handled:
 
-- ``supervisord`` (what playbooks/roles/agent installs where systemd is not PID 1, e.g. the lab):
+- ``supervisord`` (what playbooks/roles/pyconsul installs where systemd is not PID 1, e.g. the lab):
   start = ``supervisorctl start pyconsul`` (starting supervisord first if it is not running); kill = kill -9
   that stays down (freeze, ``supervisorctl stop``, SIGKILL — no shutdown code runs, no auto-restart);
 - ``systemd`` (real hosts; not exercised by the tests here): ``systemctl start`` / ``kill -s SIGKILL`` + ``stop``;
 - ``plain`` — the documented fallback when neither exists: remote.py starts the agent detached (own session,
-  stdin /dev/null, output appended to ``<agent_log_dir>/agent.log``) with `agent_command` (argument here), else
-  the host's ``chaos_agent_command`` variable, else ``<agent_venv_dir>/bin/pyconsul agent -config-dir
-  <agent_config_dir>``, and remembers its PID and command line in ``/run/pyconsul/chaos/agent.json``.
+  stdin /dev/null, output appended to ``<pyconsul_log_dir>/agent.log``) with `agent_command` (argument here), else
+  the host's ``chaos_agent_command`` variable, else ``<pyconsul_venv_dir>/bin/pyconsul agent -config-dir
+  <pyconsul_config_dir>``, and remembers its PID and command line in ``/run/pyconsul/chaos/agent.json``.
 
 pause/resume are SIGSTOP/SIGCONT of the agent's PID whatever the manager.
 
-Cluster queries go straight to each agent's HTTP API (``agent_client_addr:agent_http_port``, reachable from
+Cluster queries go straight to each agent's HTTP API (``pyconsul_client_addr:pyconsul_http_port``, reachable from
 the controller; for lab hosts from the root namespace over the bridge), never through a partitioned peer.
 
 Jepsen's setup/teardown: `setup()` starts every agent that is not running and waits for a leader in every

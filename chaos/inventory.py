@@ -5,8 +5,9 @@ group_vars, YAML/INI and directories mean what they mean to ansible-playbook. Un
 user and key are accepted: the chaos framework works on real hosts as well as on lab hosts.
 
 Per host it takes the role's variables where the inventory sets them and the role's defaults otherwise
-(playbooks/roles/agent/defaults/main.yml): agent_datacenter, agent_server, agent_bind_addr, agent_client_addr,
-agent_http_port, agent_venv_dir, agent_config_dir, agent_log_dir, agent_supervisord_conf, agent_systemd_unit.
+(playbooks/roles/pyconsul/defaults/main.yml): pyconsul_datacenter, pyconsul_server, pyconsul_bind_addr,
+pyconsul_client_addr, pyconsul_http_port, pyconsul_venv_dir, pyconsul_config_dir, pyconsul_log_dir,
+pyconsul_supervisord_conf, pyconsul_systemd_unit.
 One chaos-only variable: ``chaos_agent_command`` — the command that starts the agent on a host that has
 neither supervisord nor systemd (the DB's fallback; default ``<venv>/bin/pyconsul agent -config-dir <dir>``).
 
@@ -198,16 +199,16 @@ def plan(data: Mapping[str, Any], path: str = "inventory") -> Inventory:
         if hv.get("ansible_connection") == "local":
             continue
         address = str(_first(hv, "ansible_host", "ansible_ssh_host") or name)
-        ip = _resolve(name, str(_first(hv, "agent_bind_addr") or address))
-        client = _resolve(name, str(_first(hv, "agent_client_addr") or ip))
-        port = int(_first(hv, "agent_http_port") or 8500)
-        venv = str(_first(hv, "agent_venv_dir") or f"{_first(hv, 'agent_install_dir') or '/opt/pyconsul'}/venv")
+        ip = _resolve(name, str(_first(hv, "pyconsul_bind_addr") or address))
+        client = _resolve(name, str(_first(hv, "pyconsul_client_addr") or ip))
+        port = int(_first(hv, "pyconsul_http_port") or 8500)
+        venv = str(_first(hv, "pyconsul_venv_dir") or f"{_first(hv, 'pyconsul_install_dir') or '/opt/pyconsul'}/venv")
         agent = {
             "venv": venv,
-            "config_dir": str(_first(hv, "agent_config_dir") or "/etc/pyconsul/agent.d"),
-            "log_dir": str(_first(hv, "agent_log_dir") or "/var/log/pyconsul"),
-            "supervisord_conf": str(_first(hv, "agent_supervisord_conf") or "/etc/pyconsul/supervisord.conf"),
-            "unit": Path(str(_first(hv, "agent_systemd_unit") or "pyconsul.service")).name,
+            "config_dir": str(_first(hv, "pyconsul_config_dir") or "/etc/pyconsul/agent.d"),
+            "log_dir": str(_first(hv, "pyconsul_log_dir") or "/var/log/pyconsul"),
+            "supervisord_conf": str(_first(hv, "pyconsul_supervisord_conf") or "/etc/pyconsul/supervisord.conf"),
+            "unit": Path(str(_first(hv, "pyconsul_systemd_unit") or "pyconsul.service")).name,
         }
         if _first(hv, "chaos_agent_command"):
             agent["command"] = str(hv["chaos_agent_command"])
@@ -215,8 +216,8 @@ def plan(data: Mapping[str, Any], path: str = "inventory") -> Inventory:
         hosts.append(Host(
             name=name, address=address, ip=ip, ssh_options=ssh_options(hv),
             python=str(_first(hv, "ansible_python_interpreter") or "python3"),
-            datacenter=str(_first(hv, "agent_datacenter") or "dc1").lower(),
-            server=_bool(hv.get("agent_server"), True), http=http,
+            datacenter=str(_first(hv, "pyconsul_datacenter") or "dc1").lower(),
+            server=_bool(hv.get("pyconsul_server"), True), http=http,
             groups=tuple(sorted(g for g, members in groups.items() if name in members and g != "all")),
             agent=agent))
     if not hosts:

@@ -2,7 +2,7 @@
 
 Order, and what is guaranteed:
 1. The cluster is made ready: redeployed with `agent_config` when the experiment sets one
-   (`ansible-playbook site.yml -e agent_config_extra=...`), every agent started, a leader in every DC.
+   (`ansible-playbook site.yml -e pyconsul_config_extra=...`), every agent started, a leader in every DC.
 2. `concurrency` client processes issue the generator's operations against the agents of the
    experiment's datacenter (process p talks to host p mod n), recording invoke/completion events in
    real-time order (history.py's contract). A process whose operation ended `info` is retired and a
@@ -124,7 +124,7 @@ class Runner:
     # --- phases ----------------------------------------------------------------------------------
 
     def _deploy(self, agent_config: dict[str, Any]) -> None:
-        extra = json.dumps({"agent_config_extra": agent_config})
+        extra = json.dumps({"pyconsul_config_extra": agent_config})
         proc = subprocess.run(["ansible-playbook", "site.yml", "-i", self.inventory_path, "-e", extra],
                               cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
         if proc.returncode != 0:

@@ -114,8 +114,8 @@ def main() -> int:
     hv = inv["_meta"]["hostvars"]
     dcs: dict[str, list[str]] = {}
     for h, v in sorted(hv.items()):
-        dcs.setdefault(str(v.get("agent_datacenter", "dc1")).lower(), []).append(h)
-    servers = {dc: [f"{hv[h]['ansible_host']}:8500" for h in hs if hv[h].get("agent_server", True) is not False]
+        dcs.setdefault(str(v.get("pyconsul_datacenter", "dc1")).lower(), []).append(h)
+    servers = {dc: [f"{hv[h]['ansible_host']}:8500" for h in hs if hv[h].get("pyconsul_server", True) is not False]
                for dc, hs in dcs.items()}
     first_dc = sorted(dcs)[0]
     res: dict[str, Any] = {"inventory": args.inventory, "hosts": len(hv)}

@@ -213,9 +213,9 @@ def test_fault_log_records_forgets_and_survives_reopening(tmp_path: Path) -> Non
 
 # --- nemesis ops refused before anything is touched --------------------------------------------------------
 
-HOSTVARS = {"a": {"ansible_host": "10.77.7.1", "agent_datacenter": "BJ"},
-            "b": {"ansible_host": "10.77.7.2", "agent_datacenter": "bj"},
-            "c": {"ansible_host": "10.77.7.3", "agent_datacenter": "sh", "agent_server": "no"}}
+HOSTVARS = {"a": {"ansible_host": "10.77.7.1", "pyconsul_datacenter": "BJ"},
+            "b": {"ansible_host": "10.77.7.2", "pyconsul_datacenter": "bj"},
+            "c": {"ansible_host": "10.77.7.3", "pyconsul_datacenter": "sh", "pyconsul_server": "no"}}
 INVENTORY = {"_meta": {"hostvars": HOSTVARS},
              "all": {"children": ["ungrouped", "dcs"]}, "dcs": {"children": ["bj"], "hosts": ["c"]},
              "bj": {"hosts": ["a", "b"]}}

@@ -184,7 +184,7 @@ class Lab:
 
 
 def _config(inv: Inventory, name: str) -> dict[str, Any]:
-    """What playbooks/roles/agent renders, for the lab (short retry intervals, raft_multiplier 1)."""
+    """What playbooks/roles/pyconsul renders, for the lab (short retry intervals, raft_multiplier 1)."""
     h = inv.host(name)
     servers = [inv.host(s) for s in inv.servers()]
     cfg: dict[str, Any] = {
@@ -487,7 +487,7 @@ def test_a_signal_heals_on_the_way_out_and_a_second_one_does_not_cut_the_heal_sh
     lab.assert_grudge({})
 
 
-TEMPLATE = ROOT / "playbooks" / "roles" / "agent" / "templates" / "supervisord.conf.j2"
+TEMPLATE = ROOT / "playbooks" / "roles" / "pyconsul" / "templates" / "supervisord.conf.j2"
 
 
 def test_kill_under_supervisord_stays_down_and_is_a_real_kill_9(lab: Lab) -> None:
@@ -499,9 +499,9 @@ def test_kill_under_supervisord_stays_down_and_is_a_real_kill_9(lab: Lab) -> Non
 
     h, venv = lab.inventory.host("ch-e"), "/opt/pyconsul/venv"
     conf = jinja2.Template(TEMPLATE.read_text()).render(
-        ansible_managed="test", agent_run_dir="/run/pyconsul", agent_log_dir="/var/log/pyconsul",
-        agent_venv_dir=venv, agent_supervisord_conf=h.agent["supervisord_conf"],
-        agent_config_dir="/etc/pyconsul/agent.d", _agent_cli=f"{venv}/bin/pyconsul")
+        ansible_managed="test", pyconsul_run_dir="/run/pyconsul", pyconsul_log_dir="/var/log/pyconsul",
+        pyconsul_venv_dir=venv, pyconsul_supervisord_conf=h.agent["supervisord_conf"],
+        pyconsul_config_dir="/etc/pyconsul/agent.d", _pyconsul_cli=f"{venv}/bin/pyconsul")
     wrappers = {"supervisord": str(supervisord), "supervisorctl": str(supervisord.with_name("supervisorctl")),
                 "pyconsul": f"{sys.executable} -m agent"}
     script = "; ".join(f"printf '#!/bin/sh\\nexec {cmd} \"$@\"\\n' > {venv}/bin/{name}; chmod +x {venv}/bin/{name}"

@@ -82,8 +82,8 @@ BAD_CASES = {
 }
 
 
-FIRST_TASKS = ["agent : Read the cluster from the inventory",
-               "agent : Check that the inventory describes a cluster that can form"]
+FIRST_TASKS = ["pyconsul : Read the cluster from the inventory",
+               "pyconsul : Check that the inventory describes a cluster that can form"]
 
 
 @pytest.mark.parametrize("name", sorted(BAD_CASES))

@@ -1,12 +1,12 @@
 """The role's systemd unit, which no lab host runs (systemd is not PID 1 here), checked by systemd itself.
 
 The unit is rendered by Ansible's own template module (ansible-playbook against localhost, connection
-local) with the role's real defaults and vars (playbooks/roles/agent/defaults, vars), into a temporary root
-at the role's `agent_systemd_unit` path. `systemd-analyze verify --root=ROOT` then loads it the way
+local) with the role's real defaults and vars (playbooks/roles/pyconsul/defaults, vars), into a temporary root
+at the role's `pyconsul_systemd_unit` path. `systemd-analyze verify --root=ROOT` then loads it the way
 systemd would: every key and value parsed, dependencies resolved, every Exec*= command an executable. The
 root holds copies of the controller's systemd units (the targets the unit names and the default
 dependencies), its `kill` (ExecReload), and a stub where the role installs the agent's console script
-(ExecStart, `<agent_venv_dir>/bin/pyconsul`). verify exits 0 after mere warnings ("Unknown key ...,
+(ExecStart, `<pyconsul_venv_dir>/bin/pyconsul`). verify exits 0 after mere warnings ("Unknown key ...,
 ignoring"), so any output at all fails the test; a unit with such a mistake shows that this works.
 
 Needs ansible-playbook (the venv) and systemd-analyze (Debian's systemd package, scripts/bootstrap.sh),
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "playbooks" / "roles" / "agent"
+ROLE = ROOT / "playbooks" / "roles" / "pyconsul"
 BIN = Path(sys.executable).parent
 HOST_UNITS = Path("/usr/lib/systemd/system")
 EXEC_KEYS = ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecReload", "ExecStop", "ExecStopPost")
@@ -44,17 +44,17 @@ PLAYBOOK = """
       loop: ["%(role)s/defaults/main.yml", "%(role)s/vars/main.yml"]
     - name: Make the unit's directory in the root
       ansible.builtin.file:
-        path: "{{ (unit_root ~ agent_systemd_unit) | dirname }}"
+        path: "{{ (unit_root ~ pyconsul_systemd_unit) | dirname }}"
         state: directory
         mode: "0755"
     - name: Render the unit as the role does (tasks/configure.yml)
       ansible.builtin.template:
         src: "%(role)s/templates/pyconsul.service.j2"
-        dest: "{{ unit_root ~ agent_systemd_unit }}"
+        dest: "{{ unit_root ~ pyconsul_systemd_unit }}"
         mode: "0644"
     - name: Say where it went
       ansible.builtin.debug:
-        msg: "UNIT={{ agent_systemd_unit }} CLI={{ _agent_cli }}"
+        msg: "UNIT={{ pyconsul_systemd_unit }} CLI={{ _pyconsul_cli }}"
 """
 
 
@@ -68,7 +68,7 @@ def _tools() -> tuple[str, str]:
 
 
 def _render(root: Path, work: Path, playbook: str) -> tuple[str, str]:
-    """Render the unit into `root`; (its path inside the root, the role's _agent_cli)."""
+    """Render the unit into `root`; (its path inside the root, the role's _pyconsul_cli)."""
     book = work / "render.yml"
     book.write_text(PLAYBOOK % {"role": ROLE})
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",

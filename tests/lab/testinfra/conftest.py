@@ -6,9 +6,9 @@
 otherwise run against this machine.
 
 What the tests know about the cluster comes from the inventory, as the role derives it: each
-host's datacenter (`agent_datacenter`), role (`agent_server`, default true), address
-(`agent_bind_addr`, else `ansible_host`) and, per datacenter, `bootstrap_expect` (the number of
-servers unless `agent_bootstrap_expect` is set).
+host's datacenter (`pyconsul_datacenter`), role (`pyconsul_server`, default true), address
+(`pyconsul_bind_addr`, else `ansible_host`) and, per datacenter, `bootstrap_expect` (the number of
+servers unless `pyconsul_bootstrap_expect` is set).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 HERE = Path(__file__).resolve().parent
-CLUSTER_GROUP = "pyconsul"  # the role's agent_cluster_group
+CLUSTER_GROUP = "pyconsul"  # the role's pyconsul_cluster_group
 
 # An HTTP request made on the host itself with the host's Python (no curl needed); prints
 # "<status>\n<body>".
@@ -72,14 +72,14 @@ class Agent:
 
 def _agent(name: str, host: Any, v: dict[str, Any]) -> Agent:
     return Agent(
-        name=str(v.get("agent_node_name", name)),
+        name=str(v.get("pyconsul_node_name", name)),
         host=host,
-        dc=str(v.get("agent_datacenter", "dc1")).lower(),
-        server=str(v.get("agent_server", True)).lower() in ("true", "yes", "1"),
-        addr=str(v.get("agent_bind_addr", v.get("ansible_host", name))),
-        http_port=int(v.get("agent_http_port", 8500)),
-        venv=str(v.get("agent_venv_dir", "/opt/pyconsul/venv")),
-        expect=int(v.get("agent_bootstrap_expect", 0) or 0),
+        dc=str(v.get("pyconsul_datacenter", "dc1")).lower(),
+        server=str(v.get("pyconsul_server", True)).lower() in ("true", "yes", "1"),
+        addr=str(v.get("pyconsul_bind_addr", v.get("ansible_host", name))),
+        http_port=int(v.get("pyconsul_http_port", 8500)),
+        venv=str(v.get("pyconsul_venv_dir", "/opt/pyconsul/venv")),
+        expect=int(v.get("pyconsul_bootstrap_expect", 0) or 0),
     )
 
 

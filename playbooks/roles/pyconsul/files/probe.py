@@ -1,4 +1,4 @@
-# Run on each host as `python3 -c <this file> <json args>` by the agent role: one round trip that
+# Run on each host as `python3 -c <this file> <json args>` by the pyconsul role: one round trip that
 # tells the role what is already there. Read-only. Prints one JSON object:
 #   systemd       systemd is PID 1 (sd_booted(): /run/systemd/system exists)
 #   running       the agent's service (systemd unit, or supervisord) runs now

@@ -1,4 +1,4 @@
-# Run on a host as `python3 -c <this file> <json args>` by the agent role: one round trip that
+# Run on a host as `python3 -c <this file> <json args>` by the pyconsul role: one round trip that
 # waits (up to `timeout` seconds, polling) until the local agent is healthy, then prints what it
 # saw as JSON. Read-only; standard library only. Exit 0 when healthy, 1 otherwise (the problems
 # are on stderr, one line each).

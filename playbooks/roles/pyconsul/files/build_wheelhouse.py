@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build (once per source hash) the wheelhouse the `agent` role copies to hosts.
+"""Build (once per source hash) the wheelhouse the `pyconsul` role copies to hosts.
 
 Run on the controller by the role with the controller's Python (it needs pip). It snapshots the
 distribution's sources (pyproject.toml and the packages it ships: agent/, lab/, chaos/), hashes
