@@ -9,7 +9,24 @@
 ``python -m chaos.nemesis heal|status|invoke -i INVENTORY`` is the command-line face (see __main__).
 """
 
-from chaos.nemesis.core import Nemesis, NemesisError, heal_all, heal_command, to_history_op
-from chaos.nemesis.faults import FaultLog
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chaos.nemesis.core import Nemesis, NemesisError, heal_all, heal_command, to_history_op
+    from chaos.nemesis.faults import FaultLog
 
 __all__ = ["FaultLog", "Nemesis", "NemesisError", "heal_all", "heal_command", "to_history_op"]
+
+# Loaded on first use (PEP 562), so that importing the pure `chaos.nemesis.grudge` does not load
+# core.py's ssh/subprocess machinery (tests/unit/test_import_rule.py imports each core alone).
+_LAZY = {"FaultLog": "chaos.nemesis.faults", **dict.fromkeys(
+    ("Nemesis", "NemesisError", "heal_all", "heal_command", "to_history_op"), "chaos.nemesis.core")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
