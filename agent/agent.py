@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.fsutil import atomic_write
 from agent.gossip.keyring import Keyring, decode_key
 from agent.gossip.pool import Pool
 from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
@@ -98,9 +99,9 @@ class Agent:
                 self.node_id = id_file.read_text().strip()
             else:
                 self.node_id = str(uuid.uuid4())
-                _atomic_write(id_file, self.node_id)
+                atomic_write(id_file, self.node_id)
         elif not id_file.exists():
-            _atomic_write(id_file, self.node_id)
+            atomic_write(id_file, self.node_id)
 
     def _load_keyring(self, name: str) -> Keyring | None:
         path = self.data_dir / "serf" / name if self.data_dir else None
@@ -320,7 +321,7 @@ class Agent:
             alive = [f"{m.addr}:{m.port}" for m in pool.members()
                      if m.status == MemberStatus.ALIVE and m.name != pool.name]
             with contextlib.suppress(OSError):
-                _atomic_write(path, json.dumps({"alive": alive, "left": left}))
+                atomic_write(path, json.dumps({"alive": alive, "left": left}))
 
     async def _rejoin_from_snapshot(self) -> None:
         for label, pool, port in (("local", self.lan, self.cfg.ports.serf_lan),
@@ -512,20 +513,6 @@ class Agent:
 
 async def _no_requests(method: str, args: Any) -> Any:
     raise ValueError("client agents serve no server RPC")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fmt_dur(seconds: float) -> str:
