@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from agent.fsutil import atomic_write
+
 
 class LabFailure(Exception):
     """A system step failed (a command, a deadline). The message is one line, fit for the user."""
@@ -166,8 +168,5 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode=mode, durable=False)
     return True

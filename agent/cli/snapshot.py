@@ -1,18 +1,19 @@
 """`pyconsul snapshot save|restore|inspect`: Consul 1.7's snapshot verbs over `/v1/snapshot`.
 
-`save` streams the archive to FILE.part, verifies it (state/archive.py) and only then renames it to
-FILE, so a failed or corrupt download never replaces a good file. `restore` verifies the file locally
-before sending it. Messages follow Consul's ("Saved and verified snapshot to index N").
+`save` downloads the archive, verifies it (state/archive.py) and only then replaces FILE with it
+(agent.fsutil.atomic_write), so a failed or corrupt download never replaces a good file; a corrupt one
+is kept in FILE.part for inspection. `restore` verifies the file locally before sending it.
+Messages follow Consul's ("Saved and verified snapshot to index N").
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from agent.cli import common
 from agent.cli.common import ApiError, CLIError
 from agent.flags import FlagSet, ParseResult
+from agent.fsutil import atomic_write
 from agent.state import archive
 
 
@@ -43,22 +44,19 @@ def cmd_save(args: Sequence[str]) -> int:
                                   query=common.server_query(res), timeout=120.0, decode=False)
     except ApiError as exc:
         raise CLIError(f"Error saving snapshot: {exc}") from None
-    part = path + ".part"
-    try:
-        with open(part, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:
-        raise CLIError(f"Error creating snapshot file: {exc}") from None
     try:
         meta, _ = archive.read_archive(data)
     except archive.ArchiveError as exc:
+        part = path + ".part"
+        try:
+            atomic_write(part, data)
+        except OSError:
+            raise CLIError(f"Error verifying snapshot file: {exc}") from None
         raise CLIError(f"Error verifying snapshot file: {exc} (left in {part})") from None
     try:
-        os.replace(part, path)
+        atomic_write(path, data)
     except OSError as exc:
-        raise CLIError(f"Error renaming snapshot file: {exc}") from None
+        raise CLIError(f"Error creating snapshot file: {exc}") from None
     print(f"Saved and verified snapshot to index {meta.index}")
     return 0
 

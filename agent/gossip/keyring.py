@@ -25,6 +25,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from agent.fsutil import atomic_write
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -263,32 +265,8 @@ class Keyring:
             return cls.from_json(f.read())
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Atomically replace ``path`` with this keyring (mode 0600): write a temp file, fsync, rename, fsync dir."""
-        target = os.fspath(path)
-        directory = os.path.dirname(target) or "."
-        tmp = f"{target}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
-        data = self.to_json().encode("ascii")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        """Atomically and durably replace ``path`` with this keyring (mode 0600)."""
+        atomic_write(path, self.to_json().encode("ascii"), mode=0o600)
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agent.fsutil import atomic_write
+
 
 def state_dir() -> Path:
     env = os.environ.get("PYCONSUL_CHAOS_STATE")
@@ -70,17 +72,7 @@ class FaultLog:
         if not entries:
             self.path.unlink(missing_ok=True)
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(entries, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write(self.path, json.dumps(entries, indent=1, sort_keys=True))
 
     def entries(self) -> dict[str, dict[str, Any]]:
         with self.locked():
