@@ -44,6 +44,7 @@ from typing import Any
 
 import msgpack
 
+from agent.fsutil import atomic_write
 from agent.raft.messages import Configuration, Entry, EntryKind, HardState, Server, Snapshot, SnapshotMeta, Suffrage
 
 log = logging.getLogger("agent.server.raft")
@@ -530,16 +531,7 @@ class RaftStorage:
         head = _SNAP.pack(_SNAP_MAGIC, len(meta_raw), len(snapshot.data), zlib.crc32(meta_raw),
                           zlib.crc32(snapshot.data), 0)[:-4]
         path = self.snap_dir / f"{meta.term}-{meta.index}.snap"
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, head + struct.pack("<I", zlib.crc32(head)) + meta_raw)
-            _write_all(fd, snapshot.data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(self.snap_dir)
+        atomic_write(path, head + struct.pack("<I", zlib.crc32(head)) + meta_raw + snapshot.data)  # 2 fsyncs
         self._fsyncs += 2
         if self._idx.term_at(meta.index) != meta.term:
             self._write(_MARK.pack(_R_RESET, meta.index, meta.term))
