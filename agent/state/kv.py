@@ -135,9 +135,13 @@ def kv_unlock(t: Tables, idx: int, key: str, value: bytes, flags: int, session: 
     return set_entry(t, idx, key, value, flags, session="")
 
 
-def reap_tombstones(t: Tables, index: int) -> None:
-    for key in sorted(k for k, i in t.tombstones.items() if i <= index):
+def reap_tombstones(t: Tables, index: int) -> int:
+    """Drop tombstones left at or below `index` (the leader's GC decides which index is old enough that no
+    blocking query can still need them: see tombstone_gc.py). Returns how many went."""
+    gone = [k for k, i in t.tombstones.items() if i <= index]
+    for key in gone:
         t.delete("tombstones", key)
+    return len(gone)
 
 
 # ---------------------------------------------------------------- txn
@@ -241,14 +245,20 @@ def kv_keys(t: Tables, prefix: str, separator: str = "") -> list[str]:
 
 
 def kv_index(t: Tables, prefix: str = "", recurse: bool = True) -> int:
-    """X-Consul-Index of a KV read. Single key (recurse False): max of tables kvs and tombstones.
+    """X-Consul-Index of a KV read (Consul 1.7 KVS.Get / KVS.List).
+    Single key (recurse False): the key's ModifyIndex while it exists, so a blocking read of one key
+    returns only when that key changes; an absent key: max of tables kvs and tombstones (a delete moves
+    it past the key's last ModifyIndex).
     Recursive/keys read of a non-empty prefix: max ModifyIndex under it and of tombstones under it;
     when that is 0 (nothing there, nothing deleted), or the prefix is "", the table index."""
     table = t.max_index("kvs", "tombstones")
-    if not recurse or not prefix:
+    if not recurse:
+        entry = t.kvs.get(prefix)
+        return entry.modify_index if entry is not None else table
+    if not prefix:
         return table
     sub = max((t.kvs[k].modify_index for k in t.kv_prefix(prefix)), default=0)
-    sub = max(sub, max((i for k, i in t.tombstones.items() if k.startswith(prefix)), default=0))
+    sub = max(sub, max((t.tombstones[k] for k in t.tombstone_prefix(prefix)), default=0))
     return sub or table
 
 

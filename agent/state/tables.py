@@ -142,6 +142,9 @@ class Tables:
         }
         # derived
         self.kv_sorted: list[str] = []
+        # tombstone keys in order, for prefix reads; None after a deletion (a reap removes thousands at
+        # once: rebuilding once beats deleting from the middle of a list each time), rebuilt on next use
+        self._tomb_sorted: list[str] | None = []
         self.kv_by_session = _Multi()
         self.nodes_by_id = _Multi()
         self.services_by_node = _Multi()
@@ -208,6 +211,8 @@ class Tables:
                     multi.remove(skey, key)
         elif name == "kvs":
             bisect.insort(self.kv_sorted, key)
+        elif name == "tombstones" and self._tomb_sorted is not None:
+            bisect.insort(self._tomb_sorted, key)
         m[key] = value
         for multi, fn in derived:
             skey = fn(value)
@@ -226,12 +231,26 @@ class Tables:
         if name == "kvs":
             i = bisect.bisect_left(self.kv_sorted, key)
             del self.kv_sorted[i]
+        elif name == "tombstones":
+            self._tomb_sorted = None
 
     # ------------------------------------------------------------ reads
 
     def kv_prefix(self, prefix: str) -> list[str]:
         """Keys starting with prefix, in byte (code point) order."""
         keys = self.kv_sorted
+        i = bisect.bisect_left(keys, prefix)
+        out: list[str] = []
+        while i < len(keys) and keys[i].startswith(prefix):
+            out.append(keys[i])
+            i += 1
+        return out
+
+    def tombstone_prefix(self, prefix: str) -> list[str]:
+        """Tombstone keys starting with prefix, in order: O(log n + matches), not a scan of all tombstones."""
+        if self._tomb_sorted is None:
+            self._tomb_sorted = sorted(self.tombstones)
+        keys = self._tomb_sorted
         i = bisect.bisect_left(keys, prefix)
         out: list[str] = []
         while i < len(keys) and keys[i].startswith(prefix):

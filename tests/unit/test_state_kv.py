@@ -118,10 +118,11 @@ def test_kv_index_of_reads() -> None:
     h.do(KVSet("app/b", b""))  # 2
     h.do(KVSet("other", b""))  # 3
     assert h.store.kv_index("app/") == 2  # max ModifyIndex under the prefix
-    assert h.store.kv_index("") == 3 and h.store.kv_index("app/a", recurse=False) == 3
-    assert h.store.kv_index("nothing/") == 3  # nothing there: the table index
+    assert h.store.kv_index("") == 3
+    assert h.store.kv_index("app/a", recurse=False) == 1  # one key: its own ModifyIndex (Consul's KVS.Get)
+    assert h.store.kv_index("nothing/") == 3 and h.store.kv_index("nothing", recurse=False) == 3  # the table's
     h.do(KVDelete("app/b"))  # 4: a tombstone keeps the prefix's index moving
-    assert h.store.kv_index("app/") == 4
+    assert h.store.kv_index("app/") == 4 and h.store.kv_index("app/b", recurse=False) == 4
     h.do(KVDeleteTree("app/"))  # 5
     assert h.store.kv_index("app/") == 5
     h.do(TombstoneReap(5))  # 6: reaped; empty prefix falls back to the table index
@@ -295,3 +296,23 @@ def test_kv_entry_json_shape() -> None:
         "LockIndex": 0, "Key": "k", "Flags": 42, "Value": "aGVsbG8=", "CreateIndex": 1, "ModifyIndex": 1}
     h.do(KVSet("e", b""))
     assert kv_entry_json(h.store.kv_get("e"))["Value"] is None  # type: ignore[arg-type]
+
+
+def test_tombstones_reaped_below_an_index_and_prefix_reads_use_their_order() -> None:
+    h = Harness()
+    for i in range(200):
+        h.do(KVSet(f"t/{i:03}", b""))
+    h.do(KVSet("keep/x", b""))  # 201
+    for i in range(200):
+        h.do(KVDelete(f"t/{i:03}"))  # 202..401
+    assert len(h.store._t.tombstones) == 200
+    assert h.store.kv_index("keep/") == 201  # unrelated tombstones do not move another prefix
+    assert h.store.kv_index("t/0") == 301 and h.store.kv_index("t/") == 401
+    h.do(TombstoneReap(301))
+    assert len(h.store._t.tombstones) == 100
+    assert h.store.kv_index("t/0") == 401  # its tombstones are reaped: the table index
+    assert h.store.kv_index("t/10") == 311 and h.store.kv_index("t/") == 401
+    h.do(KVDelete("keep/x"))  # a new tombstone after a reap is still found by prefix
+    assert h.store.kv_index("keep/") == h.store.table_index("tombstones")
+    h.do(TombstoneReap(10**9))
+    assert h.store._t.tombstones == {}
