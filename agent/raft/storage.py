@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
 from array import array
 from collections.abc import Sequence
@@ -48,6 +49,11 @@ from agent.fsutil import atomic_write
 from agent.raft.messages import Configuration, Entry, EntryKind, HardState, Server, Snapshot, SnapshotMeta, Suffrage
 
 log = logging.getLogger("agent.server.raft")
+
+# Test-only fault injection: milliseconds every data fsync of a RaftStorage opened while this is set
+# sleeps first (a stalled disk). Read once in RaftStorage.open(); tests set it in the environment of the
+# agents they start (tests/integration/test_fsync_stall.py). Never set it in production.
+TEST_FSYNC_DELAY_ENV = "PYCONSUL_TEST_FSYNC_DELAY_MS"
 
 SEGMENT_SIZE = 64 << 20  # rotate when a frame would take the segment past this
 KEEP_SNAPSHOTS = 2
@@ -251,7 +257,8 @@ class _Segment:
 
 
 class RaftStorage:
-    """Durable log + stable store + snapshots in one directory. Blocking; one caller at a time."""
+    """Durable log + stable store + snapshots in one directory. Blocking; one caller at a time (RaftNode
+    calls it from its writer thread only, after start())."""
 
     def __init__(self, path: Path, segment_size: int, lock_fd: int) -> None:
         self.path = path
@@ -265,6 +272,7 @@ class RaftStorage:
         self._snap_meta = SnapshotMeta()
         self._snap_path: Path | None = None
         self._fsyncs = 0
+        self._stall = 0.0  # seconds slept before each data fsync: test-only (TEST_FSYNC_DELAY_ENV)
         self._failed: BaseException | None = None
         self._closed = False
 
@@ -285,6 +293,11 @@ class RaftStorage:
             os.close(lock_fd)
             raise RuntimeError(f"{root} is in use by another RaftStorage") from None
         self = cls(root, segment_size, lock_fd)
+        stall = os.environ.get(TEST_FSYNC_DELAY_ENV, "")
+        if stall:
+            self._stall = max(0.0, float(stall) / 1000.0)
+            log.warning("raft storage: %s=%s: every fsync is delayed (a test-only fault injection)",
+                        TEST_FSYNC_DELAY_ENV, stall)
         try:
             self._recover()
         except BaseException:
@@ -449,7 +462,7 @@ class RaftStorage:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, frame)
-            os.fdatasync(fd)
+            self._datasync(fd)
             _fsync_dir(self.path)
         except BaseException:
             os.close(fd)
@@ -461,6 +474,11 @@ class RaftStorage:
         self._segments.append(_Segment(seq, self._idx.last, len(frame), path))
         return _FRAME.size + len(head)
 
+    def _datasync(self, fd: int) -> None:
+        if self._stall:
+            time.sleep(self._stall)  # test-only: see TEST_FSYNC_DELAY_ENV
+        os.fdatasync(fd)
+
     def _write(self, payload: bytes) -> tuple[int, int]:
         """Append one frame durably: one write() and one fdatasync() (plus a directory fsync when the
         segment rotates). Returns (segment seq, file offset of payload). Any OSError poisons the store."""
@@ -470,7 +488,7 @@ class RaftStorage:
             if seg.size + _FRAME.size + len(payload) > self.segment_size:
                 return seg.seq + 1, self._create_segment(seg.seq + 1, payload)
             _write_all(self._fd, _frame(seg.seq, seg.size, payload))
-            os.fdatasync(self._fd)
+            self._datasync(self._fd)
         except BaseException as err:
             self._failed = err
             raise
@@ -531,6 +549,8 @@ class RaftStorage:
         head = _SNAP.pack(_SNAP_MAGIC, len(meta_raw), len(snapshot.data), zlib.crc32(meta_raw),
                           zlib.crc32(snapshot.data), 0)[:-4]
         path = self.snap_dir / f"{meta.term}-{meta.index}.snap"
+        if self._stall:
+            time.sleep(self._stall)  # test-only: see TEST_FSYNC_DELAY_ENV
         atomic_write(path, head + struct.pack("<I", zlib.crc32(head)) + meta_raw + snapshot.data)  # 2 fsyncs
         self._fsyncs += 2
         if self._idx.term_at(meta.index) != meta.term:
