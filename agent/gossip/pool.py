@@ -480,7 +480,7 @@ class Pool:
             except Exception as exc:
                 errors.append(f"Failed to join {a}: {exc}")
         if contacted:
-            self._perform(self.core.joined(contacted))
+            self._perform(self.core.joined(contacted, self._now()))
         return contacted, errors
 
     async def leave(self, timeout: float | None = None) -> None:

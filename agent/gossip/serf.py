@@ -244,13 +244,13 @@ class Serf:
                 self.stats.bad_serf_messages += 1
                 return self._take()
             if isinstance(msg, SerfPushPull):
-                self._merge_serf_state(msg)
+                self._merge_serf_state(msg, now)
         return self._take()
 
-    def joined(self, contacted: int) -> list[SerfEffect]:
+    def joined(self, contacted: int, now: float) -> list[SerfEffect]:
         """After the shell's join contacted >= 1 node: announce our join intent."""
         if contacted > 0:
-            self._broadcast_join(self.clock)
+            self._broadcast_join(self.clock, now)
         return self._take()
 
     # ------------------------------------------------------------ local operations
@@ -263,7 +263,7 @@ class Serf:
         self.leaving = True
         msg = SerfLeave(self.clock, self.name)
         self.clock += 1
-        self._on_leave_intent(msg)
+        self._on_leave_intent(msg, now)
         if any(m.status == MemberStatus.ALIVE for n, m in self.members.items() if n != self.name):
             self.leave_token = 1
             self.broadcasts.queue(codec.encode_serf(msg), notify=self.leave_token)
@@ -280,7 +280,7 @@ class Serf:
             return False
         msg = SerfLeave(self.clock, node, prune)
         self.clock += 1
-        if self._on_leave_intent(msg):
+        if self._on_leave_intent(msg, now):
             self.broadcasts.queue(codec.encode_serf(msg))
         if prune and m.status in (MemberStatus.LEFT, MemberStatus.FAILED):
             self._erase(m)
@@ -368,7 +368,7 @@ class Serf:
         rebroadcast = False
         queue = self.broadcasts
         if isinstance(msg, SerfLeave):
-            rebroadcast = self._on_leave_intent(msg)
+            rebroadcast = self._on_leave_intent(msg, now)
         elif isinstance(msg, SerfJoin):
             rebroadcast = self._on_join_intent(msg, now)
         elif isinstance(msg, SerfUserEvent):
@@ -394,7 +394,7 @@ class Serf:
             m.status = MemberStatus.ALIVE
         return True
 
-    def _on_leave_intent(self, msg: SerfLeave, now: float = 0.0) -> bool:
+    def _on_leave_intent(self, msg: SerfLeave, now: float) -> bool:
         self.clock = max(self.clock, msg.ltime + 1)
         m = self.members.get(msg.node)
         if m is None:
@@ -402,7 +402,7 @@ class Serf:
         if msg.ltime <= m.status_ltime:
             return False
         if msg.node == self.name and not self.leaving:
-            self._broadcast_join(self.clock)  # refute an old leave intent about us
+            self._broadcast_join(self.clock, now)  # refute an old leave intent about us
             return False
         m.status_ltime = msg.ltime
         if m.status == MemberStatus.ALIVE:
@@ -421,10 +421,10 @@ class Serf:
             return True
         return False
 
-    def _broadcast_join(self, ltime: int) -> None:
+    def _broadcast_join(self, ltime: int, now: float) -> None:
         msg = SerfJoin(ltime, self.name)
         self.clock = max(self.clock, ltime + 1)
-        self._on_join_intent(msg, 0.0)
+        self._on_join_intent(msg, now)
         self.broadcasts.queue(codec.encode_serf(msg))
 
     def _on_user_event(self, msg: SerfUserEvent) -> bool:
@@ -530,7 +530,9 @@ class Serf:
                 return False
         return True
 
-    def _merge_serf_state(self, pp: SerfPushPull) -> None:
+    def _merge_serf_state(self, pp: SerfPushPull, now: float) -> None:
+        """Intents about members we do not know yet are stamped `now`: they live recent_intent_timeout
+        from when we learned them (a stamp of 0 would have them reaped at the next reap)."""
         if pp.ltime > 0:
             self.clock = max(self.clock, pp.ltime)
         if pp.event_ltime > 0:
@@ -539,10 +541,10 @@ class Serf:
             self.query_clock = max(self.query_clock, pp.query_ltime)
         left = set(pp.left_members)
         for name in pp.left_members:
-            self._on_leave_intent(SerfLeave(pp.status_ltimes.get(name, 0) + 1, name))
+            self._on_leave_intent(SerfLeave(pp.status_ltimes.get(name, 0) + 1, name), now)
         for name, ltime in pp.status_ltimes.items():
             if name not in left:
-                self._on_join_intent(SerfJoin(ltime, name), 0.0)
+                self._on_join_intent(SerfJoin(ltime, name), now)
         for ev in pp.events:
             for rec in ev.events:
                 self._on_user_event(SerfUserEvent(ev.ltime, rec.name, rec.payload))

@@ -40,14 +40,17 @@ class SimNet:
         jitter: float = 0.0005,
         loss: float = 0.0,
         serf_config: SerfConfig | None = None,
+        start: float = 0.0,
     ) -> None:
+        """`start` is the virtual clock's origin: a real shell's clock (the event loop's) never starts
+        at 0, so a core that mistakes 0 for "now" shows up only with start > 0."""
         self.serf_config = serf_config
         self.rng = random.Random(seed)
         self.gossip = gossip or GossipConfig.lan()
         self.latency = latency
         self.jitter = jitter
         self.loss = loss
-        self.now = 0.0
+        self.now = start
         self.nodes: dict[str, SimNode] = {}
         self.by_addr: dict[Addr, SimNode] = {}
         self.cuts: set[frozenset[str]] = set()
@@ -74,7 +77,7 @@ class SimNet:
         a, b = self.nodes[name], self.nodes[other]
         ok = self._push_pull(a, b.addr, join=True)
         if ok:
-            self._perform(a, a.serf.joined(1))
+            self._perform(a, a.serf.joined(1, self.now))
         return ok
 
     def cut(self, a: str, b: str) -> None:

@@ -162,3 +162,40 @@ def test_graceful_leave_with_a_single_peer_is_gossiped() -> None:
     assert net.run_until(net.now + 30, lambda: net.status("a", "b") == MemberStatus.LEFT)
     net.run_until(net.now + 30)
     assert net.status("a", "b") == MemberStatus.LEFT, "and it stays left (never failed)"
+
+
+def test_intents_learned_by_push_pull_live_recent_intent_timeout() -> None:
+    """A left member that memberlist has already forgotten (after gossip_to_the_dead_time) still sits
+    in serf's tombstones, so a newcomer learns its leave intent only from push/pull, about a node it
+    does not know. serf keeps such an intent for recent_intent_timeout (5 min), measured from when it
+    was learned. The clock starts far from 0: an intent stamped at t=0 would be reaped at once."""
+    net = SimNet(31, start=100_000.0)
+    for name in ("a", "b", "c"):
+        net.add_node(name)
+    seed_converged(net)
+    c = net.nodes["c"]
+    net._perform(c, c.serf.leave(net.now))
+    assert net.run_until(net.now + 5, c.serf.intent_broadcast_done)
+    net._perform(c, c.serf.leave_memberlist(net.now))
+    assert net.run_until(net.now + 5, lambda: net.status("a", "c") == MemberStatus.LEFT)
+    net.crash("c")
+    gone = net.now + net.gossip.gossip_to_the_dead_time + 5
+    a = net.nodes["a"].serf
+    def forgotten() -> bool:
+        return net.now > gone and "c" not in {n.name for n in a.local_push_pull(False).nodes}
+
+    assert net.run_until(gone + 30, forgotten)
+    assert net.status("a", "c") == MemberStatus.LEFT, "serf's tombstone outlives memberlist's"
+    net.add_node("d")
+    assert net.join("d", "a")
+    d = net.nodes["d"].serf
+    learned = net.now
+    assert "c" in d.intents and d.intents["c"][0] == "leave"
+    timeout = d.cfg.recent_intent_timeout
+    net.run_until(learned + 3 * d.cfg.reap_interval)  # several reaps later
+    assert "c" in d.intents, "intent reaped long before recent_intent_timeout"
+    assert d.intents["c"][2] == learned, "intent stamped with the time it was learned"
+    net.crash("a")  # nobody left to teach d the intent again by push/pull
+    net.crash("b")
+    net.run_until(learned + timeout + 2 * d.cfg.reap_interval)
+    assert "c" not in d.intents, "and reaped once recent_intent_timeout has passed"
