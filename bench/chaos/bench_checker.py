@@ -47,6 +47,10 @@ from chaos.checker import linearizable  # noqa: E402
 from chaos.generator import RegisterGenerator, RegisterWorkload, simulate_register  # noqa: E402
 from chaos.history import FAIL, INFO, OK, Op, pairs  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from provenance import header as provenance_header  # noqa: E402  (bench/provenance.py)
+from provenance import provenance  # noqa: E402
+
 PEER_SRC = Path(__file__).resolve().parent / "porcupine_peer" / "main.go"
 
 
@@ -103,12 +107,20 @@ def export_for_peer(history: list[Op], path: Path) -> int:
     return len(out)
 
 
+def go_version(go: str) -> str:
+    return subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()
+
+
 def build_peer(porcupine: Path, workdir: Path) -> Path | None:
     go = shutil.which("go")
     if go is None:
         print("porcupine peer: no Go toolchain", file=sys.stderr)
         return None
     src = workdir / "porcupine"
+    git_dir = [] if (porcupine / "go.mod").is_file() else [f"--git-dir={porcupine}"]
+    rev = subprocess.run(["git", *git_dir, "rev-parse", "HEAD"], cwd=porcupine, capture_output=True, text=True)
+    print(f"# porcupine: {porcupine} at {rev.stdout.strip() or 'unknown revision'}"
+          f"{'' if git_dir else ' (working tree as is)'}; {go_version(go)}")
     if (porcupine / "go.mod").is_file():
         shutil.copytree(porcupine, src)
     else:  # a bare git directory: export HEAD
@@ -176,12 +188,15 @@ def main() -> int:
         "stale": stale,
         "contended": make_history(args.ops, 20, 1, 0.01, 0.02, args.seed),
     }
+    prov = provenance()
+    print(provenance_header(prov))  # revision, machine, exact command
     print(f"machine: {machine()}")
     print(f"operations per scenario: {args.ops} ({2 * args.ops} events); repeat {args.repeat}, times are min / median")
     print(f"stale: the read at event {stale_at} changed to an older value\n")
     workdir = Path(tempfile.mkdtemp(prefix="bench-checker-"))
     peer = build_peer(args.porcupine, workdir) if args.porcupine else None
-    report: dict[str, Any] = {"machine": machine(), "ops": args.ops, "seed": args.seed, "scenarios": {}}
+    report: dict[str, Any] = {"machine": machine(), "provenance": prov, "ops": args.ops, "seed": args.seed,
+                              "scenarios": {}}
     header = f"{'scenario':<10} {'verdict':>8} {'ours s':>14} {'ops/s':>9} {'steps':>9}"
     if peer is not None:
         header += f"  {'porcupine 1 core s':>19} {'all cores s':>12} {'verdict':>8} {'ours/porc.':>10}"

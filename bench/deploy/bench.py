@@ -32,6 +32,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from provenance import header, provenance  # noqa: E402  (bench/provenance.py)
 
 
 def sh(*args: str, timeout: float = 900) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -110,6 +113,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", action="store_true", help="leave the lab up")
     args = ap.parse_args()
+    prov = provenance()
+    print(header(prov), flush=True)  # revision, machine, exact command: before any figure
     inv = inventory(args.inventory)
     hv = inv["_meta"]["hostvars"]
     dcs: dict[str, list[str]] = {}
@@ -118,7 +123,7 @@ def main() -> int:
     servers = {dc: [f"{hv[h]['ansible_host']}:8500" for h in hs if hv[h].get("pyconsul_server", True) is not False]
                for dc, hs in dcs.items()}
     first_dc = sorted(dcs)[0]
-    res: dict[str, Any] = {"inventory": args.inventory, "hosts": len(hv)}
+    res: dict[str, Any] = {"inventory": args.inventory, "hosts": len(hv), "provenance": prov}
     lab = str(BIN / "pyconsul-lab")
     try:
         sh(lab, "down", "-i", args.inventory)

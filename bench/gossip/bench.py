@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from cluster import PYCONSUL, SERF_CLI, SERF_RPC, Cluster, Flavour, Poll, Statuses, machine
+from provenance import header  # bench/provenance.py (cluster puts bench/ on sys.path)
 
 
 class BenchError(RuntimeError):
@@ -258,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gossip-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     meta = machine({"serf": ["serf", "version"]})
+    print(header(meta["provenance"]), flush=True)  # revision, machine, exact command: before any figure
     meta |= {"nodes": args.nodes, "trials": args.trials, "seed": args.seed, "interval": args.interval,
                         "stagger": args.stagger, "victims": victims, "command": " ".join(sys.argv),
                         "serf_poll": "serf members CLI" if args.serf_cli else "serf RPC members",

@@ -30,6 +30,10 @@ from typing import Any, Protocol
 import msgpack
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+from provenance import provenance  # noqa: E402  (bench/provenance.py)
+
 PY_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 Statuses = dict[str, str]  # member name -> "alive" | "failed" | "left" | ...
 
@@ -322,14 +326,13 @@ def machine(peers: dict[str, list[str]]) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    dirty = out(["git", "status", "--porcelain", "--", "agent"])
+    prov = provenance()  # full revision (+dirty), nproc, CPU model, kernel, exact command line
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "cpus": prov["nproc"], "cpu": prov["cpu"], "kernel": prov["kernel"],
         "python": platform.python_version(),
         "pyconsul": out([sys.executable, "-m", "agent", "version"]),
         **{name: out(argv) for name, argv in peers.items()},
-        "git": out(["git", "rev-parse", "--short", "HEAD"]) + (" (+uncommitted changes in agent/)" if dirty else ""),
+        "git": prov["revision"],
+        "provenance": prov,
     }
