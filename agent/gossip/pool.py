@@ -237,7 +237,10 @@ class Pool:
                 data = decrypt(self.keyring.keys(), data, b"")
             except (DecryptError, ValueError) as exc:
                 if self.verify_incoming:
-                    self.counters.udp_decrypt_failed += 1
+                    if _is_plaintext_packet(data):
+                        self.counters.udp_unencrypted_rejected += 1
+                    else:
+                        self.counters.udp_decrypt_failed += 1
                     self.log.warning("memberlist: Decrypt packet failed: %s from=%s:%d", exc, *src)
                     return
         try:
@@ -537,6 +540,15 @@ class Pool:
             "address_conflicts": str(ml.address_conflicts),
             "refutes": str(ml.refutes),
         }
+
+
+def _is_plaintext_packet(data: bytes) -> bool:
+    """A packet that failed to decrypt but parses as plaintext memberlist: a peer without (or not
+    yet using) encryption, counted apart from wrong keys and garbage (`dropped_unencrypted`)."""
+    try:
+        return bool(codec.decode_packet(data))
+    except Exception:
+        return False
 
 
 async def resolve(addr: str, default_port: int) -> list[Addr]:
