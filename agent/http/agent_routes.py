@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.http.server import AgentAPI, BadRequest, canonical_keys, flag, json_response, member_json
+from agent.errors import BadRequest, Internal
+from agent.http.server import AgentAPI, canonical_keys, flag, json_response, member_json
 from agent.httpd import web
 
 
@@ -21,7 +22,7 @@ def register(app: web.Application, api: AgentAPI) -> None:
         addr = request.match_info["addr"]
         n, errors = await api.join(addr, flag(request, "wan"))
         if n == 0:
-            return web.Response(status=500, text=("; ".join(errors) or f"Failed to join {addr}") + "\n")
+            raise Internal("; ".join(errors) or f"Failed to join {addr}")
         return web.Response(text="")
 
     async def leave(request: web.Request) -> web.Response:
@@ -32,7 +33,7 @@ def register(app: web.Application, api: AgentAPI) -> None:
         node = request.match_info["node"]
         ok = api.force_leave(node, flag(request, "prune"), flag(request, "wan"))
         if not ok:
-            return web.Response(status=500, text=f"agent: No node found with name '{node}'\n")
+            raise Internal(f"agent: No node found with name '{node}'")
         return web.Response(text="")
 
     async def keyring_get(request: web.Request) -> web.Response:
@@ -55,7 +56,7 @@ def register(app: web.Application, api: AgentAPI) -> None:
             if any(r["NumErr"] for r in results):
                 n_err = sum(r["NumErr"] for r in results)
                 n = sum(r["NumNodes"] for r in results)
-                return web.Response(status=500, text=f"{n_err}/{n} nodes reported failure: {'; '.join(failures)}\n")
+                raise Internal(f"{n_err}/{n} nodes reported failure: {'; '.join(failures)}")
             return web.Response(text="")
 
         return handler

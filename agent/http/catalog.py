@@ -6,7 +6,8 @@ import json
 import time
 from typing import Any
 
-from agent.http.server import Backend, BadRequest, canonical_keys, json_response, read_meta_headers, read_query
+from agent.errors import BadRequest
+from agent.http.server import Backend, canonical_keys, json_response, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import commands as c
 
@@ -84,7 +85,7 @@ def register(app: web.Application, backend: Backend, datacenter: str) -> None:
         cmd = c.Register(node, address, _str(b, "ID", ""), _str(b, "Datacenter", "") or datacenter,
                          _str_map(b, "TaggedAddresses"), _str_map(b, "NodeMeta"), _service(b.get("Service")),
                          tuple(checks), bool(b.get("SkipNodeUpdate")), now=time.time())
-        return _result(await backend.write(c.encode(cmd)))
+        return json_response(bool(await backend.write(c.encode(cmd))))
 
     async def dereg(request: web.Request) -> web.Response:
         b = await _body(request)
@@ -92,7 +93,7 @@ def register(app: web.Application, backend: Backend, datacenter: str) -> None:
         if not node:
             raise BadRequest("Missing node name")
         cmd = c.Deregister(node, _str(b, "ServiceID", ""), _str(b, "CheckID", ""), now=time.time())
-        return _result(await backend.write(c.encode(cmd)))
+        return json_response(bool(await backend.write(c.encode(cmd))))
 
     def reader(name: str, arg: str | None = None, missing_404: bool = False) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -139,9 +140,3 @@ def register(app: web.Application, backend: Backend, datacenter: str) -> None:
     r.add_get("/v1/status/peers", peers)
     r.add_get("/v1/operator/raft/configuration", raft_conf)
     r.add_delete("/v1/operator/raft/peer", raft_remove)
-
-
-def _result(result: Any) -> web.Response:
-    if isinstance(result, dict) and "error" in result:
-        return web.Response(status=500, text=f"{result['error']}\n")
-    return json_response(bool(result))

@@ -7,9 +7,9 @@ import json
 import time
 from typing import Any
 
+from agent.errors import BadRequest
 from agent.http.server import (
     Backend,
-    BadRequest,
     canonical_keys,
     flag,
     json_response,
@@ -19,6 +19,8 @@ from agent.http.server import (
 )
 from agent.httpd import web
 from agent.state import commands as c
+from agent.state.kv import txn_result_json
+from agent.state.results import TxnResult
 
 MAX_VALUE = 512 * 1024  # Consul's KV value limit
 MAX_TXN_OPS = 64
@@ -67,8 +69,7 @@ def register(app: web.Application, backend: Backend) -> None:
             cmd = c.KVCAS(key, value, flags, parse_uint(q, "cas", 0))
         else:
             cmd = c.KVSet(key, value, flags)
-        result = await backend.write(c.encode(cmd))
-        return _bool_result(result)
+        return json_response(bool(await backend.write(c.encode(cmd))))
 
     async def kv_delete(request: web.Request) -> web.Response:
         key = request.match_info["key"]
@@ -82,7 +83,7 @@ def register(app: web.Application, backend: Backend) -> None:
             if not key:
                 raise BadRequest("Missing key name")
             cmd = c.KVDelete(key)
-        return _bool_result(await backend.write(c.encode(cmd)))
+        return json_response(bool(await backend.write(c.encode(cmd))))
 
     async def txn(request: web.Request) -> web.Response:
         try:
@@ -96,21 +97,15 @@ def register(app: web.Application, backend: Backend) -> None:
                                                  f"{MAX_TXN_OPS})\n")
         ops = tuple(_txn_op(i, op) for i, op in enumerate(body))
         result = await backend.write(c.encode(c.Txn(ops, now=time.time())))
-        if isinstance(result, dict) and "txn" in result:
-            return json_response(result["txn"], 409 if result.get("failed") else 200)
-        return _bool_result(result)
+        if not isinstance(result, TxnResult):
+            raise TypeError(f"a transaction answered {type(result).__name__}")
+        return json_response(txn_result_json(result), 200 if result.ok else 409)
 
     r = app.router
     r.add_get("/v1/kv/{key:.*}", kv_get)
     r.add_put("/v1/kv/{key:.*}", kv_put)
     r.add_delete("/v1/kv/{key:.*}", kv_delete)
     r.add_put("/v1/txn", txn)
-
-
-def _bool_result(result: Any) -> web.Response:
-    if isinstance(result, dict) and "error" in result:
-        return web.Response(status=500, text=f"{result['error']}\n")
-    return json_response(bool(result))
 
 
 def _txn_op(i: int, op: Any) -> c.TxnOp:

@@ -2,6 +2,8 @@
 
 Errors follow Consul: plain-text bodies, 400 for bad requests, 404 for unknown paths,
 405 for wrong methods, 500 for server-side failures. No traceback ever reaches a client.
+Handlers and backends RAISE typed errors (agent/errors.py); the `errors` middleware is the one place
+that turns them into status codes (ERROR_STATUS).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import random
 from typing import Any, Protocol
 
+from agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
 from agent.gossip.serf import Member
 from agent.httpd import web
 
@@ -66,10 +69,6 @@ def canonical_keys(obj: Any) -> Any:
         name = _CANONICAL.get(k.lower(), k) if isinstance(k, str) else k
         out[name] = v if name in ("Meta", "NodeMeta", "TaggedAddresses") else canonical_keys(v)
     return out
-
-
-class BadRequest(Exception):
-    """Raised by handlers for a client error; becomes a 400 with the message."""
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -138,6 +137,24 @@ def flag(request: web.Request, name: str) -> bool:
     return request.query[name].lower() not in ("0", "false")
 
 
+# Consul's mapping (agent/http.go): typed client errors get their 4xx; everything else -- NoLeader
+# ("No cluster leader"), NoPathToDatacenter, NotLeader, Unavailable, RequestTimeout, CommandRejected,
+# Internal and untyped exceptions -- is a 500 with the error's text. First match wins (subclasses first).
+ERROR_STATUS: tuple[tuple[type[PyconsulError], int], ...] = (
+    (BadRequest, 400),
+    (PermissionDenied, 403),
+    (NotFound, 404),
+)
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status for an exception a handler raised."""
+    for cls, status in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
 async def errors(request: web.Request, handler: Any) -> web.Response:
     from agent.server.common import REQUEST_DC
 
@@ -147,14 +164,14 @@ async def errors(request: web.Request, handler: Any) -> web.Response:
         return resp
     except web.HTTPException:
         raise
-    except BadRequest as exc:
-        return web.Response(status=400, text=f"{exc}\n")
     except Exception as exc:
-        if type(exc).__name__ in ("NoLeader", "RPCError", "NoPathToDatacenter"):  # expected failures
-            log.warning("request %s %s failed: %s", request.method, request.path, exc)
-        else:
-            log.exception("request %s %s failed", request.method, request.path)
-        return web.Response(status=500, text=f"{exc}\n")
+        status = error_status(exc)
+        if status >= 500:
+            if isinstance(exc, PyconsulError):  # an expected failure: no traceback
+                log.warning("request %s %s failed: %s", request.method, request.path, exc)
+            else:
+                log.exception("request %s %s failed", request.method, request.path)
+        return web.Response(status=status, text=f"{str(exc) or type(exc).__name__}\n")
     finally:
         REQUEST_DC.reset(token)
 

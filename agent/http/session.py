@@ -7,10 +7,13 @@ import time
 import uuid
 from typing import Any
 
+from agent.errors import BadRequest, NotFound
 from agent.flags import parse_duration
-from agent.http.server import Backend, BadRequest, canonical_keys, json_response, read_meta_headers, read_query
+from agent.http.server import Backend, canonical_keys, json_response, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import commands as c
+from agent.state.sessions import session_json
+from agent.state.tables import Session
 
 SESSION_FIELDS = ("LockDelay", "Behavior", "TTL")
 MIN_TTL, MAX_TTL = 10.0, 86400.0  # Consul's session TTL bounds
@@ -65,26 +68,19 @@ def _create_cmd(raw: bytes, default_node: str) -> c.SessionCreate:
 def register(app: web.Application, backend: Backend, node_name: str) -> None:
     async def create(request: web.Request) -> web.Response:
         cmd = _create_cmd(await request.read(), node_name)
-        result = await backend.write(c.encode(cmd))
-        if isinstance(result, dict) and "error" in result:
-            return web.Response(status=500, text=f"{result['error']}\n")
-        return json_response({"ID": result})
+        return json_response({"ID": await backend.write(c.encode(cmd))})
 
     async def destroy(request: web.Request) -> web.Response:
         cmd = c.SessionDestroy(request.match_info["id"], now=time.time())
-        result = await backend.write(c.encode(cmd))
-        if isinstance(result, dict) and "error" in result:
-            return web.Response(status=500, text=f"{result['error']}\n")
+        await backend.write(c.encode(cmd))
         return json_response(True)
 
     async def renew(request: web.Request) -> web.Response:
         sid = request.match_info["id"]
         result = await backend.write(c.encode(c.SessionRenew(sid, now=time.time())))
-        if isinstance(result, dict) and "session" in result:
-            return json_response([result["session"]])
-        if isinstance(result, dict) and "error" in result:
-            return web.Response(status=500, text=f"{result['error']}\n")
-        return web.Response(status=404, text=f"Session id '{sid}' not found\n")
+        if isinstance(result, Session):
+            return json_response([session_json(result)])
+        raise NotFound(f"Session id '{sid}' not found")
 
     def reader(name: str, arg: str | None) -> Any:
         async def handler(request: web.Request) -> web.Response:

@@ -9,9 +9,9 @@ then commits a Restore command through Raft, so every server switches to the sna
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from agent.http.server import Backend, BadRequest, read_meta_headers, read_query
+from agent.errors import BadRequest
+from agent.http.server import Backend, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import archive
 from agent.state import commands as c
@@ -34,9 +34,7 @@ def register(app: web.Application, backend: Backend) -> None:
             _, state = archive.read_archive(body)
         except archive.ArchiveError as exc:
             raise BadRequest(f"Invalid snapshot: {exc}") from None
-        result: Any = await backend.write(c.encode(c.Restore(state)))
-        if isinstance(result, dict) and "error" in result:
-            return web.Response(status=500, text=f"{result['error']}\n")
+        await backend.write(c.encode(c.Restore(state)))  # a rejected restore raises CommandRejected
         return web.Response(status=200)
 
     app.router.add_get("/v1/snapshot", save)

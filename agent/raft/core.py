@@ -40,7 +40,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from agent.config import RaftConfig
+from agent.errors import NotLeader  # .leader: the known leader ID or ""
+from agent.raft.config import RaftConfig
 from agent.raft.log import ConfigHistory, RaftLog, encode_configuration
 from agent.raft.messages import (
     AppendRequest,
@@ -72,14 +73,6 @@ INF = float("inf")
 HINTED_CAMPAIGNS = 3  # after a leader_unreachable hint: real campaigns retried on the short timer
 _NO_HARD_STATE = HardState()
 _NO_SNAPSHOT = SnapshotMeta()
-
-
-class NotLeader(Exception):
-    """This server is not the leader; args[0] / .leader is the known leader ID or ""."""
-
-    def __init__(self, leader: str = "") -> None:
-        super().__init__(leader)
-        self.leader = leader
 
 
 class LeadershipTransferInProgress(NotLeader):
@@ -501,7 +494,7 @@ class RaftCore(LeaderMixin):
         if self._role != Role.LEADER:
             raise NotLeader(self._leader)
         if self._transfer:
-            raise LeadershipTransferInProgress("")
+            raise LeadershipTransferInProgress("", "leadership transfer in progress")
 
     # ------------------------------------------------------------ messages by role
 

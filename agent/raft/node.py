@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import RaftConfig
-from agent.raft.core import NotLeader, RaftCore
+from agent.errors import LeadershipLost, NoLeader, NotLeader
+from agent.raft.core import RaftCore
 from agent.raft.messages import (
     Configuration,
     Entry,
@@ -33,7 +34,6 @@ from agent.raft.messages import (
 )
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import Transport
-from agent.server.common import NoLeader
 
 log = logging.getLogger("agent.server.raft")
 
@@ -44,16 +44,6 @@ class FSM(Protocol):
     def apply(self, index: int, data: bytes) -> Any: ...
     def snapshot(self) -> bytes: ...
     def restore(self, data: bytes) -> None: ...
-
-
-class NotLeaderError(Exception):
-    def __init__(self, leader: str) -> None:
-        super().__init__(leader)
-        self.leader = leader
-
-
-class LeadershipLost(Exception):
-    """The entry we proposed was overwritten by another leader: the write did not happen."""
 
 
 @dataclass
@@ -172,10 +162,7 @@ class RaftNode:
     async def apply(self, data: bytes, timeout: float = 30.0) -> Any:
         """Propose data; return the FSM's result once committed and applied here (leader only)."""
         assert self.core is not None
-        try:
-            index = self.core.propose(data, self._now())
-        except NotLeader as exc:
-            raise NotLeaderError(str(exc.args[0]) if exc.args else "") from None
+        index = self.core.propose(data, self._now())  # NotLeader propagates
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[index] = _Waiter(self.core.term, fut)
         self._kick()
@@ -191,9 +178,9 @@ class RaftNode:
         self._reads[ctx] = fut
         try:
             self.core.read_index(ctx, self._now())
-        except NotLeader as exc:
+        except NotLeader:
             self._reads.pop(ctx, None)
-            raise NotLeaderError(str(exc.args[0]) if exc.args else "") from None
+            raise
         self._kick()
         index = await asyncio.wait_for(fut, timeout)
         await self.wait_applied(index, timeout)
@@ -295,7 +282,7 @@ class RaftNode:
         w = self._waiters.pop(e.index, None)
         if w is not None and not w.future.done():
             if w.term != e.term:
-                w.future.set_exception(LeadershipLost("leadership lost while committing"))
+                w.future.set_exception(LeadershipLost())
             elif isinstance(result, Exception):
                 w.future.set_exception(result)
             else:
@@ -333,7 +320,7 @@ class RaftNode:
             if ss.role != Role.LEADER:
                 for ctx, fut in list(self._reads.items()):
                     if not fut.done():
-                        fut.set_exception(NotLeaderError(ss.leader))
+                        fut.set_exception(NotLeader(ss.leader))
                     self._reads.pop(ctx, None)
         if self.on_leader_change is not None:
             self.on_leader_change(ss)

@@ -4,6 +4,14 @@ Raft messages are one-way and may be lost (Raft retransmits): each peer has a bo
 queue drained by a writer task that reconnects with backoff; a full queue drops the newest
 message and counts it. Forwarded requests (`request()`) are request/response frames matched by id
 on a separate multiplexed connection per target address.
+
+Reply shape (between pyconsul agents of the same revision; see agent/raft/wire.py for framing):
+    [RESPONSE, id, True,  result]                                   the handler's return value
+    [RESPONSE, id, False, {"code": str, "message": str, "fields": {str: str}}]
+The error body is `agent.errors.to_wire(exc)`; the caller raises `agent.errors.from_wire(body)`, so
+a NoLeader raised on the leader is a NoLeader on the requester, with the same fields. Failures of
+the transport itself are typed too: Unavailable (dial failed, connection lost before the answer)
+and RequestTimeout (no answer in time: the outcome is unknown).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent import errors
 from agent.raft import wire
 from agent.raft.messages import Message
 from agent.raft.wire import Kind, WireError
@@ -24,10 +33,6 @@ log = logging.getLogger("agent.server.rpc")
 
 QUEUE_DEPTH = 4096
 BACKOFF_MAX = 0.1  # a restarted peer must hear from us within a heartbeat or two (elections wait on it)
-
-
-class RPCError(Exception):
-    """A forwarded request failed remotely or could not be delivered; str() is the reason."""
 
 
 @dataclass
@@ -132,13 +137,13 @@ class _Client:
                         if obj[2]:
                             fut.set_result(obj[3])
                         else:
-                            fut.set_exception(RPCError(str(obj[3])))
+                            fut.set_exception(errors.from_wire(obj[3]))
         except (OSError, asyncio.IncompleteReadError, WireError, ConnectionError):
             pass
         finally:
             for fut in self.pending.values():
                 if not fut.done():
-                    fut.set_exception(RPCError(f"connection to {self.address} lost"))
+                    fut.set_exception(errors.Unavailable(f"connection to {self.address} lost"))
             self.pending.clear()
             if self.writer is not None:
                 self.writer.close()
@@ -148,7 +153,7 @@ class _Client:
         try:
             writer = await self._connect()
         except (OSError, TimeoutError) as exc:
-            raise RPCError(f"dial {self.address}: {exc}") from None
+            raise errors.Unavailable(f"dial {self.address}: {exc}") from None
         rid = next(self.t.ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
@@ -157,7 +162,7 @@ class _Client:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             self.pending.pop(rid, None)
-            raise RPCError(f"rpc {method} to {self.address} timed out") from None
+            raise errors.RequestTimeout(f"rpc {method} to {self.address} timed out") from None
 
 
 class Transport:
@@ -262,7 +267,9 @@ class Transport:
         try:
             result = await self.on_request(method, args)
             out = wire.frame([Kind.RESPONSE, rid, True, result])
-        except Exception as exc:  # the error travels back to the caller as text
-            out = wire.frame([Kind.RESPONSE, rid, False, str(exc) or type(exc).__name__])
+        except Exception as exc:  # the error travels back typed: code, message, fields
+            if not isinstance(exc, errors.PyconsulError):
+                log.debug("rpc %s failed with an untyped error: %r", method, exc)
+            out = wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(exc)])
         if not writer.is_closing():
             writer.write(out)

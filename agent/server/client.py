@@ -7,10 +7,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from agent.errors import NoLeader, Unavailable
 from agent.gossip.serf import Member
-from agent.raft.transport import RPCError, Transport
+from agent.raft.transport import Transport
 from agent.server import bootstrap
-from agent.server.common import RPC_HOLD_TIMEOUT, NoLeader, ReadMeta, remote_dc
+from agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, remote_dc
+from agent.state.results import WriteResult, reply_from_wire
 
 
 class ClientBackend:
@@ -36,18 +38,16 @@ class ClientBackend:
         servers = self._servers()
         if not servers:
             raise NoLeader()
-        last: Exception | None = None
+        last = Unavailable("no server answered")
         for addr in servers[:3]:
             try:
                 return await self.transport.request(addr, method, args, timeout=timeout)
-            except RPCError as exc:
+            except Unavailable as exc:  # unreachable: try another server; any other error is the answer
                 last = exc
-                if not str(exc).startswith(("dial", "connection")):
-                    raise
-        raise RPCError(str(last)) from None
+        raise last
 
-    async def write(self, data: bytes) -> Any:
-        return await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2)
+    async def write(self, data: bytes) -> WriteResult:
+        return reply_from_wire(await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2))
 
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
                    wait: float = 0.0) -> tuple[Any, ReadMeta]:

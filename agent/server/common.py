@@ -9,14 +9,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from agent.errors import NoPathToDatacenter
+
 RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
-
-
-class NoLeader(Exception):
-    """Consul's "No cluster leader": no leader is known right now."""
-
-    def __str__(self) -> str:
-        return "No cluster leader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +25,6 @@ class ReadMeta:
 # means the local one. Servers and client backends read it to forward across the WAN (Consul's
 # forwardDC). Requests arriving over server RPC run in a fresh context, so they are always local.
 REQUEST_DC: ContextVar[str] = ContextVar("pyconsul_request_dc", default="")
-
-
-class NoPathToDatacenter(Exception):
-    """Consul's "No path to datacenter": no alive server of that datacenter in the WAN pool."""
-
-    def __init__(self, dc: str) -> None:
-        super().__init__(dc)
-        self.dc = dc
-
-    def __str__(self) -> str:
-        return "No path to datacenter"
 
 
 def remote_dc(local: str) -> str:

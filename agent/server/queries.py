@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.state.results import StateError, TxnResult
-from agent.state.store import StateStore, kv_entry_json, session_json, txn_result_json
-from agent.state.tables import Session
+from agent.errors import BadRequest
+from agent.state.store import StateStore, kv_entry_json
 
 
 def _s(args: dict[str, Any], key: str, default: str = "") -> str:
@@ -61,31 +60,17 @@ QUERIES: dict[str, tuple[Callable[[StateStore, dict[str, Any]], Any], Callable[[
     "snapshot": (lambda st, a: {"state": st.snapshot(), "index": st.max_index()}, lambda st, a: st.max_index()),
 }
 
-__all__ = ["QUERIES", "index_of", "result_json", "run"]
-
-
-def result_json(result: Any) -> Any:
-    """A StateStore.apply result as plain data (it crosses server RPC to the forwarding server):
-    bool/str/None as they are; {"error": msg}; {"txn": body, "failed": bool}; {"session": json}."""
-    if isinstance(result, StateError):
-        return {"error": result.message}
-    if isinstance(result, TxnResult):
-        return {"txn": txn_result_json(result), "failed": not result.ok}
-    if isinstance(result, Session):
-        return {"session": session_json(result)}
-    if result is None or isinstance(result, (bool, str, int)):
-        return result
-    return {"error": f"unexpected result {type(result).__name__}"}
+__all__ = ["QUERIES", "index_of", "run"]
 
 
 def run(store: StateStore, name: str, args: dict[str, Any]) -> Any:
     if name not in QUERIES:
-        raise ValueError(f"unknown query {name!r}")
+        raise BadRequest(f"unknown query {name!r}")
     return QUERIES[name][0](store, args)
 
 
 def index_of(store: StateStore, name: str, args: dict[str, Any]) -> int:
     """The query's X-Consul-Index, clamped to at least 1 as Consul does."""
     if name not in QUERIES:
-        raise ValueError(f"unknown query {name!r}")
+        raise BadRequest(f"unknown query {name!r}")
     return max(1, QUERIES[name][1](store, args))

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, RaftConfig
+from agent.errors import BadRequest, CommandRejected, Internal, LeadershipLost, NoLeader, NotLeader, PyconsulError
 from agent.gossip.serf import Member, MemberEvent, MemberStatus
 from agent.raft.messages import Configuration, Role, Server, SoftState
-from agent.raft.node import LeadershipLost, NotLeaderError, RaftNode
+from agent.raft.node import RaftNode
 from agent.raft.storage import RaftStorage
-from agent.raft.transport import RPCError, Transport
+from agent.raft.transport import Transport
 from agent.server import autopilot, bootstrap, queries
-from agent.server.common import REQUEST_DC, RPC_HOLD_TIMEOUT, NoLeader, ReadMeta, pick_dc_server, remote_dc
+from agent.server.common import REQUEST_DC, RPC_HOLD_TIMEOUT, ReadMeta, pick_dc_server, remote_dc
 from agent.state import commands as c
+from agent.state.results import StateError, WriteResult, reply_from_wire, reply_to_wire
 from agent.state.store import StateStore
 
 log = logging.getLogger("agent.server")
@@ -41,15 +43,26 @@ class _Retry(Exception):
     """A bootstrap check could not be completed now; try again on the next pass."""
 
 
+def answer(result: Any) -> WriteResult:
+    """What the waiting writer makes of its entry's typed result: a rejection raises CommandRejected
+    (it changed nothing); anything else is the write's result. Only the writer's server does this;
+    every other server just applies the entry."""
+    if isinstance(result, StateError):
+        raise CommandRejected(result.message)
+    out: WriteResult = result
+    return out
+
+
 class StoreFSM:
-    """Adapts StateStore to the Raft driver's FSM protocol (restore swaps the store)."""
+    """Adapts StateStore to the Raft driver's FSM protocol (restore swaps the store). apply returns
+    the store's typed result (StateError, TxnResult, Session, bool, str, None) untouched."""
 
     def __init__(self, on_apply: Callable[[int], None]) -> None:
         self.store = StateStore()
         self.on_apply = on_apply
 
     def apply(self, index: int, data: bytes) -> Any:
-        result = queries.result_json(self.store.apply(index, data))
+        result = self.store.apply(index, data)
         self.on_apply(index)
         return result
 
@@ -226,7 +239,7 @@ class ConsulServer:
                 for sid in self.store.expired_sessions(now):
                     log.info("session %s expired: destroying it", sid)
                     await self.write(c.encode(c.SessionDestroy(sid, now=now)))
-            except (NoLeader, NotLeaderError, LeadershipLost, RPCError) as exc:
+            except PyconsulError as exc:
                 log.debug("leader loop: %s", exc)
 
     def _autopilot(self, raft: RaftNode, stable: bool) -> None:
@@ -279,8 +292,11 @@ class ConsulServer:
                 cmd = c.Register(m.name, m.addr, m.tags.get("id", ""), self.cfg.datacenter,
                                  {"lan": m.addr, "wan": m.addr}, {"consul-network-segment": ""}, service, (check,),
                                  now=time.time())
-                res = await self.write(c.encode(cmd))
-                if not (isinstance(res, dict) and "error" in res):
+                try:
+                    await self.write(c.encode(cmd))
+                except CommandRejected as exc:  # e.g. a node name taken by another ID: retried next pass
+                    log.debug("reconcile of %s rejected: %s", m.name, exc)
+                else:
                     done[m.name] = key
             elif m.status == MemberStatus.LEFT and m.name in done:
                 await self.write(c.encode(c.Deregister(m.name, now=time.time())))
@@ -311,27 +327,26 @@ class ConsulServer:
         dc = remote_dc(self.cfg.datacenter)
         return pick_dc_server(self.wan_members, dc, self._rng) if dc else ""
 
-    async def write(self, data: bytes) -> Any:
+    async def write(self, data: bytes) -> WriteResult:
         """Commit a command through Raft (forwarding to the leader, or to another datacenter for
-        `?dc=`); the FSM's result."""
+        `?dc=`); the command's typed result. Raises CommandRejected if the state machine refused it,
+        NoLeader if no leader took it within RPC_HOLD_TIMEOUT."""
         remote = self._dc_server()
         if remote:
-            return await self.transport.request(remote, "apply_forward", data, timeout=RPC_HOLD_TIMEOUT * 2)
+            return reply_from_wire(
+                await self.transport.request(remote, "apply_forward", data, timeout=RPC_HOLD_TIMEOUT * 2))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RPC_HOLD_TIMEOUT
         while True:
             raft = await self._wait_leader()
             try:
                 if raft.is_leader:
-                    return await raft.apply(data)
+                    return answer(await raft.apply(data))
                 addr = raft.leader_address()
                 if not addr:
-                    raise NotLeaderError("")
-                return await self.transport.request(addr, "apply", data, timeout=RPC_HOLD_TIMEOUT)
-            except (NotLeaderError, RPCError, LeadershipLost) as exc:
-                retryable = ("No cluster leader", "not the leader")
-                if isinstance(exc, RPCError) and not any(r in str(exc) for r in retryable):
-                    raise
+                    raise NotLeader(raft.leader_id)
+                return reply_from_wire(await self.transport.request(addr, "apply", data, timeout=RPC_HOLD_TIMEOUT))
+            except (NotLeader, NoLeader, LeadershipLost):  # the write did not happen: try the next leader
                 if loop.time() >= deadline:
                     raise NoLeader() from None
                 await asyncio.sleep(0.05)
@@ -342,7 +357,7 @@ class ConsulServer:
         block first until the query's index passes it or `wait` seconds elapse."""
         assert self.raft is not None
         if name not in queries.QUERIES:
-            raise ValueError(f"unknown query {name!r}")
+            raise BadRequest(f"unknown query {name!r}")
         remote = self._dc_server()
         if remote:
             res = await self.transport.request(
@@ -400,44 +415,44 @@ class ConsulServer:
             raise NoLeader()
         if method == "apply":
             if not raft.is_leader:
-                raise RPCError("not the leader")
+                raise NotLeader(raft.leader_id)
             if not isinstance(args, bytes):
-                raise ValueError("apply takes bytes")
-            return await raft.apply(args)
+                raise BadRequest("apply takes bytes")
+            return reply_to_wire(answer(await raft.apply(args)))
         if method == "read":
             if not isinstance(args, dict):
-                raise ValueError("read takes a map")
+                raise BadRequest("read takes a map")
             if not raft.is_leader:
-                raise RPCError("not the leader")
+                raise NotLeader(raft.leader_id)
             value, meta = await self.read(str(args["name"]), dict(args["args"]), str(args["mode"]),
                                           int(args.get("index", 0)), float(args.get("wait", 0.0)))
             return {"value": value, "index": meta.index}
         if method == "apply_forward":  # from a client agent: we forward to the leader if needed
             if not isinstance(args, bytes):
-                raise ValueError("apply_forward takes bytes")
-            return await self.write(args)
+                raise BadRequest("apply_forward takes bytes")
+            return reply_to_wire(await self.write(args))
         if method == "read_forward":
             if not isinstance(args, dict):
-                raise ValueError("read_forward takes a map")
+                raise BadRequest("read_forward takes a map")
             value, meta = await self.read(str(args["name"]), dict(args["args"]), str(args["mode"]),
                                           int(args.get("index", 0)), float(args.get("wait", 0.0)))
             return {"value": value, "index": meta.index, "known_leader": meta.known_leader,
                     "last_contact": meta.last_contact_ms}
         if method == "status":
             if not isinstance(args, dict):
-                raise ValueError("status takes a map")
+                raise BadRequest("status takes a map")
             return await self.status(str(args.get("what")), args.get("args"))
         if method == "dc":  # from a client agent: {"dc", "method", "args"} for another datacenter
             if not isinstance(args, dict) or args.get("method") not in ("apply_forward", "read_forward", "status"):
-                raise ValueError("dc takes a map with a forwardable method")
+                raise BadRequest("dc takes a map with a forwardable method")
             REQUEST_DC.set(str(args.get("dc", "")))
             return await self._on_request(str(args["method"]), args.get("args"))
         if method == "remove_self":
             if not raft.is_leader:
-                raise RPCError("not the leader")
+                raise NotLeader(raft.leader_id)
             raft.change_config(remove=str(args))
             return True
-        raise ValueError(f"unknown rpc method {method!r}")
+        raise BadRequest(f"unknown rpc method {method!r}")
 
     # ------------------------------------------------------------ operator views
 
@@ -463,7 +478,7 @@ class ConsulServer:
                                                     {"what": what, "args": a}, timeout=RPC_HOLD_TIMEOUT)
             self.remove_peer(str(a.get("id", "")), str(a.get("address", "")))
             return True
-        raise ValueError(f"unknown status {what!r}")
+        raise BadRequest(f"unknown status {what!r}")
 
     def leader_address(self) -> str:
         return self.raft.leader_address() if self.raft else ""
@@ -489,12 +504,13 @@ class ConsulServer:
     def remove_peer(self, server_id: str = "", address: str = "") -> None:
         assert self.raft is not None
         if not self.raft.is_leader:
-            raise NotLeaderError(self.raft.leader_id)
+            raise NotLeader(self.raft.leader_id)
         for s in self.configuration().servers:
             if (server_id and s.id == server_id) or (address and s.address == address):
                 self.raft.change_config(remove=s.id)
                 return
-        raise ValueError(f"address {address or server_id!r} was not found in the Raft configuration")
+        # Consul answers this with a 500, not a 404
+        raise Internal(f"address {address or server_id!r} was not found in the Raft configuration")
 
     async def leave(self) -> None:
         """A leaving server hands leadership over and asks to be removed from Raft."""
