@@ -91,7 +91,7 @@ def test_latency_on_raft_traffic_slows_every_commit(proxied: ProxiedCluster) -> 
     assert leader_of(proxied.servers), "200 ms of latency must not cost the leader its lease"
     proxied.toxiproxy.api("/reset", "POST")
     fast = min(proxied.put(f"lat/f{i}", b"2")[1] for i in range(3))
-    assert fast < min(took) - 0.2, (fast, took)
+    assert fast < 0.38, (fast, took)  # with the toxics every commit took >= 0.38 s (asserted above)
 
 
 def test_raft_proxies_down_loses_the_leader_and_back_up_recovers(proxied: ProxiedCluster) -> None:

@@ -161,10 +161,11 @@ def test_latency_jitter_and_live_updates(tp: tuple[Toxiproxy, ToxiproxyProc, str
         shown = proc.api("/proxies/lat/toxics/latency_downstream")
         assert shown["attributes"] == {"latency": 50, "jitter": 40} and shown["toxicity"] == 1.0
         rtts = [round_trip(s) for _ in range(12)]
-        assert all(r >= 0.009 for r in rtts) and max(rtts) < 0.5
+        # the new 50 +- 40 ms applies (lower bound), the old 300 ms no longer does (the fastest of 12 is below it)
+        assert all(r >= 0.009 for r in rtts) and min(rtts) < 0.29, rtts
         assert max(rtts) - min(rtts) > 0.01, f"jitter should spread the delays: {rtts}"
         proxy.destroy_toxic("latency_downstream")
-        assert round_trip(s) < base + 0.25
+        assert min(round_trip(s) for _ in range(3)) < base + 0.25  # the fastest of 3: one stall cannot fail it
     up.close()
 
 
@@ -278,8 +279,8 @@ def test_toxicity_is_a_per_connection_chance(tp: tuple[Toxiproxy, ToxiproxyProc,
     up = Upstream(f"{ip}.2", echo)
     proxy = server.create(upstream=up.addr, name="tox", listen=f"{ip}.1:0")
     proxy.add_toxic(type="latency", toxicity=0.0, attributes={"latency": 400})
-    with connect(proxy) as s:
-        assert round_trip(s) < 0.3
+    with connect(proxy) as s:  # toxicity 0: no round trip is delayed (the toxic would add >= 0.4 s to all)
+        assert min(round_trip(s) for _ in range(3)) < 0.39
     proc.api("/proxies/tox/toxics/latency_downstream", "POST", {"toxicity": 0.5, "attributes": {"latency": 150}})
     slow = 0
     for _ in range(30):
@@ -298,8 +299,8 @@ def test_reset_enables_proxies_and_removes_toxics(tp: tuple[Toxiproxy, Toxiproxy
     assert server.reset()
     got = server.get_proxy("r")
     assert got.enabled and got.toxics() == {}
-    with connect(got) as s:
-        assert round_trip(s) < 0.4
+    with connect(got) as s:  # the 500 ms toxic is gone: it would delay every round trip
+        assert min(round_trip(s) for _ in range(3)) < 0.49
     up.close()
 
 
