@@ -92,7 +92,9 @@ class AgentConfig:
     autopilot_cleanup_dead_servers: bool = True  # Consul autopilot: remove dead servers when safe
     raft_snapshot_threshold: int | None = None  # None: RaftConfig's (Consul's 16384)
     raft_trailing_logs: int | None = None  # None: RaftConfig's (Consul's 10240)
-    debug_stale_reads: bool = False  # pyconsul test knob: ?consistent reads served locally (WRONG on purpose)
+    # Test-only, WRONG on purpose (the chaos checkers' self-test): ?consistent reads served locally. No flag or
+    # JSON key sets it; `pyconsul agent` turns it on when <data_dir>/TEST_STALE_READS exists (agent/cli/agent.py).
+    debug_stale_reads: bool = False
     gossip_lan: GossipConfig = field(default_factory=GossipConfig.lan)
     gossip_wan: GossipConfig = field(default_factory=GossipConfig.wan)
     enable_debug: bool = False
@@ -223,9 +225,6 @@ class AgentConfig:
             warnings.append(f"bootstrap_expect = {n}: an even number of servers adds no failure tolerance")
         if self.bootstrap and not self.dev:
             warnings.append("bootstrap mode enabled: enable it on one server only, and only when necessary")
-        if self.debug_stale_reads:
-            warnings.append("debug_stale_reads is on: ?consistent reads are served locally and are NOT "
-                            "linearizable (a test knob for the chaos checkers; never use it in production)")
         return warnings
 
 
@@ -271,7 +270,7 @@ KEYS: dict[str, Kind] = {
     "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
     "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
-    "debug_stale_reads": "bool", "advertise_addrs.rpc": "str",
+    "advertise_addrs.rpc": "str",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -435,12 +434,9 @@ FLAG_KEYS: dict[str, str] = {
     "retry-max": "retry_max", "join-wan": "start_join_wan", "retry-join-wan": "retry_join_wan",
     "retry-interval-wan": "retry_interval_wan", "retry-max-wan": "retry_max_wan",
     "encrypt": "encrypt", "log-level": "log_level", "ui": "ui",
-    "debug-stale-reads": "debug_stale_reads",
 }
 _FLAG_HELP: dict[str, str] = {
     "node": "Name of this node; unique within the datacenter.",
-    "debug-stale-reads": "FOR TESTING THE CHAOS CHECKERS ONLY: serve ?consistent reads from this server's "
-                         "local state, without the leader or a quorum (breaks linearizability on purpose).",
     "node-id": "UUID identifying this node (generated and persisted when omitted).",
     "datacenter": "Datacenter this agent belongs to.",
     "data-dir": "Directory for persistent agent state.",

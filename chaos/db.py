@@ -75,6 +75,11 @@ class DB:
         """Start the agent if it is not running; its PID."""
         return int(self._request(host, "start")["pid"])
 
+    def set_test_switch(self, host: str, name: str, on: bool) -> bool:
+        """Create (on) or remove the test switch file `name` in the agent's data directory; whether that
+        changed anything. The agent reads it only when it starts."""
+        return bool(self._request(host, "test-switch", name=name, on=on)["changed"])
+
     def pause(self, host: str) -> int:
         """SIGSTOP the agent; the PID paused."""
         return int(self._request(host, "pause")["paused"][0])

@@ -9,6 +9,8 @@
     rate: 20                      # mean operations per second per process (stagger = 1/rate)
     keys: 5                       # register keys (register workload); lock keys (lock workload)
     agent_config: {}              # Consul JSON keys for the agents; non-empty -> redeployed first
+    test_switches: []             # test-only switch files (TEST_STALE_READS) put in the data dir of the
+                                  # datacenter's agents, which are restarted; removed (and restarted) after
     nemesis:                      # faults on a timeline, seconds from the start of the load
       - {at: 10, f: kill, value: "leader:bj"}
       - {at: 25, f: start}
@@ -28,6 +30,8 @@ NEMESIS_FS = ("start-partition", "stop-partition", "start-latency", "stop-latenc
               "resume", "heal")
 WORKLOADS = {"register": ("linearizable", "stats"), "set": ("set", "stats"), "lock": ("lock", "stats")}
 EXPERIMENTS_DIR = Path(__file__).parent / "experiments"
+# Files in an agent's data directory that `pyconsul agent` reads at start-up (agent/cli/agent.py).
+TEST_SWITCHES = ("TEST_STALE_READS",)
 
 
 class ExperimentError(ValueError):
@@ -52,6 +56,7 @@ class Experiment:
     rate: float = 20.0
     keys: int = 5
     agent_config: dict[str, Any] = field(default_factory=dict)
+    test_switches: tuple[str, ...] = ()
     nemesis: tuple[Step, ...] = ()
     checks: tuple[str, ...] = ()
 
@@ -81,7 +86,7 @@ def parse(data: Any, where: str = "experiment") -> Experiment:
     if not isinstance(data, dict):
         raise ExperimentError(f"{where}: expected a mapping at the top level")
     known = {"name", "description", "workload", "datacenter", "duration", "concurrency", "rate", "keys",
-             "agent_config", "nemesis", "checks"}
+             "agent_config", "test_switches", "nemesis", "checks"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ExperimentError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -112,6 +117,9 @@ def parse(data: Any, where: str = "experiment") -> Experiment:
     agent_config = data.get("agent_config") or {}
     if not isinstance(agent_config, dict):
         raise ExperimentError(f"{where}: agent_config must be a mapping of Consul JSON keys")
+    switches = data.get("test_switches") or []
+    if not isinstance(switches, list) or not all(s in TEST_SWITCHES for s in switches):
+        raise ExperimentError(f"{where}: test_switches must be a list of {', '.join(TEST_SWITCHES)}")
     dc = data.get("datacenter", "bj")
     if not isinstance(dc, str) or not dc:
         raise ExperimentError(f"{where}: datacenter must be a string")
@@ -119,7 +127,8 @@ def parse(data: Any, where: str = "experiment") -> Experiment:
         name=name, description=str(data.get("description", "")), workload=workload, datacenter=dc.lower(),
         duration=duration, concurrency=int(_num(data, "concurrency", 5, where, 1, 64)),
         rate=_num(data, "rate", 20, where, 0.1, 1000), keys=int(_num(data, "keys", 5, where, 1, 100)),
-        agent_config=dict(agent_config), nemesis=tuple(steps), checks=tuple(checks))
+        agent_config=dict(agent_config), test_switches=tuple(dict.fromkeys(switches)), nemesis=tuple(steps),
+        checks=tuple(checks))
 
 
 def load(path_or_name: str | Path) -> Experiment:

@@ -206,6 +206,7 @@ def plan(data: Mapping[str, Any], path: str = "inventory") -> Inventory:
         agent = {
             "venv": venv,
             "config_dir": str(_first(hv, "pyconsul_config_dir") or "/etc/pyconsul/agent.d"),
+            "data_dir": str(_first(hv, "pyconsul_data_dir") or "/var/lib/pyconsul"),
             "log_dir": str(_first(hv, "pyconsul_log_dir") or "/var/log/pyconsul"),
             "supervisord_conf": str(_first(hv, "pyconsul_supervisord_conf") or "/etc/pyconsul/supervisord.conf"),
             "unit": Path(str(_first(hv, "pyconsul_systemd_unit") or "pyconsul.service")).name,

@@ -2,7 +2,9 @@
 
 Order, and what is guaranteed:
 1. The cluster is made ready: redeployed with `agent_config` when the experiment sets one
-   (`ansible-playbook site.yml -e pyconsul_config_extra=...`), every agent started, a leader in every DC.
+   (`ansible-playbook site.yml -e pyconsul_config_extra=...`); its `test_switches` files put in the data
+   directory of the datacenter's agents, which are restarted (kill -9, start) to read them; every agent
+   started, a leader in every DC. After the run both are undone the same way.
 2. `concurrency` client processes issue the generator's operations against the agents of the
    experiment's datacenter (process p talks to host p mod n), recording invoke/completion events in
    real-time order (history.py's contract). A process whose operation ended `info` is retired and a
@@ -45,7 +47,7 @@ from chaos.generator import (
     SetWorkload,
 )
 from chaos.history import INFO, INVOKE, NEMESIS, OK, Op
-from chaos.inventory import Inventory
+from chaos.inventory import Host, Inventory, parallel
 from chaos.inventory import load as load_inventory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,10 +132,27 @@ class Runner:
         if proc.returncode != 0:
             raise RuntimeError(f"ansible-playbook failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
 
+    def _test_switches(self, on: bool) -> None:
+        """Create (or remove) the experiment's test switch files on the agents of its datacenter and
+        restart those agents, which read the files only when they start."""
+        def one(h: Host) -> None:
+            for name in self.exp.test_switches:
+                self.db.set_test_switch(h.name, name, on)
+            self.db.kill(h.name)
+            self.db.start(h.name)
+
+        hosts = [h for h in self.inventory.hosts if h.datacenter == self.exp.datacenter]
+        errors = {n: r for n, r in parallel(hosts, one).items() if isinstance(r, Exception)}
+        if errors:
+            raise RuntimeError("test switches: " + "; ".join(f"{n}: {e}" for n, e in sorted(errors.items())))
+
     def prepare(self) -> None:
         if self.exp.agent_config:
             self.say(f"redeploying with agent_config {self.exp.agent_config}")
             self._deploy(self.exp.agent_config)
+        if self.exp.test_switches:
+            self.say(f"restarting the {self.exp.datacenter} agents with {', '.join(self.exp.test_switches)}")
+            self._test_switches(True)
         self.db.setup(timeout=90)
 
     def restore(self) -> None:
@@ -141,6 +160,10 @@ class Runner:
         if self.exp.agent_config:
             self.say("redeploying with the inventory's agent configuration")
             self._deploy({})
+        if self.exp.test_switches:
+            self.say(f"restarting the {self.exp.datacenter} agents without {', '.join(self.exp.test_switches)}")
+            self._test_switches(False)
+            self.db.setup(timeout=90)
 
     def _generator(self) -> Generator:
         stagger = int(1e9 / self.exp.rate)

@@ -1,21 +1,41 @@
-"""`pyconsul agent` (run an agent until stopped) and `pyconsul validate` (check its configuration files)."""
+"""`pyconsul agent` (run an agent until stopped) and `pyconsul validate` (check its configuration files).
+
+Test-only switches are files in the data directory, read once when `agent` starts (no flag or JSON key
+exists for them, so no configuration can turn them on by mistake); each logs a loud warning:
+
+    TEST_STALE_READS   ?consistent reads are served from this server's local state, without the leader
+                       or a quorum: NOT linearizable, on purpose. The chaos `stale-reads` experiment
+                       creates it to check that the linearizability checker finds the violation.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from agent.cli import common
 from agent.cli.common import CLIError
-from agent.config import ConfigError, agent_flagset, build_config, validate_paths
+from agent.config import AgentConfig, ConfigError, agent_flagset, build_config, validate_paths
 from agent.flags import FlagSet
+
+STALE_READS_SWITCH = "TEST_STALE_READS"
+
+
+def read_test_switches(cfg: AgentConfig) -> list[str]:
+    """Turn on the test-only switches whose files exist in the data directory; their warnings."""
+    if not cfg.data_dir or not os.path.exists(os.path.join(cfg.data_dir, STALE_READS_SWITCH)):
+        return []
+    cfg.debug_stale_reads = True
+    return [f"{STALE_READS_SWITCH} is set ({os.path.join(cfg.data_dir, STALE_READS_SWITCH)}): ?consistent reads "
+            "are served locally and are NOT linearizable (a test switch for the chaos checkers; never in production)"]
 
 
 def cmd_agent(args: Sequence[str]) -> int:
     res = common.parse(agent_flagset(), args, "agent [options]", "Starts a pyconsul agent and runs until stopped.")
     common.no_positional(res, "agent")
     cfg, warnings = build_config(res.explicit)
-    for w in warnings:
+    for w in [*warnings, *read_test_switches(cfg)]:
         print(f"==> WARNING: {w}", file=sys.stderr)
     from agent.agent import run_agent  # lazy: the runtime is heavy and optional for other verbs
 

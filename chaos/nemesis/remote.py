@@ -14,7 +14,8 @@ Contracts:
   for latency), jumped to from INPUT. `heal` deletes exactly those and never touches other rules.
 - Per-host files live in ``/run/pyconsul/chaos/`` (the agent's run directory; private to each lab host, so
   `pyconsul-lab down` removes it): the delayer, its pid file and log, the agent's pid file when this script
-  started it.
+  started it. The one exception: `test-switch` creates or removes a test switch file (TEST_STALE_READS) in
+  the agent's data directory, which the agent reads when it starts.
 
 Agent managers, detected on the host: ``systemd`` (PID 1 is systemd and the unit exists), ``supervisord``
 (the role's supervisord.conf exists), else ``plain`` (the fallback: the agent runs detached, started by this
@@ -43,6 +44,7 @@ IPT_CHAIN = "PCL_CHAOS"
 QUEUE = 7707
 DELAYER_TAG = "pcl-chaos-delayer"
 PROGRAM = "pyconsul"  # supervisord's [program:pyconsul]
+TEST_SWITCHES = ("TEST_STALE_READS",)  # files in the agent's data dir that `pyconsul agent` reads at start-up
 
 Request = dict[str, Any]
 
@@ -275,6 +277,21 @@ class Agent:
         return {"manager": self.manager, "resumed": stopped}
 
 
+def set_test_switch(req: Request) -> dict[str, Any]:
+    """Create (`on`) or remove the test switch file `name` in the agent's data directory."""
+    name = str(req.get("name"))
+    if name not in TEST_SWITCHES:
+        raise ValueError(f"unknown test switch {name!r}")
+    path = os.path.join(dict(req.get("agent") or {}).get("data_dir", "/var/lib/pyconsul"), name)
+    present = os.path.exists(path)
+    if req.get("on") and not present:
+        with open(path, "w") as f:
+            f.write("created by pyconsul-chaos for a test; the agent reads it at start-up\n")
+    elif not req.get("on") and present:
+        os.unlink(path)
+    return {"path": path, "changed": present != bool(req.get("on"))}
+
+
 # --- network faults ----------------------------------------------------------------------------------
 
 def _nft(script: str) -> None:
@@ -430,6 +447,7 @@ OPS: dict[str, Callable[[Request], dict[str, Any]]] = {
     "unlatency": unlatency,
     "status": status,
     "heal": heal,
+    "test-switch": set_test_switch,
 }
 
 

@@ -18,7 +18,8 @@ def test_shipped_experiments_parse_and_cover_the_issue() -> None:
         exp = load(name)
         assert exp.name == name and exp.nemesis, name
         assert all(0 <= s.at <= exp.duration for s in exp.nemesis)
-    assert load("stale-reads").agent_config == {"debug_stale_reads": True}
+    stale = load("stale-reads")
+    assert stale.test_switches == ("TEST_STALE_READS",) and stale.agent_config == {}
 
 
 def test_fault_windows_end_at_their_healing_step_or_the_end() -> None:
@@ -37,6 +38,7 @@ def test_fault_windows_end_at_their_healing_step_or_the_end() -> None:
     ({"name": "x", "nemesis": [{"at": 5, "f": "kill"}, {"at": 1, "f": "start"}]}, "time order"),
     ({"name": "x", "duration": 10, "nemesis": [{"at": 11, "f": "kill"}]}, "at must be a number in [0, 10]"),
     ({"name": "x", "checks": ["set"]}, "checks for workload register"),
+    ({"name": "x", "test_switches": ["debug_stale_reads"]}, "test_switches must be a list of TEST_STALE_READS"),
 ])
 def test_bad_experiments_name_the_field(data: object, message: str) -> None:
     with pytest.raises(ExperimentError) as err:

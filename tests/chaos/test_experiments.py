@@ -1,6 +1,6 @@
 """Every shipped experiment, shortened, on real lab hosts deployed by site.yml (tests/chaos/cluster: BJ
 cx1-3 servers + cx5 client, SH cx4): a healthy cluster passes each one (valid, healed: exit 0) and
-the agents with -debug-stale-reads fail the same kind of experiment with a linearizability violation
+the agents with the TEST_STALE_READS test switch fail the same kind of experiment with a linearizability violation
 (exit 1) whose offending operations the report shows."""
 
 from __future__ import annotations

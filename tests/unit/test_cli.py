@@ -356,6 +356,26 @@ def test_agent_runs_with_built_config(
     assert "==> WARNING:" in capsys.readouterr().err
 
 
+def test_stale_reads_test_switch_is_a_file_in_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    seen: list[AgentConfig] = []
+
+    def run_agent(cfg: AgentConfig) -> int:
+        seen.append(cfg)
+        return 0
+
+    monkeypatch.setitem(sys.modules, "agent.agent", types.SimpleNamespace(run_agent=run_agent))
+    assert cli.main(["agent", "-server", f"-data-dir={tmp_path}"]) == 0
+    assert seen[-1].debug_stale_reads is False
+    assert "TEST_STALE_READS" not in capsys.readouterr().err
+    (tmp_path / "TEST_STALE_READS").touch()
+    assert cli.main(["agent", "-server", f"-data-dir={tmp_path}"]) == 0
+    assert seen[-1].debug_stale_reads is True
+    err = capsys.readouterr().err
+    assert "==> WARNING: TEST_STALE_READS is set" in err and "NOT linearizable" in err
+
+
 def test_agent_config_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["agent", "-bootstrap-expect=3", "-data-dir=/d"]) == 1
     assert capsys.readouterr().err == "bootstrap_expect requires server mode\n"

@@ -515,17 +515,16 @@ def test_raft_profile_key_selects_timing(tmp_path: Path) -> None:
         AgentConfig(data_dir="/x", raft_profile="turbo").validate()
 
 
-def test_debug_stale_reads_flag_and_key_warn_loudly(tmp_path: Path) -> None:
-    from agent.config import agent_flagset, build_config
+def test_stale_reads_is_no_flag_and_no_config_key(tmp_path: Path) -> None:
+    from agent.config import ConfigError, agent_flagset, build_config
+    from agent.flags import FlagError
 
-    res = agent_flagset().parse(["-server", "-debug-stale-reads", "-data-dir", str(tmp_path)])
-    cfg, warnings = build_config(res.explicit)
-    assert cfg.debug_stale_reads is True
-    assert any("NOT linearizable" in w for w in warnings)
+    with pytest.raises(FlagError, match="debug-stale-reads"):
+        agent_flagset().parse(["-server", "-debug-stale-reads", "-data-dir", str(tmp_path)])
     f = tmp_path / "c.json"
     f.write_text('{"debug_stale_reads": true}')
-    cfg2, _ = build_config({"config-file": [str(f)], "data-dir": str(tmp_path)})
-    assert cfg2.debug_stale_reads is True
+    with pytest.raises(ConfigError, match="debug_stale_reads: unknown configuration key"):
+        build_config({"config-file": [str(f)], "data-dir": str(tmp_path)})
     assert build_config({"data-dir": str(tmp_path)})[0].debug_stale_reads is False
 
 
