@@ -301,16 +301,17 @@ def test_a_dc_scoped_partition_leaves_other_hosts_alone(lab: Lab) -> None:
 
 
 def test_latency_delays_a_tcp_round_trip_and_stops(lab: Lab) -> None:
-    assert lab.rtt_ms("ch-a", "ch-b") < 30
+    # "not delayed" = a median RTT under 80 ms: below the 100 +- 10 ms delay, and far above a veth RTT (< 1 ms)
+    assert lab.rtt_ms("ch-a", "ch-b") < 80
     try:
         _ok(lab.nemesis.invoke({"f": "start-latency", "value": {"delay_ms": 100, "jitter_ms": 10,
                                                                 "hosts": ["ch-b"]}}))
         # Only packets INTO ch-b wait: a round trip from ch-a pays the delay once.
         assert 80 <= lab.rtt_ms("ch-a", "ch-b") <= 400
-        assert lab.rtt_ms("ch-a", "ch-c") < 30, "a host without latency is not slowed"
+        assert lab.rtt_ms("ch-a", "ch-c") < 80, "a host without latency is not slowed"
     finally:
         _ok(lab.nemesis.invoke({"f": "stop-latency"}))
-    assert lab.rtt_ms("ch-a", "ch-b") < 30
+    assert lab.rtt_ms("ch-a", "ch-b") < 80
     assert lab.leftovers() == {}
 
 
