@@ -502,7 +502,8 @@ def test_kill_under_supervisord_stays_down_and_is_a_real_kill_9(lab: Lab) -> Non
     conf = jinja2.Template(TEMPLATE.read_text()).render(
         ansible_managed="test", pyconsul_run_dir="/run/pyconsul", pyconsul_log_dir="/var/log/pyconsul",
         pyconsul_venv_dir=venv, pyconsul_supervisord_conf=h.agent["supervisord_conf"],
-        pyconsul_config_dir="/etc/pyconsul/agent.d", _pyconsul_cli=f"{venv}/bin/pyconsul")
+        pyconsul_config_dir="/etc/pyconsul/agent.d", _pyconsul_cli=f"{venv}/bin/pyconsul",
+        pyconsul_user="root")  # the plain agent the fixture started ran as root and owns the data dir
     wrappers = {"supervisord": str(supervisord), "supervisorctl": str(supervisord.with_name("supervisorctl")),
                 "pyconsul": f"{sys.executable} -m agent"}
     script = "; ".join(f"printf '#!/bin/sh\\nexec {cmd} \"$@\"\\n' > {venv}/bin/{name}; chmod +x {venv}/bin/{name}"

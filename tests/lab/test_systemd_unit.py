@@ -67,13 +67,15 @@ def _tools() -> tuple[str, str]:
     return analyze, str(playbook)
 
 
-def _render(root: Path, work: Path, playbook: str) -> tuple[str, str]:
-    """Render the unit into `root`; (its path inside the root, the role's _pyconsul_cli)."""
+def _render(root: Path, work: Path, playbook: str, **extra: object) -> tuple[str, str]:
+    """Render the unit into `root` (role variables `extra` as -e); (its path inside the root, the role's
+    _pyconsul_cli)."""
     book = work / "render.yml"
     book.write_text(PLAYBOOK % {"role": ROLE})
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([playbook, "-i", "localhost,", str(book), "-e", json.dumps({"unit_root": str(root)})],
+    extra_vars = json.dumps({"unit_root": str(root), **extra})
+    proc = subprocess.run([playbook, "-i", "localhost,", str(book), "-e", extra_vars],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     said = re.search(r"UNIT=(/\S+) CLI=(/[^\s\"']+)", proc.stdout)
@@ -150,3 +152,39 @@ def test_verify_reports_what_systemd_would_ignore(rendered: tuple[str, Path, str
     out = proc.stdout + proc.stderr
     assert "Unknown key" in out and "RestartOften" in out, out
     assert "sometimes" in out, out
+
+
+def _settings(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith(("#", "[")):
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_the_agent_runs_as_its_own_user_in_a_hardened_unit(rendered: tuple[str, Path, str]) -> None:
+    """Not root, no capabilities (every port is above 1024), read-only system but the data and log dirs, and
+    systemd's own exposure score (`systemd-analyze security`, 0 best .. 10 worst) stays low."""
+    analyze, root, unit = rendered
+    conf = _settings((root / unit.lstrip("/")).read_text())
+    assert conf["User"] == ["pyconsul"] and conf["Group"] == ["pyconsul"]
+    assert conf["CapabilityBoundingSet"] == [""] and conf["AmbientCapabilities"] == [""]
+    assert conf["ReadWritePaths"] == ["/var/lib/pyconsul /var/log/pyconsul"]
+    for key, value in [("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"), ("PrivateTmp", "yes"),
+                       ("ProtectHome", "yes"), ("PrivateDevices", "yes")]:
+        assert conf[key] == [value], (key, conf.get(key))
+    proc = subprocess.run([analyze, "security", "--offline=yes", f"--root={root}", "--no-pager",
+                           Path(unit).name], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert score, proc.stdout + proc.stderr
+    assert float(score[1]) <= 2.5, proc.stdout  # 9.6 ("UNSAFE") for the unit before it had its own user
+
+
+def test_a_port_below_1024_gets_exactly_the_capability_to_bind_it(tmp_path: Path) -> None:
+    _, playbook = _tools()
+    root = _root(tmp_path)
+    unit, _ = _render(root, tmp_path, playbook, pyconsul_dns_port=53)
+    conf = _settings((root / unit.lstrip("/")).read_text())
+    assert conf["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    assert conf["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]

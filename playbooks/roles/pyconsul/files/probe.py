@@ -4,11 +4,14 @@
 #   running       the agent's service (systemd unit, or supervisord) runs now
 #   installed     hash of the wheelhouse installed in the venv ("" = none or incomplete)
 #   encrypt       the gossip key in the deployed config.json ("" = none)
-#   missing_dirs  directories the role manages that do not exist
-#   files         {path: {"sha1": hex, "mode": "0640"}} of the files the role writes (absent: {})
-import hashlib
+#   user_exists   the agent's system user exists
+#   fix_dirs      directories the role manages that are missing or have another mode, owner or group
+#   chown_dirs    of the directories the agent writes (recurse), those holding an entry that its
+#                 user and group do not own (e.g. left by an agent that ran as root)
+import grp
 import json
 import os
+import pwd
 import subprocess
 import sys
 
@@ -37,19 +40,53 @@ try:
         encrypt = json.load(f).get("encrypt") or ""
 except (OSError, ValueError, AttributeError):
     pass
-files = {}
-for path in a["files"]:
+
+
+def ids(owner, group):
+    """(uid, gid) of the names, None for a name that does not exist (yet)."""
     try:
-        with open(path, "rb") as f:
-            digest = hashlib.sha1(f.read()).hexdigest()
-        files[path] = {"sha1": digest, "mode": "%04o" % (os.stat(path).st_mode & 0o7777)}
+        uid = pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        uid = None
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        gid = None
+    return uid, gid
+
+
+def foreign(top, uid, gid):
+    """Whether anything below `top` is not owned by uid:gid (symlinks themselves, not their targets)."""
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                return True
+    return False
+
+
+user_exists = ids(a["user"], a["user"])[0] is not None
+fix_dirs, chown_dirs = [], []
+for d in a["dirs"]:
+    uid, gid = ids(d["owner"], d["group"])
+    try:
+        st = os.stat(d["path"])
     except OSError:
-        files[path] = {}
+        fix_dirs.append(d["path"])
+        continue
+    if "%04o" % (st.st_mode & 0o7777) != d["mode"] or (st.st_uid, st.st_gid) != (uid, gid):
+        fix_dirs.append(d["path"])
+    if d.get("recurse") and foreign(d["path"], uid, gid):
+        chown_dirs.append(d["path"])
 print(json.dumps({
     "systemd": systemd,
     "running": running,
     "installed": installed,
     "encrypt": encrypt,
-    "missing_dirs": [d for d in a["dirs"] if not os.path.isdir(d)],
-    "files": files,
+    "user_exists": user_exists,
+    "fix_dirs": fix_dirs,
+    "chown_dirs": chown_dirs,
 }))
