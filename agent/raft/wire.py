@@ -115,7 +115,7 @@ def _check(raw: list[Any], types: tuple[type, ...]) -> None:
     for i, (v, t) in enumerate(zip(raw[1:], types, strict=True)):
         if not isinstance(v, t) or (t is int and isinstance(v, bool)):
             raise WireError(f"frame kind {raw[0]}: field {i} has the wrong type")
-        if t is int and not 0 <= v <= MAX_INT:
+        if t is int and not _in_range(v):
             raise WireError(f"frame kind {raw[0]}: field {i} is out of range")
 
 
