@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from agent.errors import BadRequest, Internal
-from agent.http.server import AgentAPI, canonical_keys, flag, json_response, member_json
+from agent.http.api import AgentAPI, canonical_keys, flag, json_response, member_json
 from agent.httpd import web
 
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from agent.errors import BadRequest
-from agent.http.server import Backend, canonical_keys, json_response, read_meta_headers, read_query
+from agent.http.api import Backend, canonical_keys, json_response, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import commands as c
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from agent.errors import BadRequest
-from agent.http.server import (
+from agent.http.api import (
     Backend,
     canonical_keys,
     flag,

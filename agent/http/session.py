@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.errors import BadRequest, NotFound
 from agent.flags import parse_duration
-from agent.http.server import Backend, canonical_keys, json_response, read_meta_headers, read_query
+from agent.http.api import Backend, canonical_keys, json_response, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import commands as c
 from agent.state.sessions import session_json

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from agent.errors import BadRequest
-from agent.http.server import Backend, read_meta_headers, read_query
+from agent.http.api import Backend, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import archive
 from agent.state import commands as c

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from agent.http.server import BadRequest, errors, json_response
+from agent.errors import BadRequest
+from agent.http.api import json_response
+from agent.http.server import errors
 from agent.httpd import h1, web
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -527,3 +529,25 @@ def test_importing_the_agent_loads_neither_aiohttp_nor_cryptography() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_http_package_has_no_import_cycle() -> None:
+    """Route modules depend on agent.http.api only; agent.http.server (the app) imports them, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[2] / "agent" / "http"
+    imports: dict[str, set[str]] = {}
+    for p in sorted(pkg.glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "agent.http":
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("agent.http."):
+                found.add(node.module.removeprefix("agent.http."))
+        imports[p.stem] = found
+    assert imports["api"] == set()
+    routes = {"agent_routes", "kv", "catalog", "session", "snapshot"}
+    for r in routes:
+        assert imports[r] <= {"api"}, (r, imports[r])
+    assert imports["server"] >= routes | {"api"}
