@@ -35,6 +35,10 @@ QUEUE_DEPTH = 4096
 BACKOFF_MAX = 0.1  # a restarted peer must hear from us within a heartbeat or two (elections wait on it)
 
 
+async def _no_requests(method: str, args: Any) -> Any:
+    raise errors.BadRequest("this agent serves no server RPC")
+
+
 @dataclass
 class TransportStats:
     frames_in: int = 0
@@ -171,8 +175,8 @@ class Transport:
         server_id: str,
         datacenter: str,
         bind: tuple[str, int],
-        on_message: Callable[[Message], None],
-        on_request: Callable[[str, Any], Awaitable[Any]],
+        on_message: Callable[[Message], None] | None = None,
+        on_request: Callable[[str, Any], Awaitable[Any]] | None = None,
         on_peer_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.server_id = server_id
@@ -180,8 +184,10 @@ class Transport:
         self._stopping = False
         self.datacenter = datacenter
         self.bind = bind
-        self.on_message = on_message
-        self.on_request = on_request
+        # The callbacks may be attached after construction (the agent wires Transport, RaftNode and
+        # ConsulServer to each other); until then messages are dropped and requests refused.
+        self.on_message: Callable[[Message], None] = on_message or (lambda msg: None)
+        self.on_request: Callable[[str, Any], Awaitable[Any]] = on_request or _no_requests
         self.stats = TransportStats()
         self.ids = itertools.count(1)
         self._peers: dict[str, _Peer] = {}

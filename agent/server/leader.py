@@ -1,0 +1,169 @@
+"""What only the leader does (Consul's leader.go): reconcile LAN members into the catalog with a
+serfHealth check, destroy expired sessions, and keep the Raft configuration in line with the LAN pool
+(autopilot.py decides; one configuration change per pass). Every change goes through Raft like any
+other write, so a leader that loses leadership mid-pass just fails the write and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from agent.errors import CommandRejected, PyconsulError
+from agent.gossip.serf import Member, MemberEvent, MemberStatus
+from agent.raft.messages import Configuration
+from agent.server import autopilot, bootstrap
+from agent.state import commands as c
+from agent.state.results import WriteResult
+
+log = logging.getLogger("agent.server")
+
+NO_LEADER_LOG_INTERVAL = 15.0
+LEADER_LOOP_INTERVAL = 1.0
+SERVER_STABILIZATION = 10.0  # Consul autopilot's server_stabilization_time: a new leader waits this
+# long before it calls a Raft server with no LAN member at all "stale" (its LAN view may still be filling)
+
+
+class LeaderRaft(Protocol):
+    """The part of agent.raft.node.RaftNode the leader duties use."""
+
+    @property
+    def is_leader(self) -> bool: ...
+    @property
+    def leader_id(self) -> str: ...
+    def change_config(self, add: Any = None, remove: str | None = None) -> int: ...
+
+
+class SessionStore(Protocol):
+    def expired_sessions(self, now: float) -> list[str]: ...
+
+
+class LeaderDuties:
+    def __init__(self, raft: LeaderRaft, configuration: Callable[[], Configuration], datacenter: str, node_id: str,
+                 members: Callable[[], list[Member]], store: Callable[[], SessionStore],
+                 write: Callable[[bytes], Awaitable[WriteResult]], force_leave: Callable[[str], object] | None = None,
+                 cleanup_dead_servers: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        self.raft = raft
+        self.configuration = configuration
+        self.datacenter = datacenter
+        self.node_id = node_id
+        self.members = members
+        self.store = store
+        self.write = write
+        self.force_leave = force_leave
+        self.cleanup_dead_servers = cleanup_dead_servers
+        self.clock = clock
+        self._autopilot_warned = ""
+        self.reconciled: dict[str, tuple[str, str, bool]] = {}  # member name -> what the catalog has
+
+    async def run(self) -> None:
+        was_leader = False
+        leader_since = 0.0
+        while True:
+            await asyncio.sleep(LEADER_LOOP_INTERVAL)
+            if not self.raft.is_leader:
+                was_leader = False
+                continue
+            if not was_leader:
+                self.reconciled.clear()  # a new leader re-checks everything once
+                was_leader = True
+                leader_since = self.clock()
+            try:
+                await self.one_pass(self.clock() - leader_since >= SERVER_STABILIZATION)
+            except PyconsulError as exc:
+                log.debug("leader loop: %s", exc)
+            except TimeoutError:  # a write that did not commit in time (a lost quorum): next pass
+                log.warning("leader loop: a write timed out; retrying on the next pass")
+
+    async def one_pass(self, stable: bool) -> None:
+        self.autopilot(stable)
+        await self.reconcile_members()
+        now = time.time()
+        for sid in self.store().expired_sessions(now):
+            log.info("session %s expired: destroying it", sid)
+            await self.write(c.encode(c.SessionDestroy(sid, now=now)))
+
+    def on_lan_event(self, e: MemberEvent) -> None:
+        """As leader, remove a server that left (or was reaped) from the Raft configuration at once."""
+        if not self.raft.is_leader or e.kind not in ("member-leave", "member-reap"):
+            return
+        s = bootstrap.server_of(e.member, self.datacenter)
+        if s is None or s.id == self.node_id or self.configuration().get(s.id) is None:
+            return
+        log.info("removing server %s from the Raft configuration: it %s", e.member.name, e.kind.split("-")[1])
+        with contextlib.suppress(Exception):
+            self.raft.change_config(remove=s.id)
+
+    def autopilot(self, stable: bool) -> None:
+        """Add joined servers, remove left ones, clean up dead ones (autopilot.py); one Raft
+        configuration change per pass."""
+        conf = self.configuration()
+        if not conf.servers:
+            return
+        p = autopilot.plan(conf, self.members(), self.datacenter, self.node_id, self.cleanup_dead_servers)
+        if p.warning and stable and p.warning != self._autopilot_warned:
+            log.warning("autopilot: %s", p.warning)  # once per distinct situation, not every pass
+            self._autopilot_warned = p.warning
+        elif not p.warning:
+            self._autopilot_warned = ""
+        for name in p.force_leave:
+            log.info("autopilot: attempting removal of failed server node %s", name)
+            if self.force_leave is not None:
+                self.force_leave(name)
+        change: dict[str, Any] | None = None
+        if p.add is not None:
+            log.info("Adding server %s to the Raft configuration", p.add.address)
+            change = {"add": p.add}
+        elif p.remove_left:
+            log.info("removing server %s from the Raft configuration: it left", p.remove_left[0])
+            change = {"remove": p.remove_left[0]}
+        elif p.remove_stale and stable:
+            log.info("autopilot: removing stale Raft server %s (no LAN member)", p.remove_stale[0])
+            change = {"remove": p.remove_stale[0]}
+        if change is not None:
+            try:
+                self.raft.change_config(**change)
+            except Exception as exc:  # a change in flight: try again on the next pass
+                log.debug("autopilot: configuration change postponed: %s", exc)
+
+    async def reconcile_members(self) -> None:
+        done = self.reconciled
+        members = {m.name: m for m in self.members()}
+        for m in members.values():
+            if m.tags.get("dc", self.datacenter) != self.datacenter:
+                continue
+            if m.status in (MemberStatus.ALIVE, MemberStatus.FAILED):
+                health = "passing" if m.status == MemberStatus.ALIVE else "critical"
+                is_server = m.tags.get("role") == "consul"
+                key = (m.addr, health, is_server)
+                if done.get(m.name) == key:
+                    continue
+                service = c.ServiceDef("consul", "consul", (), "", {}, int(m.tags.get("port", "8300"))) \
+                    if is_server else None
+                output = "Agent alive and reachable" if health == "passing" else "Agent not live or unreachable"
+                check = c.CheckDef("serfHealth", "Serf Health Status", health, m.name, "", "", output)
+                cmd = c.Register(m.name, m.addr, m.tags.get("id", ""), self.datacenter,
+                                 {"lan": m.addr, "wan": m.addr}, {"consul-network-segment": ""}, service, (check,),
+                                 now=time.time())
+                try:
+                    await self.write(c.encode(cmd))
+                except CommandRejected as exc:  # e.g. a node name taken by another ID: retried next pass
+                    log.debug("reconcile of %s rejected: %s", m.name, exc)
+                else:
+                    done[m.name] = key
+            elif m.status == MemberStatus.LEFT and m.name in done:
+                await self.write(c.encode(c.Deregister(m.name, now=time.time())))
+                done.pop(m.name, None)
+        for name in [n for n in done if n not in members]:  # reaped
+            await self.write(c.encode(c.Deregister(name, now=time.time())))
+            done.pop(name, None)
+
+    async def no_leader_logger(self) -> None:
+        while True:
+            await asyncio.sleep(NO_LEADER_LOG_INTERVAL)
+            if not self.raft.leader_id:
+                log.error("Coordinate update error: error=\"No cluster leader\"")
