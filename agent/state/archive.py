@@ -28,7 +28,9 @@ from agent.state.wire import DecodeError
 
 VERSION = 1
 MEMBERS = ("meta.json", "state.bin", "SHA256SUMS")
-MAX_MEMBER = 1 << 30  # refuse absurd sizes before reading them
+MAX_STATE = 512 * 1024 * 1024  # state.bin, decompressed: the largest state a restore accepts (README "Limits")
+MAX_SMALL = 64 * 1024  # meta.json and SHA256SUMS
+HEADER_SLACK = 1024 * 1024  # inflated output allowed beyond the announced members (tar and pax headers, padding)
 
 
 class ArchiveError(ValueError):
@@ -65,30 +67,42 @@ def write_archive(state: bytes, index: int, term: int = 0, created_ms: int = 0) 
     return gzip.compress(raw.getvalue(), mtime=created_ms // 1000)
 
 
-def read_archive(data: bytes) -> tuple[Meta, bytes]:
-    """(meta, state bytes) of a verified archive; ArchiveError otherwise."""
+def read_archive(data: bytes, max_state: int = MAX_STATE) -> tuple[Meta, bytes]:
+    """(meta, state bytes) of a verified archive; ArchiveError otherwise.
+
+    The gzip stream is inflated incrementally and never beyond what the members' tar headers announce
+    (each member has its cap: `max_state` for state.bin, MAX_SMALL for the others), so a decompression
+    bomb costs a few KiB of memory and is refused at its first oversized header. CPU-bound: callers on
+    an event loop run it in a worker thread."""
     if not data:
         raise ArchiveError("empty snapshot archive")
-    try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ArchiveError(f"not a gzip-compressed snapshot archive: {exc}") from None
+    if data[:2] != b"\x1f\x8b":
+        raise ArchiveError("not a gzip-compressed snapshot archive: bad magic number")
+    src = _Inflater(data, HEADER_SLACK)
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        with tarfile.open(fileobj=src, mode="r|") as tar:  # type: ignore[call-overload]
             for info in tar:
-                if not info.isfile() or info.name not in MEMBERS:
-                    raise ArchiveError(f"unexpected archive member {info.name!r}")
-                if info.name in files:
-                    raise ArchiveError(f"duplicate archive member {info.name!r}")
-                if info.size > MAX_MEMBER:
-                    raise ArchiveError(f"archive member {info.name!r} is too large ({info.size} bytes)")
+                name = info.name
+                if name.startswith("/") or ".." in name.split("/") or not info.isfile() or name not in MEMBERS:
+                    unsafe = " (unsafe path)" if name.startswith("/") or ".." in name.split("/") else ""
+                    raise ArchiveError(f"unexpected archive member {name!r}{unsafe}")
+                if name in files:
+                    raise ArchiveError(f"duplicate archive member {name!r}")
+                cap = max_state if name == "state.bin" else MAX_SMALL
+                if info.size > cap:
+                    raise ArchiveError(f"archive member {name!r} is too large ({info.size} bytes; the limit is "
+                                       f"{cap} bytes)")
+                src.limit = info.offset_data + info.size + HEADER_SLACK  # this member, then the next headers
                 f = tar.extractfile(info)
                 if f is None:
-                    raise ArchiveError(f"cannot read archive member {info.name!r}")
-                files[info.name] = f.read()
+                    raise ArchiveError(f"cannot read archive member {name!r}")
+                files[name] = f.read()
+        src.finish()
     except tarfile.TarError as exc:
         raise ArchiveError(f"corrupt snapshot archive: {exc}") from None
+    except (EOFError, zlib.error) as exc:
+        raise ArchiveError(f"not a gzip-compressed snapshot archive: {exc}") from None
     missing = [n for n in MEMBERS if n not in files]
     if missing:
         raise ArchiveError(f"snapshot archive lacks {', '.join(missing)}")
@@ -102,6 +116,51 @@ def read_archive(data: bytes) -> tuple[Meta, bytes]:
     except DecodeError as exc:
         raise ArchiveError(f"state.bin is not a valid state snapshot: {exc}") from None
     return meta, state
+
+
+class _Inflater:
+    """A read-only file over the gzip stream in `data`, inflated on demand. Reading past `limit` bytes
+    of output raises ArchiveError (the caller raises the limit as tar headers announce members); the
+    stream must be one gzip member, complete, with nothing after it."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self._src = memoryview(data)
+        self._pos = 0
+        self._z = zlib.decompressobj(wbits=31)  # gzip header and trailer
+        self._pending = b""
+        self.produced = 0
+        self.limit = limit
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 20
+        out = bytearray(self._pending[:n])
+        self._pending = self._pending[n:]
+        while len(out) < n and not self._z.eof:
+            want = n - len(out)
+            if self._z.unconsumed_tail:
+                chunk = self._z.decompress(self._z.unconsumed_tail, want)
+            elif self._pos < len(self._src):
+                piece = self._src[self._pos : self._pos + 65536]
+                self._pos += len(piece)
+                chunk = self._z.decompress(piece, want)
+            else:
+                raise EOFError("truncated gzip stream")
+            out += chunk
+        if self._z.eof and (self._z.unused_data or self._pos < len(self._src)):
+            raise ArchiveError("trailing data after the gzip stream")
+        self.produced += len(out)
+        if self.produced > self.limit:
+            raise ArchiveError(f"the archive inflates beyond what its members announce (more than {self.limit} "
+                               "bytes): refused")
+        return bytes(out)
+
+    def finish(self) -> None:
+        """Inflate the rest (the tar end blocks: within the limit) so a truncated or corrupt gzip trailer
+        (CRC, length) is noticed."""
+        while not self._z.eof:
+            if not self.read(65536) and not self._z.eof:
+                raise EOFError("truncated gzip stream")
 
 
 def _check_sums(files: dict[str, bytes]) -> None:
