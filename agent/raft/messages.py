@@ -8,7 +8,12 @@ Contract of a Ready (Raft §5, etcd-raft's ordering rule): the driver must
   2. then send `messages`,
   3. then apply `committed` entries to the state machine in order,
   4. then call `core.advance(ready)`.
-Messages may only leave after what they promise (votes, appended entries) is on disk.
+Messages may only leave after what they promise (votes, appended entries) is on disk. The one
+exception is `may_send_before_persist` (a leader's replication, thesis §10.2.1): those may leave
+before step 1 finishes. The core counts its own log in the commit quorum only up to what advance()
+reported durable, so a leader whose write is slow (or lost in a crash) commits only with a majority
+of followers. A driver may take further Readies before advancing earlier ones, if it persists them
+in order and advances them in order; with nothing else in between it is the plain loop above.
 """
 
 from __future__ import annotations
@@ -196,3 +201,11 @@ class Ready:
             self.hard_state or self.truncate_from is not None or self.entries or self.snapshot or self.messages
             or self.committed or self.read_states or self.soft_state
         )
+
+
+def may_send_before_persist(m: Message) -> bool:
+    """Whether `m` may leave before the Ready that carries it is durable: the leader's AppendEntries,
+    InstallSnapshot and TimeoutNow promise nothing about the sender's disk (thesis §10.2.1; etcd's
+    raft sends MsgApp before its own append is stable). Everything else -- vote requests (the
+    candidate counted its own vote), vote and append responses -- waits for the fsync."""
+    return isinstance(m, AppendRequest | SnapshotRequest | TimeoutNow)

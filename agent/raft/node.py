@@ -2,8 +2,28 @@
 
 It owns the clock, the disk (RaftStorage) and the network (Transport); every decision is the
 pure RaftCore's. One loop task processes inputs in order: incoming messages, proposals and
-timer ticks all funnel into `_kick()`, and `_drain()` handles each Ready exactly as the contract
-in messages.py says (fsync before any message that promises what was written leaves).
+timer ticks all funnel into `_kick()`, and `_drain()` handles each Ready as the contract in
+messages.py says.
+
+Threads: all disk I/O after start() (every save with its fdatasync, snapshot writes, close) runs on
+ONE writer thread, in submission order, so a slow disk never blocks the event loop (which also runs
+gossip and HTTP). A Ready is handled in two halves:
+  * at once, on the loop: the messages that may leave before the Ready is durable
+    (`may_send_before_persist`: a leader's AppendEntries / InstallSnapshot / TimeoutNow -- thesis
+    §10.2.1, the leader's fsync overlaps replication), and the write is queued for the thread;
+  * once that write and every earlier one are durable, in Ready order: the other messages (votes,
+    acknowledgements: they promise what was written), the received snapshot's restore, the committed
+    entries, read states, soft state, then core.advance(ready) -- which is how the core learns that its
+    own log is durable up to the Ready's last entry (the leader counts itself in the commit quorum
+    only then).
+A hard state that differs from the last one written only in `commit` is not written at once (commit is
+volatile in Raft Figure 2; the stored one is a hint): it goes out with the next write, or at stop().
+
+No polling: one pass (`_process`) runs when something happened -- an input kicks it with one
+loop.call_soon per loop iteration (deliver, peer_lost, apply, read_index, transfer, change_config,
+bootstrap), a finished write runs it directly, and a timer (loop.call_at) fires at the core's next
+deadline. `_task` only supervises: it ends with RaftLoopFailed when a pass raised (a failed write, a
+bug), after the error was logged with its traceback and `on_failed` was told.
 """
 
 from __future__ import annotations
@@ -12,8 +32,10 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.config import RaftConfig
@@ -23,14 +45,17 @@ from agent.raft.messages import (
     Configuration,
     Entry,
     EntryKind,
+    HardState,
     Message,
     ReadState,
+    Ready,
     Role,
     Snapshot,
     SoftState,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
+    may_send_before_persist,
 )
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import Transport
@@ -50,6 +75,30 @@ class FSM(Protocol):
 class _Waiter:
     term: int
     future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A Ready whose second half (see the module doc) waits for its write and every earlier one."""
+
+    rd: Ready
+    late: list[Message]  # messages that leave only once the write is durable
+    done: bool = False  # the write finished (or there was none)
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Write:
+    """What the writer thread persists for one Ready, in this order."""
+
+    snapshot: Snapshot | None
+    hard_state: HardState | None
+    truncate_from: int | None
+    entries: list[Entry] = field(default_factory=list)
+
+
+class RaftLoopFailed(Exception):
+    """The Raft loop stopped on an unexpected error (a failed write, a bug); the server must stop."""
 
 
 class RaftNode:
@@ -78,8 +127,22 @@ class RaftNode:
         self._read_ctx = 0
         self._inbox: list[Message] = []
         self._lost: list[str] = []  # servers whose connection to us closed (RaftCore.leader_unreachable)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # supervision: ends with RaftLoopFailed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False  # a _process pass is queued (call_soon)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._stopped = False
+        self._failed_fut: asyncio.Future[None] | None = None
+        # the writer thread and the Readies waiting for it (oldest first)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-writer-{server_id[:8]}")
+        self._pipeline: deque[_Batch] = deque()
+        self._hs_written: HardState | None = None  # last hard state handed to the writer
+        self._hs_deferred: HardState | None = None  # a newer one that differs only in commit
+        self._snapshotting = False  # a snapshot of our own is being written
+        self.wakeups = 0  # _process passes (debug counter: bench/kv/raft_wakeups.py)
+        self.failed: BaseException | None = None  # why the loop stopped (RaftLoopFailed)
+        self.on_failed: Callable[[BaseException], None] | None = None
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.last_snapshot_index = 0
         self.soft = SoftState("", Role.FOLLOWER, 0)
@@ -104,22 +167,42 @@ class RaftNode:
                 raise StorageCorrupt(path, f"the snapshot does not restore: {exc}", index=snap.meta.index) from None
             applied = snap.meta.index
             self.last_snapshot_index = snap.meta.index
+        self._hs_written = hs
         self.core = RaftCore(self.id, self.config, self.rng, self._now(), hard_state=hs, snapshot=meta,
                              entries=entries, applied=applied)
         if snap is not None:
             self.core.set_snapshot(snap)
         self._update_addresses(self.core.configuration)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop = asyncio.get_running_loop()
+        self._failed_fut = self._loop.create_future()
+        self._task = self._loop.create_task(self._run())
+        self._kick()
 
     async def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, RaftLoopFailed):
                 await self._task
         for w in self._waiters.values():
             if not w.future.done():
                 w.future.set_exception(NoLeader())
-        self.storage.close()
+        # after every queued write: the deferred commit hint, then release the files
+        hs = self._hs_deferred
+        self._hs_deferred = None
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._close_storage, hs)
+        self._writer.shutdown(wait=False)
+
+    def _close_storage(self, hs: HardState | None) -> None:
+        """Writer thread: write the last commit hint (best effort) and close the storage."""
+        try:
+            if hs is not None:
+                self.storage.save(hs, None, [])
+        finally:
+            self.storage.close()
 
     @property
     def bootstrapped(self) -> bool:
@@ -146,7 +229,10 @@ class RaftNode:
         self._kick()
 
     def _kick(self) -> None:
-        self._wake.set()
+        """Run a pass soon (once per loop iteration, however many inputs arrived in it)."""
+        if not self._scheduled and self._loop is not None and not self._stopped:
+            self._scheduled = True
+            self._loop.call_soon(self._process)
 
     @property
     def is_leader(self) -> bool:
@@ -216,57 +302,162 @@ class RaftNode:
     # ------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
-        assert self.core is not None
-        core = self.core
-        while True:
-            now = self._now()
-            inbox, self._inbox = self._inbox, []
-            for msg in inbox:
-                core.step(msg, now)
-            lost, self._lost = self._lost, []
-            for peer in lost:
-                core.leader_unreachable(peer, now)
-            core.tick(now)
-            while core.has_ready():
-                self._drain(core)
-            delay = max(0.0005, min(core.next_deadline() - self._now(), 0.05))
-            self._wake.clear()
-            if self._inbox:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+        """Supervision only: returns never, raises RaftLoopFailed once a pass failed."""
+        assert self._failed_fut is not None
+        await self._failed_fut
+
+    def _process(self) -> None:
+        """One pass: finished writes, then inputs, then timers, then every Ready; re-arm the timer."""
+        self._scheduled = False
+        if self._stopped or self.failed is not None or self.core is None:
+            return
+        try:
+            self._pass(self.core)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _pass(self, core: RaftCore) -> None:
+        self.wakeups += 1
+        now = self._now()
+        self._finish_writes(core)
+        inbox, self._inbox = self._inbox, []
+        for msg in inbox:
+            core.step(msg, now)
+        lost, self._lost = self._lost, []
+        for peer in lost:
+            core.leader_unreachable(peer, now)
+        core.tick(now)
+        while core.has_ready():
+            self._drain(core)
+        deadline = core.next_deadline()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = None
+            if deadline < float("inf") and self._loop is not None:
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        self._process()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Never die silently: say why, fail every caller, tell the owner (which stops the agent)."""
+        log.error("raft loop failed; this server stops taking part in Raft", exc_info=exc)
+        self.failed = exc
+        if self._timer is not None:
+            self._timer.cancel()
+        for w in self._waiters.values():
+            if not w.future.done():
+                w.future.set_exception(NoLeader())
+        self._waiters.clear()
+        if self._failed_fut is not None and not self._failed_fut.done():
+            err = RaftLoopFailed(f"{type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            self._failed_fut.set_exception(err)
+        if self.on_failed is not None:
+            self.on_failed(exc)
 
     def _drain(self, core: RaftCore) -> None:
+        """Take one Ready: send what may leave now, queue its write, and finish it at once if it has no
+        write and nothing is waiting before it (see the module doc for the two halves)."""
         rd = core.ready()
-        # 1. persist (fsync) before anything that promises it leaves; a received snapshot first,
-        #    since the entries of the same Ready continue the log after it
+        if rd.truncate_from is not None:
+            self._fail_waiters_from(rd.truncate_from)  # those entries left the core's log already
+        late: list[Message] = []
+        for msg in rd.messages:
+            if may_send_before_persist(msg):
+                self._send(msg)
+            else:
+                late.append(msg)
+        batch = _Batch(rd, late)
+        write = self._write_for(rd)
+        if write is None:
+            batch.done = True
+            if not self._pipeline:
+                self._finish(core, batch)
+                return
+            self._pipeline.append(batch)
+            return
+        self._pipeline.append(batch)
+        self._submit(self._persist, write, lambda f, b=batch: self._write_done(b, f))  # type: ignore[misc]
+
+    def _submit(self, fn: Callable[..., Any], arg: Any, done: Callable[[Future[Any]], None]) -> None:
+        """Run fn(arg) on the writer thread; `done(future)` runs on the loop thread afterwards."""
+        loop = self._loop
+        assert loop is not None
+
+        def back(f: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while we were writing
+                loop.call_soon_threadsafe(done, f)
+
+        self._writer.submit(fn, arg).add_done_callback(back)
+
+    def _write_for(self, rd: Ready) -> _Write | None:
+        """What must reach the disk for `rd`; None if nothing (a commit-only hard state is deferred)."""
+        hs = rd.hard_state
+        if rd.snapshot is None and rd.truncate_from is None and not rd.entries:
+            if hs is None:
+                return None
+            last = self._hs_written
+            if last is not None and (hs.term, hs.vote) == (last.term, last.vote):
+                self._hs_deferred = hs  # only the commit hint moved
+                return None
+        if hs is None:
+            hs = self._hs_deferred
+        self._hs_deferred = None
+        if hs is not None:
+            self._hs_written = hs
+        return _Write(rd.snapshot, hs, rd.truncate_from, rd.entries)
+
+    def _persist(self, w: _Write) -> None:
+        """Writer thread. A received snapshot first: the entries of the same Ready continue after it."""
+        if w.snapshot is not None:
+            self.storage.save_snapshot(w.snapshot)
+        if w.hard_state is not None or w.truncate_from is not None or w.entries:
+            self.storage.save(w.hard_state, w.truncate_from, w.entries)
+
+    def _write_done(self, batch: _Batch, fut: Future[None]) -> None:
+        """Loop thread, when the writer finished `batch`'s write: finish it now (no extra hop)."""
+        batch.done = True
+        if not fut.cancelled():
+            batch.error = fut.exception()
+        self._process()
+
+    def _finish_writes(self, core: RaftCore) -> None:
+        """Finish every batch whose write (and every earlier one) is durable, in order."""
+        q = self._pipeline
+        while q and q[0].done:
+            b = q.popleft()
+            if b.error is not None:
+                raise b.error  # the store is poisoned (StorageFailed): nothing more may be promised
+            self._finish(core, b)
+
+    def _finish(self, core: RaftCore, b: _Batch) -> None:
+        rd = b.rd
         if rd.snapshot is not None:
-            self.storage.save_snapshot(rd.snapshot)
             self.fsm.restore(rd.snapshot.data)
             self.last_snapshot_index = rd.snapshot.meta.index
             self._update_addresses(rd.snapshot.meta.configuration)
-        if rd.hard_state is not None or rd.truncate_from is not None or rd.entries:
-            self.storage.save(rd.hard_state, rd.truncate_from, rd.entries)
-        if rd.truncate_from is not None:
-            self._fail_waiters_from(rd.truncate_from)
-        # 2. send
-        for msg in rd.messages:
-            if isinstance(msg, (VoteRequest, VoteResponse, TimeoutNow)):
-                log.debug("sending %s", msg)
-            addr = self.addresses.get(msg.to)
-            if addr:
-                self.transport.send(addr, msg)
-        # 3. apply
+        for msg in b.late:
+            self._send(msg)
         for e in rd.committed:
             self._apply(e)
         for rs in rd.read_states:
             self._read_ready(rs)
         if rd.soft_state is not None:
             self._soft_state(rd.soft_state)
-        # 4. advance
-        core.advance(rd)
+        core.advance(rd)  # the core learns its log is durable through rd.entries
         self._release_applied(core.applied)
-        self._maybe_snapshot(core)
+        self._maybe_snapshot(core)  # callers drain the core next (a leader's own write may commit)
+
+    def _send(self, msg: Message) -> None:
+        if isinstance(msg, (VoteRequest, VoteResponse, TimeoutNow)):
+            log.debug("sending %s", msg)
+        addr = self.addresses.get(msg.to)
+        if addr:
+            self.transport.send(addr, msg)
 
     def _apply(self, e: Entry) -> None:
         result: Any = None
@@ -336,13 +527,49 @@ class RaftNode:
             self.addresses[s.id] = s.address
 
     def _maybe_snapshot(self, core: RaftCore) -> None:
-        if core.applied - self.last_snapshot_index < self.config.snapshot_threshold:
+        """Snapshot the state machine every snapshot_threshold applied entries. Serialising happens on the
+        loop (FSM.snapshot() must see one point in time) unless the FSM offers `snapshot_view()`, a cheap
+        point-in-time capture returning the function that serialises it, which then runs on the writer
+        thread; writing and fsyncing the bytes always run there. Until the write is durable the core
+        neither sends this snapshot nor compacts its log."""
+        if self._snapshotting or core.applied - self.last_snapshot_index < self.config.snapshot_threshold:
             return
+        if core.applied < core.log.offset:
+            return  # a received snapshot beyond `applied` is still being written: it supersedes ours
         index = core.applied
-        data = self.fsm.snapshot()
-        snap = Snapshot(core.snapshot_meta(index), data)
-        self.storage.save_snapshot(snap)
-        core.set_snapshot(snap)
-        core.compact(index)  # the core keeps trailing_logs entries behind it
-        self.last_snapshot_index = index
+        meta = core.snapshot_meta(index)
+        view: Callable[[], Callable[[], bytes]] | None = getattr(self.fsm, "snapshot_view", None)
+        serialise: Callable[[], bytes]
+        if view is not None:
+            serialise = view()
+        else:
+            data = self.fsm.snapshot()
+            serialise = lambda: data  # noqa: E731
+        self._snapshotting = True
+
+        def write(_: None) -> Snapshot:
+            snap = Snapshot(meta, serialise())
+            self.storage.save_snapshot(snap)
+            return snap
+
+        self._submit(write, None, self._snapshot_done)
+
+    def _snapshot_done(self, fut: Future[Snapshot]) -> None:
+        self._snapshotting = False
+        if fut.cancelled() or self._stopped:
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self._pipeline.append(_Batch(Ready(), [], done=True, error=exc))  # stops the loop, in order
+            self._kick()
+            return
+        snap = fut.result()
+        core = self.core
+        assert core is not None
+        index = snap.meta.index
+        if index > self.last_snapshot_index:  # a received snapshot may have overtaken ours
+            core.set_snapshot(snap)
+            core.compact(index)  # the core keeps trailing_logs entries behind it
+            self.last_snapshot_index = index
         log.info("snapshot complete up to: index=%d", index)
+        self._kick()

@@ -48,6 +48,7 @@ from agent.raft.messages import (
     SnapshotRequest,
     TimeoutNow,
     VoteResponse,
+    may_send_before_persist,
 )
 
 
@@ -105,6 +106,9 @@ class SimNode:
     sm_index: int = 0
     crash_stage: str | None = None
     last_snap: int = 0
+    # async_disk: Readies taken but not yet durable (oldest first), with their late messages
+    pipeline: list[tuple[Ready, list[Message]]] = field(default_factory=list)
+    disk_free_at: float = 0.0  # when the node's (FIFO) disk finishes what it was given
 
 
 class RaftSim:
@@ -123,6 +127,8 @@ class RaftSim:
         self.bounce = 0.0  # probability that handling a Ready crashes the node (set by the scenario)
         self.nemesis_period = 0.4
         self.lazy = False  # defer Ready handling (see _kick)
+        self.async_disk = False  # persist on a slow FIFO disk, as node.py's writer thread (see _drain_async)
+        self.diskrng = random.Random(seed * 104729 + 3)
         self._kicked: set[str] = set()
         self.now = 0.0
         # network
@@ -199,6 +205,15 @@ class RaftSim:
         self._record("start", node.id, node.incarnation)
 
     def crash(self, node: SimNode) -> None:
+        if node.pipeline:
+            # the writer thread may have made some queued writes durable (in order) before the process died,
+            # without the driver hearing of it; the next one may be torn
+            pending, node.pipeline = node.pipeline, []
+            made = self.diskrng.randrange(len(pending) + 1)
+            for rd, _ in pending[:made]:
+                self._persist(node, rd)
+            if made < len(pending) and self.diskrng.random() < 0.5:
+                self._persist_torn(node, pending[made][0])
         node.core = None
         node.crash_stage = None
         self.stats["crashes"] += 1
@@ -241,6 +256,8 @@ class RaftSim:
         self._drain(node)
 
     def _drain(self, node: SimNode) -> None:
+        if self.async_disk:
+            return self._drain_async(node)
         while node.core is not None and node.core.has_ready():
             core = node.core
             rd = core.ready()
@@ -272,6 +289,62 @@ class RaftSim:
                 return self.crash(node)
             core.advance(rd)
             self._maybe_snapshot(node)
+        return None
+
+    def _drain_async(self, node: SimNode) -> None:
+        """node.py's driver: a leader's replication (may_send_before_persist) leaves at once, before its own
+        write (thesis §10.2.1); the write goes to a FIFO disk that takes its time (now and then far longer
+        than a follower's round trip, so followers' acknowledgements commit entries the leader has not
+        stored yet); the rest of the Ready -- late messages, apply, advance -- follows once that write and
+        every earlier one are durable. A crash may strike at any stage of any Ready (see crash())."""
+        while node.core is not None and node.core.has_ready():
+            core = node.core
+            rd = core.ready()
+            late = []
+            for m in rd.messages:
+                if may_send_before_persist(m):
+                    if node.pipeline or rd.entries:
+                        self.stats["sent_before_persist"] += 1
+                    self._send(m)
+                else:
+                    late.append(m)
+            node.pipeline.append((rd, late))
+            writes = rd.snapshot is not None or rd.hard_state is not None or rd.truncate_from is not None \
+                or bool(rd.entries)
+            r = self.diskrng
+            delay = (0.0005 + r.random() * 0.004) * (25 if r.random() < 0.05 else 1) if writes else 0.0
+            node.disk_free_at = max(self.now, node.disk_free_at) + delay
+            inc = node.incarnation
+            self.at(node.disk_free_at, lambda n=node, i=inc: self._written(n, i))  # type: ignore[misc]
+
+    def _written(self, node: SimNode, incarnation: int) -> None:
+        """The oldest queued write of `node` is durable: finish its Ready (stages as in _drain)."""
+        if node.core is None or node.incarnation != incarnation or not node.pipeline:
+            return
+        core = node.core
+        stage, node.crash_stage = node.crash_stage, None
+        if stage is None and self.bounce and self.rng.random() < self.bounce:
+            stage = self.rng.choice(CRASH_STAGES)
+            self.at(self.now + self.rng.random() * 0.1, lambda n=node: self.restart(n))  # type: ignore[misc]
+        if stage in ("before_persist", "torn"):
+            return self.crash(node)  # crash() decides how much of the queue reached the disk
+        rd, late = node.pipeline.pop(0)
+        self._persist(node, rd)
+        if stage == "after_persist":
+            return self.crash(node)
+        cut = self.rng.randrange(len(late) + 1) if stage == "mid_send" else -1
+        for i, m in enumerate(late):
+            if i == cut:
+                return self.crash(node)
+            self._send(m)
+        if stage in ("after_send", "mid_send"):
+            return self.crash(node)
+        self._apply(node, rd)
+        if stage == "after_apply":
+            return self.crash(node)
+        core.advance(rd)
+        self._maybe_snapshot(node)
+        self._kick(node)
         return None
 
     def _persist(self, node: SimNode, rd: Ready) -> None:
@@ -378,6 +451,8 @@ class RaftSim:
         assert core is not None
         if core.applied - node.last_snap < self.config.snapshot_threshold or core.applied != node.sm_index:
             return
+        if core.applied < core.log.offset:
+            return  # async_disk: a received snapshot past `applied` waits in the pipeline and supersedes ours
         idx = core.applied
         token = f"{node.id}/{node.incarnation}/{idx}/{len(self.payloads)}".encode()
         self.payloads[token] = (idx, tuple(node.sm))
@@ -668,5 +743,6 @@ def run_seed(seed: int, *, trace: bool = False) -> RaftSim:
         sim.bounce = 0.003
         sim.nemesis_period = 0.2
     sim.lazy = seed % 4 >= 2
+    sim.async_disk = seed % 8 >= 4  # node.py's writer thread: the leader's own write overlaps replication
     return sim.scenario(duration=2.0 + (seed % 5) * 0.5)
 
