@@ -12,6 +12,7 @@ from agent.gossip.serf import Member
 from agent.raft.transport import Transport
 from agent.server import bootstrap
 from agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, remote_dc
+from agent.server.forwarding import read_reply, read_request
 from agent.state.results import WriteResult, reply_from_wire
 
 
@@ -51,10 +52,8 @@ class ClientBackend:
 
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
                    wait: float = 0.0) -> tuple[Any, ReadMeta]:
-        req = {"name": name, "args": args, "mode": mode, "index": index, "wait": wait}
-        res = await self._call("read_forward", req, RPC_HOLD_TIMEOUT * 2 + wait)
-        meta = ReadMeta(res["index"], bool(res.get("known_leader", True)), int(res.get("last_contact", 0)))
-        return res["value"], meta
+        req = read_request(name, args, mode, index, wait)
+        return read_reply(await self._call("read_forward", req, RPC_HOLD_TIMEOUT * 2 + wait))
 
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
         return await self._call("status", {"what": what, "args": args or {}}, RPC_HOLD_TIMEOUT * 2)

@@ -209,3 +209,16 @@ def test_client_decodes_typed_write_results() -> None:
     r = TxnResult((KVEntry("k", b"v"),), ())
     b, _ = _backend([reply_to_wire(r)])
     assert asyncio.run(b.write(b"cmd")) == r
+
+
+def test_the_raft_layer_does_not_import_the_server_or_http_layers() -> None:
+    import ast
+    from pathlib import Path
+
+    raft = Path(__file__).resolve().parents[2] / "agent" / "raft"
+    for path in sorted(raft.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad = [n for n in names if n.startswith(("agent.server", "agent.http", "agent.agent"))]
+            assert not bad, f"{path.name} imports {bad}"
