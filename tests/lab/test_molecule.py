@@ -13,6 +13,7 @@ Every test that brings the lab up takes it down again, also when it fails.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -82,7 +83,9 @@ BAD_CASES = {
 }
 
 
-FIRST_TASKS = ["pyconsul : Read the cluster from the inventory",
+VALIDATE_TASK = ("pyconsul : Validating arguments against arg spec 'main' - Deploy pyconsul agents (servers and"
+                 " clients of one or more datacenters)")  # meta/argument_specs.yml
+FIRST_TASKS = [VALIDATE_TASK, "pyconsul : Read the cluster from the inventory",
                "pyconsul : Check that the inventory describes a cluster that can form"]
 
 
@@ -96,6 +99,28 @@ def test_bad_inventory_fails_in_the_first_tasks(name: str) -> None:
     tasks = re.findall(r"^TASK \[(.*?)\]", proc.stdout, re.M)
     assert tasks == FIRST_TASKS, tasks
     assert "PLAY [Wait for a leader" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"pyconsul_service_manager": "upstart"}, r"pyconsul_service_manager must be one of: auto, systemd"),
+        ({"pyconsul_http_port": "eighty"}, r"pyconsul_http_port.*int"),
+        ({"pyconsul_retry_join": "10.77.0.11"}, None),  # a string is a one-element list: accepted
+    ],
+)
+def test_role_variables_are_checked_against_the_argument_spec(extra: dict[str, str], message: str | None) -> None:
+    """meta/argument_specs.yml: a variable of the wrong type or value stops the play in its first task."""
+    proc = _run([str(BIN / "ansible-playbook"), "site.yml", "-i", str(BAD / "no_server.yml"), "-e", json.dumps(extra)],
+                timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    tasks = re.findall(r"^TASK \[(.*?)\]", proc.stdout, re.M)
+    if message is None:  # passes validation, then fails on the inventory (no server in sh)
+        assert tasks == FIRST_TASKS and "datacenter sh has no server" in out, out
+    else:
+        assert tasks == [VALIDATE_TASK], tasks
+        assert re.search(message, out), out
 
 
 def test_bad_inventories_are_all_covered() -> None:

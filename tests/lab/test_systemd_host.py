@@ -67,12 +67,23 @@ def lab() -> Iterator[None]:
         assert not Path("/run/netns/pcl-sd1").exists()
 
 
-def test_systemd_host_deploys_restarts_and_recovers(lab: None) -> None:
+@pytest.fixture
+def sources(tmp_path: Path) -> str:
+    """-e for a frozen copy of the sources (as molecule's create.yml makes): an edit in the work tree during
+    the test must not look like a change of the second run."""
+    src = tmp_path / "src"
+    proc = _run(sys.executable, str(ROOT / "playbooks/roles/pyconsul/files/build_wheelhouse.py"), "--source",
+                str(ROOT), "--snapshot", str(src), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.dumps({"pyconsul_source_dir": str(src)})
+
+
+def test_systemd_host_deploys_restarts_and_recovers(lab: None, sources: str) -> None:
     assert on("sd1", "cat /proc/1/comm") == "systemd"
     assert on("sd2", "cat /proc/1/comm") != "systemd"
     assert on("sd1", "hostname") == "sd1"
 
-    site = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV)
+    site = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV, "-e", sources)
     assert site.returncode == 0, site.stdout[-6000:] + site.stderr[-2000:]
     assert on("sd1", "systemctl is-active pyconsul") == "active"
     assert on("sd1", "systemctl is-enabled pyconsul") == "enabled"
@@ -83,12 +94,20 @@ def test_systemd_host_deploys_restarts_and_recovers(lab: None) -> None:
     members = api("/v1/agent/members")
     assert sorted((m["Name"], m["Status"]) for m in members) == [("sd1", 1), ("sd2", 1)]
 
-    again = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV)
+    # The agent runs as its own user, not root; its files are its own, config.json is private.
+    assert on("sd1", f"stat -c %U /proc/{pid}") == "pyconsul"
+    assert on("sd1", "stat -c '%U %a' /etc/pyconsul/agent.d/config.json /var/lib/pyconsul").splitlines() == [
+        "pyconsul 640", "pyconsul 700"]
+    assert on("sd1", "find /var/lib/pyconsul ! -user pyconsul") == ""
+    assert on("sd1", "systemctl show -p NoNewPrivileges --value pyconsul") == "yes"
+    assert on("sd2", "stat -c %U /proc/$(cat /run/pyconsul/supervisord.pid)") == "pyconsul"
+
+    again = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV, "-e", sources)
     assert again.returncode == 0, again.stdout[-4000:]
     assert all("changed=0" in r and "failed=0" in r for r in recap(again.stdout).values()), recap(again.stdout)
     assert int(on("sd1", "systemctl show -p MainPID --value pyconsul")) == pid, "a no-op run restarts nothing"
 
-    rolled = _run(str(BIN / "ansible-playbook"), "playbooks/rolling_restart.yml", "-i", INV)
+    rolled = _run(str(BIN / "ansible-playbook"), "playbooks/rolling_restart.yml", "-i", INV, "-e", sources)
     assert rolled.returncode == 0, rolled.stdout[-6000:] + rolled.stderr[-2000:]
     restarted = int(on("sd1", "systemctl show -p MainPID --value pyconsul"))
     assert restarted not in (0, pid), "rolling_restart.yml restarts the server through systemd"

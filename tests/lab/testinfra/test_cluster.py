@@ -68,6 +68,23 @@ def test_agent_config_validates(host: Any, agent: Agent) -> None:
     assert cfg.get("encrypt"), "gossip encryption is on"
 
 
+def test_agent_runs_as_its_own_user_and_owns_its_files(host: Any, agent: Agent) -> None:
+    user = host.user("pyconsul")
+    assert user.exists and user.shell == "/usr/sbin/nologin" and user.uid != 0
+    if host.file("/run/systemd/system").is_directory:
+        pid = host.check_output("systemctl show -p MainPID --value pyconsul")
+    else:
+        pid = host.check_output(f"{agent.venv}/bin/supervisorctl -c /etc/pyconsul/supervisord.conf pid pyconsul")
+        assert host.file(f"/proc/{host.file('/run/pyconsul/supervisord.pid').content_string.strip()}").user == \
+            "pyconsul", "supervisord switches to the agent's user"
+    assert host.file(f"/proc/{pid.strip()}").user == "pyconsul", f"{agent.name}: the agent runs as root"
+    config = host.file("/etc/pyconsul/agent.d/config.json")
+    assert (config.user, config.mode) == ("pyconsul", 0o640)
+    data = host.file("/var/lib/pyconsul")
+    assert (data.user, data.group, data.mode) == ("pyconsul", "pyconsul", 0o700)
+    assert host.check_output("find /var/lib/pyconsul /var/log/pyconsul ! -user pyconsul") == ""
+
+
 # ------------------------------------------------------------------ per cluster
 
 
