@@ -196,6 +196,7 @@ class Membership:
         delegate_vsn: tuple[int, int, int] = DELEGATE_VSN,
         encryption_overhead: int = 0,
         user_broadcasts: Callable[[int, int], list[bytes]] | None = None,
+        user_broadcasts_pending: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg = config
         self.name = name
@@ -204,6 +205,7 @@ class Membership:
         self.broadcasts = BroadcastQueue(config.retransmit_mult)
         self.encryption_overhead = encryption_overhead
         self.user_broadcasts = user_broadcasts
+        self.user_broadcasts_pending = user_broadcasts_pending
         self.stats = Stats()
         self.nodes: list[_Node] = []
         self.node_map: dict[str, _Node] = {}
@@ -243,9 +245,20 @@ class Membership:
         return sum(1 for n in self.nodes if n.state in (NodeState.ALIVE, NodeState.SUSPECT))
 
     def next_deadline(self) -> float:
-        ds = [self.next_probe, self.next_gossip, self.next_push_pull]
-        if self.probe is not None:
-            ds.append(self.probe.end if self.probe.indirect_sent else self.probe.direct_deadline)
+        """When `tick` next has work. Never a time `tick` would leave unchanged: while a probe runs, the
+        next probe waits for it (its awareness-scaled end may pass next_probe), a probe waiting for
+        its TCP fallback ends at most probe_timeout after its end, and a node that left probes no more."""
+        ds = [self.next_push_pull]
+        if self._has_broadcasts():
+            ds.append(self.next_gossip)
+        p = self.probe
+        if p is not None:
+            if not p.indirect_sent:
+                ds.append(p.direct_deadline)
+            else:
+                ds.append(p.end + self.cfg.probe_timeout if p.tcp_pending else p.end)
+        elif not self.left:
+            ds.append(self.next_probe)
         ds.extend(s.deadline for s in self.suspicions.values())
         ds.extend(r.expires for r in self.relays.values())
         return min(ds)
@@ -256,12 +269,17 @@ class Membership:
 
     # ------------------------------------------------------------ inputs
 
+    def initial_effects(self) -> list[Effect]:
+        """What construction produced (a join event about ourselves): the caller takes it once, first."""
+        return self._take()
+
     def _take(self) -> list[Effect]:
         out, self.out = self.out, []
         return out
 
     def handle_packet(self, buf: bytes, src: Addr, now: float) -> list[Effect]:
         """A decrypted UDP payload from src. Malformed input is counted and dropped."""
+        self._observe(now)
         self.stats.packets_in += 1
         try:
             msgs = codec.decode_packet(buf)
@@ -269,10 +287,16 @@ class Membership:
             self.stats.decode_errors += 1
             return []
         for msg in msgs:
-            self.handle_message(msg, src, now)
+            self._handle_message(msg, src, now)
         return self._take()
 
-    def handle_message(self, msg: Message, src: Addr, now: float) -> None:
+    def handle_message(self, msg: Message, src: Addr, now: float) -> list[Effect]:
+        """One decoded message from src (what `handle_packet` does for each message of a packet)."""
+        self._observe(now)
+        self._handle_message(msg, src, now)
+        return self._take()
+
+    def _handle_message(self, msg: Message, src: Addr, now: float) -> None:
         if isinstance(msg, Ping):
             self._on_ping(msg, src)
         elif isinstance(msg, IndirectPing):
@@ -302,6 +326,7 @@ class Membership:
         return Ack(ping.seq_no)
 
     def tcp_ping_result(self, seq: int, ok: bool, now: float) -> list[Effect]:
+        self._observe(now)
         if self.probe is not None and self.probe.seq == seq:
             self.probe.tcp_pending = False
             self.probe.tcp_ok = ok
@@ -316,6 +341,7 @@ class Membership:
         ]
 
     def merge_remote_state(self, remote: tuple[PushNodeState, ...] | list[PushNodeState], now: float) -> list[Effect]:
+        self._observe(now)
         for r in remote:
             if r.state == NodeState.ALIVE:
                 self._alive_node(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
@@ -328,6 +354,7 @@ class Membership:
     # ------------------------------------------------------------ local operations
 
     def set_meta(self, meta: bytes, now: float) -> list[Effect]:
+        self._observe(now)
         me = self.local
         self.incarnation += 1
         alive = Alive(self.incarnation, self.name, codec.ip_to_bytes(me.addr), me.port, meta, me.vsn)
@@ -336,6 +363,7 @@ class Membership:
 
     def leave(self, now: float) -> list[Effect]:
         """Graceful leave: broadcast dead-about-self (From == Node means left)."""
+        self._observe(now)
         if self.left:
             return []
         self.left = True
@@ -349,6 +377,7 @@ class Membership:
     # ------------------------------------------------------------ timers
 
     def tick(self, now: float) -> list[Effect]:
+        self._observe(now)
         for node_name, s in list(self.suspicions.items()):
             if now >= s.deadline:
                 del self.suspicions[node_name]
@@ -364,7 +393,7 @@ class Membership:
             self._advance_probe(now)
         if self.probe is None and now >= self.next_probe and not self.left:
             self._start_probe(now)
-        if now >= self.next_gossip:
+        if now >= self.next_gossip:  # (_observe has moved it past now if nothing is queued)
             self.next_gossip = now + self.cfg.gossip_interval
             self._gossip(now)
         if now >= self.next_push_pull:
@@ -559,6 +588,18 @@ class Membership:
             if not exclude(x) and x not in out:
                 out.append(x)
         return out
+
+    def _observe(self, now: float) -> None:
+        """Called first by every input. Gossip rounds with nothing to send are skipped without a wake-up
+        (next_deadline ignores next_gossip while the queues are empty): keep next_gossip on its
+        grid past `now`, so the first rumour after an idle spell goes out at the next round, as
+        with memberlist's ticker, not at once."""
+        if now >= self.next_gossip and not self._has_broadcasts():
+            interval = self.cfg.gossip_interval
+            self.next_gossip += (math.floor((now - self.next_gossip) / interval) + 1) * interval
+
+    def _has_broadcasts(self) -> bool:
+        return len(self.broadcasts) > 0 or (self.user_broadcasts_pending is not None and self.user_broadcasts_pending())
 
     def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         msgs = self.broadcasts.get(overhead, limit, len(self.nodes))

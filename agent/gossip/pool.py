@@ -3,6 +3,11 @@
 It owns the sockets and the clock and nothing else: every protocol decision is the pure
 `Serf`/`Membership` core's. Order of work for one input: decrypt -> core -> perform the
 returned effects in order (packets are encrypted just before they are sent).
+
+Timing is deadline-driven: one `loop.call_at` timer sits at the core's `next_deadline()`. Every core
+call ends in `_perform`, which moves that timer (a packet can bring a deadline forward) and re-checks
+whatever the shell waits for (leave broadcasts); a query's caller waits on the core's QueryComplete.
+An idle pool therefore wakes only when the core has something to do, never on a polling period.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from agent.gossip.serf import (
     JoinAttempt,
     Member,
     MemberEvent,
+    MemberStatus,
+    QueryComplete,
     QueryReceived,
     Serf,
     SerfConfig,
@@ -60,6 +67,8 @@ class PoolCounters:
     stream_unencrypted_rejected: int = 0
     push_pull_ok: int = 0
     push_pull_failed: int = 0
+    packet_errors: int = 0  # the core raised on a packet (a bug; logged)
+    timer_wakeups: int = 0  # deadline timer firings (tick calls), for the idle-cost figures
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -118,8 +127,10 @@ class Pool:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
+        self._queries: dict[tuple[int, int], asyncio.Event] = {}
         self._stopped = False
 
     # ------------------------------------------------------------ lifecycle
@@ -147,16 +158,14 @@ class Pool:
         transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
         self._udp = transport
         self._tcp = await asyncio.start_server(self._on_stream, self.bind[0], self.bind[1], reuse_address=True)
-        self._perform(self.core._take())
-        self._loop_task = loop.create_task(self._run())
+        self._perform(self.core.initial_effects())  # also arms the deadline timer
         self.log.info("serf: started %s pool: name=%s bind=%s:%d", self.label, self.name, *self.bind)
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._loop_task:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -169,17 +178,36 @@ class Pool:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
 
-    async def _run(self) -> None:
-        while not self._stopped:
-            now = self._now()
-            try:
-                self._perform(self.core.tick(now))
-            except Exception:  # a bug in the core must not kill the pool
-                self.log.exception("gossip tick failed")
-            delay = min(max(self.core.next_deadline() - self._now(), 0.001), 0.05)
-            self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+    def _on_timer(self) -> None:
+        """The core's next deadline has come: tick it (which re-arms the timer through _perform)."""
+        self._timer = None
+        if self._stopped:
+            return
+        self.counters.timer_wakeups += 1
+        try:
+            self._perform(self.core.tick(self._now()))
+        except Exception:  # a bug in the core must not kill the pool
+            self.log.exception("gossip tick failed")
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """Put the timer at the core's next deadline (at least 1 ms ahead, so a deadline the core
+        failed to move can never spin the loop)."""
+        if self._stopped or self.serf is None:
+            return
+        loop = asyncio.get_running_loop()
+        when = max(self.serf.next_deadline(), loop.time() + 0.001)
+        if self._timer is not None:
+            if abs(when - self._timer_at) < 0.0005:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _check_waiters(self) -> None:
+        for cond, event in self._waiters:
+            if not event.is_set() and cond():
+                event.set()
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -189,6 +217,15 @@ class Pool:
     # ------------------------------------------------------------ effects
 
     def _perform(self, effects: list[SerfEffect]) -> None:
+        """Carry out the effects of one core call, in order; then re-arm the deadline timer and
+        re-check the waiters (every core call goes through here, so the shell never polls)."""
+        try:
+            self._perform_effects(effects)
+        finally:
+            self._arm_timer()
+            self._check_waiters()
+
+    def _perform_effects(self, effects: list[SerfEffect]) -> None:
         for e in effects:
             if isinstance(e, SendPacket):
                 self._send_packet(e.addr, e.data)
@@ -200,6 +237,9 @@ class Pool:
                 self._spawn(self._reconnect(e.addrs))
             elif isinstance(e, QueryReceived):
                 self._answer_internal_query(e.query)
+            elif isinstance(e, QueryComplete):
+                if (event := self._queries.get(e.key)) is not None:
+                    event.set()
             elif isinstance(e, (MemberEvent, UserEventReceived)):
                 self._log_event(e)
                 if self.on_event:
@@ -246,9 +286,8 @@ class Pool:
         try:
             self._perform(self.serf.handle_packet(data, src, self._now()))
         except Exception:
-            self.serf.ml.stats.decode_errors += 1
+            self.counters.packet_errors += 1
             self.log.exception("memberlist: error handling packet from %s:%d", *src)
-        self._wake.set()
 
     # ------------------------------------------------------------ streams
 
@@ -310,7 +349,7 @@ class Pool:
                 self._perform(self.core.merge_remote(msg, self._now()))
                 self.counters.push_pull_ok += 1
             elif isinstance(msg, Ping):
-                ack = self.core.ml.stream_ping(msg)
+                ack = self.core.stream_ping(msg)
                 if ack is not None:
                     writer.write(self._seal_stream(codec.encode(ack)))
                     await writer.drain()
@@ -334,7 +373,6 @@ class Pool:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-        self._wake.set()
 
     async def push_pull(self, addr: Addr, join: bool) -> None:
         """One push/pull exchange with addr (SWIM anti-entropy, and how joins work)."""
@@ -353,7 +391,6 @@ class Pool:
         if not isinstance(msg, PushPull):
             raise JoinError(f"unexpected reply {type(msg).__name__}")
         self._perform(self.core.merge_remote(msg, self._now()))
-        self._wake.set()
 
     async def _push_pull_quiet(self, addr: Addr, join: bool) -> None:
         try:
@@ -424,14 +461,18 @@ class Pool:
         self._perform(self.core.respond(q, payload, self._now()))
 
     async def query(self, name: str, payload: bytes, timeout: float | None = None) -> dict[str, bytes]:
-        """Ask every member; return responses by node, once all alive members answered or at the deadline."""
-        key = self.core.start_query(name, payload, self._now(), timeout)
-        pq = self.core.pending[key]
-        self._wake.set()
-        while self._now() < pq.deadline and len(pq.responses) < self.core.num_alive():
-            await asyncio.sleep(0.02)
-        self.core.finish_query(key)
-        return dict(pq.responses)
+        """Ask every member; return responses by node, once all alive members answered (the core's
+        QueryComplete) or at the deadline."""
+        started = self.core.start_query(name, payload, self._now(), timeout)
+        done = self._queries[started.key] = asyncio.Event()
+        try:
+            self._perform(started.effects)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), max(0.0, started.deadline - self._now()))
+        finally:
+            del self._queries[started.key]
+            pq = self.core.finish_query(started.key)
+        return dict(pq.responses) if pq is not None else {}
 
     async def key_operation(self, op: str, key: bytes | None) -> dict[str, Any]:
         """Run a serf keyring query (install-key, use-key, remove-key, list-keys) on the pool."""
@@ -495,20 +536,29 @@ class Pool:
         await self._wait(self.core.leave_done, timeout)
 
     async def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
-        deadline = self._now() + timeout
-        while not cond():
-            if self._now() >= deadline:
-                return False
-            await asyncio.sleep(self.gossip.gossip_interval / 2)
-        return True
+        """Wait until cond() (a predicate on the core) holds or timeout passes; cond is re-checked
+        after every core call (_perform), the only moments it can change."""
+        if cond():
+            return True
+        waiter = (cond, asyncio.Event())
+        self._waiters.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter[1].wait(), timeout)
+        finally:
+            self._waiters.remove(waiter)
+        return cond()
 
     def members(self) -> list[Member]:
         return self.core.member_list()
 
+    def local_member(self) -> Member:
+        return self.core.local_member()
+
     def force_leave(self, node: str, prune: bool = False) -> bool:
-        ok = self.core.force_leave(node, prune, self._now())
-        self._perform(self.core._take())
-        return ok
+        known, effects = self.core.force_leave(node, prune, self._now())
+        self._perform(effects)
+        return known
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.tags = dict(tags)
@@ -516,21 +566,21 @@ class Pool:
 
     def stats(self) -> dict[str, str]:
         core = self.core
-        ml = core.ml.stats
+        ml = core.memberlist_stats()
         c = self.counters
-        members = core.members.values()
+        members = core.member_list()
         return {
-            "members": str(len(core.members)),
-            "failed": str(sum(1 for m in members if m.status == 4)),
-            "left": str(sum(1 for m in members if m.status == 3)),
+            "members": str(len(members)),
+            "failed": str(sum(1 for m in members if m.status == MemberStatus.FAILED)),
+            "left": str(sum(1 for m in members if m.status == MemberStatus.LEFT)),
             "member_time": str(core.clock),
             "event_time": str(core.event_clock),
             "query_time": str(core.query_clock),
-            "health_score": str(core.ml.awareness.score),
+            "health_score": str(core.health_score()),
             "encrypted": str(self.keyring is not None).lower(),
             "packets_received": str(ml.packets_in),
             "packets_sent": str(ml.packets_out),
-            "dropped_malformed": str(ml.decode_errors + core.stats.bad_serf_messages),
+            "dropped_malformed": str(ml.decode_errors + core.stats.bad_serf_messages + c.packet_errors),
             "dropped_unknown_type": str(core.stats.unknown_serf_messages),
             "dropped_decrypt_failed": str(c.udp_decrypt_failed + c.stream_decrypt_failed),
             "dropped_unencrypted": str(c.udp_unencrypted_rejected + c.stream_unencrypted_rejected),

@@ -31,13 +31,16 @@ from agent.gossip.membership import (
     NodeInfo,
     PushPullWith,
     SendPacket,
+    Stats,
     TcpPing,
     UserMessage,
 )
 from agent.gossip.messages import (
     QUERY_FLAG_ACK,
     QUERY_FLAG_NO_BROADCAST,
+    Ack,
     NodeState,
+    Ping,
     PushPull,
     SerfJoin,
     SerfLeave,
@@ -115,6 +118,14 @@ class QueryReceived:
     query: SerfQuery
 
 
+@dataclass(frozen=True, slots=True)
+class QueryComplete:
+    """Every alive member has answered the query we started with `key` (the shell may stop waiting
+    before its deadline)."""
+
+    key: tuple[int, int]
+
+
 @dataclass(slots=True)
 class PendingQuery:
     """A query we started: responses by node name until the deadline."""
@@ -122,9 +133,19 @@ class PendingQuery:
     deadline: float
     responses: dict[str, bytes] = field(default_factory=dict)
     acks: set[str] = field(default_factory=set)
+    complete: bool = False
 
 
-SerfEffect = Effect | MemberEvent | JoinAttempt | UserEventReceived | QueryReceived
+SerfEffect = Effect | MemberEvent | JoinAttempt | UserEventReceived | QueryReceived | QueryComplete
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStarted:
+    """What `start_query` returns: the key of the pending query, its deadline, and the effects to perform."""
+
+    key: tuple[int, int]
+    deadline: float
+    effects: list[SerfEffect]
 
 QUERY_TIMEOUT_MULT = 16  # serf: default query timeout = gossip interval x 16 x ceil(log10(N+1))
 
@@ -176,8 +197,13 @@ class Serf:
         self.ml = Membership(
             gossip, name, addr, port, codec.encode_tags(tags), rng, now,
             encryption_overhead=encryption_overhead, user_broadcasts=self._user_broadcasts,
+            user_broadcasts_pending=lambda: len(self.broadcasts) > 0 or len(self.event_broadcasts) > 0,
         )
-        self._absorb(self.ml._take(), now)
+        self._absorb(self.ml.initial_effects(), now)
+
+    def initial_effects(self) -> list[SerfEffect]:
+        """What construction produced (our own member-join): the shell performs it once, first."""
+        return self._take()
 
     # ------------------------------------------------------------ queries
 
@@ -198,6 +224,18 @@ class Serf:
 
     def intent_broadcast_done(self) -> bool:
         return self.leave_token is None or self.leave_token in self.broadcasts.finished
+
+    def memberlist_stats(self) -> Stats:
+        """The memberlist layer's counters (read-only for the shell)."""
+        return self.ml.stats
+
+    def health_score(self) -> int:
+        """Lifeguard local health (0 = healthy); probes wait up to (score + 1) x probe_interval."""
+        return self.ml.awareness.score
+
+    def stream_ping(self, ping: Ping) -> Ack | None:
+        """A ping received over TCP: the ack to write back, or None if it is not for us."""
+        return self.ml.stream_ping(ping)
 
     # ------------------------------------------------------------ inputs from the shell
 
@@ -273,29 +311,32 @@ class Serf:
         self._absorb(self.ml.leave(now), now)
         return self._take()
 
-    def force_leave(self, node: str, prune: bool, now: float) -> bool:
-        """Mark a failed member left (serf RemoveFailedNode). False if the member is unknown."""
+    def force_leave(self, node: str, prune: bool, now: float) -> tuple[bool, list[SerfEffect]]:
+        """Mark a failed member left (serf RemoveFailedNode): (False, []) if the member is unknown,
+        else (True, effects)."""
         m = self.members.get(node)
         if m is None:
-            return False
+            return False, []
         msg = SerfLeave(self.clock, node, prune)
         self.clock += 1
         if self._on_leave_intent(msg, now):
             self.broadcasts.queue(codec.encode_serf(msg))
         if prune and m.status in (MemberStatus.LEFT, MemberStatus.FAILED):
             self._erase(m)
-        return True
+        return True, self._take()
 
     def set_tags(self, tags: dict[str, str], now: float) -> list[SerfEffect]:
         self.tags = dict(tags)
         self._absorb(self.ml.set_meta(codec.encode_tags(tags), now), now)
         return self._take()
 
-    def user_event(self, name: str, payload: bytes) -> None:
+    def user_event(self, name: str, payload: bytes) -> list[SerfEffect]:
+        """Fire a user event: gossiped to every member; we receive it too (UserEventReceived)."""
         msg = SerfUserEvent(self.event_clock, name, payload)
         self.event_clock += 1
         self._on_user_event(msg)
         self.event_broadcasts.queue(codec.encode_serf(msg))
+        return self._take()
 
     # ------------------------------------------------------------ memberlist events
 
@@ -353,6 +394,7 @@ class Serf:
             return
         m.leave_time = now
         self.out.append(MemberEvent(kind, m.snapshot()))
+        self._check_queries()
 
     # ------------------------------------------------------------ serf messages
 
@@ -469,12 +511,23 @@ class Serf:
             pq.acks.add(r.from_)
         elif r.from_ not in pq.responses:
             pq.responses[r.from_] = r.payload
+            self._check_queries()
+
+    def _check_queries(self) -> None:
+        """Emit QueryComplete once a pending query has a response from every alive member (checked
+        when a response arrives and when a member leaves or fails)."""
+        alive = self.num_alive()
+        for key, pq in self.pending.items():
+            if not pq.complete and len(pq.responses) >= alive:
+                pq.complete = True
+                self.out.append(QueryComplete(key))
 
     def default_query_timeout(self) -> float:
         return self.gossip.gossip_interval * QUERY_TIMEOUT_MULT * math.ceil(math.log10(len(self.ml.nodes) + 1))
 
-    def start_query(self, name: str, payload: bytes, now: float, timeout: float | None = None) -> tuple[int, int]:
-        """Start a query to every member (including us); responses collect in `pending`."""
+    def start_query(self, name: str, payload: bytes, now: float, timeout: float | None = None) -> QueryStarted:
+        """Start a query to every member (including us); responses collect until `finish_query`.
+        QueryComplete(key) follows once every alive member has answered."""
         me = self.ml.local
         timeout = timeout if timeout is not None else self.default_query_timeout()
         q = SerfQuery(
@@ -486,9 +539,10 @@ class Serf:
         self.pending[key] = PendingQuery(now + timeout)
         self._on_query(q)
         self.event_broadcasts.queue(codec.encode_serf(q))
-        return key
+        return QueryStarted(key, now + timeout, self._take())
 
     def finish_query(self, key: tuple[int, int]) -> PendingQuery | None:
+        """Stop collecting responses to a query we started; its responses so far (None if unknown)."""
         return self.pending.pop(key, None)
 
     def respond(self, q: SerfQuery, payload: bytes, now: float) -> list[SerfEffect]:
@@ -595,6 +649,9 @@ __all__ = [
     "MemberEvent",
     "MemberStatus",
     "PushPullWith",
+    "QueryComplete",
+    "QueryReceived",
+    "QueryStarted",
     "SendPacket",
     "Serf",
     "SerfConfig",

@@ -66,3 +66,58 @@ def test_unencrypted_packets_in_an_encrypted_pool_are_counted_apart() -> None:
             assert p.stats()["packets_received"] == "0", "neither reached the core"
 
     asyncio.run(main())
+
+
+@asynccontextmanager
+async def joined_pair(block: str) -> AsyncIterator[tuple[Pool, Pool]]:
+    async with pool(f"{block}.1", "a") as a, pool(f"{block}.2", "b") as b:
+        n, errors = await b.join([f"{block}.1"], 8301)
+        assert (n, errors) == (1, [])
+        await until(lambda: len(a.members()) == 2 and len(b.members()) == 2, 10, "both to see two members")
+        yield a, b
+
+
+def test_idle_pool_wakes_on_deadlines_only() -> None:
+    """No polling period: an idle pool's timer fires at the core's deadlines (a probe a second, its
+    timeouts, push/pull), not every 50 ms, and skipped gossip rounds (nothing queued) cost no wake-up:
+    local() gossips every 100 ms, so waking for every round alone would be 10 per second."""
+
+    async def main() -> None:
+        async with joined_pair(new_block()) as (a, _):
+            loop = asyncio.get_running_loop()
+            start = a.counters.timer_wakeups
+            t0 = loop.time()
+            await asyncio.sleep(3.0)  # the measurement window itself (nothing is synchronised on it)
+            rate = (a.counters.timer_wakeups - start) / (loop.time() - t0)
+            assert rate < 6.0, f"{rate:.1f} timer wake-ups per second while idle"
+            assert a.counters.timer_wakeups > start, "the probe timer still runs"
+
+    asyncio.run(main())
+
+
+def test_query_returns_once_every_member_answered() -> None:
+    """Pool.query waits on the core's QueryComplete, not on its deadline (nor on a 20 ms poll)."""
+
+    async def main() -> None:
+        async with joined_pair(new_block()) as (a, _):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            responses = await a.query("_serf_list-keys", b"", timeout=30.0)
+            assert sorted(responses) == ["a", "b"]
+            assert loop.time() - t0 < 15.0, "returned at the deadline, not when both had answered"
+
+    asyncio.run(main())
+
+
+def test_leave_waits_for_its_broadcasts_without_polling() -> None:
+    async def main() -> None:
+        async with joined_pair(new_block()) as (a, b):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await b.leave(timeout=30.0)
+            assert loop.time() - t0 < 15.0, "leave waited for its timeout instead of its broadcasts"
+            assert b.core.intent_broadcast_done() and b.core.leave_done()
+            await until(lambda: any(m.name == "b" and str(m.status) == "left" for m in a.members()), 10,
+                        "a to see b left")
+
+    asyncio.run(main())

@@ -58,6 +58,7 @@ class SimNet:
         self._seq = itertools.count()
         self._wake: dict[str, float] = {}
         self.packets = 0
+        self.observers: list[Callable[[str, SerfEffect], None]] = []  # (node name, effect), as performed
 
     # ------------------------------------------------------------ topology
 
@@ -69,7 +70,7 @@ class SimNet:
         node = SimNode(name, addr, serf)
         self.nodes[name] = node
         self.by_addr[addr] = node
-        self._perform(node, serf._take())
+        self._perform(node, serf.initial_effects())
         self._schedule_tick(node)
         return node
 
@@ -138,6 +139,8 @@ class SimNet:
 
     def _perform(self, node: SimNode, effects: list[SerfEffect]) -> None:
         for e in effects:
+            for observe in self.observers:
+                observe(node.name, e)
             if isinstance(e, SendPacket):
                 self.packets += 1
                 dst = self.by_addr.get(e.addr)
@@ -216,7 +219,6 @@ def seed_converged(net: SimNet) -> None:
         n.serf.ml.broadcasts.reset()
         n.serf.ml.broadcasts.finished.clear()
         n.serf.broadcasts.reset()
-        n.serf._take()
 
 
 def seen_alive_by(net: SimNet, member: str) -> float:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 
 from agent.gossip import codec
 from agent.gossip.config import GossipConfig
 from agent.gossip.membership import Membership, NodeEvent, SendPacket, TcpPing
-from agent.gossip.messages import Ack, Alive, Dead, IndirectPing, Nack, NodeState, Ping, Suspect
+from agent.gossip.messages import Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Ping, Suspect
 
 VSN = (1, 5, 2, 2, 5, 4)
 ME = ("10.0.0.1", 8301)
@@ -23,13 +24,13 @@ def make(n_peers: int = 0) -> Membership:
     m = Membership(GossipConfig.lan(), "me", ME[0], ME[1], b"", random.Random(1), 0.0)
     for i in range(2, 2 + n_peers):
         m.handle_message(Alive(1, f"p{i}", ip(i), 8301, b"", VSN), ("10.0.0.2", 8301), 0.0)
-    m._take()
+    m.initial_effects()
     m.broadcasts.reset()
     m.broadcasts.finished.clear()
     return m
 
 
-def sends(effects: list[object]) -> list[tuple[tuple[str, int], list[codec.Message]]]:
+def sends(effects: Sequence[object]) -> list[tuple[tuple[str, int], list[Message]]]:
     return [(e.addr, codec.decode_packet(e.data)) for e in effects if isinstance(e, SendPacket)]
 
 
@@ -160,14 +161,12 @@ def test_a_death_is_gossiped_at_once_not_at_the_next_round(how: str) -> None:
     m.tick(deadline - 0.01)
     m.next_gossip = deadline + 10  # no scheduled round is due
     if how == "told by a peer":
-        m.handle_message(Dead(1, "p2", "p4"), ("10.0.0.4", 8301), deadline)
-        out = m._take()
+        out = m.handle_message(Dead(1, "p2", "p4"), ("10.0.0.4", 8301), deadline)
     else:
         out = m.tick(deadline)
     told = [addr for addr, msgs in sends(out) if Dead(1, "p2", "p4" if how == "told by a peer" else "me") in msgs]
     assert len(told) == GossipConfig.lan().gossip_nodes
-    m.handle_message(Dead(1, "p2", "p5"), ("10.0.0.5", 8301), deadline + 0.1)
-    assert sends(m._take()) == [], "old news: no extra round"
+    assert sends(m.handle_message(Dead(1, "p2", "p5"), ("10.0.0.5", 8301), deadline + 0.1)) == [], "old news"
 
 
 def test_address_conflict_is_refused_and_counted() -> None:
