@@ -2,6 +2,9 @@
 serfHealth check, destroy expired sessions, and keep the Raft configuration in line with the LAN pool
 (autopilot.py decides; one configuration change per pass). Every change goes through Raft like any
 other write, so a leader that loses leadership mid-pass just fails the write and stops.
+
+A follower's loops sleep until the Raft role or leader changes (`wait_change`): no periodic wake-ups
+on followers. The leader makes a pass at once when it takes over, then every LEADER_LOOP_INTERVAL.
 """
 
 from __future__ import annotations
@@ -42,11 +45,19 @@ class SessionStore(Protocol):
     def expired_sessions(self, now: float) -> list[str]: ...
 
 
+async def _sleep(timeout: float | None) -> None:
+    await asyncio.sleep(LEADER_LOOP_INTERVAL if timeout is None else timeout)
+
+
 class LeaderDuties:
+    """`wait_change(timeout)` returns when the Raft role or leader changed, or after `timeout` seconds
+    (None: no limit); ConsulServer.wait_raft_change. The default just sleeps (for tests)."""
+
     def __init__(self, raft: LeaderRaft, configuration: Callable[[], Configuration], datacenter: str, node_id: str,
                  members: Callable[[], list[Member]], store: Callable[[], SessionStore],
                  write: Callable[[bytes], Awaitable[WriteResult]], force_leave: Callable[[str], object] | None = None,
-                 cleanup_dead_servers: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 cleanup_dead_servers: bool = True, clock: Callable[[], float] = time.monotonic,
+                 wait_change: Callable[[float | None], Awaitable[None]] = _sleep) -> None:
         self.raft = raft
         self.configuration = configuration
         self.datacenter = datacenter
@@ -57,6 +68,7 @@ class LeaderDuties:
         self.force_leave = force_leave
         self.cleanup_dead_servers = cleanup_dead_servers
         self.clock = clock
+        self.wait_change = wait_change
         self._autopilot_warned = ""
         self.reconciled: dict[str, tuple[str, str, bool]] = {}  # member name -> what the catalog has
 
@@ -64,9 +76,9 @@ class LeaderDuties:
         was_leader = False
         leader_since = 0.0
         while True:
-            await asyncio.sleep(LEADER_LOOP_INTERVAL)
             if not self.raft.is_leader:
                 was_leader = False
+                await self.wait_change(None)
                 continue
             if not was_leader:
                 self.reconciled.clear()  # a new leader re-checks everything once
@@ -78,6 +90,7 @@ class LeaderDuties:
                 log.debug("leader loop: %s", exc)
             except TimeoutError:  # a write that did not commit in time (a lost quorum): next pass
                 log.warning("leader loop: a write timed out; retrying on the next pass")
+            await self.wait_change(LEADER_LOOP_INTERVAL)
 
     async def one_pass(self, stable: bool) -> None:
         self.autopilot(stable)
@@ -163,7 +176,17 @@ class LeaderDuties:
             done.pop(name, None)
 
     async def no_leader_logger(self) -> None:
+        """Log Consul's "No cluster leader" error every NO_LEADER_LOG_INTERVAL while no leader is known."""
+        due: float | None = None
         while True:
-            await asyncio.sleep(NO_LEADER_LOG_INTERVAL)
-            if not self.raft.leader_id:
+            if self.raft.leader_id:
+                due = None
+                await self.wait_change(None)
+                continue
+            now = self.clock()
+            if due is None:
+                due = now + NO_LEADER_LOG_INTERVAL
+            elif now >= due:
                 log.error("Coordinate update error: error=\"No cluster leader\"")
+                due = now + NO_LEADER_LOG_INTERVAL
+            await self.wait_change(due - now)

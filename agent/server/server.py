@@ -96,7 +96,8 @@ class ConsulServer:
         self.forward = Forwarder(transport, cfg.datacenter, self.wan_members)
         self.rpc = RPCMethods(self)
         self.leader = LeaderDuties(raft, self.configuration, cfg.datacenter, node_id, members, lambda: self.store,
-                                   self.write, force_leave, cfg.autopilot_cleanup_dead_servers)
+                                   self.write, force_leave, cfg.autopilot_cleanup_dead_servers,
+                                   wait_change=self.wait_raft_change)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_known = asyncio.Event()  # set while a leader is known
         self._leader_change = asyncio.Event()  # set (and replaced) at every leader/role change
@@ -161,6 +162,18 @@ class ConsulServer:
         self._lan_changed.set()
         if self.raft.core is not None:
             self.leader.on_lan_event(e)
+
+    async def wait_raft_change(self, timeout: float | None) -> None:
+        """Return at the next leader/role change, or after `timeout` seconds (None: no limit)."""
+        changed = self._leader_change
+        if timeout is None:
+            await changed.wait()
+            return
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await changed.wait()
 
     async def _leader_changed_since(self, gen: int, until: float) -> None:
         """Return once the leader changed after generation `gen`, or at loop time `until`."""

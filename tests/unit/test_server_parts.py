@@ -235,6 +235,36 @@ def test_reconcile_registers_members_and_retries_rejected_ones() -> None:
     assert [getattr(w, "node", "") for w in writes] == ["c1"]
 
 
+def test_a_follower_sleeps_until_it_leads_then_makes_a_pass_at_once() -> None:
+    async def go() -> None:
+        writes: list[Any] = []
+        duties, raft = _duties([_lan("s1", "id1", MemberStatus.ALIVE)], writes)
+        raft.is_leader = False
+        waits: list[float | None] = []
+        change = asyncio.Event()
+
+        async def wait_change(timeout: float | None) -> None:
+            waits.append(timeout)
+            if timeout is None:
+                await change.wait()
+            else:
+                await asyncio.sleep(3600)  # the leader's next pass: not reached in this test
+
+        duties.wait_change = wait_change
+        task = asyncio.get_running_loop().create_task(duties.run())
+        await asyncio.sleep(0.01)
+        assert waits == [None] and writes == [], "a follower waits for a change, without a timeout"
+        raft.is_leader = True
+        change.set()
+        async with asyncio.timeout(5):
+            while not writes:
+                await asyncio.sleep(0.001)
+        assert [type(w).__name__ for w in writes] == ["Register"] and waits[-1] == 1.0
+        task.cancel()
+
+    asyncio.run(go())
+
+
 # ---------------------------------------------------------------- blocking queries wake without tasks
 
 
