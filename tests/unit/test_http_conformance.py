@@ -92,6 +92,8 @@ CORPUS: dict[str, Case] = {
                                      close=True),
     "Content-Length of 19 digits": Case(b"POST /echo HTTP/1.1\r\nContent-Length: 1" + b"0" * 18 + b"\r\n\r\n",
                                         (400,), close=True),
+    "Content-Length with leading zeros": Case(b"POST /echo HTTP/1.1\r\nContent-Length: 003\r\n\r\nabc", (200,),
+                                              bodies=(b"abc",)),
     "Content-Length above client_max_size": Case(post(b"x" * (MAX_BODY + 1)), (413,), close=True),
     "Content-Length at client_max_size": Case(post(b"x" * MAX_BODY), (200,)),
     "Content-Length and Transfer-Encoding": Case(chunked(b"3\r\nabc\r\n0\r\n\r\n", "Content-Length: 3\r\n"),
@@ -113,6 +115,9 @@ CORPUS: dict[str, Case] = {
     "chunk-size line over 1 KiB": Case(chunked(b"3;" + b"e" * 1100 + b"\r\nabc\r\n0\r\n\r\n"), (400,), close=True),
     "chunked body above client_max_size": Case(chunked(b"%x\r\n" % (MAX_BODY + 1) + b"x" * (MAX_BODY + 1)
                                                        + b"\r\n0\r\n\r\n"), (413,), close=True),
+    "Transfer-Encoding chunked twice": Case(chunked(b"1\r\na\r\n0\r\n\r\n", "Transfer-Encoding: chunked\r\n"), (501,),
+                                            close=True),
+    "whitespace before a chunk extension": Case(chunked(b"3 ;x=1\r\nabc\r\n0\r\n\r\n"), (200,), bodies=(b"abc",)),
     "transfer coding other than chunked": Case(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", (501,),
                                                close=True),
     "chunked not last": Case(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", (501,),
