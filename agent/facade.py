@@ -20,15 +20,10 @@ from agent.gossip.serf import Member, MemberStatus
 from agent.http.api import member_json
 
 
-class LocalMember(Protocol):
-    def local_member(self) -> Member: ...
-
-
 class GossipPool(Protocol):
     """The part of agent.gossip.pool.Pool the facade uses."""
 
-    @property
-    def core(self) -> LocalMember: ...
+    def local_member(self) -> Member: ...
 
     def members(self) -> list[Member]: ...
     async def join(self, addrs: list[str], default_port: int) -> tuple[int, list[str]]: ...
@@ -140,7 +135,7 @@ class AgentFacade:
                 "HTTPPort": cfg.ports.http,
                 "EncryptKey": "hidden" if cfg.encrypt else "",
             },
-            "Member": member_json(self.lan.core.local_member()),
+            "Member": member_json(self.lan.local_member()),
             "Stats": stats,
             "Meta": {},
         }

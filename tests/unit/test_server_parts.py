@@ -354,10 +354,6 @@ class FakePool:
     async def key_operation(self, op: str, key: bytes | None) -> dict[str, Any]:
         return {"Keys": {}, "PrimaryKeys": {}, "Messages": {}, "NumNodes": 1, "NumResp": 1, "NumErr": 0}
 
-    @property
-    def core(self) -> FakePool:
-        return self
-
     def local_member(self) -> Member:
         return self._members[0]
 
