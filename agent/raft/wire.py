@@ -148,13 +148,14 @@ def decode_message(raw: list[Any]) -> Message:
 
 
 def frame(obj: list[Any]) -> bytes:
-    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    # surrogateescape: KV keys are byte strings (see agent/state/wire.py); RPC arguments and replies carry them
+    body: bytes = msgpack.packb(obj, use_bin_type=True, unicode_errors="surrogateescape")
     return HEADER.pack(len(body)) + body
 
 
 def unframe(body: bytes) -> list[Any]:
     try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=False, unicode_errors="surrogateescape")
     except Exception as exc:
         raise WireError(f"bad msgpack frame: {type(exc).__name__}") from None
     if not isinstance(obj, list) or not obj or not isinstance(obj[0], int):

@@ -9,6 +9,9 @@ Contract:
   without a default, or a value of the wrong type, raises DecodeError. Unsigned ints must lie in
   [0, 2**64); a float field accepts an int and stores a float.
 - `pack`/`unpack` fix the msgpack options: bin type on (bytes and str stay distinct), no ext types.
+  Strings are byte strings in disguise: a KV key is whatever bytes the client sent, so a str holds
+  undecodable bytes as lone surrogates (UTF-8 with surrogateescape, as the HTTP layer decodes paths)
+  and travels as those same bytes; `unpack` restores them. Valid UTF-8 is unaffected.
 Supported field types: str, bytes, int, float, bool, tuple[T, ...], dict[str, str], T | None and nested
 dataclasses built from the same.
 """
@@ -31,7 +34,7 @@ class DecodeError(ValueError):
 
 
 def pack(obj: Any) -> bytes:
-    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    out: bytes = msgpack.packb(obj, use_bin_type=True, unicode_errors="surrogateescape")
     return out
 
 
@@ -39,7 +42,8 @@ def unpack(data: bytes) -> Any:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     try:
-        return msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
+        return msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True,
+                               unicode_errors="surrogateescape")
     except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError, TypeError...
         raise DecodeError(f"bad msgpack: {type(exc).__name__}: {exc}") from None
 
