@@ -4,10 +4,15 @@ Contracts:
 
 * One request at a time per connection. A pipelined request is parsed only after the response to
   the previous one is written, so responses go out in request order (RFC 9112 §9.3.2).
-* The whole body (Content-Length or chunked) is received before the handler runs, up to the
-  application's `client_max_size`. A larger body is not read: `read()` raises 413 and the connection
-  is closed after the response (lingering: we shut down our side and drain the peer for a moment,
-  so it reads the response instead of getting a reset).
+* The route is resolved from the request head, before any body byte is read. The whole body
+  (Content-Length or chunked) is received before the handler runs, up to the route's `max_body` (else
+  the application's `client_max_size`). A larger body is not read: `read()` raises 413 and the
+  connection is closed after the response (lingering: we shut down our side and drain the peer for a
+  moment, so it reads the response instead of getting a reset).
+* Request bodies held at once, over all connections, are capped by the application's `max_buffered`:
+  a Content-Length body is counted from its head (before it is read) until its handler returns, a
+  chunked body as it arrives. A request that would exceed the cap gets 503 unread, and the connection
+  closes.
 * Every response carries Content-Length; `Connection: close` is sent whenever we close after it.
 * Limits: request line 8 KiB (414); header line 8 KiB, head 64 KiB, 100 fields (431); a request
   head must arrive within 30 s of its first byte and a body may not stall for 30 s (408); an idle
@@ -185,8 +190,21 @@ class _Server:
     def __init__(self, app: Application, loop: asyncio.AbstractEventLoop) -> None:
         self.app, self.loop = app, loop
         self.router = app.router
-        self.max_body = app.client_max_size
+        self.max_buffered = app.max_buffered
+        self.buffered = 0  # request-body bytes reserved by requests being received or handled
         self.conns: set[_Connection] = set()
+
+    def reserve(self, req: Request, n: int) -> None:
+        """Count `n` more body bytes of `req` against max_buffered; 503 (unread) beyond it."""
+        if self.buffered + n > self.max_buffered:
+            raise _Error(503, f"too many request bodies in progress ({self.buffered} bytes buffered, "
+                              f"limit {self.max_buffered} bytes): retry later")
+        self.buffered += n
+        req._reserved += n
+
+    def release(self, req: Request) -> None:
+        self.buffered -= req._reserved
+        req._reserved = 0
 
     async def sweep(self) -> None:
         """Once a second, time out connections past their deadline (one timer for all of them)."""
@@ -234,6 +252,7 @@ class _Connection(asyncio.Protocol):
         self.state = _CLOSED
         self.deadline = None
         self.buf = bytearray()
+        self._drop_partial()
         if self.task is None:  # else the handler finishes first (see _run)
             self.srv.conns.discard(self)
 
@@ -349,7 +368,11 @@ class _Connection(asyncio.Protocol):
         else:
             chunks = self.chunks
             assert chunks is not None
-            if not chunks.feed(buf):
+            done = chunks.feed(buf)
+            grown = len(chunks.body) - req._reserved
+            if grown > 0:
+                self.srv.reserve(req, grown)
+            if not done:
                 self.deadline = self.loop.time() + BODY_TIMEOUT
                 return None
             req._body = bytes(chunks.body)
@@ -366,6 +389,13 @@ class _Connection(asyncio.Protocol):
         method, target, version, fields = parse_head(head)
         headers = Headers(fields)
         req = Request(self.srv.app, method, target, version, headers, self.remote)
+        try:  # the route decides the body limit, so it is known before the body is read
+            req._handler, req.match_info, limit = self.srv.router.match(method, req.path)
+        except HTTPException as exc:
+            req._route_error = exc
+        else:
+            if limit is not None:
+                req._max = limit
         conn = fields.get("connection")
         if conn is not None:
             tokens = [t.strip() for t in conn.lower().split(",")]
@@ -378,19 +408,20 @@ class _Connection(asyncio.Protocol):
                 raise _Error(400, "both Content-Length and Transfer-Encoding")  # a smuggling vector
             if te.lower() != "chunked":
                 raise _Error(501, f"unsupported Transfer-Encoding: {te}")
-            self.chunks = _Chunked(self.srv.max_body)
+            self.chunks = _Chunked(req._max)
             self.state = _CHUNKED
         elif cl is not None:
             if not (cl.isascii() and cl.isdigit()) or len(cl) > 18:
                 raise _Error(400, "invalid Content-Length")
             n = int(cl)
             req.content_length = n
-            if n > self.srv.max_body:  # not read: the handler sees content_length, read() raises 413
+            if n > req._max:  # not read: the handler sees content_length, read() raises 413
                 req._too_large = True
                 req.keep_alive = False
                 return req
             if not n:
                 return req
+            self.srv.reserve(req, n)  # before reading it
             self.need = n
             self.state = _BODY
         else:
@@ -405,10 +436,10 @@ class _Connection(asyncio.Protocol):
         return None
 
     def _dispatch(self, req: Request) -> None:
-        try:
-            handler, req.match_info = self.srv.router.resolve(req.method, req.path)
-        except HTTPException as exc:
-            self._respond(req, exc.response())
+        handler = req._handler
+        if handler is None:
+            self.srv.release(req)
+            self._respond(req, (req._route_error or HTTPException()).response())
             return
         self.state = _BUSY
         self.deadline = None
@@ -427,6 +458,7 @@ class _Connection(asyncio.Protocol):
                 resp = Response(status=500, text=f"{exc}\n")
         finally:
             self.task = None
+            self.srv.release(req)
             if self.transport is None:
                 self.srv.conns.discard(self)
         if self.state == _BUSY:
@@ -475,10 +507,19 @@ class _Connection(asyncio.Protocol):
                                  + body)
         self._close(linger=True)
 
+    def _drop_partial(self) -> None:
+        """Forget a request whose body was still arriving (and its buffered-bytes reservation)."""
+        req = self.req
+        if req is not None:
+            self.req = None
+            self.chunks = None
+            self.srv.release(req)
+
     def _close(self, linger: bool = False) -> None:
         """Close after the written data is flushed; with `linger`, half-close and drain the peer first."""
         t = self.transport
         self.buf = bytearray()
+        self._drop_partial()
         if t is None or self.state == _CLOSED:
             return
         if linger and not self.eof and self.state != _LINGER and t.can_write_eof():

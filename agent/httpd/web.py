@@ -1,21 +1,31 @@
 """A tiny web framework: applications, routing, requests and responses.
 
-`Application(middlewares=[...], client_max_size=N)`, `app.router.add_get/add_put/add_post/add_delete`
-with literal segments, `{name}` (one segment) and `{name:regex}` (`{key:.*}`: the rest of the path,
-possibly empty or with slashes); `Request` (decoded `path`, `match_info`, `query`, case-insensitive
-`headers`, `content_length`, `await read()`), `Response`, the `HTTPException` family and
-`(request, handler)` middlewares. The HTTP/1.1 server that runs it is `agent.httpd.h1`.
+`Application(middlewares=[...], client_max_size=N, max_buffered=M)`,
+`app.router.add_get/add_put/add_post/add_delete` with literal segments, `{name}` (one segment) and
+`{name:regex}` (`{key:.*}`: the rest of the path, possibly empty or with slashes); `Request` (decoded
+`path`, `match_info`, `query`, case-insensitive `headers`, `content_length`, `await read()`), `Response`,
+the `HTTPException` family and `(request, handler)` middlewares. The HTTP/1.1 server that runs it is
+`agent.httpd.h1`.
+
+Body limits: a route may set its own `max_body` (`add_put(path, handler, max_body=N)`); other routes
+take the application's `client_max_size`. The server resolves the route from the request head, so a
+body above the route's limit is never read (`read()` raises 413; the handler sees `content_length`).
+`max_buffered` caps the bytes of request bodies the server holds at once, over all connections.
+
+Paths: the request path is percent-decoded to bytes and then decoded as UTF-8 with surrogateescape,
+so distinct byte strings stay distinct strings (`/a%ff` and `/a%fe` are two paths; never U+FFFD).
+`path_bytes(s)` gives the bytes back.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 __all__ = [
     "Application", "HTTPException", "HTTPMethodNotAllowed", "HTTPNotFound", "HTTPRequestEntityTooLarge",
-    "Handler", "Headers", "Middleware", "Query", "Request", "Response", "Router",
+    "Handler", "Headers", "Middleware", "Query", "Request", "Response", "Router", "decode_path", "path_bytes",
 ]
 
 REASONS = {
@@ -27,6 +37,18 @@ REASONS = {
     500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+
+def decode_path(path: str) -> str:
+    """A request path, percent-decoded: UTF-8 with surrogateescape, so undecodable bytes stay distinct."""
+    if "%" not in path:
+        return path
+    return unquote_to_bytes(path).decode("utf-8", "surrogateescape")
+
+
+def path_bytes(path: str) -> bytes:
+    """The bytes a decoded path (or part of it, e.g. a match_info value) stands for."""
+    return path.encode("utf-8", "surrogateescape")
+
 
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
 
@@ -135,17 +157,19 @@ class Query(Mapping[str, str]):
 
 
 class Request:
-    """One parsed request. `path` and `match_info` are percent-decoded; the body is already received."""
+    """One parsed request. `path` and `match_info` are percent-decoded (see decode_path); the body is
+    already received. `max_body` is the limit of its route (or the application's client_max_size)."""
 
-    __slots__ = ("_body", "_max", "_query", "_too_large", "app", "content_length", "headers",
-                 "keep_alive", "match_info", "method", "path", "query_string", "raw_path", "remote", "version")
+    __slots__ = ("_body", "_handler", "_max", "_query", "_reserved", "_route_error", "_too_large", "app",
+                 "content_length", "headers", "keep_alive", "match_info", "method", "path", "query_string",
+                 "raw_path", "remote", "version")
 
     def __init__(self, app: Application, method: str, raw_path: str, version: tuple[int, int],
                  headers: Headers, remote: str | None) -> None:
         self.app, self.method, self.version, self.headers, self.remote = app, method, version, headers, remote
         self.raw_path = raw_path
         path, _, self.query_string = raw_path.partition("?")
-        self.path = unquote(path) if "%" in path else path
+        self.path = decode_path(path)
         self.match_info: dict[str, str] = {}
         self.content_length: int | None = None
         self.keep_alive = True
@@ -153,6 +177,13 @@ class Request:
         self._too_large = False
         self._max = app.client_max_size
         self._query: Query | None = None
+        self._handler: Handler | None = None  # resolved from the head by the server
+        self._route_error: HTTPException | None = None  # 404 / 405, answered without running a handler
+        self._reserved = 0  # body bytes counted against the application's max_buffered
+
+    @property
+    def max_body(self) -> int:
+        return self._max
 
     @property
     def query(self) -> Query:
@@ -175,14 +206,16 @@ class Router:
     """Literal paths, `{name}` (one segment) and `{name:regex}` (e.g. `{key:.*}`: the rest, maybe empty).
 
     A literal path wins over patterns; patterns are tried in registration order. GET also serves HEAD.
+    A route's `max_body` (None: the application's client_max_size) is its request-body limit.
     """
 
     def __init__(self, wrap: Callable[[Handler], Handler]) -> None:
         self._wrap = wrap
         self._exact: dict[str, dict[str, Handler]] = {}
         self._patterns: list[tuple[str, re.Pattern[str], dict[str, Handler]]] = []
+        self._max_body: dict[tuple[str, str], int] = {}  # (route path, method) -> its body limit
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
+    def add_route(self, method: str, path: str, handler: Handler, *, max_body: int | None = None) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/': {path!r}")
         if "{" not in path:
@@ -199,36 +232,48 @@ class Router:
         if method in table:
             raise ValueError(f"duplicate route {method} {path}")
         table[method] = self._wrap(handler)
-        if method == "GET":
-            table.setdefault("HEAD", table["GET"])
+        if max_body is not None:
+            if max_body < 0:
+                raise ValueError(f"max_body must be >= 0: {max_body}")
+            self._max_body[path, method] = max_body
+        if method == "GET" and "HEAD" not in table:
+            table["HEAD"] = table["GET"]
+            if max_body is not None:
+                self._max_body[path, "HEAD"] = max_body
 
-    def add_get(self, path: str, handler: Handler) -> None:
-        self.add_route("GET", path, handler)
+    def add_get(self, path: str, handler: Handler, *, max_body: int | None = None) -> None:
+        self.add_route("GET", path, handler, max_body=max_body)
 
-    def add_put(self, path: str, handler: Handler) -> None:
-        self.add_route("PUT", path, handler)
+    def add_put(self, path: str, handler: Handler, *, max_body: int | None = None) -> None:
+        self.add_route("PUT", path, handler, max_body=max_body)
 
-    def add_post(self, path: str, handler: Handler) -> None:
-        self.add_route("POST", path, handler)
+    def add_post(self, path: str, handler: Handler, *, max_body: int | None = None) -> None:
+        self.add_route("POST", path, handler, max_body=max_body)
 
-    def add_delete(self, path: str, handler: Handler) -> None:
-        self.add_route("DELETE", path, handler)
+    def add_delete(self, path: str, handler: Handler, *, max_body: int | None = None) -> None:
+        self.add_route("DELETE", path, handler, max_body=max_body)
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         """The handler and match_info; raises HTTPNotFound or HTTPMethodNotAllowed."""
+        handler, match_info, _ = self.match(method, path)
+        return handler, match_info
+
+    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str], int | None]:
+        """The handler, match_info and the route's max_body (None: the application's); raises
+        HTTPNotFound or HTTPMethodNotAllowed."""
         allowed: set[str] = set()
         table = self._exact.get(path)
         if table is not None:
             h = table.get(method)
             if h is not None:
-                return h, {}
+                return h, {}, self._max_body.get((path, method)) if self._max_body else None
             allowed.update(table)
-        for _, rx, table in self._patterns:
+        for pat, rx, table in self._patterns:
             m = rx.fullmatch(path)
             if m is not None:
                 h = table.get(method)
                 if h is not None:
-                    return h, m.groupdict()
+                    return h, m.groupdict(), self._max_body.get((pat, method)) if self._max_body else None
                 allowed.update(table)
         if allowed:
             raise HTTPMethodNotAllowed(method, allowed)
@@ -246,9 +291,11 @@ def _compile(path: str) -> re.Pattern[str]:
 
 
 class Application:
-    def __init__(self, *, middlewares: Iterable[Middleware] = (), client_max_size: int = 1024 * 1024) -> None:
+    def __init__(self, *, middlewares: Iterable[Middleware] = (), client_max_size: int = 1024 * 1024,
+                 max_buffered: int = 128 * 1024 * 1024) -> None:
         self.middlewares = tuple(middlewares)
-        self.client_max_size = client_max_size
+        self.client_max_size = client_max_size  # the body limit of routes without their own max_body
+        self.max_buffered = max_buffered  # request-body bytes held at once, all connections together
         self.router = Router(self._wrap)
 
     def _wrap(self, handler: Handler) -> Handler:
