@@ -327,6 +327,60 @@ def test_a_write_waits_for_the_leader_change_not_a_poll() -> None:
     asyncio.run(go())
 
 
+class _FollowerRaft:
+    is_leader = False
+    leader_id = "L"
+    core = None
+
+    def leader_address(self) -> str:
+        return "127.0.0.5:8300"
+
+
+class _ScriptTransport:
+    def __init__(self, outcomes: list[Any]) -> None:
+        self.outcomes = outcomes
+        self.sent: list[str] = []
+
+    async def request(self, address: str, method: str, args: Any, timeout: float = 10.0) -> Any:
+        self.sent.append(method)
+        out = self.outcomes.pop(0)
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+
+def test_a_forwarded_write_retries_when_the_leader_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.server.server as server_mod
+
+    monkeypatch.setattr(server_mod, "RETRY_FALLBACK", 60.0)  # only the leader change may trigger the retry
+
+    async def go() -> None:
+        t = _ScriptTransport([e.NotLeader("L2"), reply_to_wire(True)])
+        server = ConsulServer(AgentConfig(server=True), "me", lambda: [], cast(Transport, t),
+                              cast(RaftNode, _FollowerRaft()), StoreFSM())
+        write = asyncio.get_running_loop().create_task(server.write(b"cmd"))
+        await asyncio.sleep(0.2)
+        assert t.sent == ["apply"] and not write.done(), "no retry (no poll) before the leader changes"
+        server.leader_changed(SoftState("L2", Role.FOLLOWER, 2))
+        async with asyncio.timeout(5):
+            assert await write is True
+        assert t.sent == ["apply", "apply"]
+
+    asyncio.run(go())
+
+
+def test_a_rejected_command_is_not_retried() -> None:
+    async def go() -> None:
+        t = _ScriptTransport([e.CommandRejected("Missing node registration")])
+        server = ConsulServer(AgentConfig(server=True), "me", lambda: [], cast(Transport, t),
+                              cast(RaftNode, _FollowerRaft()), StoreFSM())
+        with pytest.raises(e.CommandRejected, match="Missing node registration"):
+            await server.write(b"cmd")
+        assert t.sent == ["apply"]
+
+    asyncio.run(go())
+
+
 # ---------------------------------------------------------------- the HTTP facade
 
 
