@@ -55,6 +55,7 @@ class Agent:
         self.lan_keyring: Keyring | None = None
         self.wan_keyring: Keyring | None = None
         self.stopped = asyncio.Event()
+        self.fatal = ""  # why the agent stopped on its own (the process then exits 1)
         self.left = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.snapshots = MemberSnapshots(self.data_dir)
@@ -181,10 +182,17 @@ class Agent:
                               wan_members=self._wan_members)
         fsm.on_apply = server.applied
         raft.on_leader_change = server.leader_changed
+        raft.on_failed = self._raft_failed
         transport.on_message = raft.deliver
         transport.on_peer_lost = raft.peer_lost
         transport.on_request = server.rpc.dispatch
         return server
+
+    def _raft_failed(self, exc: BaseException) -> None:
+        """The Raft loop stopped (a failed disk write, a bug): this server cannot go on; stop the agent."""
+        self.fatal = f"Raft stopped: {type(exc).__name__}: {exc}"
+        log.error("%s; shutting down", self.fatal)
+        self.stopped.set()
 
     def _wan_members(self) -> list[Member]:
         return self.wan.members() if self.wan is not None else []

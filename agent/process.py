@@ -3,7 +3,7 @@
 Shutdown follows Consul: SIGTERM leaves gracefully when leave_on_terminate, SIGINT unless
 skip_leave_on_interrupt; otherwise the agent just stops (the others see it fail). `leave` over HTTP
 always leaves. A StartupError (a port in use, a failed -join, corrupt Raft storage) prints one line and
-exits 1.
+exits 1, and so does an agent that stopped itself (`fatal`, e.g. its Raft loop failed).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class StartupError(Exception):
 
 class Runnable(Protocol):
     stopped: asyncio.Event
+    fatal: str  # set (non-empty) when the agent stopped itself because it cannot go on
 
     async def start(self) -> None: ...
     async def leave(self) -> None: ...
@@ -79,6 +80,9 @@ async def run_until_stopped(agent: Runnable, cfg: AgentConfig) -> int:
         print("==> Pyconsul agent running!", flush=True)
         release_startup_memory()
         await agent.stopped.wait()
+        if agent.fatal:
+            print(f"==> {agent.fatal}", file=sys.stderr, flush=True)
+            exit_code = 1
     except StartupError as exc:
         print(f"==> {exc}", file=sys.stderr, flush=True)
         exit_code = 1

@@ -495,3 +495,44 @@ def test_member_snapshots_write_and_rejoin(tmp_path: Path) -> None:
     snaps.write(pools, left=True)
     asyncio.run(snaps.rejoin(pools))
     assert len(pool.joined) == 1, "a node that left does not rejoin"
+
+
+# ---------------------------------------------------------------- process: an agent that stops itself exits 1
+
+
+class _FakeAgent:
+    def __init__(self, fail: bool) -> None:
+        self.stopped = asyncio.Event()
+        self.fatal = ""
+        self.fail = fail
+        self.shut = False
+
+    async def start(self) -> None:
+        if self.fail:
+            from agent.agent import Agent
+
+            a = Agent(AgentConfig())
+            a._raft_failed(OSError(5, "Input/output error"))  # what the composition root wires to raft.on_failed
+            assert a.stopped.is_set()
+            self.fatal = a.fatal
+        self.stopped.set()
+
+    async def leave(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        self.shut = True
+
+    def spawn(self, coro: Any) -> None:
+        coro.close()
+
+
+@pytest.mark.parametrize(("fail", "code"), [(False, 0), (True, 1)])
+def test_exit_code(fail: bool, code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.process import run_until_stopped
+
+    agent = _FakeAgent(fail)
+    assert asyncio.run(run_until_stopped(agent, AgentConfig())) == code
+    assert agent.shut, "shutdown runs in every case"
+    err = capsys.readouterr().err
+    assert ("Raft stopped: OSError" in err) is fail
