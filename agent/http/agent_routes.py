@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from agent.errors import BadRequest, Internal
-from agent.http.api import AgentAPI, canonical_keys, flag, json_response, member_json
+from agent.http.api import AgentAPI, canonical_keys, decode_json, flag, json_response, member_json
 from agent.httpd import web
 
 
@@ -41,11 +40,7 @@ def register(app: web.Application, api: AgentAPI) -> None:
 
     def keyring_change(op: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
-            raw = await request.read()
-            try:
-                body = canonical_keys(json.loads(raw or b"{}"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise BadRequest(f"Request decode failed: {exc}") from None
+            body = canonical_keys(decode_json(await request.read(), empty={}))
             if not isinstance(body, dict) or not isinstance(body.get("Key"), str) or not body["Key"]:
                 raise BadRequest('Request decode failed: expected a JSON object with a "Key" string')
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any, Protocol
 
 from agent.errors import BadRequest
@@ -15,10 +16,14 @@ from agent.gossip.serf import Member
 from agent.httpd import web
 
 __all__ = [
-    "CONSUL_FIELDS", "DEFAULT_WAIT", "MAX_WAIT", "AgentAPI", "Backend", "ReadMetaLike", "canonical_keys",
-    "consistency", "flag", "json_response", "member_json", "parse_uint", "parse_wait", "read_meta_headers",
-    "read_query",
+    "CONSUL_FIELDS", "DEFAULT_MAX_BODY", "DEFAULT_WAIT", "MAX_JSON_DEPTH", "MAX_WAIT", "U64", "AgentAPI", "Backend",
+    "ReadMetaLike", "canonical_keys", "consistency", "decode_json", "flag", "json_response", "member_json",
+    "parse_uint", "parse_wait", "read_meta_headers", "read_query", "shown_key",
 ]
+
+U64 = 1 << 64  # Consul's indexes, flags and CAS values are uint64
+DEFAULT_MAX_BODY = 1024 * 1024  # request bodies of routes without their own limit (README "Limits")
+MAX_JSON_DEPTH = 64  # nesting of JSON request bodies (Consul's are at most ~5 deep)
 
 
 class AgentAPI(Protocol):
@@ -82,16 +87,69 @@ MAX_WAIT = 600.0  # ... and at most 10
 
 
 def parse_uint(q: Any, name: str, default: int) -> int:
+    """A uint64 query parameter, as Go's strconv.ParseUint(s, 10, 64): ASCII digits only (no sign,
+    spaces or underscores) and below 2**64; anything else is a 400 "Invalid <name>"."""
     raw = q.get(name)
     if raw is None or raw == "":
         return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or int(raw) >= U64:
+        raise BadRequest(f"Invalid {name}: {raw!r} is not an unsigned 64-bit integer")
+    return int(raw)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"invalid JSON value {name}")  # NaN, Infinity: not JSON (Go refuses them too)
+
+
+def decode_json(raw: bytes, what: str = "Request decode failed", empty: Any = None) -> Any:
+    """A JSON request body, or BadRequest("<what>: <reason>"). Refuses NaN/Infinity, numbers that
+    overflow a float, and nesting deeper than MAX_JSON_DEPTH (so no handler recurses without bound);
+    lone UTF-16 surrogate escapes become U+FFFD, as Go decodes them. `empty` is the value of an empty body."""
+    if not raw.strip():
+        return empty
     try:
-        v = int(raw)
-    except ValueError:
-        raise BadRequest(f"Invalid {name} value: {raw!r} is not an unsigned integer") from None
-    if v < 0:
-        raise BadRequest(f"Invalid {name} value: {raw!r} is not an unsigned integer")
-    return v
+        obj = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise BadRequest(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # also UnicodeDecodeError and int() digit limits
+        raise BadRequest(f"{what}: {exc}") from None
+    stack: list[tuple[Any, int]] = [(obj, 1)] if isinstance(obj, dict | list) else []
+    while stack:  # iterative: the depth check must not recurse itself
+        o, depth = stack.pop()
+        items = o.values() if isinstance(o, dict) else o
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        for x in items:
+            if isinstance(x, dict | list):
+                stack.append((x, depth + 1))
+            elif isinstance(x, float) and x in (float("inf"), float("-inf")):
+                raise BadRequest(f"{what}: number out of range")
+    if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
+        raise BadRequest(f"{what}: number out of range")
+    return _fix_surrogates(obj) if _SURROGATE_ESCAPE.search(raw) else obj
+
+
+def _fix_surrogates(obj: Any) -> Any:
+    """Lone surrogates (from JSON escapes; a valid pair is already one character) -> U+FFFD. Depth <= MAX_JSON_DEPTH."""
+    if isinstance(obj, str):
+        return _SURROGATES.sub("\ufffd", obj)
+    if isinstance(obj, list):
+        return [_fix_surrogates(x) for x in obj]
+    if isinstance(obj, dict):
+        return {_fix_surrogates(k): _fix_surrogates(v) for k, v in obj.items()}
+    return obj
+
+
+def shown_key(key: str) -> str:
+    """A KV key as Consul's JSON shows it: bytes that are not UTF-8 become U+FFFD (the key itself keeps
+    them; `?raw` and the key's own path still name it exactly)."""
+    if key.isascii():
+        return key
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def parse_wait(raw: str | None) -> float:

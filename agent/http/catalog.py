@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from agent.errors import BadRequest
-from agent.http.api import Backend, canonical_keys, json_response, read_meta_headers, read_query
+from agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import commands as c
 
@@ -60,10 +59,7 @@ def _check(d: Any, node: str) -> c.CheckDef:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read() or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Request decode failed: {exc}") from None
+    body = decode_json(await request.read())
     if not isinstance(body, dict):
         raise BadRequest("Request decode failed: expected a JSON object")
     out: dict[str, Any] = canonical_keys(body)

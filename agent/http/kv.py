@@ -1,29 +1,52 @@
-"""`/v1/kv/*` and `/v1/txn` with Consul's query parameters, status codes and headers."""
+"""`/v1/kv/*` and `/v1/txn` with Consul's query parameters, status codes and headers.
+
+Keys are byte strings: the path is decoded with surrogateescape (agent.httpd.web.decode_path), so
+`a%ff` and `a%fe` are two keys all the way through Raft and the store. JSON shows a key's non-UTF-8
+bytes as U+FFFD, as Consul's does (`shown_key`). Body limits (README "Limits"): a KV value MAX_VALUE, a
+transaction MAX_TXN_BODY, both refused from Content-Length before the body is read.
+"""
 
 from __future__ import annotations
 
 import base64
-import json
 import time
 from typing import Any
 
 from agent.errors import BadRequest
 from agent.http.api import (
+    U64,
     Backend,
     canonical_keys,
+    decode_json,
     flag,
     json_response,
     parse_uint,
     read_meta_headers,
     read_query,
+    shown_key,
 )
 from agent.httpd import web
 from agent.state import commands as c
 from agent.state.kv import txn_result_json
 from agent.state.results import TxnResult
 
-MAX_VALUE = 512 * 1024  # Consul's KV value limit
+MAX_VALUE = 512 * 1024  # Consul's kv_max_value_size default
+MAX_TXN_BODY = 512 * 1024  # Consul's txn_max_req_len default: a whole /v1/txn body
 MAX_TXN_OPS = 64
+
+
+def _too_large(request: web.Request, limit: int) -> web.Response:
+    """Consul's 413 for a body above `limit` (its text, without the link to Consul's docs)."""
+    n = request.content_length
+    size = f"{n} bytes" if n is not None else f"more than {limit} bytes"  # chunked: stopped at the limit
+    return web.Response(status=413, text=f"Request body({size}) too large, max size: {limit} bytes\n")
+
+
+def _shown(entry: dict[str, Any]) -> dict[str, Any]:
+    key = entry.get("Key")
+    if isinstance(key, str) and not key.isascii():
+        return {**entry, "Key": shown_key(key)}
+    return entry
 
 
 def register(app: web.Application, backend: Backend) -> None:
@@ -33,10 +56,12 @@ def register(app: web.Application, backend: Backend) -> None:
         if flag(request, "keys"):
             args = {"prefix": key, "separator": q.get("separator", "")}
             value, meta = await read_query(request, backend, "kv.keys", args)
-            return json_response(value, 200 if value else 404, read_meta_headers(meta))
+            return json_response([shown_key(k) for k in value] if value else value, 200 if value else 404,
+                                 read_meta_headers(meta))
         if flag(request, "recurse"):
             value, meta = await read_query(request, backend, "kv.list", {"prefix": key})
-            return json_response(value, 200 if value else 404, read_meta_headers(meta))
+            return json_response([_shown(e) for e in value] if value else value, 200 if value else 404,
+                                 read_meta_headers(meta))
         value, meta = await read_query(request, backend, "kv.get", {"key": key})
         headers = read_meta_headers(meta)
         if value is None:
@@ -44,20 +69,20 @@ def register(app: web.Application, backend: Backend) -> None:
         if flag(request, "raw"):
             raw = base64.b64decode(value["Value"]) if value.get("Value") else b""
             return web.Response(body=raw, headers=headers, content_type="application/octet-stream")
-        return json_response([value], 200, headers)
+        return json_response([_shown(value)], 200, headers)
 
     async def kv_put(request: web.Request) -> web.Response:
         key = request.match_info["key"]
         if not key:
             raise BadRequest("Missing key name")
         if request.content_length is not None and request.content_length > MAX_VALUE:
-            return web.Response(status=413, text=f"Request body(Value) too large, max size: {MAX_VALUE} bytes\n")
+            return _too_large(request, MAX_VALUE)  # the route's max_body: the body was not read
         try:
-            value: bytes | None = await request.read()
-        except web.HTTPRequestEntityTooLarge:  # chunked and beyond client_max_size: not received
-            value = None
-        if value is None or len(value) > MAX_VALUE:
-            return web.Response(status=413, text=f"Request body(Value) too large, max size: {MAX_VALUE} bytes\n")
+            value = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # chunked and beyond the limit: not received
+            return _too_large(request, MAX_VALUE)
+        if len(value) > MAX_VALUE:
+            return _too_large(request, MAX_VALUE)
         q = request.query
         flags = parse_uint(q, "flags", 0)
         cmd: c.Command
@@ -86,10 +111,13 @@ def register(app: web.Application, backend: Backend) -> None:
         return json_response(bool(await backend.write(c.encode(cmd))))
 
     async def txn(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_TXN_BODY:
+            return _too_large(request, MAX_TXN_BODY)
         try:
-            body = canonical_keys(json.loads(await request.read() or b"null"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"Failed to parse body: {exc}") from None
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(request, MAX_TXN_BODY)
+        body = canonical_keys(decode_json(raw, "Failed to parse body"))
         if not isinstance(body, list):
             raise BadRequest("Failed to parse body: expected a JSON array of operations")
         if len(body) > MAX_TXN_OPS:
@@ -99,13 +127,16 @@ def register(app: web.Application, backend: Backend) -> None:
         result = await backend.write(c.encode(c.Txn(ops, now=time.time())))
         if not isinstance(result, TxnResult):
             raise TypeError(f"a transaction answered {type(result).__name__}")
-        return json_response(txn_result_json(result), 200 if result.ok else 409)
+        out = txn_result_json(result)
+        if out["Results"]:
+            out["Results"] = [{**r, "KV": _shown(r["KV"])} for r in out["Results"]]
+        return json_response(out, 200 if result.ok else 409)
 
     r = app.router
     r.add_get("/v1/kv/{key:.*}", kv_get)
-    r.add_put("/v1/kv/{key:.*}", kv_put)
+    r.add_put("/v1/kv/{key:.*}", kv_put, max_body=MAX_VALUE)
     r.add_delete("/v1/kv/{key:.*}", kv_delete)
-    r.add_put("/v1/txn", txn)
+    r.add_put("/v1/txn", txn, max_body=MAX_TXN_BODY)
 
 
 def _txn_op(i: int, op: Any) -> c.TxnOp:
@@ -125,7 +156,7 @@ def _txn_op(i: int, op: Any) -> c.TxnOp:
         raise BadRequest(f"Failed to parse body: operation {i}: value too large")
     flags, index = kv.get("Flags", 0), kv.get("Index", 0)
     session = kv.get("Session", "")
-    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (flags, index)):
+    if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < U64 for x in (flags, index)):
         raise BadRequest(f"Failed to parse body: operation {i}: Flags and Index must be unsigned integers")
     if not isinstance(session, str):
         raise BadRequest(f"Failed to parse body: operation {i}: Session must be a string")

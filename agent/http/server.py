@@ -17,12 +17,14 @@ from typing import Any
 
 from agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
 from agent.http import agent_routes, catalog, kv, session, snapshot
-from agent.http.api import AgentAPI, Backend, member_json
+from agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
 from agent.httpd import web
 
 __all__ = ["ERROR_STATUS", "error_status", "errors", "make_app", "member_json"]
 
 log = logging.getLogger("agent.http")
+
+MAX_BUFFERED = 128 * 1024 * 1024  # request-body bytes the agent holds at once; beyond: 503
 
 
 # Consul's mapping (agent/http.go): typed client errors get their 4xx; everything else -- NoLeader
@@ -66,8 +68,9 @@ async def errors(request: web.Request, handler: Any) -> web.Response:
 
 def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1",
              node_name: str = "") -> web.Application:
-    # Bodies up to 64 MiB (snapshot restores); KV values and transactions keep their own limits.
-    app = web.Application(middlewares=[errors], client_max_size=snapshot.MAX_ARCHIVE)
+    # Body limits (README "Limits"): routes with their own max_body (KV values, transactions, snapshot
+    # restores) and DEFAULT_MAX_BODY for the rest; MAX_BUFFERED over all requests at once.
+    app = web.Application(middlewares=[errors], client_max_size=DEFAULT_MAX_BODY, max_buffered=MAX_BUFFERED)
     agent_routes.register(app, api)
     if backend is not None:
         kv.register(app, backend)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import math
 import time
 import uuid
 from typing import Any
 
 from agent.errors import BadRequest, NotFound
 from agent.flags import parse_duration
-from agent.http.api import Backend, canonical_keys, json_response, read_meta_headers, read_query
+from agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import commands as c
 from agent.state.sessions import session_json
@@ -17,28 +17,42 @@ from agent.state.tables import Session
 
 SESSION_FIELDS = ("LockDelay", "Behavior", "TTL")
 MIN_TTL, MAX_TTL = 10.0, 86400.0  # Consul's session TTL bounds
+LOCK_DELAY_MIN_THRESHOLD = 1000  # Consul's lockDelayMinThreshold, in nanoseconds
+MAX_DURATION_NS = (1 << 63) - 1  # Go's time.Duration
 
 
-def _duration(value: Any, field: str, *, ns_numbers: bool) -> float:
-    """Consul accepts "15s" strings, and for LockDelay also plain numbers of nanoseconds
-    (numbers below 1,000,000 are taken as seconds, as Consul does)."""
+def _duration(value: Any, field: str, number_unit: float) -> float:
+    """A duration field in seconds: a Go duration string ("15s"), or a number of `number_unit` seconds.
+    Refuses negative, non-finite and out-of-range values (400)."""
     if isinstance(value, str):
         try:
-            return parse_duration(value)
-        except ValueError:
-            raise BadRequest(f"Request decode failed: {field}: invalid duration {value!r}") from None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        if ns_numbers and value >= 1_000_000:
-            return float(value) / 1e9
-        return float(value)
-    raise BadRequest(f"Request decode failed: {field} must be a duration")
+            secs = parse_duration(value)
+        except ValueError as exc:
+            raise BadRequest(f"Request decode failed: {field}: {exc}") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        secs = value * number_unit
+    else:
+        raise BadRequest(f"Request decode failed: {field} must be a duration")
+    if not math.isfinite(secs) or secs > MAX_DURATION_NS / 1e9:
+        raise BadRequest(f"Request decode failed: {field}: duration out of range")
+    if secs < 0:
+        raise BadRequest(f"Request decode failed: {field} must not be negative")
+    return float(secs)
+
+
+def lock_delay(value: Any) -> float:
+    """Consul's LockDelay rule (lockDelayMinThreshold): a number is nanoseconds, a string a Go duration,
+    and a result below 1000 ns is taken as that many SECONDS (clients send 15 meaning 15 s): 15 -> 15 s,
+    "15ns" -> 15 s, 5000 -> 5 us, "15s" -> 15 s. Go truncates a fractional number of nanoseconds."""
+    secs = _duration(value, "LockDelay", 1e-9)
+    ns = round(secs * 1e9) if isinstance(value, str) else int(value)  # Go: time.Duration(v) truncates
+    if ns < LOCK_DELAY_MIN_THRESHOLD:
+        return float(ns)
+    return ns / 1e9
 
 
 def _create_cmd(raw: bytes, default_node: str) -> c.SessionCreate:
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Request decode failed: {exc}") from None
+    body = decode_json(raw, empty={})
     if not isinstance(body, dict):
         raise BadRequest("Request decode failed: expected a JSON object")
     lowered = {k.lower(): v for k, v in body.items() if isinstance(k, str)}
@@ -49,19 +63,20 @@ def _create_cmd(raw: bytes, default_node: str) -> c.SessionCreate:
     node = b.get("Node") or default_node
     name = b.get("Name") or ""
     behavior = b.get("Behavior") or "release"
-    checks = b.get("Checks")
-    if not isinstance(node, str) or not isinstance(name, str):
-        raise BadRequest("Request decode failed: Node and Name must be strings")
+    if not isinstance(node, str) or not isinstance(name, str) or not isinstance(behavior, str):
+        raise BadRequest("Request decode failed: Node, Name and Behavior must be strings")
     if behavior not in ("release", "delete"):
         raise BadRequest(f"Invalid Behavior setting '{behavior}'")
+    # Consul: without a Checks field the session gets serfHealth; with one (even null or []) exactly those.
+    checks = b.get("Checks", ["serfHealth"])
     if checks is None:
-        checks = ["serfHealth"]
+        checks = []
     if not isinstance(checks, list) or not all(isinstance(x, str) for x in checks):
-        raise BadRequest("Request decode failed: Checks must be a list of strings")
-    ttl = _duration(b["TTL"], "TTL", ns_numbers=False) if b.get("TTL") else 0.0
+        raise BadRequest("Request decode failed: Checks must be a list of check IDs (strings)")
+    ttl = _duration(b["TTL"], "TTL", 1.0) if b.get("TTL") else 0.0  # (a number: seconds; Consul wants a string)
     if ttl and not MIN_TTL <= ttl <= MAX_TTL:
         raise BadRequest(f"Invalid Session TTL '{b['TTL']}', must be between [10s=24h0m0s]")
-    delay = _duration(b["LockDelay"], "LockDelay", ns_numbers=True) if "LockDelay" in b else 15.0
+    delay = lock_delay(b["LockDelay"]) if b.get("LockDelay") is not None else 15.0
     return c.SessionCreate(str(uuid.uuid4()), node, name, ttl, delay, behavior, tuple(checks), now=time.time())
 
 

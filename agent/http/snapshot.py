@@ -4,10 +4,16 @@ GET honours `?stale` (any server answers from its own state) and otherwise reads
 like Consul; the response carries X-Consul-Index. PUT verifies the archive completely before anything
 is written -- a corrupt or foreign archive gets a 400 naming the problem and the state is untouched --
 then commits a Restore command through Raft, so every server switches to the snapshot at one index.
+
+Limits (README "Limits"): the uploaded archive is at most MAX_ARCHIVE bytes (the route's body limit,
+checked from Content-Length before reading), and it inflates to at most archive.MAX_STATE bytes of
+state: the archive is inflated as a stream, in a worker thread (the event loop keeps serving), one
+restore at a time, and a decompression bomb is refused at its first oversized tar header.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from agent.errors import BadRequest
@@ -16,10 +22,12 @@ from agent.httpd import web
 from agent.state import archive
 from agent.state import commands as c
 
-MAX_ARCHIVE = 64 * 1024 * 1024  # the application's body limit is raised to this for restores
+MAX_ARCHIVE = 64 * 1024 * 1024  # PUT /v1/snapshot body (compressed archive)
 
 
 def register(app: web.Application, backend: Backend) -> None:
+    one_restore = asyncio.Lock()  # verifying an archive holds up to MAX_STATE bytes: one at a time
+
     async def save(request: web.Request) -> web.Response:
         value, meta = await read_query(request, backend, "snapshot", {})
         data = archive.write_archive(value["state"], int(value["index"]), int(value.get("term", 0)),
@@ -27,15 +35,21 @@ def register(app: web.Application, backend: Backend) -> None:
         return web.Response(body=data, headers=read_meta_headers(meta), content_type="application/x-gzip")
 
     async def restore(request: web.Request) -> web.Response:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise web.HTTPRequestEntityTooLarge(f"Request body({request.content_length or 'more than'} bytes) too "
+                                                f"large, max size: {MAX_ARCHIVE} bytes\n") from None
         if not body:
             raise BadRequest("Missing snapshot archive in the request body")
-        try:
-            _, state = archive.read_archive(body)
-        except archive.ArchiveError as exc:
-            raise BadRequest(f"Invalid snapshot: {exc}") from None
+        async with one_restore:
+            try:
+                _, state = await asyncio.to_thread(archive.read_archive, body)
+            except archive.ArchiveError as exc:
+                raise BadRequest(f"Invalid snapshot: {exc}") from None
+        del body
         await backend.write(c.encode(c.Restore(state)))  # a rejected restore raises CommandRejected
         return web.Response(status=200)
 
     app.router.add_get("/v1/snapshot", save)
-    app.router.add_put("/v1/snapshot", restore)
+    app.router.add_put("/v1/snapshot", restore, max_body=MAX_ARCHIVE)

@@ -368,26 +368,25 @@ def test_kv_value_limit_keeps_consuls_413() -> None:
         kv.register(app, Backend())
         server = await h1.serve(app, "127.0.0.1", 0)
         try:
-            n = kv.MAX_VALUE + 1  # below client_max_size: received, then refused by the handler
-            st, _h, b = await request(server.port, b"PUT /v1/kv/big HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % n
-                                      + b"v" * n)
-            assert st == 413 and b.startswith(b"Request body(Value) too large"), b
-            n = 2 * 1024 * 1024  # above it: refused unread, by the same handler check on content_length
-            st, _h, b = await request(server.port, b"PUT /v1/kv/big HTTP/1.1\r\nContent-Length: %d\r\n"
-                                      b"Expect: 100-continue\r\n\r\n" % n)
-            assert st == 413 and b.startswith(b"Request body(Value) too large"), b
-            st, _h, b = await request(server.port, b"PUT /v1/kv/big HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+            # The route's own limit (512 KiB, below client_max_size) applies from Content-Length: refused
+            # unread, with Consul's text.
+            for n in (kv.MAX_VALUE + 1, 2 * 1024 * 1024):
+                reader, writer = await connect(server.port)
+                writer.write(b"PUT /v1/kv/big HTTP/1.1\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % n)
+                st, h, b = await read_response(reader)  # no 100 Continue first
+                assert st == 413 and h["connection"] == "close", (st, h)
+                assert b == b"Request body(%d bytes) too large, max size: 524288 bytes\n" % n, b
+                writer.close()
+            st, _h, b = await request(server.port, b"PUT /v1/kv/big HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
+                                      % kv.MAX_VALUE + b"v" * kv.MAX_VALUE)
             assert (st, b) == (200, b"true")
-        finally:
-            await server.close()
-        small = web.Application(middlewares=[errors], client_max_size=1024)  # chunked, beyond client_max_size
-        kv.register(small, Backend())
-        server = await h1.serve(small, "127.0.0.1", 0)
-        try:
-            body = b"v" * 3000
+            body = b"v" * (kv.MAX_VALUE + 1)  # chunked: stopped at the limit
             st, _h, b = await request(server.port, b"PUT /v1/kv/big HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                                       + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
-            assert st == 413 and b.startswith(b"Request body(Value) too large"), b
+            assert (st, b) == (413, b"Request body(more than 524288 bytes) too large, max size: 524288 bytes\n")
+            n = kv.MAX_TXN_BODY + 1
+            st, _h, b = await request(server.port, b"PUT /v1/txn HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % n)
+            assert (st, b) == (413, b"Request body(%d bytes) too large, max size: 524288 bytes\n" % n)
         finally:
             await server.close()
 
