@@ -149,7 +149,8 @@ class RaftNode:
         self.last_leader_contact = 0.0
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        loop = self._loop
+        return loop.time() if loop is not None else asyncio.get_running_loop().time()
 
     # ------------------------------------------------------------ lifecycle
 
