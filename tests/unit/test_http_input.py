@@ -82,3 +82,32 @@ def test_byte_keys_are_shown_as_consul_shows_them() -> None:
     assert ff != fe
     assert shown_key(ff) == shown_key(fe) == "/v1/kv/a\ufffd"
     assert shown_key("café") == "café" and shown_key("plain") == "plain"
+
+
+def test_readme_limits_match_the_code() -> None:
+    from pathlib import Path
+
+    from agent.http import api, kv, server, snapshot
+    from agent.httpd import h1
+    from agent.state import archive
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| What")}
+
+    def size(n: int) -> str:
+        return f"{n // 1024 // 1024} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
+
+    assert rows["`PUT /v1/kv/<key>` body (the value)"] == size(kv.MAX_VALUE)
+    assert rows["`PUT /v1/txn` body"] == f"{size(kv.MAX_TXN_BODY)}, ≤ {kv.MAX_TXN_OPS} operations"
+    assert rows["`PUT /v1/snapshot` body (compressed archive)"] == size(snapshot.MAX_ARCHIVE)
+    assert rows["`PUT /v1/snapshot` state after decompression"] == (
+        f"{size(archive.MAX_STATE)} (`state.bin`), {size(archive.MAX_SMALL)} other members")
+    assert rows["Any other request body"] == size(api.DEFAULT_MAX_BODY)
+    assert rows["Request bodies held at once, all connections"] == size(server.MAX_BUFFERED)
+    assert rows["JSON request bodies: nesting depth"] == str(api.MAX_JSON_DEPTH)
+    assert rows["HTTP request line / header line / head / header fields"] == (
+        f"{size(h1.MAX_LINE)} / {size(h1.MAX_LINE)} / {size(h1.MAX_HEAD)} / {h1.MAX_HEADERS}")
+    assert rows["HTTP head arrival / body stall / idle keep-alive"] == (
+        f"{h1.HEAD_TIMEOUT:g} s / {h1.BODY_TIMEOUT:g} s / {h1.KEEPALIVE_TIMEOUT:g} s")
