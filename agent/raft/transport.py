@@ -154,14 +154,18 @@ class _Client:
             self.writer = None
 
     async def call(self, method: str, args: Any, timeout: float) -> Any:
+        rid = next(self.t.ids)
+        try:  # encoded before anything is registered: arguments that cannot be encoded leave nothing pending
+            data = wire.frame([Kind.REQUEST, rid, method, args])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise errors.Internal(f"rpc {method}: the request cannot be encoded: {exc}") from None
         try:
             writer = await self._connect()
         except (OSError, TimeoutError) as exc:
             raise errors.Unavailable(f"dial {self.address}: {exc}") from None
-        rid = next(self.t.ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
-        writer.write(wire.frame([Kind.REQUEST, rid, method, args]))
+        writer.write(data)
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
