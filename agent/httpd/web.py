@@ -98,7 +98,7 @@ class Response:
         self.status = status
         self.headers: dict[str, str] = dict(headers) if headers else {}
         if text is not None:
-            self.body = text.encode()
+            self.body = _utf8(text)
             self.headers["Content-Type"] = f"{content_type or 'text/plain'}; charset=utf-8"
         else:
             self.body = bytes(body) if body else b""
@@ -106,6 +106,16 @@ class Response:
                 self.headers["Content-Type"] = content_type
             elif self.body and "Content-Type" not in self.headers:
                 self.headers["Content-Type"] = "application/octet-stream"
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8; a path's undecodable bytes (lone surrogates from decode_path) go out as those bytes, and
+    any other lone surrogate as U+FFFD, so echoing a request's path in a message never fails."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return "".join(c if not "\ud800" <= c <= "\udfff" or "\udc80" <= c <= "\udcff" else "\ufffd"
+                       for c in text).encode("utf-8", "surrogateescape")
 
 
 class Headers(Mapping[str, str]):

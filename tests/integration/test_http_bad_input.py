@@ -126,6 +126,14 @@ def test_malformed_input_is_400_never_500(cluster: Cluster) -> None:
     code, _, body = raw_http(s, "PUT", "/v1/txn", surrogate_op)
     assert code == 200 and json.loads(body)["Results"][0]["KV"]["Key"] == "s\ufffd"
     assert raw_http(s, "GET", "/v1/kv/s%EF%BF%BD?raw")[2] == b"x"
+    # Paths with bytes that are not UTF-8 name things exactly; messages that echo them never fail.
+    assert raw_http(s, "PUT", "/v1/session/renew/%ff") == (404, raw_http(s, "PUT", "/v1/session/renew/%ff")[1],
+                                                           b"Session id '\xff' not found\n")
+    for method, path in (("PUT", "/v1/agent/join/%ff"), ("PUT", "/v1/agent/force-leave/%ff"),
+                         ("GET", "/v1/session/info/%ff"), ("GET", "/v1/catalog/node/%ff"),
+                         ("PUT", "/v1/session/destroy/%ff"), ("GET", "/v1/kv/%ff?keys&separator=%ff")):
+        code, _, text = raw_http(s, method, path)
+        assert b"codec can't" not in text, (method, path, code, text)
     assert "Traceback" not in s.log()
 
 

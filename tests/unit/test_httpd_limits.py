@@ -33,6 +33,11 @@ def _app(max_buffered: int = 1 << 20) -> tuple[web.Application, dict[str, Any]]:
     app.router.add_put("/default", body)
     app.router.add_put("/held", held, max_body=1000)
     app.router.add_get("/kv/{key:.*}", path)
+
+    async def text(request: web.Request) -> web.Response:  # e.g. an error message naming the path
+        return web.Response(status=404, text=f"no {request.match_info['name']}\n")
+
+    app.router.add_get("/text/{name}", text)
     return app, seen
 
 
@@ -139,6 +144,8 @@ def test_paths_keep_distinct_bytes_distinct() -> None:
             got[raw] = body
         assert got == {"a%ff": b"a\xff", "a%fe": b"a\xfe", "a%EF%BF%BD": "a\ufffd".encode(),
                        "caf%C3%A9": "café".encode(), "x%2Fy": b"x/y"}
+        # A text response naming such a path (an error message) sends its bytes back, never a 500.
+        assert await _request(port, b"GET /text/a%ff HTTP/1.1\r\n\r\n") == (404, b"no a\xff\n")
 
     _run(t)
     assert web.decode_path("/a%ff") != web.decode_path("/a%fe")
