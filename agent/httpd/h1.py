@@ -117,7 +117,8 @@ def parse_head(head: bytes) -> tuple[str, str, tuple[int, int], dict[str, str]]:
                 raise _Error(400, f"conflicting {k} header fields")
         else:
             fields[k] = f"{old}, {v}"
-    return method.decode("ascii"), target.decode("utf-8", "replace"), version, fields
+    # surrogateescape: raw non-UTF-8 bytes in a target stay distinct, as percent-encoded ones do (web.decode_path)
+    return method.decode("ascii"), target.decode("utf-8", "surrogateescape"), version, fields
 
 
 class _Chunked:

@@ -14,7 +14,7 @@ body above the route's limit is never read (`read()` raises 413; the handler see
 
 Paths: the request path is percent-decoded to bytes and then decoded as UTF-8 with surrogateescape,
 so distinct byte strings stay distinct strings (`/a%ff` and `/a%fe` are two paths; never U+FFFD).
-`path_bytes(s)` gives the bytes back.
+`path_bytes(s)` gives the bytes back. Query values are decoded the same way.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Query(Mapping[str, str]):
     __slots__ = ("_first", "_pairs")
 
     def __init__(self, qs: str) -> None:
-        self._pairs = parse_qsl(qs, keep_blank_values=True) if qs else []
+        self._pairs = parse_qsl(qs, keep_blank_values=True, errors="surrogateescape") if qs else []
         self._first: dict[str, str] = {}
         for k, v in self._pairs:
             self._first.setdefault(k, v)

@@ -26,7 +26,8 @@ def _app(max_buffered: int = 1 << 20) -> tuple[web.Application, dict[str, Any]]:
         return web.Response(text=str(len(await request.read())))
 
     async def path(request: web.Request) -> web.Response:
-        return web.Response(body=web.path_bytes(request.match_info["key"]))
+        q = request.query.get("q")
+        return web.Response(body=web.path_bytes(request.match_info["key"] if q is None else q))
 
     app.router.add_put("/small", body, max_body=10)
     app.router.add_put("/big", body, max_body=1000)
@@ -144,6 +145,9 @@ def test_paths_keep_distinct_bytes_distinct() -> None:
             got[raw] = body
         assert got == {"a%ff": b"a\xff", "a%fe": b"a\xfe", "a%EF%BF%BD": "a\ufffd".encode(),
                        "caf%C3%A9": "café".encode(), "x%2Fy": b"x/y"}
+        # Raw (not percent-encoded) bytes in the target, and query values, are kept the same way.
+        assert await _request(port, b"GET /kv/a\xff HTTP/1.1\r\n\r\n") == (200, b"a\xff")
+        assert await _request(port, b"GET /kv/x?q=b%fe HTTP/1.1\r\n\r\n") == (200, b"b\xfe")
         # A text response naming such a path (an error message) sends its bytes back, never a 500.
         assert await _request(port, b"GET /text/a%ff HTTP/1.1\r\n\r\n") == (404, b"no a\xff\n")
 
