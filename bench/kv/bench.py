@@ -45,7 +45,7 @@ from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gossip"))
-from cluster import REPO, machine, port_free, rss_mib  # bench/gossip/cluster.py
+from cluster import REPO, machine, port_free, rss_mib  # type: ignore[import-not-found,unused-ignore]  # bench/gossip
 
 VALUE = b"v" * 64
 Request = tuple[str, str, bytes]  # method, path, body
@@ -176,7 +176,7 @@ class Side:
                     seen.append(None)
             ips = [m.ip for m in self.members]
             if seen and seen[0] in ips and all(s == seen[0] for s in seen):
-                return ips.index(seen[0])  # type: ignore[arg-type]
+                return ips.index(seen[0])
             if dead := self.dead():
                 raise BenchError(f"{self.label}: {', '.join(dead)} exited; see {self.members[0].log_path.parent}")
             if time.monotonic() > deadline:
@@ -270,7 +270,8 @@ class EtcdSide(Side):
             c.close()
         if st != 200:
             raise OSError(f"HTTP {st}")
-        return json.loads(body)
+        out: dict[str, Any] = json.loads(body)
+        return out
 
     def leader_of(self, m: Member) -> str | None:
         s = self.status(m)
@@ -501,7 +502,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def report(ours: dict[str, Any], etcd: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     def g(side: dict[str, Any], phase: str, key: str) -> float | None:
-        return side.get(phase, {}).get(key)
+        v: float | None = side.get(phase, {}).get(key)
+        return v
 
     n = meta["clients"]
     rows: list[tuple[str, float | None, float | None, int]] = [("cluster up -> first write (s)",
