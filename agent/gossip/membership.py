@@ -592,8 +592,10 @@ class Membership:
     def _observe(self, now: float) -> None:
         """Called first by every input. Gossip rounds with nothing to send are skipped without a wake-up
         (next_deadline ignores next_gossip while the queues are empty): keep next_gossip on its
-        grid past `now`, so the first rumour after an idle spell goes out at the next round, as
-        with memberlist's ticker, not at once."""
+        grid past `now`, so a rumour that arrives after an idle spell goes out at the next round, as
+        with memberlist's ticker, not at once. (A broadcast the serf layer queues by itself between
+        inputs -- a query, a user event, a leave intent -- finds next_gossip behind and goes out at
+        the next tick, which the shell schedules at once.)"""
         if now >= self.next_gossip and not self._has_broadcasts():
             interval = self.cfg.gossip_interval
             self.next_gossip += (math.floor((now - self.next_gossip) / interval) + 1) * interval
