@@ -113,7 +113,13 @@ class ConsulServer:
     def _spawn(self, coro: Any) -> None:
         t: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        t.add_done_callback(self._task_done)
+
+    def _task_done(self, t: asyncio.Task[None]) -> None:
+        """Supervision: a background loop that ends with an error is logged, never silent."""
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("server task %s failed", t.get_coro(), exc_info=t.exception())
 
     # ------------------------------------------------------------ lifecycle
 
