@@ -17,8 +17,8 @@ from agent.httpd import web
 
 __all__ = [
     "CONSUL_FIELDS", "DEFAULT_MAX_BODY", "DEFAULT_WAIT", "MAX_JSON_DEPTH", "MAX_WAIT", "U64", "AgentAPI", "Backend",
-    "ReadMetaLike", "canonical_keys", "consistency", "decode_json", "flag", "json_response", "member_json",
-    "parse_uint", "parse_wait", "read_meta_headers", "read_query", "shown_key",
+    "ReadMetaLike", "body_too_large", "canonical_keys", "consistency", "decode_json", "flag", "json_response",
+    "member_json", "parse_uint", "parse_wait", "read_meta_headers", "read_query", "shown_key",
 ]
 
 U64 = 1 << 64  # Consul's indexes, flags and CAS values are uint64
@@ -142,6 +142,13 @@ def _fix_surrogates(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {_fix_surrogates(k): _fix_surrogates(v) for k, v in obj.items()}
     return obj
+
+
+def body_too_large(request: web.Request, limit: int) -> web.Response:
+    """Consul's 413 for a body above `limit` (its text, without the link to Consul's docs)."""
+    n = request.content_length
+    size = f"{n} bytes" if n is not None else f"more than {limit} bytes"  # chunked: stopped at the limit
+    return web.Response(status=413, text=f"Request body({size}) too large, max size: {limit} bytes\n")
 
 
 def shown_key(key: str) -> str:

@@ -16,6 +16,7 @@ from agent.errors import BadRequest
 from agent.http.api import (
     U64,
     Backend,
+    body_too_large,
     canonical_keys,
     decode_json,
     flag,
@@ -33,13 +34,6 @@ from agent.state.results import TxnResult
 MAX_VALUE = 512 * 1024  # Consul's kv_max_value_size default
 MAX_TXN_BODY = 512 * 1024  # Consul's txn_max_req_len default: a whole /v1/txn body
 MAX_TXN_OPS = 64
-
-
-def _too_large(request: web.Request, limit: int) -> web.Response:
-    """Consul's 413 for a body above `limit` (its text, without the link to Consul's docs)."""
-    n = request.content_length
-    size = f"{n} bytes" if n is not None else f"more than {limit} bytes"  # chunked: stopped at the limit
-    return web.Response(status=413, text=f"Request body({size}) too large, max size: {limit} bytes\n")
 
 
 def _shown(entry: dict[str, Any]) -> dict[str, Any]:
@@ -76,13 +70,13 @@ def register(app: web.Application, backend: Backend) -> None:
         if not key:
             raise BadRequest("Missing key name")
         if request.content_length is not None and request.content_length > MAX_VALUE:
-            return _too_large(request, MAX_VALUE)  # the route's max_body: the body was not read
+            return body_too_large(request, MAX_VALUE)  # the route's max_body: the body was not read
         try:
             value = await request.read()
         except web.HTTPRequestEntityTooLarge:  # chunked and beyond the limit: not received
-            return _too_large(request, MAX_VALUE)
+            return body_too_large(request, MAX_VALUE)
         if len(value) > MAX_VALUE:
-            return _too_large(request, MAX_VALUE)
+            return body_too_large(request, MAX_VALUE)
         q = request.query
         flags = parse_uint(q, "flags", 0)
         cmd: c.Command
@@ -112,11 +106,11 @@ def register(app: web.Application, backend: Backend) -> None:
 
     async def txn(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_TXN_BODY:
-            return _too_large(request, MAX_TXN_BODY)
+            return body_too_large(request, MAX_TXN_BODY)
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _too_large(request, MAX_TXN_BODY)
+            return body_too_large(request, MAX_TXN_BODY)
         body = canonical_keys(decode_json(raw, "Failed to parse body"))
         if not isinstance(body, list):
             raise BadRequest("Failed to parse body: expected a JSON array of operations")

@@ -17,7 +17,7 @@ import asyncio
 import time
 
 from agent.errors import BadRequest
-from agent.http.api import Backend, read_meta_headers, read_query
+from agent.http.api import Backend, body_too_large, read_meta_headers, read_query
 from agent.httpd import web
 from agent.state import archive
 from agent.state import commands as c
@@ -38,8 +38,7 @@ def register(app: web.Application, backend: Backend) -> None:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise web.HTTPRequestEntityTooLarge(f"Request body({request.content_length or 'more than'} bytes) too "
-                                                f"large, max size: {MAX_ARCHIVE} bytes\n") from None
+            return body_too_large(request, MAX_ARCHIVE)
         if not body:
             raise BadRequest("Missing snapshot archive in the request body")
         async with one_restore:
