@@ -31,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import random
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,6 +98,45 @@ class _Write:
     entries: list[Entry] = field(default_factory=list)
 
 
+class _Writer:
+    """One daemon thread running jobs in submission order (FIFO); each job's outcome is handed back on
+    the event loop with loop.call_soon_threadsafe(done, result, error). Leaner than a one-worker
+    ThreadPoolExecutor (no Future, no locks besides the queue's): this is on every write's path."""
+
+    def __init__(self, name: str) -> None:
+        self._q: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, Callable[[Any, BaseException | None], None],
+                                         asyncio.AbstractEventLoop] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+
+    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[[Any], Any], arg: Any,
+               done: Callable[[Any, BaseException | None], None]) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        self._q.put((fn, arg, done, loop))
+
+    def close(self) -> None:
+        """The thread exits after the jobs already queued."""
+        if self._started:
+            self._q.put(None)
+
+    def _run(self) -> None:
+        while (job := self._q.get()) is not None:
+            fn, arg, done, loop = job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn(arg)
+            except BaseException as exc:  # handed to the loop, which stops Raft (see RaftNode._fail)
+                error = exc
+            try:
+                loop.call_soon_threadsafe(done, result, error)
+            except RuntimeError:  # the loop closed while we were writing
+                pass
+            del job, fn, arg, done, loop, result, error
+
+
 class RaftLoopFailed(Exception):
     """The Raft loop stopped on an unexpected error (a failed write, a bug); the server must stop."""
 
@@ -135,7 +175,7 @@ class RaftNode:
         self._stopped = False
         self._failed_fut: asyncio.Future[None] | None = None
         # the writer thread and the Readies waiting for it (oldest first)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-writer-{server_id[:8]}")
+        self._writer = _Writer(f"raft-writer-{server_id[:8]}")
         self._pipeline: deque[_Batch] = deque()
         self._hs_written: HardState | None = None  # last hard state handed to the writer
         self._hs_deferred: HardState | None = None  # a newer one that differs only in commit
@@ -193,9 +233,18 @@ class RaftNode:
         # after every queued write: the deferred commit hint, then release the files
         hs = self._hs_deferred
         self._hs_deferred = None
-        with contextlib.suppress(Exception):
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._close_storage, hs)
-        self._writer.shutdown(wait=False)
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+
+        def done(_: Any, error: BaseException | None) -> None:
+            if not closed.done():
+                closed.set_result(None)
+            if error is not None:
+                log.warning("raft storage: closing failed: %s", error)
+
+        self._writer.submit(loop, self._close_storage, hs, done)
+        self._writer.close()
+        await closed
 
     def _close_storage(self, hs: HardState | None) -> None:
         """Writer thread: write the last commit hint (best effort) and close the storage."""
@@ -382,18 +431,9 @@ class RaftNode:
             self._pipeline.append(batch)
             return
         self._pipeline.append(batch)
-        self._submit(self._persist, write, lambda f, b=batch: self._write_done(b, f))  # type: ignore[misc]
-
-    def _submit(self, fn: Callable[..., Any], arg: Any, done: Callable[[Future[Any]], None]) -> None:
-        """Run fn(arg) on the writer thread; `done(future)` runs on the loop thread afterwards."""
-        loop = self._loop
-        assert loop is not None
-
-        def back(f: Future[Any]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed while we were writing
-                loop.call_soon_threadsafe(done, f)
-
-        self._writer.submit(fn, arg).add_done_callback(back)
+        assert self._loop is not None
+        self._writer.submit(self._loop, self._persist, write,
+                            lambda _, error, b=batch: self._write_done(b, error))  # type: ignore[misc]
 
     def _write_for(self, rd: Ready) -> _Write | None:
         """What must reach the disk for `rd`; None if nothing (a commit-only hard state is deferred)."""
@@ -419,11 +459,10 @@ class RaftNode:
         if w.hard_state is not None or w.truncate_from is not None or w.entries:
             self.storage.save(w.hard_state, w.truncate_from, w.entries)
 
-    def _write_done(self, batch: _Batch, fut: Future[None]) -> None:
+    def _write_done(self, batch: _Batch, error: BaseException | None) -> None:
         """Loop thread, when the writer finished `batch`'s write: finish it now (no extra hop)."""
         batch.done = True
-        if not fut.cancelled():
-            batch.error = fut.exception()
+        batch.error = error
         self._process()
 
     def _finish_writes(self, core: RaftCore) -> None:
@@ -553,18 +592,17 @@ class RaftNode:
             self.storage.save_snapshot(snap)
             return snap
 
-        self._submit(write, None, self._snapshot_done)
+        assert self._loop is not None
+        self._writer.submit(self._loop, write, None, self._snapshot_done)
 
-    def _snapshot_done(self, fut: Future[Snapshot]) -> None:
+    def _snapshot_done(self, snap: Snapshot | None, error: BaseException | None) -> None:
         self._snapshotting = False
-        if fut.cancelled() or self._stopped:
+        if self._stopped:
             return
-        exc = fut.exception()
-        if exc is not None:
-            self._pipeline.append(_Batch(Ready(), [], done=True, error=exc))  # stops the loop, in order
+        if error is not None or snap is None:
+            self._pipeline.append(_Batch(Ready(), [], done=True, error=error))  # stops the loop, in order
             self._kick()
             return
-        snap = fut.result()
         core = self.core
         assert core is not None
         index = snap.meta.index
