@@ -30,8 +30,9 @@ def register(app: web.Application, backend: Backend) -> None:
 
     async def save(request: web.Request) -> web.Response:
         value, meta = await read_query(request, backend, "snapshot", {})
-        data = archive.write_archive(value["state"], int(value["index"]), int(value.get("term", 0)),
-                                     int(time.time() * 1000))
+        # compressing (seconds for hundreds of MiB) runs in a worker thread: the loop keeps serving
+        data = await asyncio.to_thread(archive.write_archive, value["state"], int(value["index"]),
+                                       int(value.get("term", 0)), int(time.time() * 1000))
         return web.Response(body=data, headers=read_meta_headers(meta), content_type="application/x-gzip")
 
     async def restore(request: web.Request) -> web.Response:

@@ -1,0 +1,93 @@
+"""/v1/snapshot compresses (GET) and verifies (PUT) archives in a worker thread: while one takes a
+second, the event loop keeps answering other requests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from agent.http import snapshot
+from agent.http.server import errors
+from agent.httpd import h1, web
+from agent.state import archive
+
+
+class _Meta:
+    index, known_leader, last_contact_ms = 7, True, 0
+
+
+class _Backend:
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, Any]:
+        assert name == "snapshot"
+        return {"state": b"state", "index": 7, "term": 1}, _Meta()
+
+    async def write(self, data: bytes) -> Any:
+        raise AssertionError("nothing is restored in this test")
+
+    async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
+        raise AssertionError
+
+
+def _call(port: int, path: str, method: str = "GET", body: bytes = b"") -> tuple[int, bytes, float]:
+    """A blocking client, run in a thread: it times the server's loop, not the test's."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        n = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+        while len(rest) < n:
+            rest += s.recv(65536)
+    return int(head.split()[1]), rest, time.monotonic() - t0
+
+
+def _ping_later(port: int) -> tuple[int, bytes, float]:
+    time.sleep(0.2)  # the slow snapshot request has started
+    return _call(port, "/ping")
+
+
+def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_write(*args: Any) -> bytes:
+        time.sleep(1.0)  # blocks whichever thread runs it
+        return b"\x1f\x8barchive"
+
+    def slow_read(data: bytes, max_state: int = archive.MAX_STATE) -> tuple[Any, bytes]:
+        time.sleep(1.0)
+        raise archive.ArchiveError("not a snapshot")
+
+    monkeypatch.setattr(archive, "write_archive", slow_write)
+    monkeypatch.setattr(archive, "read_archive", slow_read)
+
+    async def main() -> None:
+        app = web.Application(middlewares=[errors])
+        snapshot.register(app, _Backend())
+
+        async def ping(request: web.Request) -> web.Response:
+            return web.Response(text="pong")
+
+        app.router.add_get("/ping", ping)
+        server = await h1.serve(app, "127.0.0.1", 0)
+        try:
+            for method, body, want in (("GET", b"", 200), ("PUT", b"junk", 400)):
+                # The clients run in threads of their own: a blocked server loop cannot delay their clocks.
+                with ThreadPoolExecutor(2) as pool:
+                    slow = pool.submit(_call, server.port, "/v1/snapshot", method, body)
+                    pinged = pool.submit(_ping_later, server.port)
+                    while not (slow.done() and pinged.done()):
+                        await asyncio.sleep(0.01)
+                status, text, took = pinged.result()
+                assert (status, text) == (200, b"pong") and took < 0.5, f"{method}: ping took {took:.2f} s"
+                status, text, _ = slow.result()
+                assert status == want, (method, status, text)
+        finally:
+            await server.close()
+
+    asyncio.run(main())
