@@ -4,7 +4,7 @@ Sources are merged like Consul: built-in defaults, then `-dev` defaults, then ev
 file in the order given (a directory contributes its `*.json` files in lexical order), then
 command-line flags. A later source wins for scalar keys; list keys (`retry_join`, ...) append.
 Flags, JSON keys and Ansible role variables map one-to-one (`-bootstrap-expect` /
-`bootstrap_expect` / `agent_bootstrap_expect`).
+`bootstrap_expect` / `pyconsul_bootstrap_expect`).
 
 Every `ConfigError` message is a single line; file errors read
 `Error parsing <file>: <key>: <reason>`.
