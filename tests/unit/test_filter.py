@@ -462,3 +462,40 @@ def test_evaluation_never_raises(expression: str, item: Any) -> None:
     result = f.evaluate(item)
     assert isinstance(result, bool)
     assert f.apply([item]) == ([item] if result else [])
+
+
+# ---------------------------------------------------------------- Consul 1.7's per-endpoint schemas
+
+
+@pytest.mark.parametrize(("path", "expression"), [
+    ("/v1/agent/services", 'Service == web and "primary" in Tags and Meta.env != qa and Port == 80'),
+    ("/v1/agent/services", "TaggedAddresses.lan.Address == `10.0.0.1` and Weights.Passing == 1"),
+    ("/v1/agent/services", "Proxy.Upstreams.DestinationName == db and Connect.Native == false"),
+    ("/v1/agent/checks", "Status == critical and ServiceName matches `^web` and ServiceTags is empty"),
+    ("/v1/catalog/nodes", 'Meta.rack == r1 and "wan" in TaggedAddresses and Datacenter == dc1'),
+    ("/v1/catalog/service/", "ServiceTags contains primary and NodeMeta.os == linux and ServicePort != 1"),
+    ("/v1/catalog/service/", "ServiceWeights.Warning == 1 and ServiceTaggedAddresses.wan.Port == 80"),
+    ("/v1/catalog/node/", "Service == web and EnableTagOverride == true"),
+    ("/v1/health/state/", "Node == n1 and CheckID == serfHealth and Type == ttl"),
+    ("/v1/health/service/", "Checks.Status == passing and Node.Meta.rack == r1 and Service.Tags is not empty"),
+])
+def test_endpoint_schemas_accept(path: str, expression: str) -> None:
+    from agent.filter.schemas import ENDPOINT_FIELDS
+
+    compile(expression, fields=ENDPOINT_FIELDS[path])
+
+
+@pytest.mark.parametrize(("path", "expression", "message"), [
+    ("/v1/agent/services", "Name == web", 'Selector "Name" is not valid'),
+    ("/v1/agent/services", "Tags == web", 'Invalid match operator "Equal" for selector "Tags"'),
+    ("/v1/health/service/", "Checks.Foo == x", 'Selector "Checks.Foo" is not valid'),
+    ("/v1/health/service/", "Node.Meta == x", 'Invalid match operator "Equal" for selector "Node.Meta"'),
+    ("/v1/catalog/service/", "ServicePort == http",
+     'Failed to coerce value "http" for selector "ServicePort": strconv.ParseInt: parsing "http": invalid syntax'),
+])
+def test_endpoint_schemas_refuse(path: str, expression: str, message: str) -> None:
+    from agent.filter.schemas import ENDPOINT_FIELDS
+
+    with pytest.raises(FilterError) as info:
+        compile(expression, fields=ENDPOINT_FIELDS[path])
+    assert info.value.message == message

@@ -57,6 +57,7 @@ EXPLICIT_CORES = [
     "agent/filter/coerce.py",
     "agent/filter/regex.py",
     "agent/filter/evaluate.py",
+    "agent/filter/schemas.py",
     "chaos/history.py",
     "chaos/generator.py",
     "chaos/nemesis/grudge.py",
