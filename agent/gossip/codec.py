@@ -47,10 +47,32 @@ from agent.gossip.messages import (
 )
 
 TAG_MAGIC = 0xFF
-MAX_PUSH_STATE_BYTES = 20 * 1024 * 1024
-MAX_PUSH_STATE_NODES = 1024 * 1024
+MAX_PUSH_STATE_BYTES = 20 * 1024 * 1024  # memberlist's maxPushStateBytes (user state; encrypted stream size)
+MAX_PUSH_STATE_NODES = 1024 * 1024  # memberlist's maxPushStateNodes
 MAX_COMPOUND_PARTS = 255
 META_MAX_SIZE = 512
+
+# Decompression caps, by where the compress message arrives (memberlist uses one cap, 40 MiB, for both).
+#
+# UDP: memberlist builds a packet of at most UDPBufferSize bytes (1400 in its LAN and WAN configs: a
+# compound of broadcasts, or one message with piggybacked broadcasts) and only then compresses it, so a
+# compress message from a real peer inflates to about 1.4 KB. 64 KiB is the largest UDP payload there is,
+# so it still leaves 45x headroom for a peer configured with a larger UDPBufferSize, while a 1.4 KB bomb
+# can no longer expand into tens of MiB on the event loop (40 MiB per packet was measured to stall it).
+UDP_MAX_DECOMPRESSED = 64 * 1024
+# TCP: a push/pull carries the whole member list plus serf's user state. memberlist refuses an encrypted
+# remote state over maxPushStateBytes (20 MiB) and user state over the same; we cap the decompressed
+# stream message at that size too (about 80,000 members with Consul's tags), half of memberlist's 40 MiB.
+STREAM_MAX_DECOMPRESSED = MAX_PUSH_STATE_BYTES
+# The most bytes one plaintext stream message may take on the wire (before decompression).
+MAX_STREAM_BYTES = MAX_PUSH_STATE_BYTES + 1024
+# Framing limits of one UDP packet: memberlist sends at most one compound (255 parts), at most three
+# levels deep (CRC -> compress -> compound -> message).
+MAX_PACKET_MESSAGES = 2 * MAX_COMPOUND_PARTS
+MAX_NESTING = 4
+# msgpack containers in a stream message (header and node maps have under ten fields, Vsn six bytes):
+# without this a 5-byte array header could make the unpacker preallocate a list of millions of slots.
+_MAX_STREAM_CONTAINER = 1024
 
 
 class DecodeError(ValueError):
@@ -59,6 +81,11 @@ class DecodeError(ValueError):
 
 class UnknownMessageType(DecodeError):
     """A well-formed message of a type this version does not know (a newer peer): counted apart."""
+
+
+class Oversized(DecodeError):
+    """Input past a size, count or nesting limit (decompressed bytes, compound parts, stream bytes):
+    dropped and counted apart as `dropped_oversized`."""
 
 
 # ---------------------------------------------------------------- low-level helpers
@@ -220,7 +247,10 @@ def encode(msg: Message) -> bytes:
 def _decode_body(t: int, body: bytes) -> Message:
     if t == MsgType.USER:
         return User(body)
-    m = _unpack_map(body)
+    return _decode_map(t, _unpack_map(body))
+
+
+def _decode_map(t: int, m: dict[str, Any]) -> Message:
     if t == MsgType.PING:
         return Ping(
             _int(m, "SeqNo", bits=32),
@@ -275,15 +305,32 @@ def _need_name(m: dict[str, Any], key: str) -> str:
     return name
 
 
-def decode_packet(buf: bytes, *, depth: int = 0) -> list[Message]:
+class _PacketBudget:
+    """What one UDP packet may still expand to while it is decoded (shared by all its nesting levels)."""
+
+    __slots__ = ("decompressed", "messages")
+
+    def __init__(self, decompressed: int) -> None:
+        self.decompressed = decompressed
+        self.messages = MAX_PACKET_MESSAGES
+
+
+def decode_packet(buf: bytes, *, max_decompressed: int = UDP_MAX_DECOMPRESSED) -> list[Message]:
     """A UDP payload (after decryption) -> its messages, in order.
 
     Handles the CRC wrapper, compound messages and LZW compression. A compound message whose
     tail is truncated yields its complete parts (memberlist does the same) -- only a message
-    that cannot be framed at all raises DecodeError.
+    that cannot be framed at all raises DecodeError. Bounds (raising `Oversized`, a DecodeError):
+    everything decompressed in the packet, over all its compress messages, is at most
+    `max_decompressed` bytes (decompression stops at that point); at most MAX_PACKET_MESSAGES
+    compound parts in all; nesting at most MAX_NESTING deep, and never a compress inside a compress.
     """
-    if depth > 4:
-        raise DecodeError("messages nested too deeply")
+    return _decode_packet(buf, 0, False, _PacketBudget(max_decompressed))
+
+
+def _decode_packet(buf: bytes, depth: int, in_compress: bool, budget: _PacketBudget) -> list[Message]:
+    if depth > MAX_NESTING:
+        raise Oversized(f"messages nested more than {MAX_NESTING} deep")
     if not buf:
         raise DecodeError("missing message type byte")
     t = buf[0]
@@ -293,16 +340,24 @@ def decode_packet(buf: bytes, *, depth: int = 0) -> list[Message]:
         (expected,) = struct.unpack(">I", buf[1:5])
         if zlib.crc32(buf[5:]) != expected:
             raise DecodeError("invalid checksum")
-        return decode_packet(buf[5:], depth=depth + 1)
+        return _decode_packet(buf[5:], depth + 1, in_compress, budget)
     if t == MsgType.HAS_LABEL:
         raise DecodeError("packet labels are not supported")
     if t == MsgType.COMPOUND:
+        parts = split_compound(buf[1:])
+        budget.messages -= len(parts)
+        if budget.messages < 0:
+            raise Oversized(f"more than {MAX_PACKET_MESSAGES} compound parts in one packet")
         out: list[Message] = []
-        for part in split_compound(buf[1:]):
-            out.extend(decode_packet(part, depth=depth + 1))
+        for part in parts:
+            out.extend(_decode_packet(part, depth + 1, in_compress, budget))
         return out
     if t == MsgType.COMPRESS:
-        return decode_packet(decompress_body(buf[1:]), depth=depth + 1)
+        if in_compress:
+            raise Oversized("a compressed message inside a compressed message")
+        inner = _decompress_map(_unpack_map(buf[1:]), budget.decompressed)
+        budget.decompressed -= len(inner)
+        return _decode_packet(inner, depth + 1, True, budget)
     return [_decode_body(t, buf[1:])]
 
 
@@ -331,15 +386,18 @@ def make_compound(msgs: list[bytes]) -> bytes:
     return head + b"".join(msgs)
 
 
-def decompress_body(body: bytes) -> bytes:
-    return _decompress_map(_unpack_map(body))
+def decompress_body(body: bytes, limit: int = STREAM_MAX_DECOMPRESSED) -> bytes:
+    """The payload of a compress message's body (after the type byte), at most `limit` bytes."""
+    return _decompress_map(_unpack_map(body), limit)
 
 
-def _decompress_map(m: dict[str, Any]) -> bytes:
+def _decompress_map(m: dict[str, Any], limit: int) -> bytes:
     if _int(m, "Algo") != 0:
         raise DecodeError(f"cannot decompress unknown algorithm {m.get('Algo')}")
     try:
-        out = lzw.decompress(_bytes(m, "Buf"), limit=2 * MAX_PUSH_STATE_BYTES)
+        out = lzw.decompress(_bytes(m, "Buf"), limit=max(0, limit))
+    except lzw.LimitExceeded as exc:
+        raise Oversized(f"decompress: {exc}") from None
     except ValueError as exc:
         raise DecodeError(f"decompress: {exc}") from None
     if not out:
@@ -381,90 +439,161 @@ class NeedMore(Exception):
     """The stream buffer does not hold a complete message yet."""
 
 
-def parse_stream(buf: bytes) -> tuple[int, PushPull | Message]:
-    """Parse one plaintext stream message from the start of buf.
+_STREAM_TYPES = (MsgType.COMPRESS, MsgType.PUSH_PULL, MsgType.USER, MsgType.PING, MsgType.ACK_RESP, MsgType.ERR)
+
+
+class StreamDecoder:
+    """Incremental decoder of one plaintext stream message (pure: bytes in, a message out).
+
+    `feed(chunk)` returns the message once it is complete and None while more is needed; every byte is
+    parsed once, however the stream is cut (a msgpack Unpacker resumes where it stopped; user state is
+    copied out as it arrives), so a peer trickling bytes costs time proportional to the bytes, not to
+    their square. Bounds: at most `max_bytes` bytes fed in all and at most `max_decompressed` bytes
+    inflated (`Oversized`); msgpack containers of at most 1,024 entries; malformed input raises
+    DecodeError. A compressed body is unwrapped (never a compress inside a compress). `consumed` is the
+    message's length once it is complete (bytes after it are not part of it).
+    """
+
+    def __init__(self, *, max_bytes: int = MAX_STREAM_BYTES, max_decompressed: int = STREAM_MAX_DECOMPRESSED,
+                 _nested: bool = False) -> None:
+        self.max_bytes = max_bytes
+        self.max_decompressed = max_decompressed
+        self._nested = _nested
+        self._fed = 0
+        self._type: int | None = None
+        self._u = msgpack.Unpacker(
+            raw=False, unicode_errors="surrogateescape", strict_map_key=False, max_buffer_size=max_bytes + 1,
+            max_str_len=max_bytes, max_bin_len=max_bytes,
+            max_array_len=_MAX_STREAM_CONTAINER, max_map_len=_MAX_STREAM_CONTAINER,
+        )
+        self._header: dict[str, Any] | None = None
+        self._nodes: list[PushNodeState] = []
+        self._n_nodes = 0
+        self._tail_len = 0  # raw bytes after the msgpack part (user state / user message)
+        self._tail = bytearray()
+        self._result: PushPull | Message | None = None
+        self.consumed = 0
+
+    def feed(self, data: bytes) -> PushPull | Message | None:
+        if self._result is not None:
+            return self._result
+        self._fed += len(data)
+        if self._fed > self.max_bytes:
+            raise Oversized(f"stream message larger than limit ({self.max_bytes} bytes)")
+        if not data:
+            return None
+        if self._type is None:
+            self._type = data[0]
+            if self._type not in _STREAM_TYPES or (self._nested and self._type == MsgType.COMPRESS):
+                raise DecodeError(f"unexpected stream message type {self._type}")
+            data = data[1:]
+        if data:
+            self._u.feed(data)
+        msg = self._step(self._type)
+        if msg is not None:
+            self._result = msg
+            self.consumed = 1 + self._u.tell()
+        return msg
+
+    def _next(self) -> Any:
+        """The next msgpack object, or _MISSING while it is incomplete (the unpacker keeps its place)."""
+        try:
+            return self._u.unpack()
+        except msgpack.OutOfData:
+            return _MISSING
+        except Exception as exc:
+            raise DecodeError(f"bad msgpack in stream: {type(exc).__name__}") from None
+
+    def _read_tail(self) -> bytes | None:
+        need = self._tail_len - len(self._tail)
+        if need > 0:
+            self._tail += self._u.read_bytes(need)
+        return bytes(self._tail) if len(self._tail) == self._tail_len else None
+
+    def _step(self, t: int) -> PushPull | Message | None:
+        if t == MsgType.PUSH_PULL:
+            return self._step_push_pull()
+        if t == MsgType.USER:
+            if self._header is None:
+                obj = self._next()
+                if obj is _MISSING:
+                    return None
+                self._header = _as_map(obj)
+                n = _int(self._header, "UserMsgLen")
+                if not 0 <= n <= MAX_PUSH_STATE_BYTES:
+                    raise DecodeError(f"user message length ({n}) exceeds limit")
+                self._tail_len = n
+            tail = self._read_tail()
+            return None if tail is None else User(tail)
+        obj = self._next()
+        if obj is _MISSING:
+            return None
+        m = _as_map(obj)
+        if t == MsgType.COMPRESS:
+            inner = _decompress_map(m, self.max_decompressed)
+            dec = StreamDecoder(max_bytes=len(inner), max_decompressed=0, _nested=True)
+            msg = dec.feed(inner)
+            if msg is None:
+                raise DecodeError("truncated compressed stream message")
+            return msg
+        return _decode_map(t, m)
+
+    def _step_push_pull(self) -> PushPull | None:
+        if self._header is None:
+            obj = self._next()
+            if obj is _MISSING:
+                return None
+            header = _as_map(obj)
+            self._n_nodes = _int(header, "Nodes")
+            self._tail_len = _int(header, "UserStateLen")
+            if not 0 <= self._n_nodes <= MAX_PUSH_STATE_NODES:
+                raise DecodeError(f"number of nodes in header ({self._n_nodes}) exceeds limit")
+            if not 0 <= self._tail_len <= MAX_PUSH_STATE_BYTES:
+                raise DecodeError(f"user state length ({self._tail_len}) exceeds limit")
+            self._header = header
+        while len(self._nodes) < self._n_nodes:
+            obj = self._next()
+            if obj is _MISSING:
+                return None
+            self._nodes.append(_push_node_state(_as_map(obj)))
+        tail = self._read_tail()
+        if tail is None:
+            return None
+        return PushPull(_bool(self._header, "Join"), tuple(self._nodes), tail)
+
+
+_MISSING: Any = object()
+
+
+def _push_node_state(m: dict[str, Any]) -> PushNodeState:
+    state = _int(m, "State")
+    if state not in (0, 1, 2, 3):
+        raise DecodeError(f"bad node state {state}")
+    addr = _bytes(m, "Addr")
+    if len(addr) not in (4, 16):
+        raise DecodeError(f"push/pull: bad address length {len(addr)}")
+    return PushNodeState(
+        _need_name(m, "Name"),
+        addr,
+        _int(m, "Port", bits=16),
+        _bytes(m, "Meta"),
+        _int(m, "Incarnation", bits=32),
+        NodeState(state),
+        _vsn(m),
+    )
+
+
+def parse_stream(buf: bytes, *, max_decompressed: int = STREAM_MAX_DECOMPRESSED) -> tuple[int, PushPull | Message]:
+    """Parse one plaintext stream message from the start of buf (all of it at hand, e.g. decrypted).
 
     Returns (bytes consumed, message). Raises NeedMore when buf is a valid prefix and
     DecodeError when it can never become valid. Compressed bodies are unwrapped.
     """
-    if not buf:
+    dec = StreamDecoder(max_bytes=max(len(buf), 1), max_decompressed=max_decompressed)
+    msg = dec.feed(buf)
+    if msg is None:
         raise NeedMore
-    t = buf[0]
-    if t == MsgType.COMPRESS:
-        unpacker = _unpacker(buf[1:])
-        obj = _next(unpacker)
-        consumed = 1 + unpacker.tell()
-        inner = _decompress_map(_as_map(obj))
-        try:
-            _, msg = parse_stream(inner)
-        except NeedMore:
-            raise DecodeError("truncated compressed stream message") from None
-        return consumed, msg
-    if t == MsgType.PUSH_PULL:
-        unpacker = _unpacker(buf[1:])
-        header = _as_map(_next(unpacker))
-        n_nodes = _int(header, "Nodes")
-        user_len = _int(header, "UserStateLen")
-        if not 0 <= n_nodes <= MAX_PUSH_STATE_NODES:
-            raise DecodeError(f"number of nodes in header ({n_nodes}) exceeds limit")
-        if not 0 <= user_len <= MAX_PUSH_STATE_BYTES:
-            raise DecodeError(f"user state length ({user_len}) exceeds limit")
-        nodes = []
-        for _ in range(n_nodes):
-            m = _as_map(_next(unpacker))
-            state = _int(m, "State")
-            if state not in (0, 1, 2, 3):
-                raise DecodeError(f"bad node state {state}")
-            addr = _bytes(m, "Addr")
-            if len(addr) not in (4, 16):
-                raise DecodeError(f"push/pull: bad address length {len(addr)}")
-            nodes.append(
-                PushNodeState(
-                    _need_name(m, "Name"),
-                    addr,
-                    _int(m, "Port", bits=16),
-                    _bytes(m, "Meta"),
-                    _int(m, "Incarnation", bits=32),
-                    NodeState(state),
-                    _vsn(m),
-                )
-            )
-        pos = 1 + unpacker.tell()
-        if len(buf) < pos + user_len:
-            raise NeedMore
-        return pos + user_len, PushPull(_bool(header, "Join"), tuple(nodes), buf[pos : pos + user_len])
-    if t == MsgType.USER:
-        unpacker = _unpacker(buf[1:])
-        header = _as_map(_next(unpacker))
-        n = _int(header, "UserMsgLen")
-        if not 0 <= n <= MAX_PUSH_STATE_BYTES:
-            raise DecodeError(f"user message length ({n}) exceeds limit")
-        pos = 1 + unpacker.tell()
-        if len(buf) < pos + n:
-            raise NeedMore
-        return pos + n, User(buf[pos : pos + n])
-    if t in (MsgType.PING, MsgType.ACK_RESP, MsgType.ERR):
-        unpacker = _unpacker(buf[1:])
-        _next(unpacker)
-        consumed = 1 + unpacker.tell()
-        return consumed, _decode_body(t, buf[1:consumed])
-    raise DecodeError(f"unexpected stream message type {t}")
-
-
-def _unpacker(buf: bytes) -> msgpack.Unpacker:
-    u = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", strict_map_key=False,
-                         max_buffer_size=2 * MAX_PUSH_STATE_BYTES)
-    u.feed(buf)
-    return u
-
-
-def _next(unpacker: msgpack.Unpacker) -> Any:
-    try:
-        return unpacker.unpack()
-    except msgpack.OutOfData:
-        raise NeedMore from None
-    except Exception as exc:
-        raise DecodeError(f"bad msgpack in stream: {type(exc).__name__}") from None
+    return dec.consumed, msg
 
 
 # ---------------------------------------------------------------- serf

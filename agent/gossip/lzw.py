@@ -17,9 +17,14 @@ Both functions are pure; they do no I/O.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_LIMIT", "compress", "decompress"]
+__all__ = ["DEFAULT_LIMIT", "LimitExceeded", "compress", "decompress"]
 
-DEFAULT_LIMIT = 40 * 1024 * 1024
+DEFAULT_LIMIT = 40 * 1024 * 1024  # memberlist's maxDecompressedBytes; callers pass a tighter limit per input
+
+
+class LimitExceeded(ValueError):
+    """The output would grow past the caller's limit: decoding stopped at that point (an oversized input,
+    told apart from a corrupt one)."""
 
 _CLEAR = 256
 _EOF = 257
@@ -88,8 +93,10 @@ def compress(data: bytes) -> bytes:
 def decompress(data: bytes, limit: int = DEFAULT_LIMIT) -> bytes:
     """Decompress a stream written by Go's ``lzw.NewWriter(w, lzw.LSB, 8)`` (or by :func:`compress`).
 
-    Raises ``ValueError`` on an invalid code, a stream that ends before the end-of-stream code,
-    or output longer than ``limit`` bytes.
+    Raises ``ValueError`` on an invalid code or a stream that ends before the end-of-stream code, and
+    ``LimitExceeded`` (a ValueError) as soon as the output would pass ``limit`` bytes: nothing beyond the
+    limit is produced, and the dictionary (each entry is a previous output plus one byte) never holds more
+    than the output so far plus one byte per entry, so memory and time stay proportional to the limit.
     """
     if limit < 0:
         raise ValueError(f"lzw: negative output limit {limit}")
@@ -138,7 +145,7 @@ def decompress(data: bytes, limit: int = DEFAULT_LIMIT) -> bytes:
             raise ValueError(f"lzw: invalid code {code} (next free code is {hi}) at output offset {total}")
         total += len(s)
         if total > limit:
-            raise ValueError(f"lzw: decompressed data is larger than limit ({limit} bytes)")
+            raise LimitExceeded(f"lzw: decompressed data is larger than limit ({limit} bytes)")
         append(s)
         if prev is not None:
             table[hi] = prev + s[:1]

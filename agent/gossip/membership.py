@@ -29,7 +29,7 @@ from typing import Literal
 from agent.gossip import codec
 from agent.gossip.awareness import Awareness
 from agent.gossip.broadcast import BroadcastQueue
-from agent.gossip.codec import DecodeError
+from agent.gossip.codec import DecodeError, Oversized
 from agent.gossip.config import GossipConfig
 from agent.gossip.messages import (
     DELEGATE_VSN,
@@ -170,6 +170,8 @@ class Stats:
     packets_in: int = 0
     packets_out: int = 0
     decode_errors: int = 0
+    oversized: int = 0  # packets past a decode limit (decompressed size, compound parts, nesting)
+    last_oversized: str = ""  # why the latest of those was dropped (the shell logs it, rate-limited)
     wrong_node_pings: int = 0
     address_conflicts: int = 0
     refutes: int = 0
@@ -283,6 +285,10 @@ class Membership:
         self.stats.packets_in += 1
         try:
             msgs = codec.decode_packet(buf)
+        except Oversized as exc:
+            self.stats.oversized += 1
+            self.stats.last_oversized = str(exc)
+            return []
         except DecodeError:
             self.stats.decode_errors += 1
             return []
