@@ -62,7 +62,8 @@ def lzw_bomb(repeats: int) -> bytes:
 
 
 def compress_msg(payload_lzw: bytes) -> bytes:
-    return bytes([MsgType.COMPRESS]) + msgpack.packb({"Algo": 0, "Buf": payload_lzw}, use_bin_type=False)
+    body: bytes = msgpack.packb({"Algo": 0, "Buf": payload_lzw}, use_bin_type=False)
+    return bytes([MsgType.COMPRESS]) + body
 
 
 def compressed(inner: bytes) -> bytes:
@@ -177,7 +178,7 @@ class _CountingUnpacker(msgpack.Unpacker):  # type: ignore[misc]
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_CountingUnpacker]]:
     _CountingUnpacker.fed = _CountingUnpacker.calls = 0
-    monkeypatch.setattr(codec.msgpack, "Unpacker", _CountingUnpacker)
+    monkeypatch.setattr(msgpack, "Unpacker", _CountingUnpacker)  # codec looks it up per decoder
     yield _CountingUnpacker
 
 
@@ -222,6 +223,7 @@ def _decoded_bytes(msgs: Sequence[object]) -> int:
     """Bytes carried by decoded messages (their byte and string fields)."""
     total = 0
     for m in msgs:
+        assert dataclasses.is_dataclass(m) and not isinstance(m, type)
         for f in dataclasses.fields(m):
             v = getattr(m, f.name)
             if isinstance(v, (bytes, str)):
