@@ -85,7 +85,6 @@ class _Batch:
     rd: Ready
     late: list[Message]  # messages that leave only once the write is durable
     done: bool = False  # the write finished (or there was none)
-    sent: bool = False  # `late` already left (the state machine work follows a loop iteration later)
     error: BaseException | None = None
 
 
@@ -426,9 +425,10 @@ class RaftNode:
         write = self._write_for(rd)
         if write is None:
             batch.done = True
+            if not self._pipeline:
+                self._finish(core, batch)
+                return
             self._pipeline.append(batch)
-            if len(self._pipeline) == 1:
-                self._finish_writes(core)
             return
         self._pipeline.append(batch)
         assert self._loop is not None
@@ -469,18 +469,9 @@ class RaftNode:
         """Finish every batch whose write (and every earlier one) is durable, in order."""
         q = self._pipeline
         while q and q[0].done:
-            b = q[0]
+            b = q.popleft()
             if b.error is not None:
                 raise b.error  # the store is poisoned (StorageFailed): nothing more may be promised
-            if b.late and not b.sent and (b.rd.committed or b.rd.snapshot is not None):
-                # acknowledgements first: the transport writes them in the next loop iteration, before
-                # this batch's state machine work, which nobody else waits for (a follower's apply)
-                for msg in b.late:
-                    self._send(msg)
-                b.sent = True
-                self._kick()
-                return
-            q.popleft()
             self._finish(core, b)
 
     def _finish(self, core: RaftCore, b: _Batch) -> None:
@@ -489,9 +480,8 @@ class RaftNode:
             self.fsm.restore(rd.snapshot.data)
             self.last_snapshot_index = rd.snapshot.meta.index
             self._update_addresses(rd.snapshot.meta.configuration)
-        if not b.sent:
-            for msg in b.late:
-                self._send(msg)
+        for msg in b.late:
+            self._send(msg)
         for e in rd.committed:
             self._apply(e)
         for rs in rd.read_states:
