@@ -16,6 +16,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -92,6 +93,10 @@ class AgentConfig:
     autopilot_cleanup_dead_servers: bool = True  # Consul autopilot: remove dead servers when safe
     raft_snapshot_threshold: int | None = None  # None: RaftConfig's (Consul's 16384)
     raft_trailing_logs: int | None = None  # None: RaftConfig's (Consul's 10240)
+    # pyconsul extensions (Consul has them only internally, as TombstoneTTL/TombstoneTTLGranularity): how long
+    # the leader keeps a KV tombstone before it proposes a reap, and the width of the bins deletes are grouped in
+    tombstone_ttl: float = 15 * 60.0
+    tombstone_ttl_granularity: float = 30.0
     # Test-only, WRONG on purpose (the chaos checkers' self-test): ?consistent reads served locally. No flag or
     # JSON key sets it; `pyconsul agent` turns it on when <data_dir>/TEST_STALE_READS exists (agent/cli/agent.py).
     debug_stale_reads: bool = False
@@ -207,6 +212,12 @@ class AgentConfig:
             raise ConfigError("raft_snapshot_threshold: must be at least 1")
         if self.raft_trailing_logs is not None and self.raft_trailing_logs < 0:
             raise ConfigError("raft_trailing_logs: must not be negative")
+        for name in ("tombstone_ttl", "tombstone_ttl_granularity"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be a positive duration")
+        if self.tombstone_ttl_granularity > self.tombstone_ttl:
+            raise ConfigError("tombstone_ttl_granularity: must not be longer than tombstone_ttl")
         if self.raft_profile not in ("consul", "fast"):
             got = _show(self.raft_profile)
             raise ConfigError(f'performance.raft_profile: must be "consul" or "fast", got {got}')
@@ -270,7 +281,7 @@ KEYS: dict[str, Kind] = {
     "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
     "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
-    "advertise_addrs.rpc": "str",
+    "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",

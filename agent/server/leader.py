@@ -5,6 +5,11 @@ other write, so a leader that loses leadership mid-pass just fails the write and
 
 A follower's loops sleep until the Raft role or leader changes (`wait_change`): no periodic wake-ups
 on followers. The leader makes a pass at once when it takes over, then every LEADER_LOOP_INTERVAL.
+
+Tombstone reaping (Consul's TombstoneGC, state/tombstone_gc.py): the GC is enabled while this server
+leads; taking over hints the last log index (every tombstone a predecessor left), every applied delete
+that left a tombstone hints its index (`tombstones_changed`), and `tombstone_reaper` sleeps until the
+GC's next deadline -- no polling -- then proposes TombstoneReap(index) on this server only.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -22,6 +28,7 @@ from agent.raft.messages import Configuration
 from agent.server import autopilot, bootstrap
 from agent.state import commands as c
 from agent.state.results import WriteResult
+from agent.state.tombstone_gc import TombstoneGC
 
 log = logging.getLogger("agent.server")
 
@@ -57,7 +64,9 @@ class LeaderDuties:
                  members: Callable[[], list[Member]], store: Callable[[], SessionStore],
                  write: Callable[[bytes], Awaitable[WriteResult]], force_leave: Callable[[str], object] | None = None,
                  cleanup_dead_servers: bool = True, clock: Callable[[], float] = time.monotonic,
-                 wait_change: Callable[[float | None], Awaitable[None]] = _sleep) -> None:
+                 wait_change: Callable[[float | None], Awaitable[None]] = _sleep,
+                 gc: TombstoneGC | None = None, last_index: Callable[[], int] = lambda: 0,
+                 propose_local: Callable[[bytes], Awaitable[WriteResult]] | None = None) -> None:
         self.raft = raft
         self.configuration = configuration
         self.datacenter = datacenter
@@ -71,12 +80,19 @@ class LeaderDuties:
         self.wait_change = wait_change
         self._autopilot_warned = ""
         self.reconciled: dict[str, tuple[str, str, bool]] = {}  # member name -> what the catalog has
+        self.gc = gc if gc is not None else TombstoneGC()
+        self.last_index = last_index
+        self.propose_local = propose_local or write  # the reap is proposed here, never forwarded
+        self._gc_wake = asyncio.Event()  # set when the GC's next deadline may have moved earlier
+        self.reaped = 0  # reaps committed by this server (a stat for tests and operators)
 
     async def run(self) -> None:
         was_leader = False
         leader_since = 0.0
         while True:
             if not self.raft.is_leader:
+                if was_leader:
+                    self.set_gc_leader(False)
                 was_leader = False
                 await self.wait_change(None)
                 continue
@@ -84,6 +100,7 @@ class LeaderDuties:
                 self.reconciled.clear()  # a new leader re-checks everything once
                 was_leader = True
                 leader_since = self.clock()
+                self.set_gc_leader(True)
             try:
                 await self.one_pass(self.clock() - leader_since >= SERVER_STABILIZATION)
             except PyconsulError as exc:
@@ -99,6 +116,56 @@ class LeaderDuties:
         for sid in self.store().expired_sessions(now):
             log.info("session %s expired: destroying it", sid)
             await self.write(c.encode(c.SessionDestroy(sid, now=now)))
+
+    # ------------------------------------------------------------ tombstone GC
+
+    def set_gc_leader(self, leader: bool) -> None:
+        """Leadership gained: enable the GC and hint the last log index (Consul's establishLeadership),
+        so the predecessor's tombstones are reaped no earlier than ttl from now. Lost: disable it."""
+        self.gc.set_enabled(leader)
+        if leader:
+            self.gc.hint(self.last_index(), self.clock())
+        self._gc_wake.set()
+
+    def tombstones_changed(self, index: int) -> None:
+        """An applied entry at `index` left tombstones (a delete, delete-tree, txn delete or restore).
+        Synchronous; a no-op unless this server leads."""
+        if not self.gc.enabled:
+            return
+        before = self.gc.next_deadline()
+        self.gc.hint(index, self.clock())
+        if self.gc.next_deadline() < before:
+            self._gc_wake.set()
+
+    async def tombstone_reaper(self) -> None:
+        """Sleep until the GC's next deadline (or a hint that moves it), then propose the reap."""
+        while True:
+            now = self.clock()
+            deadline = self.gc.next_deadline()
+            if deadline <= now:
+                index = self.gc.expired(now)
+                if index and self.raft.is_leader:
+                    await self._reap(index)
+                continue
+            self._gc_wake.clear()
+            if deadline == math.inf:
+                await self._gc_wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(deadline - now):
+                        await self._gc_wake.wait()
+
+    async def _reap(self, index: int) -> None:
+        try:
+            await self.propose_local(c.encode(c.TombstoneReap(index)))
+        except (PyconsulError, TimeoutError) as exc:  # lost leadership: the next leader reaps them
+            log.warning("Failed to reap tombstones up to %d: %s", index, exc)
+            self.tombstones_changed(index)  # still leading (a timeout): try again a ttl later
+        else:
+            self.reaped += 1
+            log.debug("reaped tombstones up to index %d", index)
+
+    # ------------------------------------------------------------ membership
 
     def on_lan_event(self, e: MemberEvent) -> None:
         """As leader, remove a server that left (or was reaped) from the Raft configuration at once."""

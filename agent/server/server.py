@@ -36,6 +36,7 @@ from agent.server.leader import LeaderDuties
 from agent.server.rpc import RPCMethods
 from agent.state.results import StateError, WriteResult
 from agent.state.store import StateStore
+from agent.state.tombstone_gc import TombstoneGC
 
 log = logging.getLogger("agent.server")
 
@@ -97,7 +98,9 @@ class ConsulServer:
         self.rpc = RPCMethods(self)
         self.leader = LeaderDuties(raft, self.configuration, cfg.datacenter, node_id, members, lambda: self.store,
                                    self.write, force_leave, cfg.autopilot_cleanup_dead_servers,
-                                   wait_change=self.wait_raft_change)
+                                   wait_change=self.wait_raft_change,
+                                   gc=TombstoneGC(cfg.tombstone_ttl, cfg.tombstone_ttl_granularity),
+                                   last_index=self._last_index, propose_local=self.apply_local)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_known = asyncio.Event()  # set while a leader is known
         self._leader_change = asyncio.Event()  # set (and replaced) at every leader/role change
@@ -130,6 +133,7 @@ class ConsulServer:
         self._spawn(self._bootstrap_loop())
         self._spawn(self.leader.no_leader_logger())
         self._spawn(self.leader.run())
+        self._spawn(self.leader.tombstone_reaper())
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -143,10 +147,17 @@ class ConsulServer:
     # ------------------------------------------------------------ callbacks (wired by the agent)
 
     def applied(self, index: int) -> None:
-        """The FSM applied `index` (or restored a snapshot): wake blocking queries. Synchronous."""
+        """The FSM applied `index` (or restored a snapshot): wake blocking queries and, when it left
+        tombstones, hint the leader's tombstone GC. Synchronous."""
+        if "tombstones" in self.store.last_changed:
+            self.leader.tombstones_changed(index)
         if self._change_waiters:
             ev, self._applied = self._applied, asyncio.Event()
             ev.set()
+
+    def _last_index(self) -> int:
+        core = self.raft.core
+        return core.last_index if core is not None else 0
 
     def leader_changed(self, ss: SoftState) -> None:
         """Raft's soft state changed (leader or role)."""
@@ -436,6 +447,7 @@ class ConsulServer:
                 raft_last_log_index=str(core.last_index),
                 raft_num_peers=str(max(0, len(core.configuration.servers) - 1)),
             )
+        out["kv_tombstones"] = str(self.store.tombstone_count())
         return out
 
     def role(self) -> Role:

@@ -215,6 +215,10 @@ class StateStore:
     def kv_index(self, prefix: str = "", recurse: bool = True) -> int:
         return kv.kv_index(self._t, prefix, recurse)
 
+    def tombstone_count(self) -> int:
+        """How many KV tombstones are kept (the leader's GC reaps them after tombstone_ttl)."""
+        return len(self._t.tombstones)
+
     # ------------------------------------------------------------ catalog and health reads
 
     def nodes(self) -> list[dict[str, Any]]:
