@@ -63,6 +63,8 @@ from agent.raft.transport import Transport
 
 log = logging.getLogger("agent.server.raft")
 
+STOP_TIMEOUT = 30.0  # stop() waits this long for the writes already queued (a hung disk)
+
 
 class FSM(Protocol):
     """The replicated state machine as the driver sees it."""
@@ -244,7 +246,10 @@ class RaftNode:
 
         self._writer.submit(loop, self._close_storage, hs, done)
         self._writer.close()
-        await closed
+        try:
+            await asyncio.wait_for(closed, STOP_TIMEOUT)
+        except TimeoutError:  # a disk that hangs must not hang the shutdown; the writes left are not acked
+            log.warning("raft storage: writes still pending after %.0f s; not waiting for them", STOP_TIMEOUT)
 
     def _close_storage(self, hs: HardState | None) -> None:
         """Writer thread: write the last commit hint (best effort) and close the storage."""
