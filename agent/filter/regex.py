@@ -53,6 +53,7 @@ class _Group:
     flags: frozenset[str]  # RE2 flags in force when the group opened
     extra_closes: int = 0  # scoped flag groups opened for a mid-group (?flags)
     unbounded: bool = False  # contains an unbounded repetition
+    src_start: int = 0  # index of its "(" in the RE2 pattern
 
 
 @dataclass
@@ -61,7 +62,7 @@ class _Atom:
 
     kind: str  # "none" (nothing to repeat), "atom", "group", "repeat"
     unbounded_inside: bool = False
-    op_text: str = ""
+    text: str = ""  # for a group, its RE2 text; for a repeat, the operator
 
 
 @dataclass
@@ -204,7 +205,7 @@ class _Translator:
     def open_group(self, i: int) -> int:
         src = self.src
         if not src.startswith("(?", i):
-            self.groups.append(_Group(self.flags))
+            self.groups.append(_Group(self.flags, src_start=i))
             self.out.append("(")
             self.last = _Atom("none")
             return i + 1
@@ -213,7 +214,7 @@ class _Translator:
             name = src[i + 4:end] if end >= 0 else ""
             if end < 0 or not name or not all(ch.isascii() and (ch.isalnum() or ch == "_") for ch in name):
                 raise RegexError("invalid named capture", src[i:end + 1 if end >= 0 else len(src)])
-            self.groups.append(_Group(self.flags))
+            self.groups.append(_Group(self.flags, src_start=i))
             self.out.append("(")
             self.last = _Atom("none")
             return end + 1
@@ -236,7 +237,7 @@ class _Translator:
             raise RegexError("invalid or unsupported Perl syntax", src[i:j + 1])
         py_flags = _py_flags(frozenset(flags))
         if src[j] == ":":
-            self.groups.append(_Group(self.flags))
+            self.groups.append(_Group(self.flags, src_start=i))
             self.flags = frozenset(flags)
             self.out.append(f"(?{py_flags}:")
             self.last = _Atom("none")
@@ -255,7 +256,7 @@ class _Translator:
         self.out.append(")" * (group.extra_closes + 1))
         self.flags = group.flags
         self.groups[-1].unbounded |= group.unbounded
-        self.last = _Atom("group", unbounded_inside=group.unbounded)
+        self.last = _Atom("group", unbounded_inside=group.unbounded, text=self.src[group.src_start:i + 1])
 
     # -- repetition
 
@@ -264,21 +265,21 @@ class _Translator:
         if self.last.kind == "none":
             raise RegexError("missing argument to repetition operator", op)
         if self.last.kind == "repeat":
-            raise RegexError("invalid nested repetition operator", self.last.op_text + op)
+            raise RegexError("invalid nested repetition operator", self.last.text + op)
         if low > MAX_REPEAT or (high is not None and high > MAX_REPEAT):
             raise RegexError("invalid repeat count", op)
         lazy = end < len(src) and src[end] == "?"
         if lazy:
             end += 1
         if self.last.kind == "group" and self.last.unbounded_inside and (high is None or high > 1):
-            raise RegexError("nested unbounded repetition is not supported by pyconsul", src[i:end])
+            raise RegexError("nested unbounded repetition is not supported by pyconsul", self.last.text + src[i:end])
         greedy = not lazy
         if "U" in self.flags:
             greedy = not greedy
         self.out.append(op + ("" if greedy else "?"))
         if high is None:
             self.groups[-1].unbounded = True
-        self.last = _Atom("repeat", op_text=src[i:end])
+        self.last = _Atom("repeat", text=src[i:end])
         return end
 
 

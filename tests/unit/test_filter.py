@@ -332,8 +332,9 @@ def test_regex_translation(pattern: str, text: str, found: bool) -> None:
     ("a)", "unexpected ): `a)`"),
     ("\\Z", "invalid escape sequence: `\\Z`"),
     ("\\", "trailing backslash at end of expression: ``"),
-    ("(a+)+$", "nested unbounded repetition is not supported by pyconsul: `+`"),
-    ("(x+y)*", "nested unbounded repetition is not supported by pyconsul: `*`"),
+    ("(a+)+$", "nested unbounded repetition is not supported by pyconsul: `(a+)+`"),
+    ("(x+y)*", "nested unbounded repetition is not supported by pyconsul: `(x+y)*`"),
+    ("((?:a*)b){2,}?", "nested unbounded repetition is not supported by pyconsul: `((?:a*)b){2,}?`"),
     ("\\pL", "Unicode classes (\\p) are not supported by pyconsul: `\\p`"),
 ])
 def test_regex_refused(pattern: str, message: str) -> None:
@@ -440,15 +441,15 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sampled_from(TOKENS), max_size=14).map("".join) | st.text(max_size=40))
-def test_random_text_only_raises_filter_error(expression: str) -> None:
+@given(st.lists(st.sampled_from(TOKENS), max_size=14).map("".join) | st.text(max_size=40), json_values)
+def test_random_text_only_raises_filter_error(expression: str, item: Any) -> None:
     try:
         f = compile(expression)
     except FilterError as err:
         assert isinstance(err.message, str) and err.message
         assert err.position is None or 0 <= err.position <= len(expression)
         return
-    assert isinstance(f.evaluate({}), bool)
+    assert isinstance(f.evaluate(item), bool)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -499,3 +500,63 @@ def test_endpoint_schemas_refuse(path: str, expression: str, message: str) -> No
     with pytest.raises(FilterError) as info:
         compile(expression, fields=ENDPOINT_FIELDS[path])
     assert info.value.message == message
+
+
+REGEX_TOKENS = ["a", "b", ".", "*", "+", "?", "{2}", "{1,3}", "{,2}", "{2,}", "(", ")", "(?:", "(?i)", "(?-s:",
+                "(?P<n>", "(?=", "|", "^", "$", "[", "]", "[^", "-", "[:alpha:]", "\\", "\\d", "\\b", "\\z", "\\Q",
+                "\\E", "\\x{41}", "\\101", "\\1", "\\p", "é", "\n"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(REGEX_TOKENS), max_size=12).map("".join) | st.text(max_size=20), st.text(max_size=12))
+def test_random_patterns_compile_or_refuse(pattern: str, subject: str) -> None:
+    try:
+        compiled = compile_go_regex(pattern)
+    except RegexError as err:
+        assert str(err).startswith("error parsing regexp: ")
+        return
+    compiled.search(subject)  # a pattern that compiled can be run
+
+
+LEAVES = ["a == 1", "a != x", "Tags contains x", '"k" in Meta', "Meta.env is empty", "b.c is not empty",
+          "Meta.env matches `^p`", "a == true", "x not in Tags", "b.c == -2.5", "Meta.k not matches `.`"]
+Tree = Any
+trees: st.SearchStrategy[Tree] = st.recursive(
+    st.sampled_from(LEAVES).map(lambda leaf: ("leaf", leaf)),
+    lambda children: (st.tuples(st.just("not"), children)
+                      | st.tuples(st.sampled_from(["and", "or"]), children, children)),
+    max_leaves=8,
+)
+_PREC = {"or": 1, "and": 2, "not": 3, "leaf": 4}
+
+
+def render(tree: Tree, need: int = 1) -> str:
+    """Print with as few parentheses as the grammar allows (or < and < not; both binary ones right-recursive)."""
+    kind = tree[0]
+    if kind == "leaf":
+        text = tree[1]
+    elif kind == "not":
+        text = "not " + render(tree[1], 3)
+    elif kind == "and":
+        text = render(tree[1], 3) + " and " + render(tree[2], 2)
+    else:
+        text = render(tree[1], 2) + " or " + render(tree[2], 1)
+    return f"({text})" if _PREC[kind] < need else text
+
+
+def oracle(tree: Tree, item: Any) -> bool:
+    kind = tree[0]
+    if kind == "leaf":
+        return compile(tree[1]).evaluate(item)
+    if kind == "not":
+        return not oracle(tree[1], item)
+    if kind == "and":
+        return oracle(tree[1], item) and oracle(tree[2], item)
+    return oracle(tree[1], item) or oracle(tree[2], item)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trees, json_values)
+def test_composition_and_precedence(tree: Tree, item: Any) -> None:
+    """Any tree printed with minimal parentheses parses back to the same boolean function."""
+    assert compile(render(tree)).evaluate(item) == oracle(tree, item)
