@@ -39,8 +39,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from agent.filter import evaluate as _evaluation  # (the name `evaluate` stays the submodule)
 from agent.filter import grammar
-from agent.filter.evaluate import CompiledMatch, SchemaError, evaluate, match_nodes, validate
+from agent.filter.evaluate import CompiledMatch, SchemaError, match_nodes, validate
 from agent.filter.grammar import Expr, Op
 from agent.filter.peg import go_quote
 from agent.filter.regex import MAX_PATTERN_LENGTH, RegexError, compile_go_regex
@@ -85,7 +86,7 @@ class Filter:
     def evaluate(self, item: Any) -> bool:
         if self._ast is None:
             return True
-        return evaluate(self._ast, item, self._compiled)
+        return _evaluation.evaluate(self._ast, item, self._compiled)
 
     def apply(self, items: Iterable[T]) -> list[T]:
         return [item for item in items if self.evaluate(item)]
