@@ -7,6 +7,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,23 @@ def test_one_fsync_per_save_and_none_for_nothing(tmp_path: Path) -> None:
     s.save(None, None, [])
     assert s.stats()["fsyncs"] == before + 1
     s.close()
+
+
+def test_test_only_fsync_delay_stalls_every_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PYCONSUL_TEST_FSYNC_DELAY_MS (tests/integration/test_fsync_stall.py) is read at open(): each data
+    fsync then takes at least that long; a store opened without it is not slowed."""
+    monkeypatch.setenv(storage_mod.TEST_FSYNC_DELAY_ENV, "60")
+    s = RaftStorage.open(tmp_path / "slow")
+    monkeypatch.delenv(storage_mod.TEST_FSYNC_DELAY_ENV)
+    fast = RaftStorage.open(tmp_path / "fast")
+    t0 = time.monotonic()
+    s.save(HardState(1, "a", 0), None, ents(1, 3))
+    s.save(HardState(1, "a", 0), None, ents(4, 4))
+    assert time.monotonic() - t0 >= 0.12
+    fast.save(HardState(1, "a", 0), None, ents(1, 3))  # just works; no upper bound on a loaded machine
+    s.close()
+    fast.close()
+    assert RaftStorage.open(tmp_path / "slow").initial_state()[2] == ents(1, 4)
 
 
 def test_hard_state_alone_survives(tmp_path: Path) -> None:
