@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 from agent.config import AgentConfig
 from agent.errors import BadRequest, CommandRejected, Internal, LeadershipLost, NoLeader, NotLeader
 from agent.gossip.serf import Member, MemberEvent, MemberStatus
-from agent.raft.messages import Configuration, Role, Server, SoftState
+from agent.raft.messages import Configuration, Role, Server, SoftState, Suffrage
 from agent.raft.node import RaftNode
 from agent.raft.transport import Transport
 from agent.server import bootstrap, queries
@@ -322,7 +323,7 @@ class ConsulServer:
                 if not addr:
                     raise NoLeader()
                 return await self.forward.read(addr, name, args, mode, index, wait, to_leader=True,
-                                               last_contact_ms=int(raft.ms_since_leader_contact()))
+                                               last_contact_ms=last_contact_ms(raft.ms_since_leader_contact()))
         if index:
             await self.wait_for_change(index, name, args, wait)
         if mode != "stale" and (mode == "consistent" or not raft.lease_ok()):
@@ -334,7 +335,7 @@ class ConsulServer:
 
     def _meta(self, index: int) -> ReadMeta:
         raft = self.raft
-        contact = 0 if raft.is_leader else int(raft.ms_since_leader_contact())
+        contact = 0 if raft.is_leader else last_contact_ms(raft.ms_since_leader_contact())
         return ReadMeta(index, bool(raft.leader_id), contact)
 
     async def wait_for_change(self, index: int, name: str, args: dict[str, Any], wait: float) -> None:
@@ -406,12 +407,37 @@ class ConsulServer:
     def remove_peer(self, server_id: str = "", address: str = "") -> None:
         if not self.raft.is_leader:
             raise NotLeader(self.raft.leader_id)
-        for s in self.configuration().servers:
+        conf = self.configuration()
+        for s in conf.servers:
             if (server_id and s.id == server_id) or (address and s.address == address):
+                self._check_removal_keeps_quorum(conf, s.id)
                 self.raft.change_config(remove=s.id)
                 return
         # Consul answers this with a 500, not a 404
         raise Internal(f"address {address or server_id!r} was not found in the Raft configuration")
+
+    def _check_removal_keeps_quorum(self, conf: Configuration, server_id: str) -> None:
+        """Refuse a removal that would leave no voter (hashicorp/raft's checkConfiguration, which is what
+        makes Consul refuse removing the last server) or fewer reachable voters than a quorum of those
+        left (the leader and every voter heard from within an election timeout): such a configuration can
+        never commit again, and the agent would stay leaderless for good."""
+        remaining = [s for s in conf.servers if s.id != server_id]
+        voters = [s for s in remaining if s.suffrage == Suffrage.VOTER]
+        if not voters:
+            servers = " ".join(f"{{{'Voter' if s.suffrage == Suffrage.VOTER else 'Nonvoter'} {s.id} {s.address}}}"
+                               for s in remaining)
+            raise Internal(f"Need at least one voter in configuration: {{[{servers}]}}")
+        core = self.raft.core
+        if core is None:
+            return
+        now = asyncio.get_running_loop().time()
+        window = self.cfg.raft_config().election_timeout
+        peers = core.status()["peers"]
+        reachable = sum(1 for s in voters if s.id == self.node_id
+                        or (s.id in peers and peers[s.id]["last_contact"] >= now - window))
+        if reachable < len(voters) // 2 + 1:
+            raise Internal(f"Removing server {server_id} would leave {len(voters)} voters of which only "
+                           f"{reachable} are reachable, less than a quorum; refusing")
 
     async def leave(self) -> None:
         """A leaving server hands leadership over and asks to be removed from Raft."""
@@ -452,6 +478,19 @@ class ConsulServer:
 
     def role(self) -> Role:
         return self.raft.core.role if self.raft.core is not None else Role.FOLLOWER
+
+
+# Consul reports time.Since(raft.LastContact()): with no contact ever that is Go's largest Duration
+# (2**63 - 1 ns, time.Since saturates), i.e. this many milliseconds.
+MAX_LAST_CONTACT_MS = (2**63 - 1) // 1_000_000
+
+
+def last_contact_ms(ms: float) -> int:
+    """X-Consul-LastContact as an integer: never negative, and Consul's saturated value when this
+    server never heard from a leader (infinite, NaN or beyond Go's Duration)."""
+    if not math.isfinite(ms) or ms >= MAX_LAST_CONTACT_MS:
+        return MAX_LAST_CONTACT_MS
+    return max(0, int(ms))
 
 
 def server_from_member(m: Member, dc: str) -> Server | None:
