@@ -115,7 +115,9 @@ def test_test_only_fsync_delay_stalls_every_save(tmp_path: Path, monkeypatch: py
     fast.save(HardState(1, "a", 0), None, ents(1, 3))  # just works; no upper bound on a loaded machine
     s.close()
     fast.close()
-    assert RaftStorage.open(tmp_path / "slow").initial_state()[2] == ents(1, 4)
+    again = RaftStorage.open(tmp_path / "slow")
+    assert again.initial_state()[2] == ents(1, 4)
+    again.close()
 
 
 def test_hard_state_alone_survives(tmp_path: Path) -> None:
