@@ -8,6 +8,14 @@ Timing is deadline-driven: one `loop.call_at` timer sits at the core's `next_dea
 call ends in `_perform`, which moves that timer (a packet can bring a deadline forward) and re-checks
 whatever the shell waits for (leave broadcasts); a query's caller waits on the core's QueryComplete.
 An idle pool therefore wakes only when the core has something to do, never on a polling period.
+
+Bounds and supervision: an inbound stream is decoded incrementally (each byte parsed once) with a
+total byte cap and decompression cap (codec.StreamDecoder), all of it -- reading and replying --
+within `tcp_timeout`; at most MAX_INBOUND_STREAMS are served at once (more are closed at once and
+counted). Inputs past a limit are dropped, counted (`dropped_oversized`) and logged at debug level
+at most once per DROP_LOG_INTERVAL. A background task that fails is logged with its traceback and
+counted (`task_failures`); a failure of the deadline timer's tick (the core's loop) marks the pool
+failed and calls `on_failed`, which the agent uses to stop (as for a failed Raft loop).
 """
 
 from __future__ import annotations
@@ -18,12 +26,12 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.gossip import codec
-from agent.gossip.codec import DecodeError, NeedMore
+from agent.gossip.codec import DecodeError, NeedMore, Oversized
 from agent.gossip.config import GossipConfig
 from agent.gossip.keyring import (
     ENCRYPT_OVERHEAD,
@@ -50,8 +58,14 @@ from agent.gossip.serf import (
 )
 
 ENCRYPTION_VERSION = 1  # memberlist protocol >= 2 encrypts without padding
-MAX_STREAM_BYTES = codec.MAX_PUSH_STATE_BYTES + 1024
+MAX_STREAM_BYTES = codec.MAX_STREAM_BYTES
 READ_CHUNK = 65536
+# Streams served at once per pool. A push/pull from each member arrives about once per push/pull
+# interval (30 s on a LAN, scaled up with size), so legitimate concurrency is a handful even while many
+# nodes join; memberlist allows 128 pending push/pulls per Go process, we allow fewer because each one
+# may buffer up to MAX_STREAM_BYTES here (32 x 20 MiB bounds what trickling peers can make us hold).
+MAX_INBOUND_STREAMS = 32
+DROP_LOG_INTERVAL = 10.0  # seconds between debug logs about dropped oversized input / rejected streams
 KEY_QUERIES = ("install-key", "use-key", "remove-key", "list-keys")
 
 
@@ -65,6 +79,9 @@ class PoolCounters:
     stream_errors: int = 0
     stream_decrypt_failed: int = 0
     stream_unencrypted_rejected: int = 0
+    stream_oversized: int = 0  # stream messages past the byte or decompression cap
+    streams_rejected: int = 0  # inbound connections closed at once: MAX_INBOUND_STREAMS were being served
+    task_failures: int = 0  # background tasks that ended with an exception (logged with the traceback)
     push_pull_ok: int = 0
     push_pull_failed: int = 0
     packet_errors: int = 0  # the core raised on a packet (a bug; logged)
@@ -106,6 +123,7 @@ class Pool:
         serf_config: SerfConfig | None = None,
         on_event: Callable[[SerfEffect], None] | None = None,
         on_keyring_change: Callable[[], None] | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.label = label
@@ -120,6 +138,8 @@ class Pool:
         self.serf_config = serf_config or SerfConfig()
         self.on_event = on_event
         self.on_keyring_change = on_keyring_change
+        self.on_failed = on_failed  # told once when the core's timer fails: the pool cannot go on
+        self.failed: BaseException | None = None
         self.rng = rng or random.Random()
         self.log = logging.getLogger(logger or f"agent.serf.{label}")
         self.counters = PoolCounters()
@@ -132,6 +152,9 @@ class Pool:
         self._waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
         self._queries: dict[tuple[int, int], asyncio.Event] = {}
         self._stopped = False
+        self._inbound = 0  # inbound streams being served
+        self._drop_logged_at = float("-inf")
+        self._drops_unlogged = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -186,14 +209,27 @@ class Pool:
         self.counters.timer_wakeups += 1
         try:
             self._perform(self.core.tick(self._now()))
-        except Exception:  # a bug in the core must not kill the pool
-            self.log.exception("gossip tick failed")
-            self._arm_timer()
+        except Exception as exc:  # the core's loop is broken: never carry on silently
+            self._fail("gossip timer (core tick)", exc)
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        """The pool cannot go on (its core's timer failed): log the traceback, stop the timer, tell the
+        owner once (the agent stops)."""
+        self.counters.task_failures += 1
+        if self.failed is not None:
+            return
+        self.failed = exc
+        self.log.error("serf: %s failed; the %s pool stops", what, self.label, exc_info=exc)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.on_failed is not None:
+            self.on_failed(exc)
 
     def _arm_timer(self) -> None:
         """Put the timer at the core's next deadline (at least 1 ms ahead, so a deadline the core
         failed to move can never spin the loop)."""
-        if self._stopped or self.serf is None:
+        if self._stopped or self.serf is None or self.failed is not None:
             return
         loop = asyncio.get_running_loop()
         when = max(self.serf.next_deadline(), loop.time() + 0.001)
@@ -209,10 +245,31 @@ class Pool:
             if not event.is_set() and cond():
                 event.set()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background task of this pool, supervised: it is cancelled by stop(), and if it ends
+        with an exception that is logged with its traceback and counted (never lost silently)."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"serf-{self.label}-{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.counters.task_failures += 1
+            self.log.error("serf: background task %s failed", task.get_name(), exc_info=exc)
+
+    def _log_drop(self, reason: str, src: tuple[Any, ...]) -> None:
+        """Debug-log a dropped input, at most once per DROP_LOG_INTERVAL (a flood costs no log I/O)."""
+        now = self._now()
+        if now - self._drop_logged_at < DROP_LOG_INTERVAL:
+            self._drops_unlogged += 1
+            return
+        more, self._drops_unlogged, self._drop_logged_at = self._drops_unlogged, 0, now
+        self.log.debug("memberlist: dropped input from %s:%s: %s (%d more dropped since the last report)",
+                       src[0], src[1], reason, more)
 
     # ------------------------------------------------------------ effects
 
@@ -230,11 +287,11 @@ class Pool:
             if isinstance(e, SendPacket):
                 self._send_packet(e.addr, e.data)
             elif isinstance(e, PushPullWith):
-                self._spawn(self._push_pull_quiet(e.addr, e.join))
+                self._spawn(self._push_pull_quiet(e.addr, e.join), "push-pull")
             elif isinstance(e, TcpPing):
-                self._spawn(self._tcp_ping(e))
+                self._spawn(self._tcp_ping(e), "tcp-ping")
             elif isinstance(e, JoinAttempt):
-                self._spawn(self._reconnect(e.addrs))
+                self._spawn(self._reconnect(e.addrs), "reconnect")
             elif isinstance(e, QueryReceived):
                 self._answer_internal_query(e.query)
             elif isinstance(e, QueryComplete):
@@ -283,11 +340,15 @@ class Pool:
                         self.counters.udp_decrypt_failed += 1
                     self.log.warning("memberlist: Decrypt packet failed: %s from=%s:%d", exc, *src)
                     return
+        ml = self.serf.memberlist_stats()
+        oversized = ml.oversized
         try:
             self._perform(self.serf.handle_packet(data, src, self._now()))
         except Exception:
             self.counters.packet_errors += 1
             self.log.exception("memberlist: error handling packet from %s:%d", *src)
+        if ml.oversized != oversized:
+            self._log_drop(ml.last_oversized, src)
 
     # ------------------------------------------------------------ streams
 
@@ -302,6 +363,14 @@ class Pool:
         return header + encrypt(ENCRYPTION_VERSION, self.keyring.primary(), plain, header)
 
     async def _read_stream(self, reader: asyncio.StreamReader) -> Message | PushPull:
+        """One stream message (the caller bounds the time); Oversized input is counted here."""
+        try:
+            return await self._read_stream_message(reader)
+        except Oversized:
+            self.counters.stream_oversized += 1
+            raise
+
+    async def _read_stream_message(self, reader: asyncio.StreamReader) -> Message | PushPull:
         first = await reader.readexactly(1)
         if first[0] == MsgType.ENCRYPT:
             if self.keyring is None:
@@ -309,7 +378,7 @@ class Pool:
             size_raw = await reader.readexactly(4)
             (size,) = struct.unpack(">I", size_raw)
             if size > MAX_STREAM_BYTES:
-                raise DecodeError(f"remote node state is larger than limit ({size})")
+                raise Oversized(f"remote node state is larger than limit ({size})")
             cipher = await reader.readexactly(size)
             try:
                 plain = decrypt(self.keyring.keys(), cipher, first + size_raw)
@@ -324,24 +393,46 @@ class Pool:
         if self.keyring is not None and self.verify_incoming:
             self.counters.stream_unencrypted_rejected += 1
             raise DecodeError("encryption is configured but remote state is not encrypted")
-        buf = bytearray(first)
-        while True:
-            try:
-                _, msg = codec.parse_stream(bytes(buf))
-                return msg
-            except NeedMore:
-                pass
+        decoder = codec.StreamDecoder(max_bytes=MAX_STREAM_BYTES)  # parses each byte once, as it arrives
+        got = decoder.feed(first)
+        while got is None:
             chunk = await reader.read(READ_CHUNK)
             if not chunk:
                 raise DecodeError("stream closed mid-message")
-            buf += chunk
-            if len(buf) > MAX_STREAM_BYTES:
-                raise DecodeError("stream message too large")
+            got = decoder.feed(chunk)
+        return got
 
     async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        if self._inbound >= MAX_INBOUND_STREAMS or self._stopped:
+            self.counters.streams_rejected += 1
+            writer.transport.abort()
+            self._log_drop(f"stream refused: {MAX_INBOUND_STREAMS} streams are being served", peer)
+            return
+        self._inbound += 1
+        clean = False
         try:
-            msg = await asyncio.wait_for(self._read_stream(reader), self.gossip.tcp_timeout)
+            async with asyncio.timeout(self.gossip.tcp_timeout):  # reading and replying, all of it
+                clean = await self._serve_stream(reader, writer, peer)
+        except TimeoutError:
+            self.counters.stream_errors += 1
+            self.log.debug("memberlist: stream from %s:%s timed out after %gs", peer[0], peer[1],
+                           self.gossip.tcp_timeout)
+        finally:
+            self._inbound -= 1
+            if clean:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+            else:
+                writer.transport.abort()  # a peer that stopped reading cannot hold us in close()
+
+    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            peer: tuple[Any, ...]) -> bool:
+        """Read one message and act on it; True if the connection may be closed gracefully (everything
+        written was drained), False if it must be aborted."""
+        try:
+            msg = await self._read_stream(reader)
             if isinstance(msg, PushPull):
                 reply = self.core.local_push_pull(msg.join)
                 writer.write(self._seal_stream(codec.encode_push_pull(reply)))
@@ -359,9 +450,11 @@ class Pool:
                 raise DecodeError(f"unexpected stream message {type(msg).__name__}")
         except Exception as exc:
             self.counters.stream_errors += 1
-            if isinstance(exc, DecodeError):
+            if isinstance(exc, Oversized):
+                self._log_drop(str(exc), peer)
+            elif isinstance(exc, DecodeError):
                 self.log.warning("memberlist: failed to receive: %s from=%s:%s", exc, peer[0], peer[1])
-            elif isinstance(exc, (TimeoutError, asyncio.IncompleteReadError, OSError)):
+            elif isinstance(exc, (asyncio.IncompleteReadError, OSError)):
                 self.log.debug("memberlist: stream from %s failed: %s", peer, exc)
             else:
                 self.log.exception("memberlist: error handling stream from %s", peer)
@@ -369,10 +462,9 @@ class Pool:
                 with contextlib.suppress(Exception):
                     writer.write(self._seal_stream(codec.encode(ErrResp(str(exc)))))
                     await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                    return True
+            return False
+        return True
 
     async def push_pull(self, addr: Addr, join: bool) -> None:
         """One push/pull exchange with addr (SWIM anti-entropy, and how joins work)."""
@@ -585,8 +677,10 @@ class Pool:
             "dropped_decrypt_failed": str(c.udp_decrypt_failed + c.stream_decrypt_failed),
             "dropped_unencrypted": str(c.udp_unencrypted_rejected + c.stream_unencrypted_rejected),
             "dropped_wrong_node": str(ml.wrong_node_pings),
-            "dropped_oversized": str(c.udp_oversized),
+            "dropped_oversized": str(c.udp_oversized + ml.oversized + c.stream_oversized),
+            "streams_rejected": str(c.streams_rejected),
             "stream_errors": str(c.stream_errors),
+            "task_failures": str(c.task_failures),
             "address_conflicts": str(ml.address_conflicts),
             "refutes": str(ml.refutes),
         }

@@ -5,16 +5,24 @@ does (decryption and its counters, waking on deadlines and on core calls, waitin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
+import msgpack
 import pytest
 
 from agent.gossip import codec
+from agent.gossip import pool as pool_mod
 from agent.gossip.config import GossipConfig
 from agent.gossip.keyring import Keyring, encrypt
-from agent.gossip.messages import Ping
+from agent.gossip.membership import TcpPing
+from agent.gossip.messages import MsgType, NodeState, Ping, PushNodeState, PushPull
 from agent.gossip.pool import Pool
 from tests.harness import new_block
 
@@ -119,5 +127,177 @@ def test_leave_waits_for_its_broadcasts_without_polling() -> None:
             assert b.core.intent_broadcast_done() and b.core.leave_done()
             await until(lambda: any(m.name == "b" and str(m.status) == "left" for m in a.members()), 10,
                         "a to see b left")
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- bounds (issue 11 item 4)
+
+
+def _big_push_pull_prefix(n_nodes: int) -> tuple[bytes, bytes]:
+    """A push/pull announcing n_nodes + 1 nodes: (n_nodes nodes' worth of bytes, the last node's bytes)."""
+    vsn = (1, 5, 2, 2, 5, 4)
+    node = codec.encode_push_pull(PushPull(False, (
+        PushNodeState("trickled", codec.ip_to_bytes("127.0.0.1"), 8301, b"\xff" + b"m" * 450, 1, NodeState.ALIVE,
+                      vsn),), b""))
+    one = codec.encode_push_pull(PushPull(False, (), b""))  # type byte + header only
+    last = node[len(one):]
+    header = bytes([MsgType.PUSH_PULL]) + msgpack.packb({"Nodes": n_nodes + 1, "UserStateLen": 0, "Join": False})
+    body = b"".join(
+        msgpack.packb({"Name": f"node-{i}", "Addr": codec.ip_to_bytes("127.0.0.1"), "Port": 8301, "Meta": None,
+                       "Incarnation": 1, "State": 0, "Vsn": bytes(vsn)}, use_bin_type=False)
+        for i in range(n_nodes))
+    return header + body, last
+
+
+def test_trickled_streams_cost_little_cpu() -> None:
+    """Three clients each send 20,000 nodes of a push/pull at once and then the last node one byte per
+    10 ms for 3 s. Re-parsing the buffer from the start on every read (as before) made that ~100 % of a
+    core; parsed once, incrementally, it is a few percent. CPU time of this process, generous ceiling."""
+    ip = f"{new_block()}.1"
+    prefix, last = _big_push_pull_prefix(20_000)
+    trickle = last[:300]  # ~3 s at 10 ms a byte, never the whole message
+    assert len(last) > len(trickle)
+
+    async def client(n: int) -> None:
+        _, w = await asyncio.open_connection(ip, 8301)
+        w.write(prefix)
+        await w.drain()
+        for i in range(len(trickle)):
+            w.write(trickle[i : i + 1])
+            await w.drain()
+            await asyncio.sleep(0.01)
+        w.close()
+
+    async def main() -> None:
+        gossip = dataclasses.replace(GossipConfig.local(), tcp_timeout=60.0)
+        async with pool(ip, "srv", gossip=gossip) as p:
+            cpu0 = time.process_time()
+            t0 = time.monotonic()
+            await asyncio.gather(*(client(i) for i in range(3)))
+            cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+            assert wall > 2.9 and p.counters.push_pull_ok == 0
+            assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s for three trickled streams"
+
+    asyncio.run(main())
+
+
+def test_stream_deadline_and_concurrency_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that never completes is cut at tcp_timeout; while MAX_INBOUND_STREAMS are being
+    served another connection is closed at once and counted (streams_rejected)."""
+    monkeypatch.setattr(pool_mod, "MAX_INBOUND_STREAMS", 3)
+    ip = f"{new_block()}.1"
+
+    async def main() -> None:
+        async with pool(ip, "srv") as p:  # local(): tcp_timeout 1 s
+            loop = asyncio.get_running_loop()
+            held = [await asyncio.open_connection(ip, 8301) for _ in range(3)]
+            for _, w in held:
+                w.write(bytes([MsgType.PUSH_PULL]))
+                await w.drain()
+            await until(lambda: p._inbound == 3, 5, "three streams being served")
+            r, w = await asyncio.open_connection(ip, 8301)
+            t0 = loop.time()
+            assert await asyncio.wait_for(r.read(), 0.9) == b"", "the fourth connection is closed at once"
+            assert loop.time() - t0 < 0.9
+            assert p.stats()["streams_rejected"] == "1"
+            w.close()
+            for hr, hw in held:  # each is cut at its deadline
+                with contextlib.suppress(ConnectionError):
+                    assert await asyncio.wait_for(hr.read(), 10) == b""
+                hw.close()
+            await until(lambda: p._inbound == 0, 5, "the held streams to end")
+            assert p.counters.stream_errors >= 3
+
+    asyncio.run(main())
+
+
+def _lzw_bomb(repeats: int) -> bytes:
+    """A compress message whose LZW stream fills the table with runs of zeros, then repeats the longest
+    (3,839 bytes per 12-bit code)."""
+    acc = nbits = 0
+    width, hi = 9, 257
+    for code in [0, *range(258, 4096), *([4095] * repeats), 257]:
+        acc |= code << nbits
+        nbits += width
+        hi += 1
+        if hi >= 1 << width:
+            hi, width = (hi - 1, width) if width == 12 else (hi, width + 1)
+    body: bytes = msgpack.packb({"Algo": 0, "Buf": acc.to_bytes((nbits + 7) // 8, "little")}, use_bin_type=False)
+    return bytes([MsgType.COMPRESS]) + body
+
+
+def test_oversized_udp_and_stream_inputs_are_dropped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    ip = f"{new_block()}.1"
+    bomb = _lzw_bomb(1000)  # 6 KB -> ~11 MiB: over the UDP cap
+    stream_bomb = _lzw_bomb(6000)  # 10 KB -> ~30 MiB: over the stream cap
+
+    async def main() -> None:
+        async with pool(ip, "srv") as p:
+            caplog.set_level(logging.DEBUG, logger="agent.serf.lan")
+            for _ in range(3):
+                send_udp(bomb, (ip, 8301))
+            await until(lambda: p.stats()["dropped_oversized"] == "3", 5, "three bombs counted")
+            assert p.stats()["dropped_malformed"] == "0"
+            r, w = await asyncio.open_connection(ip, 8301)
+            w.write(stream_bomb)
+            await w.drain()
+            reply = await asyncio.wait_for(r.read(), 5)
+            assert b"larger than limit" in reply, "the peer is told why (memberlist's ErrResp)"
+            w.close()
+            await until(lambda: p.stats()["dropped_oversized"] == "4", 5, "the stream bomb counted")
+            drops = [r for r in caplog.records if "dropped input" in r.getMessage()]
+            assert len(drops) == 1 and drops[0].levelno == logging.DEBUG, "rate-limited: one log line"
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- supervision (issue 11 item 1)
+
+
+def test_a_failed_background_task_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    ip = f"{new_block()}.1"
+
+    async def main() -> None:
+        async with pool(ip, "srv") as p:
+            def broken(seq: int, ok: bool, now: float) -> list[Any]:
+                raise RuntimeError("tcp ping result bug")
+
+            p.core.tcp_ping_result = broken  # type: ignore[method-assign]
+            loop = asyncio.get_running_loop()
+            p._perform([TcpPing((ip, 9), "nobody", 1, b"", loop.time() + 0.2)])
+            await until(lambda: p.stats()["task_failures"] == "1", 5, "the failed task to be counted")
+            (rec,) = [r for r in caplog.records if "background task" in r.getMessage()]
+            assert rec.levelno == logging.ERROR and rec.exc_info is not None
+            assert "serf-lan-tcp-ping" in rec.getMessage()
+            assert p.failed is None, "a failed side task does not fail the pool"
+
+    asyncio.run(main())
+
+
+def test_a_failed_timer_fails_the_pool_and_stops_the_agent(caplog: pytest.LogCaptureFixture) -> None:
+    """The core's tick raising used to be logged and the timer re-armed forever; now the pool is failed,
+    its timer stops, and the agent (wired through on_failed) stops with a fatal reason (exit 1)."""
+    from agent.agent import Agent
+    from agent.config import AgentConfig
+
+    ip = f"{new_block()}.1"
+
+    async def main() -> None:
+        agent = Agent(AgentConfig(bind_addr=ip))
+        p = await agent._start_pool("lan", "agent.client.serf.lan", "n1", 8301, ip, None, 60.0)
+        try:
+            def broken(now: float) -> list[Any]:
+                raise RuntimeError("tick bug")
+
+            p.core.tick = broken  # type: ignore[method-assign]
+            await asyncio.wait_for(agent.stopped.wait(), 10)
+            assert agent.fatal == "LAN gossip stopped: RuntimeError: tick bug"
+            assert isinstance(p.failed, RuntimeError) and p._timer is None
+            assert p.stats()["task_failures"] == "1"
+            (rec,) = [r for r in caplog.records if "gossip timer" in r.getMessage()]
+            assert rec.exc_info is not None, "logged with its traceback"
+        finally:
+            await p.stop()
 
     asyncio.run(main())
