@@ -84,6 +84,7 @@ class Agent:
             keyring=keyring, verify_incoming=cfg.encrypt_verify_incoming,
             verify_outgoing=cfg.encrypt_verify_outgoing, serf_config=SerfConfig(reconnect_timeout=reconnect_timeout),
             on_event=lambda e: self._on_event(label, e), on_keyring_change=self._save_keyrings,
+            on_failed=lambda exc: self._pool_failed(label, exc),
         )
         try:
             await pool.start()
@@ -191,6 +192,12 @@ class Agent:
     def _raft_failed(self, exc: BaseException) -> None:
         """The Raft loop stopped (a failed disk write, a bug): this server cannot go on; stop the agent."""
         self.fatal = f"Raft stopped: {type(exc).__name__}: {exc}"
+        log.error("%s; shutting down", self.fatal)
+        self.stopped.set()
+
+    def _pool_failed(self, label: str, exc: BaseException) -> None:
+        """A gossip pool's timer (its core's loop) failed: membership would silently freeze; stop the agent."""
+        self.fatal = f"{label.upper()} gossip stopped: {type(exc).__name__}: {exc}"
         log.error("%s; shutting down", self.fatal)
         self.stopped.set()
 
