@@ -384,14 +384,14 @@ class RaftNode:
         core.tick(now)
         while core.has_ready():
             self._drain(core)
+        # Re-arm only for an earlier deadline: a follower's election deadline moves later on every
+        # AppendEntries, and a timer that fires early costs one pass (which re-arms), not one per message.
         deadline = core.next_deadline()
-        if deadline != self._timer_at:
+        if deadline < self._timer_at and self._loop is not None:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = None
-            if deadline < float("inf") and self._loop is not None:
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, float("inf")
