@@ -295,3 +295,23 @@ def test_fuzz_seeds_cover_the_bomb() -> None:
     """The fuzz starts from a bomb that must be refused, or it would not exercise the cap."""
     with pytest.raises(Oversized):
         codec.decode_packet(_SEEDS[-1])
+
+
+def test_readme_gossip_limits_match_the_code() -> None:
+    from pathlib import Path
+
+    from agent.gossip import pool
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("| Gossip")}
+    assert rows["Gossip UDP packet: bytes decompressed (all its compress messages) / compound parts / nesting"] == (
+        f"{codec.UDP_MAX_DECOMPRESSED // 1024} KiB / {codec.MAX_PACKET_MESSAGES} / {codec.MAX_NESTING}")
+    mib = 1024 * 1024
+    assert pool.MAX_STREAM_BYTES == codec.MAX_STREAM_BYTES == 20 * mib + 1024
+    assert rows["Gossip stream message (push/pull): bytes received / bytes decompressed"] == (
+        f"20 MiB + 1 KiB / {codec.STREAM_MAX_DECOMPRESSED // mib} MiB")
+    lan, wan = GossipConfig.lan().tcp_timeout, GossipConfig.wan().tcp_timeout
+    assert rows["Gossip streams served at once per pool / time to read and answer one"] == (
+        f"{pool.MAX_INBOUND_STREAMS} / `tcp_timeout` ({lan:g} s LAN, {wan:g} s WAN)")
