@@ -3,6 +3,10 @@ serfHealth check, destroy expired sessions, and keep the Raft configuration in l
 (autopilot.py decides; one configuration change per pass). Every change goes through Raft like any
 other write, so a leader that loses leadership mid-pass just fails the write and stops.
 
+A new leader first establishes its leadership (`establish`, Consul's establishLeadership + reconcile):
+it registers itself and every alive server in the catalog, and only then does ConsulServer.apply_local
+let writes in, so a session created right after the first acknowledged write finds its node.
+
 A follower's loops sleep until the Raft role or leader changes (`wait_change`): no periodic wake-ups
 on followers. The leader makes a pass at once when it takes over, then every LEADER_LOOP_INTERVAL.
 
@@ -85,10 +89,22 @@ class LeaderDuties:
         self.propose_local = propose_local or write  # the reap is proposed here, never forwarded
         self._gc_wake = asyncio.Event()  # set when the GC's next deadline may have moved earlier
         self.reaped = 0  # reaps committed by this server (a stat for tests and operators)
+        # Establishing leadership: the catalog has this server and every alive server of the datacenter
+        # before the leader takes writes (ConsulServer.apply_local waits for `established`). `generation`
+        # moves at every Raft role/leader change (`leadership_changed`, synchronous), so a leader that lost
+        # and regained leadership between two looks of `run` establishes again.
+        self.established = asyncio.Event()
+        self.generation = 0
+
+    def leadership_changed(self) -> None:
+        """The Raft role or leader changed (synchronous): writes wait until `run` establishes again."""
+        self.generation += 1
+        self.established.clear()
 
     async def run(self) -> None:
         was_leader = False
         leader_since = 0.0
+        established_gen = -1
         while True:
             if not self.raft.is_leader:
                 if was_leader:
@@ -96,18 +112,36 @@ class LeaderDuties:
                 was_leader = False
                 await self.wait_change(None)
                 continue
-            if not was_leader:
+            if not was_leader or established_gen != self.generation:
                 self.reconciled.clear()  # a new leader re-checks everything once
                 was_leader = True
                 leader_since = self.clock()
                 self.set_gc_leader(True)
+                established_gen = self.generation
             try:
+                if not self.established.is_set():
+                    await self.establish(established_gen)
                 await self.one_pass(self.clock() - leader_since >= SERVER_STABILIZATION)
             except PyconsulError as exc:
                 log.debug("leader loop: %s", exc)
             except TimeoutError:  # a write that did not commit in time (a lost quorum): next pass
                 log.warning("leader loop: a write timed out; retrying on the next pass")
             await self.wait_change(LEADER_LOOP_INTERVAL)
+
+    async def establish(self, generation: int) -> None:
+        """Consul's establishLeadership + the servers' part of its first reconcile: register this server
+        and every alive server of the datacenter (node, address, service consul, serfHealth passing), then
+        let writes in. A registration that fails does not hold writes back: they wait at most
+        RPC_HOLD_TIMEOUT anyway, and the next pass retries it."""
+        try:
+            mine = [m for m in self.members() if m.status == MemberStatus.ALIVE and m.tags.get("role") == "consul"
+                    and m.tags.get("dc", self.datacenter) == self.datacenter]
+            mine.sort(key=lambda m: m.tags.get("id") != self.node_id)  # this server first
+            for m in mine:
+                await self._register(m)
+        finally:
+            if generation == self.generation and self.raft.is_leader:
+                self.established.set()
 
     async def one_pass(self, stable: bool) -> None:
         self.autopilot(stable)
@@ -217,30 +251,35 @@ class LeaderDuties:
             if m.tags.get("dc", self.datacenter) != self.datacenter:
                 continue
             if m.status in (MemberStatus.ALIVE, MemberStatus.FAILED):
-                health = "passing" if m.status == MemberStatus.ALIVE else "critical"
-                is_server = m.tags.get("role") == "consul"
-                key = (m.addr, health, is_server)
-                if done.get(m.name) == key:
-                    continue
-                service = c.ServiceDef("consul", "consul", (), "", {}, int(m.tags.get("port", "8300"))) \
-                    if is_server else None
-                output = "Agent alive and reachable" if health == "passing" else "Agent not live or unreachable"
-                check = c.CheckDef("serfHealth", "Serf Health Status", health, m.name, "", "", output)
-                cmd = c.Register(m.name, m.addr, m.tags.get("id", ""), self.datacenter,
-                                 {"lan": m.addr, "wan": m.addr}, {"consul-network-segment": ""}, service, (check,),
-                                 now=time.time())
-                try:
-                    await self.write(c.encode(cmd))
-                except CommandRejected as exc:  # e.g. a node name taken by another ID: retried next pass
-                    log.debug("reconcile of %s rejected: %s", m.name, exc)
-                else:
-                    done[m.name] = key
+                await self._register(m)
             elif m.status == MemberStatus.LEFT and m.name in done:
                 await self.write(c.encode(c.Deregister(m.name, now=time.time())))
                 done.pop(m.name, None)
         for name in [n for n in done if n not in members]:  # reaped
             await self.write(c.encode(c.Deregister(name, now=time.time())))
             done.pop(name, None)
+
+    async def _register(self, m: Member) -> None:
+        """Register an alive or failed LAN member with its serfHealth check, unless the catalog already
+        has it so (`reconciled`); a rejected registration is retried on the next pass."""
+        health = "passing" if m.status == MemberStatus.ALIVE else "critical"
+        is_server = m.tags.get("role") == "consul"
+        key = (m.addr, health, is_server)
+        if self.reconciled.get(m.name) == key:
+            return
+        service = c.ServiceDef("consul", "consul", (), "", {}, int(m.tags.get("port", "8300"))) \
+            if is_server else None
+        output = "Agent alive and reachable" if health == "passing" else "Agent not live or unreachable"
+        check = c.CheckDef("serfHealth", "Serf Health Status", health, m.name, "", "", output)
+        cmd = c.Register(m.name, m.addr, m.tags.get("id", ""), self.datacenter,
+                         {"lan": m.addr, "wan": m.addr}, {"consul-network-segment": ""}, service, (check,),
+                         now=time.time())
+        try:
+            await self.write(c.encode(cmd))
+        except CommandRejected as exc:  # e.g. a node name taken by another ID: retried next pass
+            log.debug("reconcile of %s rejected: %s", m.name, exc)
+        else:
+            self.reconciled[m.name] = key
 
     async def no_leader_logger(self) -> None:
         """Log Consul's "No cluster leader" error every NO_LEADER_LOG_INTERVAL while no leader is known."""

@@ -98,10 +98,10 @@ class ConsulServer:
         self.forward = Forwarder(transport, cfg.datacenter, self.wan_members)
         self.rpc = RPCMethods(self)
         self.leader = LeaderDuties(raft, self.configuration, cfg.datacenter, node_id, members, lambda: self.store,
-                                   self.write, force_leave, cfg.autopilot_cleanup_dead_servers,
+                                   self._duty_write, force_leave, cfg.autopilot_cleanup_dead_servers,
                                    wait_change=self.wait_raft_change,
                                    gc=TombstoneGC(cfg.tombstone_ttl, cfg.tombstone_ttl_granularity),
-                                   last_index=self._last_index, propose_local=self.apply_local)
+                                   last_index=self._last_index, propose_local=self._duty_write)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_known = asyncio.Event()  # set while a leader is known
         self._leader_change = asyncio.Event()  # set (and replaced) at every leader/role change
@@ -167,6 +167,7 @@ class ConsulServer:
         else:
             self._leader_known.clear()
         self._leader_gen += 1
+        self.leader.leadership_changed()
         ev, self._leader_change = self._leader_change, asyncio.Event()
         ev.set()
 
@@ -277,7 +278,20 @@ class ConsulServer:
         return self.raft
 
     async def apply_local(self, data: bytes) -> WriteResult:
-        """Propose on this server (NotLeader unless it leads) and answer once applied here."""
+        """Propose on this server (NotLeader unless it leads) and answer once applied here. A new
+        leader first establishes its leadership (LeaderDuties.establish: this server and the other
+        servers in the catalog), so a write acknowledged by it is never applied before that; the wait
+        is bounded by RPC_HOLD_TIMEOUT."""
+        established = self.leader.established
+        if self.raft.is_leader and not established.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RPC_HOLD_TIMEOUT):
+                    await established.wait()
+        return answer(await self.raft.apply(data))
+
+    async def _duty_write(self, data: bytes) -> WriteResult:
+        """The leader's own writes (catalog reconcile, session expiry, tombstone reaps): on this server
+        only (NotLeader otherwise), never held back by establishment (they are what establishes it)."""
         return answer(await self.raft.apply(data))
 
     async def write(self, data: bytes) -> WriteResult:

@@ -1,12 +1,21 @@
-"""Server robustness pieces that need no process: X-Consul-LastContact is always a finite integer."""
+"""Server robustness pieces that need no process: X-Consul-LastContact is always a finite integer; a new
+leader registers the servers in the catalog before it takes a write."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from typing import Any, cast
 
 import pytest
 
-from agent.server.server import MAX_LAST_CONTACT_MS, last_contact_ms
+from agent.config import AgentConfig
+from agent.gossip.serf import Member, MemberStatus
+from agent.raft.messages import Role, SoftState
+from agent.raft.node import RaftNode
+from agent.raft.transport import Transport
+from agent.server.server import MAX_LAST_CONTACT_MS, ConsulServer, StoreFSM, last_contact_ms
+from agent.state import commands as c
 
 
 @pytest.mark.parametrize(("ms", "expected"), [
@@ -16,3 +25,50 @@ from agent.server.server import MAX_LAST_CONTACT_MS, last_contact_ms
 def test_last_contact_is_a_finite_integer(ms: float, expected: int) -> None:
     assert last_contact_ms(ms) == expected
     assert MAX_LAST_CONTACT_MS == 9223372036854  # Go's time.Since(time.Time{}) in ms, what Consul sends
+
+
+# ---------------------------------------------------------------- a new leader establishes before writes
+
+
+class _LeaderRaft:
+    is_leader = True
+    leader_id = "me"
+    core = None
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+
+    async def apply(self, data: bytes) -> Any:
+        self.applied.append(type(c.decode(data)).__name__)
+        return True
+
+    def change_config(self, add: Any = None, remove: str | None = None) -> int:
+        return 0
+
+
+class _NoTransport:
+    async def request(self, address: str, method: str, args: Any, timeout: float = 10.0) -> Any:
+        raise AssertionError("nothing is forwarded")
+
+
+def test_a_new_leader_registers_the_servers_before_it_takes_a_write() -> None:
+    async def go() -> None:
+        raft = _LeaderRaft()
+        members = [Member("other", "127.0.0.2", 8301, {"role": "consul", "dc": "dc1", "id": "id2", "port": "8300"},
+                          MemberStatus.ALIVE),
+                   Member("client", "127.0.0.3", 8301, {"role": "node", "dc": "dc1", "id": "id3"}, MemberStatus.ALIVE),
+                   Member("me", "127.0.0.1", 8301, {"role": "consul", "dc": "dc1", "id": "me", "port": "8300"},
+                          MemberStatus.ALIVE)]
+        server = ConsulServer(AgentConfig(server=True), "me", lambda: members, cast(Transport, _NoTransport()),
+                              cast(RaftNode, raft), StoreFSM())
+        server.leader_changed(SoftState("me", Role.LEADER, 2))
+        write = asyncio.get_running_loop().create_task(server.apply_local(c.encode(c.KVSet("k", b"v"))))
+        await asyncio.sleep(0.01)
+        assert raft.applied == [] and not write.done(), "the write waits for the leader to establish"
+        await server.leader.establish(server.leader.generation)
+        async with asyncio.timeout(5):
+            await write
+        assert raft.applied == ["Register", "Register", "KVSet"], "this server, the other server, then the write"
+        assert set(server.leader.reconciled) == {"me", "other"}
+
+    asyncio.run(go())
