@@ -300,7 +300,11 @@ class Pool:
             elif isinstance(e, (MemberEvent, UserEventReceived)):
                 self._log_event(e)
                 if self.on_event:
-                    self.on_event(e)
+                    try:
+                        self.on_event(e)
+                    except Exception:  # the owner's bug: the core is fine, the rest of the effects still run
+                        self.counters.task_failures += 1
+                        self.log.exception("serf: the event handler failed on %s", e)
 
     def _log_event(self, e: MemberEvent | UserEventReceived) -> None:
         if isinstance(e, UserEventReceived):

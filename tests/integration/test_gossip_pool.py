@@ -33,10 +33,10 @@ KEY_B = bytes(range(16, 32))
 
 
 @asynccontextmanager
-async def pool(ip: str, name: str, *, keyring: Keyring | None = None,
-               gossip: GossipConfig | None = None) -> AsyncIterator[Pool]:
+async def pool(ip: str, name: str, *, keyring: Keyring | None = None, gossip: GossipConfig | None = None,
+               on_event: Callable[[Any], None] | None = None) -> AsyncIterator[Pool]:
     p = Pool(label="lan", name=name, bind=(ip, 8301), advertise=(ip, 8301), gossip=gossip or GossipConfig.local(),
-             tags={"role": "node"}, keyring=keyring)
+             tags={"role": "node"}, keyring=keyring, on_event=on_event)
     await p.start()
     try:
         yield p
@@ -292,12 +292,31 @@ def test_a_failed_timer_fails_the_pool_and_stops_the_agent(caplog: pytest.LogCap
 
             p.core.tick = broken  # type: ignore[method-assign]
             await asyncio.wait_for(agent.stopped.wait(), 10)
-            assert agent.fatal == "LAN gossip stopped: RuntimeError: tick bug"
+            assert "gossip" in agent.fatal and "lan" in agent.fatal.lower() and "tick bug" in agent.fatal
             assert isinstance(p.failed, RuntimeError) and p._timer is None
             assert p.stats()["task_failures"] == "1"
             (rec,) = [r for r in caplog.records if "gossip timer" in r.getMessage()]
             assert rec.exc_info is not None, "logged with its traceback"
         finally:
             await p.stop()
+
+    asyncio.run(main())
+
+
+def test_a_failing_event_handler_is_logged_and_the_pool_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    block = new_block()
+    seen: list[str] = []
+
+    def handler(e: Any) -> None:
+        seen.append(e.member.name)
+        raise ValueError("handler bug")
+
+    async def main() -> None:
+        async with pool(f"{block}.1", "a", on_event=handler) as a, pool(f"{block}.2", "b") as b:
+            assert (await b.join([f"{block}.1"], 8301))[0] == 1
+            await until(lambda: "b" in seen, 10, "a's handler to see b join")
+            assert a.stats()["task_failures"] != "0" and a.failed is None
+            assert any("event handler failed" in r.getMessage() and r.exc_info for r in caplog.records)
+            await until(lambda: len(a.members()) == 2, 10, "a to keep going")
 
     asyncio.run(main())
