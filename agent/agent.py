@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from agent.process import StartupError, run_until_stopped, setup_logging
 from agent.raft.transport import Transport
 from agent.rejoin import MemberSnapshots, Pools
 from agent.server.client import ClientBackend
+from agent.supervise import Supervisor
 from agent.tags import agent_tags
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Agent:
         self.stopped = asyncio.Event()
         self.fatal = ""  # why the agent stopped on its own (the process then exits 1)
         self.left = False
+        self.supervisor = Supervisor(self._fatal)  # every long-lived task, supervised in one place
         self._tasks: set[asyncio.Task[None]] = set()
         self.snapshots = MemberSnapshots(self.data_dir)
         self.started_at = time.time()
@@ -127,16 +129,15 @@ class Agent:
             if n == 0:
                 raise StartupError(f"Failed to join WAN {', '.join(cfg.start_join_wan)}: {'; '.join(errs)}")
             log.info("(WAN) joined: number_of_nodes=%d", n)
-        self.spawn(self.snapshots.rejoin(self._pools()))
+        self.spawn(self.snapshots.rejoin(self._pools()), "rejoin")
+        lan, wan = self.lan, self.wan
         if cfg.retry_join:
-            self.spawn(
-                self._retry_join(self.lan, cfg.retry_join, cfg.retry_interval, cfg.retry_max, cfg.ports.serf_lan, "LAN")
-            )
-        if cfg.retry_join_wan and self.wan is not None:
-            self.spawn(self._retry_join(
-                self.wan, cfg.retry_join_wan, cfg.retry_interval_wan, cfg.retry_max_wan, cfg.ports.serf_wan, "WAN"
-            ))
-        self.spawn(self.snapshots.run(self._pools(), lambda: self.left))
+            self.spawn(lambda: self._retry_join(lan, cfg.retry_join, cfg.retry_interval, cfg.retry_max,
+                                                cfg.ports.serf_lan, "LAN"), "retry-join", restart=True)
+        if cfg.retry_join_wan and wan is not None:
+            self.spawn(lambda: self._retry_join(wan, cfg.retry_join_wan, cfg.retry_interval_wan, cfg.retry_max_wan,
+                                                cfg.ports.serf_wan, "WAN"), "retry-join-wan", restart=True)
+        self.spawn(lambda: self.snapshots.run(self._pools(), lambda: self.left), "member-snapshots", restart=True)
         log.info("started: node=%s datacenter=%s server=%s", cfg.node_name, cfg.datacenter, cfg.server)
 
     async def _start_backend(self) -> None:
@@ -180,7 +181,7 @@ class Agent:
         raft = RaftNode(self.node_id, cfg.raft_config(), storage, fsm, transport, rng=random.Random())
         server = ConsulServer(cfg, self.node_id, lan.members, transport, raft, fsm,
                               force_leave=lambda name: force_leave((self.lan, self.wan), name, False),
-                              wan_members=self._wan_members)
+                              wan_members=self._wan_members, supervisor=self.supervisor)
         fsm.on_apply = server.applied
         raft.on_leader_change = server.leader_changed
         raft.on_failed = self._raft_failed
@@ -189,17 +190,20 @@ class Agent:
         transport.on_request = server.rpc.dispatch
         return server
 
+    def _fatal(self, reason: str) -> None:
+        """The agent cannot go on (a critical task failed): stop; the process exits 1 with `reason`."""
+        if not self.fatal:
+            self.fatal = reason
+        log.error("%s; shutting down", reason)
+        self.stopped.set()
+
     def _raft_failed(self, exc: BaseException) -> None:
         """The Raft loop stopped (a failed disk write, a bug): this server cannot go on; stop the agent."""
-        self.fatal = f"Raft stopped: {type(exc).__name__}: {exc}"
-        log.error("%s; shutting down", self.fatal)
-        self.stopped.set()
+        self.supervisor.failed("raft", exc, critical=True)
 
     def _pool_failed(self, label: str, exc: BaseException) -> None:
         """A gossip pool's timer (its core's loop) failed: membership would silently freeze; stop the agent."""
-        self.fatal = f"{label.upper()} gossip stopped: {type(exc).__name__}: {exc}"
-        log.error("%s; shutting down", self.fatal)
-        self.stopped.set()
+        self.supervisor.failed(f"gossip-{label}", exc, critical=True)
 
     def _wan_members(self) -> list[Member]:
         return self.wan.members() if self.wan is not None else []
@@ -214,8 +218,7 @@ class Agent:
                 log.info("Join %s completed. Synced with %d initial agents", kind, n)
                 return
             if max_attempts and attempt >= max_attempts:
-                log.error("max join %s retry exhausted, exiting", kind)
-                self.stopped.set()
+                self._fatal(f"max join {kind} retry exhausted, exiting")  # Consul exits 1 here too
                 return
             log.warning("Join %s failed: %s, retrying in %s", kind, "; ".join(errs), f"{interval:g}s")
             await asyncio.sleep(interval)
@@ -243,7 +246,7 @@ class Agent:
             port = int(m.tags.get("wan_join_port", str(self.cfg.ports.serf_wan)))
         except ValueError:
             return
-        self.spawn(self._wan_flood(f"{m.addr}:{port}", wan_name))
+        self.spawn(self._wan_flood(f"{m.addr}:{port}", wan_name), "wan-flood-join")
 
     async def _wan_flood(self, addr: str, name: str) -> None:
         assert self.wan is not None
@@ -255,8 +258,10 @@ class Agent:
 
     # ------------------------------------------------------------ tasks, leave, shutdown
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def spawn(self, work: Coroutine[Any, Any, None] | Callable[[], Coroutine[Any, Any, None]], name: str,
+              *, critical: bool = False, restart: bool = False) -> None:
+        """A supervised agent task (supervise.py); cancelled at shutdown."""
+        task = self.supervisor.spawn(name, work, critical=critical, restart=restart)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -32,7 +32,7 @@ class Runnable(Protocol):
     async def start(self) -> None: ...
     async def leave(self) -> None: ...
     async def shutdown(self) -> None: ...
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    def spawn(self, work: Coroutine[Any, Any, None], name: str, *, critical: bool = False) -> None: ...
 
 
 def setup_logging(level: str) -> None:
@@ -67,7 +67,7 @@ async def run_until_stopped(agent: Runnable, cfg: AgentConfig) -> int:
         )
         log.info("Caught signal: %s", sig.name)
         if graceful:
-            agent.spawn(agent.leave())
+            agent.spawn(agent.leave(), "leave", critical=True)  # a leave that fails must still stop the agent
         else:
             agent.stopped.set()
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from agent.config import AgentConfig
@@ -38,6 +38,7 @@ from agent.server.rpc import RPCMethods
 from agent.state.results import StateError, WriteResult
 from agent.state.store import StateStore
 from agent.state.tombstone_gc import TombstoneGC
+from agent.supervise import Supervisor
 
 log = logging.getLogger("agent.server")
 
@@ -85,7 +86,7 @@ class StoreFSM:
 class ConsulServer:
     def __init__(self, cfg: AgentConfig, node_id: str, members: Callable[[], list[Member]], transport: Transport,
                  raft: RaftNode, fsm: StoreFSM, *, force_leave: Callable[[str], object] | None = None,
-                 wan_members: Callable[[], list[Member]] | None = None) -> None:
+                 wan_members: Callable[[], list[Member]] | None = None, supervisor: Supervisor | None = None) -> None:
         self.cfg = cfg
         self.node_id = node_id
         self.members = members
@@ -102,6 +103,7 @@ class ConsulServer:
                                    wait_change=self.wait_raft_change,
                                    gc=TombstoneGC(cfg.tombstone_ttl, cfg.tombstone_ttl_granularity),
                                    last_index=self._last_index, propose_local=self._duty_write)
+        self.supervisor = supervisor or Supervisor()  # the agent's (one place for every long-lived task)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_known = asyncio.Event()  # set while a leader is known
         self._leader_change = asyncio.Event()  # set (and replaced) at every leader/role change
@@ -114,16 +116,12 @@ class ConsulServer:
     def store(self) -> StateStore:
         return self.fsm.store
 
-    def _spawn(self, coro: Any) -> None:
-        t: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]], *, critical: bool) -> None:
+        """A supervised server loop (supervise.py): critical ones stop the agent when they fail, the
+        others are restarted with a backoff."""
+        t = self.supervisor.spawn(name, factory, critical=critical, restart=not critical)
         self._tasks.add(t)
-        t.add_done_callback(self._task_done)
-
-    def _task_done(self, t: asyncio.Task[None]) -> None:
-        """Supervision: a background loop that ends with an error is logged, never silent."""
-        self._tasks.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            log.error("server task %s failed", t.get_coro(), exc_info=t.exception())
+        t.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -131,10 +129,10 @@ class ConsulServer:
         await self.transport.start()
         await self.raft.start()
         log.info("raft: initial configuration: servers=%s", [s.id for s in self.configuration().servers])
-        self._spawn(self._bootstrap_loop())
-        self._spawn(self.leader.no_leader_logger())
-        self._spawn(self.leader.run())
-        self._spawn(self.leader.tombstone_reaper())
+        self._spawn("bootstrap", self._bootstrap_loop, critical=True)  # without it, no cluster ever forms
+        self._spawn("no-leader-logger", self.leader.no_leader_logger, critical=False)
+        self._spawn("leader-duties", self.leader.run, critical=False)  # restarts cleanly: re-establishes
+        self._spawn("tombstone-reaper", self.leader.tombstone_reaper, critical=False)
 
     async def stop(self) -> None:
         for t in list(self._tasks):

@@ -523,7 +523,7 @@ class _FakeAgent:
     async def shutdown(self) -> None:
         self.shut = True
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any, name: str, *, critical: bool = False) -> None:
         coro.close()
 
 
@@ -535,4 +535,4 @@ def test_exit_code(fail: bool, code: int, capsys: pytest.CaptureFixture[str]) ->
     assert asyncio.run(run_until_stopped(agent, AgentConfig())) == code
     assert agent.shut, "shutdown runs in every case"
     err = capsys.readouterr().err
-    assert ("Raft stopped: OSError" in err) is fail
+    assert ("raft failed: OSError" in err) is fail
