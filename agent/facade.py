@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.errors import Internal
 from agent.gossip.keyring import decode_key
 from agent.gossip.serf import Member, MemberStatus
 from agent.http.api import member_json
@@ -68,8 +69,8 @@ class AgentFacade:
 
     def _pool(self, wan: bool) -> GossipPool:
         if wan:
-            if self.wan is None:
-                raise ValueError("WAN pool is only available on servers")
+            if self.wan is None:  # Consul's Agent.JoinWAN on a client: an RPC error, HTTP 500
+                raise Internal("Must be a server to join WAN cluster")
             return self.wan
         return self.lan
 

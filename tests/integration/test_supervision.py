@@ -57,3 +57,13 @@ def test_a_restartable_task_that_fails_is_restarted_and_the_agent_serves(cluster
     if task != "rejoin":  # a one-shot task is reported, not restarted
         wait_for(lambda: f"restarting background task '{task}'" in p.log(), 10, "the restart")
     assert p.running()
+
+
+def test_join_wan_on_a_client_is_a_typed_error_not_a_traceback(cluster: Cluster) -> None:
+    ip = f"{new_block()}.1"
+    p = cluster.agent("client", ip)
+    code, _, body = http(p, f"/v1/agent/join/{ip}?wan=1", "PUT")
+    assert (code, body.strip()) == (500, b"Must be a server to join WAN cluster")
+    cp = p.cli("join", "-wan", ip, check=False)
+    assert cp.returncode == 1 and "Must be a server to join WAN cluster" in cp.stderr + cp.stdout
+    assert "Traceback" not in p.log()
