@@ -113,6 +113,15 @@ class Unavailable(PyconsulError):
     default_message = "server unavailable"
 
 
+class DialFailed(Unavailable):
+    """The connection to the server could not be opened, so nothing was sent: safe to retry on another
+    server, writes included. Any other Unavailable (a connection lost mid-request) may have reached
+    the server, so a non-idempotent write must not be resent elsewhere."""
+
+    code = "dial_failed"
+    default_message = "server unreachable"
+
+
 class RequestTimeout(PyconsulError):
     """No answer within the deadline. The outcome is unknown (a write may have been applied), so a
     caller must not blindly resend it elsewhere; it is reported, not retried."""
@@ -152,7 +161,7 @@ class CommandRejected(PyconsulError):
 
 _BY_CODE: dict[str, type[PyconsulError]] = {
     cls.code: cls for cls in (Internal, NoLeader, NotLeader, LeadershipLost, NoPathToDatacenter, Unavailable,
-                              RequestTimeout, BadRequest, NotFound, PermissionDenied, CommandRejected)
+                              RequestTimeout, BadRequest, NotFound, PermissionDenied, CommandRejected, DialFailed)
 }
 
 

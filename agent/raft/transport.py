@@ -162,7 +162,7 @@ class _Client:
         try:
             writer = await self._connect()
         except (OSError, TimeoutError) as exc:
-            raise errors.Unavailable(f"dial {self.address}: {exc}") from None
+            raise errors.DialFailed(f"dial {self.address}: {exc}") from None  # nothing sent: retryable anywhere
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
         writer.write(data)

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import NoLeader, Unavailable
+from agent.errors import DialFailed, NoLeader, Unavailable
 from agent.gossip.serf import Member
 from agent.raft.transport import Transport
 from agent.server import bootstrap
@@ -32,7 +32,11 @@ class ClientBackend:
         self.rng.shuffle(out)
         return out
 
-    async def _call(self, method: str, args: Any, timeout: float) -> Any:
+    async def _call(self, method: str, args: Any, timeout: float, *, write: bool = False) -> Any:
+        """Ask up to three alive servers in turn. Another server is tried after DialFailed (nothing was
+        sent); for reads also after a connection lost mid-request. A write that may have reached a server
+        is never resent to another: that could apply a non-idempotent command twice."""
+        retryable = DialFailed if write else Unavailable
         dc = remote_dc(self.datacenter)
         if dc:  # a local server forwards it over the WAN
             method, args = "dc", {"dc": dc, "method": method, "args": args}
@@ -43,12 +47,14 @@ class ClientBackend:
         for addr in servers[:3]:
             try:
                 return await self.transport.request(addr, method, args, timeout=timeout)
-            except Unavailable as exc:  # unreachable: try another server; any other error is the answer
+            except Unavailable as exc:  # any other error is the answer
+                if not isinstance(exc, retryable):
+                    raise
                 last = exc
         raise last
 
     async def write(self, data: bytes) -> WriteResult:
-        return reply_from_wire(await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2))
+        return reply_from_wire(await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2, write=True))
 
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
                    wait: float = 0.0) -> tuple[Any, ReadMeta]:

@@ -30,6 +30,7 @@ STATUS_CASES = [
     (e.NotLeader("abc"), 500, "node is not the leader"),
     (e.LeadershipLost(), 500, "leadership lost while committing log"),
     (e.Unavailable("dial 127.0.0.1:8300: refused"), 500, "dial 127.0.0.1:8300: refused"),
+    (e.DialFailed("dial 127.0.0.1:8300: refused"), 500, "dial 127.0.0.1:8300: refused"),
     (e.RequestTimeout("rpc apply to x timed out"), 500, "rpc apply to x timed out"),
     (e.CommandRejected("Missing node registration"), 500, "Missing node registration"),
     (e.Internal("boom"), 500, "boom"),
@@ -76,6 +77,7 @@ ROUND_TRIP = [
     e.LeadershipLost(),
     e.NoPathToDatacenter("sh"),
     e.Unavailable("connection to 127.0.0.1:8300 lost"),
+    e.DialFailed("dial 127.0.0.1:8300: connection refused"),
     e.RequestTimeout("rpc apply to 127.0.0.1:8300 timed out"),
     e.BadRequest("apply takes bytes"),
     e.NotFound("nope"),
@@ -181,15 +183,25 @@ def _backend(outcomes: list[Any]) -> tuple[ClientBackend, _FakeTransport]:
     return ClientBackend(cast(Transport, t), lambda: [_server(1), _server(2), _server(3)], "dc1"), t
 
 
-def test_client_retries_unavailable_on_another_server() -> None:
-    b, t = _backend([e.Unavailable("dial a"), e.Unavailable("connection to b lost"), True])
+def test_client_retries_a_write_on_another_server_only_when_nothing_was_sent() -> None:
+    b, t = _backend([e.DialFailed("dial a"), e.DialFailed("dial b"), True])
     assert asyncio.run(b.write(b"cmd")) is True
     assert len(t.calls) == 3 and len(set(t.calls)) == 3, "each retry goes to a different server"
+    b, t = _backend([e.DialFailed("dial a"), e.Unavailable("connection to b lost"), True])
+    with pytest.raises(e.Unavailable, match="connection to b lost"):
+        asyncio.run(b.write(b"cmd"))  # b may have applied it: resending could apply it twice
+    assert len(t.calls) == 2
+
+
+def test_client_retries_a_read_after_a_lost_connection_too() -> None:
+    b, t = _backend([e.DialFailed("dial a"), e.Unavailable("connection to b lost"), "127.0.0.3:8300"])
+    assert asyncio.run(b.status("leader")) == "127.0.0.3:8300"
+    assert len(t.calls) == 3 and len(set(t.calls)) == 3
 
 
 def test_client_gives_up_after_three_unavailable_servers() -> None:
-    b, t = _backend([e.Unavailable("dial a"), e.Unavailable("dial b"), e.Unavailable("dial c")])
-    with pytest.raises(e.Unavailable, match="dial c"):
+    b, t = _backend([e.DialFailed("dial a"), e.DialFailed("dial b"), e.DialFailed("dial c")])
+    with pytest.raises(e.DialFailed, match="dial c"):
         asyncio.run(b.write(b"cmd"))
     assert len(t.calls) == 3
 
