@@ -10,6 +10,11 @@ let writes in, so a session created right after the first acknowledged write fin
 A follower's loops sleep until the Raft role or leader changes (`wait_change`): no periodic wake-ups
 on followers. The leader makes a pass at once when it takes over, then every LEADER_LOOP_INTERVAL.
 
+Session expiry is deadline-driven (`session_expiry`): the leader sleeps until the store's next session
+deadline (Consul keeps one timer per session), woken early only when a session change could bring an
+earlier one -- a new TTL session cannot expire sooner than MIN_NEW_SESSION_DEADLINE after it is applied,
+so a burst of creates costs one recomputation, not one per create. A renew only moves a deadline later.
+
 Tombstone reaping (Consul's TombstoneGC, state/tombstone_gc.py): the GC is enabled while this server
 leads; taking over hints the last log index (every tombstone a predecessor left), every applied delete
 that left a tombstone hints its index (`tombstones_changed`), and `tombstone_reaper` sleeps until the
@@ -32,6 +37,7 @@ from agent.raft.messages import Configuration
 from agent.server import autopilot, bootstrap
 from agent.state import commands as c
 from agent.state.results import WriteResult
+from agent.state.sessions import SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER
 from agent.state.tombstone_gc import TombstoneGC
 
 log = logging.getLogger("agent.server")
@@ -40,6 +46,9 @@ NO_LEADER_LOG_INTERVAL = 15.0
 LEADER_LOOP_INTERVAL = 1.0
 SERVER_STABILIZATION = 10.0  # Consul autopilot's server_stabilization_time: a new leader waits this
 # long before it calls a Raft server with no LAN member at all "stale" (its LAN view may still be filling)
+# The earliest a session created now can expire (2 x the 10 s minimum TTL), less a margin for the time
+# between the leader stamping `now` into the command and the entry being applied.
+MIN_NEW_SESSION_DEADLINE = SESSION_TTL_MULTIPLIER * SESSION_TTL_MIN - 1.0
 
 
 class LeaderRaft(Protocol):
@@ -54,6 +63,7 @@ class LeaderRaft(Protocol):
 
 class SessionStore(Protocol):
     def expired_sessions(self, now: float) -> list[str]: ...
+    def next_session_deadline(self) -> float | None: ...
 
 
 async def _sleep(timeout: float | None) -> None:
@@ -70,7 +80,8 @@ class LeaderDuties:
                  cleanup_dead_servers: bool = True, clock: Callable[[], float] = time.monotonic,
                  wait_change: Callable[[float | None], Awaitable[None]] = _sleep,
                  gc: TombstoneGC | None = None, last_index: Callable[[], int] = lambda: 0,
-                 propose_local: Callable[[bytes], Awaitable[WriteResult]] | None = None) -> None:
+                 propose_local: Callable[[bytes], Awaitable[WriteResult]] | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.raft = raft
         self.configuration = configuration
         self.datacenter = datacenter
@@ -95,11 +106,17 @@ class LeaderDuties:
         # and regained leadership between two looks of `run` establishes again.
         self.established = asyncio.Event()
         self.generation = 0
+        self.wall = wall  # sessions' deadlines are wall-clock times (the leader stamps time.time())
+        self._session_due = math.inf  # when session_expiry looks next (wall clock)
+        self._session_stale = True  # recompute the next deadline from the store
+        self._session_wake = asyncio.Event()
 
     def leadership_changed(self) -> None:
         """The Raft role or leader changed (synchronous): writes wait until `run` establishes again."""
         self.generation += 1
         self.established.clear()
+        self._session_stale = True
+        self._session_wake.set()
 
     async def run(self) -> None:
         was_leader = False
@@ -146,10 +163,48 @@ class LeaderDuties:
     async def one_pass(self, stable: bool) -> None:
         self.autopilot(stable)
         await self.reconcile_members()
-        now = time.time()
-        for sid in self.store().expired_sessions(now):
-            log.info("session %s expired: destroying it", sid)
-            await self.write(c.encode(c.SessionDestroy(sid, now=now)))
+
+    # ------------------------------------------------------------ session expiry
+
+    def sessions_changed(self) -> None:
+        """An applied entry changed the sessions table (synchronous). A new TTL session expires no sooner
+        than MIN_NEW_SESSION_DEADLINE from now: look again then, unless we look earlier anyway."""
+        if not self.raft.is_leader:
+            return
+        candidate = self.wall() + MIN_NEW_SESSION_DEADLINE
+        if candidate < self._session_due:
+            self._session_due = candidate  # re-arm the sleep; the store is scanned only then
+            self._session_wake.set()
+
+    async def session_expiry(self) -> None:
+        """As leader, destroy each TTL session when its deadline passes; sleep until the next one."""
+        while True:
+            self._session_wake.clear()
+            if not self.raft.is_leader:
+                self._session_due, self._session_stale = math.inf, True
+                await self._session_wake.wait()  # set at the next role change
+                continue
+            now = self.wall()
+            if self._session_stale or self._session_due <= now:
+                self._session_due = await self._expire_sessions(now)
+                self._session_stale = False
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._session_due - now, 24 * 3600.0)):
+                    await self._session_wake.wait()
+
+    async def _expire_sessions(self, now: float) -> float:
+        """Destroy the sessions expired at `now`; the next time to look (wall clock)."""
+        store = self.store()
+        try:
+            for sid in store.expired_sessions(now):
+                log.info("session %s expired: destroying it", sid)
+                await self.write(c.encode(c.SessionDestroy(sid, now=now)))
+        except (PyconsulError, TimeoutError) as exc:  # lost leadership or quorum: try again shortly
+            log.debug("session expiry: %s", exc)
+            return now + LEADER_LOOP_INTERVAL
+        nxt = self.store().next_session_deadline()
+        return math.inf if nxt is None else nxt
 
     # ------------------------------------------------------------ tombstone GC
 

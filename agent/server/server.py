@@ -133,6 +133,7 @@ class ConsulServer:
         self._spawn("no-leader-logger", self.leader.no_leader_logger, critical=False)
         self._spawn("leader-duties", self.leader.run, critical=False)  # restarts cleanly: re-establishes
         self._spawn("tombstone-reaper", self.leader.tombstone_reaper, critical=False)
+        self._spawn("session-expiry", self.leader.session_expiry, critical=False)
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -148,8 +149,11 @@ class ConsulServer:
     def applied(self, index: int) -> None:
         """The FSM applied `index` (or restored a snapshot): wake blocking queries and, when it left
         tombstones, hint the leader's tombstone GC. Synchronous."""
-        if "tombstones" in self.store.last_changed:
+        changed = self.store.last_changed
+        if "tombstones" in changed:
             self.leader.tombstones_changed(index)
+        if "sessions" in changed:
+            self.leader.sessions_changed()
         if self._change_waiters:
             ev, self._applied = self._applied, asyncio.Event()
             ev.set()

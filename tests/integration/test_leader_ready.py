@@ -5,6 +5,7 @@ successful KV PUT succeeds on every server (was 500 "Missing node registration" 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -40,3 +41,18 @@ def test_every_server_is_in_the_catalog_before_the_first_write(cluster: Cluster)
         assert code == 200, (p.name, body)
     nodes = {n["Node"] for n in json.loads(http(ps[0], "/v1/catalog/nodes?stale")[2])}
     assert {"node1", "node2", "node3"} <= nodes
+
+
+def test_a_ttl_session_is_destroyed_at_its_deadline(cluster: Cluster) -> None:
+    ip = new_block()
+    p = cluster.agent("solo", f"{ip}.1", "-server", "-bootstrap", fast(cluster))
+    first_put(p)
+    code, _, body = http(p, "/v1/session/create", "PUT", json.dumps({"TTL": "10s", "Behavior": "delete"}).encode())
+    assert code == 200, body
+    sid = json.loads(body)["ID"]
+    created = time.monotonic()
+    assert http(p, f"/v1/kv/locked?acquire={sid}", "PUT", b"x")[2].strip() == b"true"
+    wait_for(lambda: json.loads(http(p, f"/v1/session/info/{sid}")[2]) in (None, []), 40, "the session expired",
+             interval=0.2)
+    assert time.monotonic() - created >= 19.0, "not before 2 x TTL (Consul's rule)"
+    assert http(p, "/v1/kv/locked")[0] == 404, "behavior=delete removed the held key"

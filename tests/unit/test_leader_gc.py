@@ -114,3 +114,68 @@ def test_tombstone_config(tmp_path: Path, conf: dict[str, Any], error: str) -> N
         return
     cfg, _ = build_config({"config-file": [str(path)]})
     assert (cfg.tombstone_ttl, cfg.tombstone_ttl_granularity) == ((2.0, 1.0) if conf else (900.0, 30.0))
+
+
+# ---------------------------------------------------------------- session expiry on deadlines
+
+
+class _SessionStore:
+    def __init__(self) -> None:
+        self.deadlines: dict[str, float] = {}
+        self.scans = 0
+
+    def expired_sessions(self, now: float) -> list[str]:
+        self.scans += 1
+        return sorted(s for s, d in self.deadlines.items() if d <= now)
+
+    def next_session_deadline(self) -> float | None:
+        return min(self.deadlines.values(), default=None)
+
+
+def test_sessions_expire_at_their_deadline_without_polling() -> None:
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        store = _SessionStore()
+        raft = _Raft()
+        destroyed: list[tuple[str, float]] = []
+
+        async def write(data: bytes) -> Any:
+            cmd = c.decode(data)
+            assert isinstance(cmd, c.SessionDestroy)
+            destroyed.append((cmd.id, loop.time()))
+            del store.deadlines[cmd.id]
+            duties.sessions_changed()
+            return True
+
+        duties = LeaderDuties(raft, lambda: Configuration(), "bj", "id1", lambda: [], lambda: store, write,
+                              wall=loop.time)
+        now = loop.time()
+        store.deadlines = {"s2": now + 0.4, "s1": now + 0.2}
+        task = loop.create_task(duties.session_expiry())
+        async with asyncio.timeout(5):
+            while len(destroyed) < 2:
+                await asyncio.sleep(0.01)
+        assert [d[0] for d in destroyed] == ["s1", "s2"]
+        assert destroyed[0][1] >= now + 0.2 and destroyed[1][1] >= now + 0.4, "never before the deadline"
+        assert store.scans <= 4, f"woken at deadlines only, not polled ({store.scans} scans)"
+
+        scans = store.scans
+        for i in range(1000):  # a burst of creates: deadlines >= 20 s away
+            store.deadlines[f"n{i}"] = loop.time() + 60
+            duties.sessions_changed()
+        await asyncio.sleep(0.1)
+        assert store.scans == scans, "a burst of new sessions costs no scan now"
+
+        raft.is_leader = False
+        duties.leadership_changed()
+        store.deadlines["old"] = loop.time() - 1
+        await asyncio.sleep(0.05)
+        assert "old" in store.deadlines, "a follower destroys nothing"
+        raft.is_leader = True
+        duties.leadership_changed()
+        async with asyncio.timeout(5):
+            while "old" in store.deadlines:
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(go())
