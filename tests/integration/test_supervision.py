@@ -43,8 +43,8 @@ def test_a_failed_leave_still_stops_the_agent_with_exit_1(cluster: Cluster) -> N
     assert "injected failure of task 'leave'" in p.log()
 
 
-@pytest.mark.parametrize("task", ["leader-duties", "tombstone-reaper", "no-leader-logger", "member-snapshots",
-                                  "retry-join", "rejoin"])
+@pytest.mark.parametrize("task", ["leader-duties", "tombstone-reaper", "session-expiry", "no-leader-logger",
+                                  "member-snapshots", "retry-join", "rejoin"])
 def test_a_restartable_task_that_fails_is_restarted_and_the_agent_serves(cluster: Cluster, task: str) -> None:
     ip = f"{new_block()}.1"
     p = start(cluster, ip, task, "-server", "-bootstrap", f"-retry-join={ip}", fast(cluster))
