@@ -112,9 +112,13 @@ class LeaderDuties:
         self._session_wake = asyncio.Event()
 
     def leadership_changed(self) -> None:
-        """The Raft role or leader changed (synchronous): writes wait until `run` establishes again."""
+        """The Raft role or leader changed (synchronous): as leader, writes wait until `run` establishes
+        again; otherwise nothing is to be established, and writes still waiting go on (to NotLeader)."""
         self.generation += 1
-        self.established.clear()
+        if self.raft.is_leader:
+            self.established.clear()
+        else:
+            self.established.set()
         self._session_stale = True
         self._session_wake.set()
 

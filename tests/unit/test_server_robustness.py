@@ -72,3 +72,20 @@ def test_a_new_leader_registers_the_servers_before_it_takes_a_write() -> None:
         assert set(server.leader.reconciled) == {"me", "other"}
 
     asyncio.run(go())
+
+
+def test_a_write_waiting_for_establishment_goes_on_when_leadership_is_lost() -> None:
+    async def go() -> None:
+        raft = _LeaderRaft()
+        server = ConsulServer(AgentConfig(server=True), "me", lambda: [], cast(Transport, _NoTransport()),
+                              cast(RaftNode, raft), StoreFSM())
+        server.leader_changed(SoftState("me", Role.LEADER, 2))
+        write = asyncio.get_running_loop().create_task(server.apply_local(c.encode(c.KVSet("k", b"v"))))
+        await asyncio.sleep(0.01)
+        assert not write.done()
+        raft.is_leader = False
+        server.leader_changed(SoftState("other", Role.FOLLOWER, 3))
+        async with asyncio.timeout(1):  # not RPC_HOLD_TIMEOUT: it goes on at once (the fake raft accepts it)
+            await write
+
+    asyncio.run(go())
