@@ -62,7 +62,8 @@ def test_tombstones_are_reaped_on_every_server(cluster: Cluster) -> None:
 
     assert not woke, "nothing changed under gone/ yet"
     txn(p, [{"KV": {"Verb": "delete", "Key": f"gone/{i:05d}"}} for i in range(0, 64)])
-    assert tombstones(p) > 0, "a delete leaves a tombstone"
+    wait_for(lambda: tombstones(p) > 0, 1.5, "a tombstone left by the delete (reaped no earlier than ttl 2s)",
+             interval=0.02)
     for batch in range(64, 1990, 64):
         txn(p, [{"KV": {"Verb": "delete", "Key": f"gone/{i:05d}"}} for i in range(batch, min(batch + 64, 1990))])
     for i in range(1990, 1995):
