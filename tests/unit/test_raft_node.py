@@ -186,6 +186,42 @@ def test_leader_replicates_before_its_own_fsync_and_commits_without_it(tmp_path:
     run(tmp_path, body)
 
 
+def test_writes_queued_behind_a_slow_fsync_share_one(tmp_path: Path) -> None:
+    """Group commit: while the leader's writer is stuck, 20 writes are proposed one pass after another;
+    the 20 log writes queued meanwhile reach the leader's disk as one frame with one fsync."""
+
+    async def body(c: Cluster) -> None:
+        lead = await c.leader()
+        gate = threading.Event()
+        st = lead.storage
+        real_save = st.save
+        calls: list[int] = []
+
+        def gated_save(hs: Any, trunc: Any, entries: Any) -> None:
+            calls.append(len(entries))
+            gate.wait(10)
+            real_save(hs, trunc, entries)
+
+        st.save = gated_save  # type: ignore[method-assign]
+        before = st.stats()["fsyncs"]
+        futs = [asyncio.ensure_future(lead.apply(b"first=1"))]  # its write blocks the leader's writer
+        try:
+            await until(lambda: calls, "the first write reached the (stuck) disk")
+            for i in range(20):
+                futs.append(asyncio.ensure_future(lead.apply(f"k{i}=v".encode())))
+                await asyncio.sleep(0.005)  # one Ready (and one queued write) each
+        finally:
+            gate.set()
+        await asyncio.wait_for(asyncio.gather(*futs), 10)
+        assert lead.core is not None
+        last = lead.core.last_index
+        await until(lambda: st.stats()["last_index"] == last, "the leader's log durable")
+        assert len(calls) <= 3, calls  # not one save per write
+        assert st.stats()["fsyncs"] - before <= 3
+
+    run(tmp_path, body)
+
+
 def test_idle_loop_sleeps_until_the_next_deadline(tmp_path: Path) -> None:
     """No polling: an idle follower wakes for the leader's heartbeats (every 50 ms here) and little else."""
 
