@@ -12,6 +12,15 @@ The error body is `agent.errors.to_wire(exc)`; the caller raises `agent.errors.f
 a NoLeader raised on the leader is a NoLeader on the requester, with the same fields. Failures of
 the transport itself are typed too: Unavailable (dial failed, connection lost before the answer)
 and RequestTimeout (no answer in time: the outcome is unknown).
+
+Limits on the listener (RpcLimits; documented in README, Limits): connections per source IP
+(`limits.rpc_max_conns_per_client`) and in total; HELLO within 10 s; a connection that never carried
+a Raft message is closed after 5 min without a frame or a request in progress; frame sizes by kind
+(wire.inbound_limit), with the bodies of large frames read under one global byte budget; forwarded
+requests in flight per connection and in total (excess: an immediate Unavailable "too many
+requests"); replies back-pressured (`drain` with a deadline) and the unsent reply bytes of a
+connection capped (a client that does not read is disconnected). Every refusal is counted in
+TransportStats and logged at most once per 10 s per kind.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +48,27 @@ async def _no_requests(method: str, args: Any) -> Any:
     raise errors.BadRequest("this agent serves no server RPC")
 
 
+@dataclass(frozen=True)
+class RpcLimits:
+    """What one server accepts on its RPC port (defaults are the documented limits)."""
+
+    max_conns_per_client: int = 100  # per source IP, Consul's limits.rpc_max_conns_per_client; 0: no limit
+    max_conns: int = 1024  # inbound connections in total
+    hello_timeout: float = 10.0  # the whole first frame (HELLO) must arrive within it
+    idle_timeout: float = 300.0  # a connection without Raft traffic: no frame and no request in progress
+    body_timeout: float = 30.0  # a frame's body, once its length is read: this + 1 s per MiB
+    max_inflight_per_conn: int = 512  # forwarded requests being served per connection (blocking queries too)
+    max_inflight: int = 4096  # ... on all connections
+    max_inflight_bytes: int = 64 * 1024 * 1024  # ... their frames' bytes, all connections
+    frame_budget: int = wire.MAX_FRAME  # bodies of frames > UNBUDGETED being read at once, all connections
+    frame_budget_wait: float = 10.0  # a frame waits this long for budget, then its connection is dropped
+    max_unsent_reply_bytes: int = 32 * 1024 * 1024  # replies encoded and not yet sent, per connection
+    reply_drain_timeout: float = 30.0  # a reply not taken by the client within it: the connection is dropped
+
+
+UNBUDGETED = 64 * 1024  # frames up to this size are read without the global budget (one at a time per connection)
+
+
 @dataclass
 class TransportStats:
     frames_in: int = 0
@@ -46,14 +76,130 @@ class TransportStats:
     dropped_queue_full: int = 0
     bad_frames: int = 0
     connects: int = 0
+    oversized_frames: int = 0  # a frame longer than its kind allows: connection dropped
+    conns_refused: int = 0  # over limits.rpc_max_conns_per_client or the global connection cap
+    hello_timeouts: int = 0  # no complete HELLO within RpcLimits.hello_timeout (slowloris, silence)
+    idle_closed: int = 0  # no Raft traffic, no frame, no request for RpcLimits.idle_timeout
+    body_timeouts: int = 0  # a frame body that did not arrive in time
+    budget_timeouts: int = 0  # a large frame that waited too long for the global frame budget
+    requests_refused: int = 0  # over the in-flight caps: answered Unavailable("too many requests")
+    slow_readers: int = 0  # unsent replies over the cap, or not drained in time: connection dropped
+
+    def as_map(self) -> dict[str, str]:
+        """For /v1/agent/self Stats (`pyconsul info`)."""
+        return {k: str(v) for k, v in vars(self).items()}
 
 
-async def read_frame(reader: asyncio.StreamReader) -> list[Any]:
+async def read_frame(reader: asyncio.StreamReader, limit: Callable[[bytes], int] = wire.response_limit,
+                     body_timeout: float | None = None) -> list[Any]:
+    """One frame; its length is checked against `limit(first bytes of the body)` before the rest is read."""
     head = await reader.readexactly(wire.HEADER.size)
-    (n,) = wire.HEADER.unpack(head)
-    if n > wire.MAX_FRAME:
-        raise WireError(f"frame of {n} bytes exceeds the limit")
-    return wire.unframe(await reader.readexactly(n))
+    return await _read_body(reader, wire.HEADER.unpack(head)[0], limit, body_timeout)
+
+
+class FrameTooLarge(WireError):
+    pass
+
+
+async def _read_body(reader: asyncio.StreamReader, n: int, limit: Callable[[bytes], int],
+                     body_timeout: float | None, budget: _Budget | None = None) -> list[Any]:
+    """The body of a frame of `n` bytes: the first PEEK bytes, the cap check, then the rest (large frames
+    under the global budget). `body_timeout` (+ 1 s per MiB) bounds the whole body."""
+    if n == 0:
+        raise WireError("empty frame")
+
+    async def body() -> list[Any]:
+        prefix = await reader.readexactly(min(n, wire.PEEK))
+        cap = limit(prefix)
+        if n > cap:
+            raise FrameTooLarge(f"frame of {n} bytes exceeds the {cap}-byte limit for its kind")
+        if n == len(prefix):
+            return wire.unframe(prefix)
+        if budget is None or n <= UNBUDGETED:
+            return wire.unframe(await _read_rest(reader, prefix, n))
+        async with budget.hold(n):
+            return wire.unframe(await _read_rest(reader, prefix, n))
+
+    if body_timeout is None:
+        return await body()
+    async with asyncio.timeout(body_timeout + n / (1024 * 1024)):
+        return await body()
+
+
+async def _read_rest(reader: asyncio.StreamReader, prefix: bytes, n: int) -> bytearray:
+    """The body into one buffer of n bytes (readexactly would hold the stream's buffer and its copy at once)."""
+    buf = bytearray(n)
+    buf[:len(prefix)] = prefix
+    pos = len(prefix)
+    while pos < n:
+        chunk = await reader.read(min(n - pos, 256 * 1024))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", n)
+        buf[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+    return buf
+
+
+class _BudgetTimeout(Exception):
+    pass
+
+
+class _Budget:
+    """A byte budget shared by all inbound connections for the bodies of large frames: frames wait
+    (reading nothing, so TCP holds the sender back) in arrival order until their size fits."""
+
+    def __init__(self, total: int, wait: float) -> None:
+        self.total = total
+        self.wait = wait
+        self.used = 0
+        self.cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        n = min(n, self.total)
+        async with self.cond:
+            try:
+                async with asyncio.timeout(self.wait):
+                    await self.cond.wait_for(lambda: self.used + n <= self.total)
+            except TimeoutError:
+                raise _BudgetTimeout() from None
+            self.used += n
+        try:
+            yield
+        finally:
+            async with self.cond:
+                self.used -= n
+                self.cond.notify_all()
+
+
+class _Throttled:
+    """Logs a warning per kind at most once per `every` seconds, saying how many were not logged."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.skipped: dict[str, int] = {}
+
+    def warn(self, kind: str, msg: str, *args: object) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self.last.get(kind, -self.every) < self.every:
+            self.skipped[kind] = self.skipped.get(kind, 0) + 1
+            return
+        self.last[kind] = now
+        skipped = self.skipped.pop(kind, 0)
+        log.warning(msg + (f" ({skipped} more since the last such message)" if skipped else ""), *args)
+
+
+class _Conn:
+    """One inbound connection's state."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.raft = False  # has carried a Raft message: a peer, no idle timeout
+        self.inflight = 0
+        self.waiting = 0  # encoded reply bytes not yet handed to the socket
+        self.wlock = asyncio.Lock()
+        self.dropped = False
 
 
 class _Peer:
@@ -72,9 +218,9 @@ class _Peer:
         host, _, port = self.address.rpartition(":")
         pending: list[bytes] = []
         while True:
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, int(port), local_addr=self.t.local_addr()), 2.0)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our cancellation (stop() hangs)
+                async with asyncio.timeout(2.0):
+                    reader, writer = await asyncio.open_connection(host, int(port), local_addr=self.t.local_addr())
             except (OSError, TimeoutError, ValueError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -124,8 +270,8 @@ class _Client:
             if self.writer is not None and not self.writer.is_closing():
                 return self.writer
             host, _, port = self.address.rpartition(":")
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port), local_addr=self.t.local_addr()), 2.0)
+            async with asyncio.timeout(2.0):
+                reader, writer = await asyncio.open_connection(host, int(port), local_addr=self.t.local_addr())
             writer.write(wire.frame([Kind.HELLO, self.t.server_id, self.t.datacenter]))
             self.writer = writer
             self.reader_task = asyncio.get_running_loop().create_task(self._read(reader))
@@ -182,6 +328,7 @@ class Transport:
         on_message: Callable[[Message], None] | None = None,
         on_request: Callable[[str, Any], Awaitable[Any]] | None = None,
         on_peer_lost: Callable[[str], None] | None = None,
+        limits: RpcLimits | None = None,
     ) -> None:
         self.server_id = server_id
         self.on_peer_lost = on_peer_lost
@@ -198,12 +345,21 @@ class Transport:
         self._clients: dict[str, _Client] = {}
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self.limits = limits or RpcLimits()
+        self._per_ip: dict[str, int] = {}
+        self._inflight = 0
+        self._inflight_bytes = 0
+        self._budget: _Budget | None = None  # made in start() (needs the running loop on 3.9-)
+        self._warn = _Throttled()
 
     def local_addr(self) -> tuple[str, int] | None:
         return None if self.bind[0] in ("0.0.0.0", "") else (self.bind[0], 0)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.bind[0], self.bind[1], reuse_address=True)
+        self._budget = _Budget(self.limits.frame_budget, self.limits.frame_budget_wait)
+        # limit: a connection's read buffer pauses the socket at 2 x 16 KiB unless a frame body is being read
+        self._server = await asyncio.start_server(self._accept, self.bind[0], self.bind[1], reuse_address=True,
+                                                  limit=16 * 1024)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -241,45 +397,163 @@ class Transport:
 
     # ------------------------------------------------------------ incoming
 
+    def _admit(self, ip: str) -> bool:
+        lim = self.limits
+        if len(self._conns) >= lim.max_conns:
+            self.stats.conns_refused += 1
+            self._warn.warn("conns", "refusing server RPC connection from %s: %d connections open (the limit)",
+                            ip, len(self._conns))
+            return False
+        if lim.max_conns_per_client and self._per_ip.get(ip, 0) >= lim.max_conns_per_client:
+            self.stats.conns_refused += 1
+            self._warn.warn("conns_ip", "refusing server RPC connection from %s: %d connections from it "
+                            "(limits.rpc_max_conns_per_client)", ip, lim.max_conns_per_client)
+            return False
+        return True
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._admit(ip):
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._conns.add(task)
-        peer = writer.get_extra_info("peername")
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        conn = _Conn(writer)
+        lim = self.limits
         sender = ""
         try:
-            hello = await asyncio.wait_for(read_frame(reader), 10.0)
-            if hello[0] != Kind.HELLO:
-                raise WireError("first frame must be HELLO")
-            sender = str(hello[1]) if len(hello) > 1 else ""
+            try:
+                async with asyncio.timeout(lim.hello_timeout):
+                    hello = await read_frame(reader, lambda prefix: wire.inbound_limit(prefix, False))
+            except TimeoutError:
+                self.stats.hello_timeouts += 1
+                self._warn.warn("hello", "dropping server RPC connection from %s: no HELLO within %g s",
+                                peer, lim.hello_timeout)
+                return
+            sender, _ = wire.decode_hello(hello)
             while True:
-                obj = await read_frame(reader)
+                try:
+                    async with asyncio.timeout(None if conn.raft else lim.idle_timeout):
+                        head = await reader.readexactly(wire.HEADER.size)
+                except TimeoutError:
+                    if conn.inflight:
+                        continue  # a long request (a blocking query) is still being served
+                    self.stats.idle_closed += 1
+                    log.debug("closing idle server RPC connection from %s", peer)
+                    return
+                (n,) = wire.HEADER.unpack(head)
+                try:
+                    obj = await _read_body(reader, n, lambda prefix: wire.inbound_limit(prefix, True),
+                                           lim.body_timeout, self._budget)
+                except TimeoutError:
+                    self.stats.body_timeouts += 1
+                    self._warn.warn("body", "dropping server RPC connection from %s: a %d-byte frame did not "
+                                    "arrive in time", peer, n)
+                    return
+                except _BudgetTimeout:
+                    self.stats.budget_timeouts += 1
+                    self._warn.warn("budget", "dropping server RPC connection from %s: no room for a %d-byte "
+                                    "frame within %g s", peer, n, lim.frame_budget_wait)
+                    return
                 self.stats.frames_in += 1
                 if obj[0] == Kind.REQUEST:
-                    if len(obj) != 4 or not isinstance(obj[1], int) or not isinstance(obj[2], str):
-                        raise WireError("bad request frame")
-                    asyncio.get_running_loop().create_task(self._serve(writer, obj[1], obj[2], obj[3]))
+                    rid, method, args = wire.decode_request(obj)
+                    if not self._take(conn, n):
+                        self.stats.requests_refused += 1
+                        self._warn.warn("requests", "refusing server RPC request from %s: too many requests "
+                                        "in flight", peer)
+                        busy = errors.Unavailable("too many requests")
+                        await self._reply(conn, wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(busy)]))
+                        continue
+                    asyncio.get_running_loop().create_task(self._serve(conn, n, rid, method, args))
                 else:
-                    self.on_message(wire.decode_message(obj))
+                    msg = wire.decode_message(obj)
+                    conn.raft = True
+                    self.on_message(msg)
+        except FrameTooLarge as exc:
+            self.stats.oversized_frames += 1
+            self._warn.warn("oversized", "dropping server RPC connection from %s: %s", peer, exc)
         except WireError as exc:
             self.stats.bad_frames += 1
-            log.warning("dropping connection from %s: %s", peer, exc)
+            self._warn.warn("bad", "dropping server RPC connection from %s: %s", peer, exc)
         except (OSError, asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             # the peer closed or reset the connection: its process may have died (a hint for Raft)
-            if sender and not self._stopping and self.on_peer_lost is not None:
+            if sender and not self._stopping and not conn.dropped and self.on_peer_lost is not None:
                 self.on_peer_lost(sender)
         finally:
+            conn.dropped = True
             writer.close()
+            left = self._per_ip.get(ip, 1) - 1
+            if left > 0:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
             if task is not None:
                 self._conns.discard(task)
 
-    async def _serve(self, writer: asyncio.StreamWriter, rid: int, method: str, args: Any) -> None:
+    def _take(self, conn: _Conn, n: int) -> bool:
+        """Count a forwarded request in flight, unless that would pass a cap."""
+        lim = self.limits
+        if (conn.inflight >= lim.max_inflight_per_conn or self._inflight >= lim.max_inflight
+                or self._inflight_bytes + n > lim.max_inflight_bytes):
+            return False
+        conn.inflight += 1
+        self._inflight += 1
+        self._inflight_bytes += n
+        return True
+
+    async def _serve(self, conn: _Conn, n: int, rid: int, method: str, args: Any) -> None:
         try:
-            result = await self.on_request(method, args)
-            out = wire.frame([Kind.RESPONSE, rid, True, result])
-        except Exception as exc:  # the error travels back typed: code, message, fields
-            if not isinstance(exc, errors.PyconsulError):
-                log.debug("rpc %s failed with an untyped error: %r", method, exc)
-            out = wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(exc)])
-        if not writer.is_closing():
-            writer.write(out)
+            try:
+                result = await self.on_request(method, args)
+                out = wire.frame([Kind.RESPONSE, rid, True, result])
+            except Exception as exc:  # the error travels back typed: code, message, fields
+                if not isinstance(exc, errors.PyconsulError):
+                    log.debug("rpc %s failed with an untyped error: %r", method, exc)
+                out = wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(exc)])
+        finally:
+            conn.inflight -= 1
+            self._inflight -= 1
+            self._inflight_bytes -= n
+        del args
+        await self._reply(conn, out)
+
+    async def _reply(self, conn: _Conn, out: bytes) -> None:
+        """Write one reply when the connection has taken the previous ones (drain, with a deadline). Replies
+        waiting for a client that does not read are capped: past the cap the connection is dropped."""
+        if conn.dropped:
+            return
+        transport = conn.writer.transport
+        conn.waiting += len(out)
+        try:
+            unsent = conn.waiting + transport.get_write_buffer_size()
+            if unsent > self.limits.max_unsent_reply_bytes and unsent > len(out):
+                self._slow_reader(conn, f"{unsent} reply bytes unsent")
+                return
+            async with conn.wlock:
+                if conn.dropped or conn.writer.is_closing():
+                    return
+                conn.writer.write(out)
+                conn.waiting -= len(out)
+                out = b""
+                try:
+                    async with asyncio.timeout(self.limits.reply_drain_timeout):
+                        await conn.writer.drain()
+                except TimeoutError:
+                    self._slow_reader(conn, f"a reply not taken within {self.limits.reply_drain_timeout:g} s")
+                except (OSError, ConnectionError):
+                    pass
+        finally:
+            conn.waiting -= len(out)
+
+    def _slow_reader(self, conn: _Conn, why: str) -> None:
+        if conn.dropped:
+            return
+        conn.dropped = True
+        self.stats.slow_readers += 1
+        self._warn.warn("slow", "dropping server RPC connection from %s: %s",
+                        conn.writer.get_extra_info("peername"), why)
+        conn.writer.transport.abort()  # frees the unsent bytes now; the read loop sees the connection end

@@ -31,8 +31,21 @@ from agent.raft.messages import (
     VoteResponse,
 )
 
-MAX_FRAME = 64 * 1024 * 1024
 HEADER = struct.Struct(">I")
+# Frame size limits by kind. A frame's length comes first, so an oversized frame is refused before its body is
+# read: the receiver reads the first PEEK bytes of the body to learn the kind (and a REQUEST's method), looks up
+# the cap, and drops the connection when the length exceeds it (transport.py counts and logs it).
+MAX_FRAME = 64 * 1024 * 1024  # AppendRequest (a batch of entries), and a RESPONSE to one of our own requests
+# InstallSnapshot travels as one frame until it is streamed in chunks (issue 11 item 2): the same cap as today.
+MAX_SNAPSHOT_FRAME = MAX_FRAME
+# HELLO, votes, AppendResponse, SnapshotResponse, TimeoutNow: a few integers and two server ids.
+MAX_SMALL_FRAME = 4 * 1024
+# A forwarded request: KV values are <= 512 KiB and a txn <= 512 KiB / 64 operations (see README, Limits).
+MAX_REQUEST_FRAME = 2 * 1024 * 1024
+# ... except a forwarded Raft command (`apply`, `apply_forward`), which may be a snapshot restore: as today.
+MAX_WRITE_REQUEST_FRAME = MAX_FRAME
+WRITE_METHODS = frozenset({"apply", "apply_forward"})
+PEEK = 64  # body bytes read before the rest: [kind, id, method] of our own encoder fit in them
 # Every integer a peer sends us (terms, indexes, commit, read contexts) must be in [0, MAX_INT]. A term of
 # 2**62 is a new term every millisecond for 146 million years, and the bound leaves room for +1 in the u64 on
 # disk and on the wire: a forged 2**64-1 would otherwise be persisted and leave no next term (an election
@@ -153,7 +166,7 @@ def frame(obj: list[Any]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def unframe(body: bytes) -> list[Any]:
+def unframe(body: bytes | bytearray) -> list[Any]:
     try:
         obj = msgpack.unpackb(body, raw=False, strict_map_key=False, unicode_errors="surrogateescape")
     except Exception as exc:
@@ -161,3 +174,65 @@ def unframe(body: bytes) -> list[Any]:
     if not isinstance(obj, list) or not obj or not isinstance(obj[0], int):
         raise WireError("frame is not [kind, ...]")
     return obj
+
+
+def peek(prefix: bytes) -> tuple[int | None, str | None]:
+    """(kind, method) from the first bytes of a frame body; None where they cannot be told (yet)."""
+    u = msgpack.Unpacker(raw=False, max_buffer_size=max(len(prefix), 1), unicode_errors="surrogateescape")
+    kind: int | None = None
+    method: str | None = None
+    try:
+        u.feed(prefix)
+        if u.read_array_header() < 1:
+            return None, None
+        k = u.unpack()
+        if not isinstance(k, int) or isinstance(k, bool):
+            return None, None
+        kind = k
+        if kind == Kind.REQUEST:
+            u.skip()  # the request id
+            m = u.unpack()
+            method = m if isinstance(m, str) else None
+    except Exception:  # truncated or malformed: what was learnt so far stands, the body decides the rest
+        pass
+    return kind, method
+
+
+_SMALL_KINDS = frozenset({Kind.HELLO, Kind.VOTE_REQUEST, Kind.VOTE_RESPONSE, Kind.APPEND_RESPONSE,
+                          Kind.SNAPSHOT_RESPONSE, Kind.TIMEOUT_NOW})
+
+
+def inbound_limit(prefix: bytes, hello_seen: bool) -> int:
+    """The largest body a server accepts on its RPC port for the frame that starts with `prefix`. Before
+    HELLO only a HELLO (small); unknown kinds, and kinds a server never receives, get the small cap."""
+    kind, method = peek(prefix)
+    if not hello_seen or kind in _SMALL_KINDS or kind is None:
+        return MAX_SMALL_FRAME
+    if kind == Kind.APPEND_REQUEST:
+        return MAX_FRAME
+    if kind == Kind.SNAPSHOT_REQUEST:
+        return MAX_SNAPSHOT_FRAME
+    if kind == Kind.REQUEST:
+        return MAX_WRITE_REQUEST_FRAME if method in WRITE_METHODS else MAX_REQUEST_FRAME
+    return MAX_SMALL_FRAME
+
+
+def response_limit(prefix: bytes) -> int:
+    """The largest body accepted on a connection we dialled for requests: only RESPONSE frames are large."""
+    kind, _ = peek(prefix)
+    return MAX_FRAME if kind == Kind.RESPONSE else MAX_SMALL_FRAME
+
+
+def decode_hello(raw: list[Any]) -> tuple[str, str]:
+    """[HELLO, server_id, datacenter] -> (server_id, datacenter)."""
+    if raw[0] != Kind.HELLO or len(raw) < 3 or not isinstance(raw[1], str) or not isinstance(raw[2], str):
+        raise WireError("first frame must be HELLO")
+    return raw[1], raw[2]
+
+
+def decode_request(raw: list[Any]) -> tuple[int, str, Any]:
+    """[REQUEST, id, method, args] -> (id, method, args); the handler validates args."""
+    if (raw[0] != Kind.REQUEST or len(raw) != 4 or not _in_range(raw[1]) or not isinstance(raw[2], str)
+            or len(raw[2]) > 64):
+        raise WireError("bad request frame")
+    return raw[1], raw[2], raw[3]
