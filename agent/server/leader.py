@@ -81,7 +81,7 @@ class LeaderDuties:
                  wait_change: Callable[[float | None], Awaitable[None]] = _sleep,
                  gc: TombstoneGC | None = None, last_index: Callable[[], int] = lambda: 0,
                  propose_local: Callable[[bytes], Awaitable[WriteResult]] | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, term: Callable[[], int] = lambda: 0) -> None:
         self.raft = raft
         self.configuration = configuration
         self.datacenter = datacenter
@@ -101,31 +101,37 @@ class LeaderDuties:
         self._gc_wake = asyncio.Event()  # set when the GC's next deadline may have moved earlier
         self.reaped = 0  # reaps committed by this server (a stat for tests and operators)
         # Establishing leadership: the catalog has this server and every alive server of the datacenter
-        # before the leader takes writes (ConsulServer.apply_local waits for `established`). `generation`
-        # moves at every Raft role/leader change (`leadership_changed`, synchronous), so a leader that lost
-        # and regained leadership between two looks of `run` establishes again.
-        self.established = asyncio.Event()
-        self.generation = 0
+        # before the leader takes writes. `established_term` is the Raft term this server established its
+        # leadership in; ConsulServer.apply_local lets a write in only when it is the current term (keyed by
+        # term, not by a callback: Raft's role may change before the soft-state callback runs), waiting on
+        # `establishment_changed`, which is set (and replaced) at every establishment and role change.
+        self.term = term
+        self.established_term = -1
+        self.establishment_changed = asyncio.Event()
         self.wall = wall  # sessions' deadlines are wall-clock times (the leader stamps time.time())
         self._session_due = math.inf  # when session_expiry looks next (wall clock)
         self._session_stale = True  # recompute the next deadline from the store
         self._session_wake = asyncio.Event()
 
     def leadership_changed(self) -> None:
-        """The Raft role or leader changed (synchronous): as leader, writes wait until `run` establishes
-        again; otherwise nothing is to be established, and writes still waiting go on (to NotLeader)."""
-        self.generation += 1
-        if self.raft.is_leader:
-            self.established.clear()
-        else:
-            self.established.set()
+        """The Raft role or leader changed (synchronous): wake writes waiting for establishment (they look
+        again: a lost leadership sends them on to NotLeader)."""
+        self._signal_establishment()
         self._session_stale = True
         self._session_wake.set()
+
+    def _signal_establishment(self) -> None:
+        ev, self.establishment_changed = self.establishment_changed, asyncio.Event()
+        ev.set()
+
+    def is_established(self) -> bool:
+        """This server leads and established its leadership in the current term."""
+        return self.raft.is_leader and self.established_term == self.term()
 
     async def run(self) -> None:
         was_leader = False
         leader_since = 0.0
-        established_gen = -1
+        led_term = -1
         while True:
             if not self.raft.is_leader:
                 if was_leader:
@@ -133,15 +139,15 @@ class LeaderDuties:
                 was_leader = False
                 await self.wait_change(None)
                 continue
-            if not was_leader or established_gen != self.generation:
+            if not was_leader or led_term != self.term():
                 self.reconciled.clear()  # a new leader re-checks everything once
                 was_leader = True
                 leader_since = self.clock()
                 self.set_gc_leader(True)
-                established_gen = self.generation
+                led_term = self.term()
             try:
-                if not self.established.is_set():
-                    await self.establish(established_gen)
+                if self.established_term != led_term:
+                    await self.establish(led_term)
                 await self.one_pass(self.clock() - leader_since >= SERVER_STABILIZATION)
             except PyconsulError as exc:
                 log.debug("leader loop: %s", exc)
@@ -149,7 +155,7 @@ class LeaderDuties:
                 log.warning("leader loop: a write timed out; retrying on the next pass")
             await self.wait_change(LEADER_LOOP_INTERVAL)
 
-    async def establish(self, generation: int) -> None:
+    async def establish(self, term: int) -> None:
         """Consul's establishLeadership + the servers' part of its first reconcile: register this server
         and every alive server of the datacenter (node, address, service consul, serfHealth passing), then
         let writes in. A registration that fails does not hold writes back: they wait at most
@@ -161,8 +167,9 @@ class LeaderDuties:
             for m in mine:
                 await self._register(m)
         finally:
-            if generation == self.generation and self.raft.is_leader:
-                self.established.set()
+            if self.raft.is_leader and self.term() == term:
+                self.established_term = term
+            self._signal_establishment()
 
     async def one_pass(self, stable: bool) -> None:
         self.autopilot(stable)

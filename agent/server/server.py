@@ -102,7 +102,8 @@ class ConsulServer:
                                    self._duty_write, force_leave, cfg.autopilot_cleanup_dead_servers,
                                    wait_change=self.wait_raft_change,
                                    gc=TombstoneGC(cfg.tombstone_ttl, cfg.tombstone_ttl_granularity),
-                                   last_index=self._last_index, propose_local=self._duty_write)
+                                   last_index=self._last_index, propose_local=self._duty_write,
+                                   term=self._term)
         self.supervisor = supervisor or Supervisor()  # the agent's (one place for every long-lived task)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_known = asyncio.Event()  # set while a leader is known
@@ -157,6 +158,10 @@ class ConsulServer:
         if self._change_waiters:
             ev, self._applied = self._applied, asyncio.Event()
             ev.set()
+
+    def _term(self) -> int:
+        core = self.raft.core
+        return core.term if core is not None else 0
 
     def _last_index(self) -> int:
         core = self.raft.core
@@ -284,11 +289,18 @@ class ConsulServer:
         leader first establishes its leadership (LeaderDuties.establish: this server and the other
         servers in the catalog), so a write acknowledged by it is never applied before that; the wait
         is bounded by RPC_HOLD_TIMEOUT."""
-        established = self.leader.established
-        if self.raft.is_leader and not established.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RPC_HOLD_TIMEOUT):
-                    await established.wait()
+        leader = self.leader
+        if self.raft.is_leader and not leader.is_established():
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + RPC_HOLD_TIMEOUT
+            while self.raft.is_leader and not leader.is_established():
+                changed = leader.establishment_changed
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
         return answer(await self.raft.apply(data))
 
     async def _duty_write(self, data: bytes) -> WriteResult:

@@ -65,7 +65,7 @@ def test_a_new_leader_registers_the_servers_before_it_takes_a_write() -> None:
         write = asyncio.get_running_loop().create_task(server.apply_local(c.encode(c.KVSet("k", b"v"))))
         await asyncio.sleep(0.01)
         assert raft.applied == [] and not write.done(), "the write waits for the leader to establish"
-        await server.leader.establish(server.leader.generation)
+        await server.leader.establish(server.leader.term())
         async with asyncio.timeout(5):
             await write
         assert raft.applied == ["Register", "Register", "KVSet"], "this server, the other server, then the write"
