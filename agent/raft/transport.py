@@ -18,9 +18,9 @@ Limits on the listener (RpcLimits; documented in README, Limits): connections pe
 a Raft message is closed after 5 min without a frame or a request in progress; frame sizes by kind
 (wire.inbound_limit), with the bodies of large frames read under one global byte budget; forwarded
 requests in flight per connection and in total (excess: an immediate Unavailable "too many
-requests"); replies back-pressured (`drain` with a deadline) and the unsent reply bytes of a
-connection capped (a client that does not read is disconnected). Every refusal is counted in
-TransportStats and logged at most once per 10 s per kind.
+requests"); replies back-pressured: encoded one at a time when the previous one has drained, with a
+deadline (a client that does not read is disconnected; its unsent bytes never exceed one reply).
+Every refusal is counted in TransportStats and logged at most once per 10 s per kind.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class RpcLimits:
     max_inflight_bytes: int = 64 * 1024 * 1024  # ... their frames' bytes, all connections
     frame_budget: int = wire.MAX_FRAME  # bodies of frames > UNBUDGETED being read at once, all connections
     frame_budget_wait: float = 10.0  # a frame waits this long for budget, then its connection is dropped
-    max_unsent_reply_bytes: int = 32 * 1024 * 1024  # replies encoded and not yet sent, per connection
+    # Replies are encoded one at a time, when the previous one has drained: unsent bytes <= one reply per connection
     reply_drain_timeout: float = 30.0  # a reply not taken by the client within it: the connection is dropped
 
 
@@ -83,7 +83,7 @@ class TransportStats:
     body_timeouts: int = 0  # a frame body that did not arrive in time
     budget_timeouts: int = 0  # a large frame that waited too long for the global frame budget
     requests_refused: int = 0  # over the in-flight caps: answered Unavailable("too many requests")
-    slow_readers: int = 0  # unsent replies over the cap, or not drained in time: connection dropped
+    slow_readers: int = 0  # a reply not taken by the client in time: connection dropped
 
     def as_map(self) -> dict[str, str]:
         """For /v1/agent/self Stats (`pyconsul info`)."""
@@ -109,7 +109,15 @@ async def _read_body(reader: asyncio.StreamReader, n: int, limit: Callable[[byte
         raise WireError("empty frame")
 
     async def body() -> list[Any]:
-        prefix = await reader.readexactly(min(n, wire.PEEK))
+        want = min(n, wire.PEEK)
+        prefix = b""
+        while len(prefix) < want:  # only as many bytes as it takes to learn the kind (and a REQUEST's method)
+            chunk = await reader.read(want - len(prefix))
+            if not chunk:
+                raise asyncio.IncompleteReadError(prefix, n)
+            prefix += chunk
+            if wire.peeked(prefix):
+                break
         cap = limit(prefix)
         if n > cap:
             raise FrameTooLarge(f"frame of {n} bytes exceeds the {cap}-byte limit for its kind")
@@ -197,7 +205,6 @@ class _Conn:
         self.writer = writer
         self.raft = False  # has carried a Raft message: a peer, no idle timeout
         self.inflight = 0
-        self.waiting = 0  # encoded reply bytes not yet handed to the socket
         self.wlock = asyncio.Lock()
         self.dropped = False
 
@@ -466,7 +473,7 @@ class Transport:
                         self._warn.warn("requests", "refusing server RPC request from %s: too many requests "
                                         "in flight", peer)
                         busy = errors.Unavailable("too many requests")
-                        await self._reply(conn, wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(busy)]))
+                        await self._reply(conn, [Kind.RESPONSE, rid, False, errors.to_wire(busy)])
                         continue
                     asyncio.get_running_loop().create_task(self._serve(conn, n, rid, method, args))
                 else:
@@ -506,48 +513,47 @@ class Transport:
         return True
 
     async def _serve(self, conn: _Conn, n: int, rid: int, method: str, args: Any) -> None:
+        """Serve one forwarded request; it counts as in flight until its reply has left (so the results held
+        for a client that does not read are bounded by the in-flight caps)."""
         try:
             try:
-                result = await self.on_request(method, args)
-                out = wire.frame([Kind.RESPONSE, rid, True, result])
+                reply = [Kind.RESPONSE, rid, True, await self.on_request(method, args)]
             except Exception as exc:  # the error travels back typed: code, message, fields
                 if not isinstance(exc, errors.PyconsulError):
                     log.debug("rpc %s failed with an untyped error: %r", method, exc)
-                out = wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(exc)])
+                reply = [Kind.RESPONSE, rid, False, errors.to_wire(exc)]
+            del args
+            await self._reply(conn, reply)
         finally:
             conn.inflight -= 1
             self._inflight -= 1
             self._inflight_bytes -= n
-        del args
-        await self._reply(conn, out)
 
-    async def _reply(self, conn: _Conn, out: bytes) -> None:
-        """Write one reply when the connection has taken the previous ones (drain, with a deadline). Replies
-        waiting for a client that does not read are capped: past the cap the connection is dropped."""
-        if conn.dropped:
-            return
-        transport = conn.writer.transport
-        conn.waiting += len(out)
-        try:
-            unsent = conn.waiting + transport.get_write_buffer_size()
-            if unsent > self.limits.max_unsent_reply_bytes and unsent > len(out):
-                self._slow_reader(conn, f"{unsent} reply bytes unsent")
+    async def _reply(self, conn: _Conn, reply: list[Any]) -> None:
+        """Replies leave one at a time: each is encoded only when the previous one has been taken by the client
+        (`drain`), so a connection's unsent reply bytes never exceed one reply (<= wire.MAX_FRAME); a reply
+        not taken within reply_drain_timeout drops the connection (a client that never reads)."""
+        async with conn.wlock:
+            if conn.dropped or conn.writer.is_closing():
                 return
-            async with conn.wlock:
-                if conn.dropped or conn.writer.is_closing():
-                    return
-                conn.writer.write(out)
-                conn.waiting -= len(out)
-                out = b""
-                try:
-                    async with asyncio.timeout(self.limits.reply_drain_timeout):
-                        await conn.writer.drain()
-                except TimeoutError:
-                    self._slow_reader(conn, f"a reply not taken within {self.limits.reply_drain_timeout:g} s")
-                except (OSError, ConnectionError):
-                    pass
-        finally:
-            conn.waiting -= len(out)
+            try:
+                out = wire.frame(reply)
+            except Exception as exc:  # a result msgpack cannot carry: the caller gets a typed error
+                out = wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
+                    f"the reply cannot be encoded: {type(exc).__name__}"))])
+            if len(out) > wire.MAX_FRAME + wire.HEADER.size:  # the client would drop the connection
+                out = wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
+                    f"the reply of {len(out)} bytes exceeds the {wire.MAX_FRAME}-byte frame limit"))])
+            del reply
+            conn.writer.write(out)
+            del out
+            try:
+                async with asyncio.timeout(self.limits.reply_drain_timeout):
+                    await conn.writer.drain()
+            except TimeoutError:
+                self._slow_reader(conn, f"a reply not taken within {self.limits.reply_drain_timeout:g} s")
+            except (OSError, ConnectionError):
+                pass
 
     def _slow_reader(self, conn: _Conn, why: str) -> None:
         if conn.dropped:

@@ -198,6 +198,12 @@ def peek(prefix: bytes) -> tuple[int | None, str | None]:
     return kind, method
 
 
+def peeked(prefix: bytes) -> bool:
+    """Whether `prefix` says enough to choose the frame's limit: its kind and, for a REQUEST, the method."""
+    kind, method = peek(prefix)
+    return kind is not None and (kind != Kind.REQUEST or method is not None)
+
+
 _SMALL_KINDS = frozenset({Kind.HELLO, Kind.VOTE_REQUEST, Kind.VOTE_RESPONSE, Kind.APPEND_RESPONSE,
                           Kind.SNAPSHOT_RESPONSE, Kind.TIMEOUT_NOW})
 
