@@ -31,7 +31,7 @@ from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, Ser
 from agent.http.server import make_app
 from agent.httpd.h1 import HTTPServer, serve
 from agent.process import StartupError, run_until_stopped, setup_logging
-from agent.raft.transport import Transport
+from agent.raft.transport import RpcLimits, Transport
 from agent.rejoin import MemberSnapshots, Pools
 from agent.server.client import ClientBackend
 from agent.supervise import Supervisor
@@ -176,7 +176,8 @@ class Agent:
 
         cfg = self.cfg
         fsm = StoreFSM()
-        transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, cfg.ports.server))
+        transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, cfg.ports.server),
+                              limits=RpcLimits(max_conns_per_client=cfg.rpc_max_conns_per_client))
         storage = RaftStorage.open(data / "raft")
         raft = RaftNode(self.node_id, cfg.raft_config(), storage, fsm, transport, rng=random.Random())
         server = ConsulServer(cfg, self.node_id, lan.members, transport, raft, fsm,

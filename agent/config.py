@@ -93,6 +93,8 @@ class AgentConfig:
     autopilot_cleanup_dead_servers: bool = True  # Consul autopilot: remove dead servers when safe
     raft_snapshot_threshold: int | None = None  # None: RaftConfig's (Consul's 16384)
     raft_trailing_logs: int | None = None  # None: RaftConfig's (Consul's 10240)
+    # limits.rpc_max_conns_per_client: server RPC connections from one source IP (Consul's default 100; 0: no limit)
+    rpc_max_conns_per_client: int = 100
     # pyconsul extensions (Consul has them only internally, as TombstoneTTL/TombstoneTTLGranularity): how long
     # the leader keeps a KV tombstone before it proposes a reap, and the width of the bins deletes are grouped in
     tombstone_ttl: float = 15 * 60.0
@@ -212,6 +214,8 @@ class AgentConfig:
             raise ConfigError("raft_snapshot_threshold: must be at least 1")
         if self.raft_trailing_logs is not None and self.raft_trailing_logs < 0:
             raise ConfigError("raft_trailing_logs: must not be negative")
+        if self.rpc_max_conns_per_client < 0:
+            raise ConfigError("limits.rpc_max_conns_per_client: must not be negative")
         for name in ("tombstone_ttl", "tombstone_ttl_granularity"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -282,6 +286,7 @@ KEYS: dict[str, Kind] = {
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
     "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
     "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
+    "limits.rpc_max_conns_per_client": "int",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -294,7 +299,7 @@ _OBJECTS = frozenset(k.split(".")[0] for k in KEYS if "." in k)
 _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier",
             "performance.raft_profile": "raft_profile",
             "autopilot.cleanup_dead_servers": "autopilot_cleanup_dead_servers",
-            "advertise_addrs.rpc": "advertise_addr_rpc"}
+            "advertise_addrs.rpc": "advertise_addr_rpc", "limits.rpc_max_conns_per_client": "rpc_max_conns_per_client"}
 
 
 class _BadValue(Exception):

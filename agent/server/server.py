@@ -502,6 +502,8 @@ class ConsulServer:
                 raft_num_peers=str(max(0, len(core.configuration.servers) - 1)),
             )
         out["kv_tombstones"] = str(self.store.tombstone_count())
+        # server RPC (port 8300) counters, limits refusals included (agent/raft/transport.py TransportStats)
+        out.update({f"rpc_{k}": v for k, v in self.transport.stats.as_map().items()})
         return out
 
     def role(self) -> Role:

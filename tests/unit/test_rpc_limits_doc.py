@@ -1,0 +1,57 @@
+"""The server RPC limits documented in README (Limits) are the code's; `limits.rpc_max_conns_per_client` is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, ConfigError, from_flat, parse_config_object
+from agent.raft import transport, wire
+from agent.raft.transport import RpcLimits, TransportStats
+
+
+def _rows() -> dict[str, str]:
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    return {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("| Server RPC")}
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024 // 1024} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
+
+
+def test_readme_server_rpc_limits_match_the_code() -> None:
+    lim = RpcLimits()
+    rows = _rows()
+    assert rows["Server RPC (port 8300) connections"] == (
+        f"{lim.max_conns_per_client} per source IP (`limits.rpc_max_conns_per_client`, 0 = none), "
+        f"{lim.max_conns} in total")
+    assert rows["Server RPC: HELLO / frame body / idle without Raft traffic"] == (
+        f"{lim.hello_timeout:g} s / {lim.body_timeout:g} s + 1 s per MiB / {lim.idle_timeout:g} s")
+    assert rows["Server RPC frames: HELLO, votes, acks, TimeoutNow / forwarded request / forwarded write "
+                "(`apply`, a restore) / AppendEntries / InstallSnapshot"] == " / ".join(
+        _size(n) for n in (wire.MAX_SMALL_FRAME, wire.MAX_REQUEST_FRAME, wire.MAX_WRITE_REQUEST_FRAME,
+                           wire.MAX_FRAME, wire.MAX_SNAPSHOT_FRAME))
+    assert rows[f"Server RPC: bodies of frames over {_size(transport.UNBUDGETED)} being read, all connections"] \
+        == _size(lim.frame_budget)
+    assert rows["Server RPC: forwarded requests in flight"] == (
+        f"{lim.max_inflight_per_conn} per connection, {lim.max_inflight} and {_size(lim.max_inflight_bytes)} "
+        f"in total")
+    assert rows["Server RPC replies not yet taken by the client"] == (
+        f"one per connection, taken within {lim.reply_drain_timeout:g} s")
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    for name in vars(TransportStats()):
+        if name not in ("frames_in", "frames_out", "dropped_queue_full", "connects"):
+            assert f"`rpc_{name}`" in readme, f"counter {name} is documented"
+
+
+def test_rpc_max_conns_per_client_config_key() -> None:
+    assert AgentConfig().rpc_max_conns_per_client == 100 == RpcLimits().max_conns_per_client  # Consul's default
+    cfg = from_flat(parse_config_object({"limits": {"rpc_max_conns_per_client": 7}}))
+    assert cfg.rpc_max_conns_per_client == 7
+    with pytest.raises(ConfigError, match="rpc_max_conns_per_client"):
+        from_flat(parse_config_object({"limits": {"rpc_max_conns_per_client": -1}, "data_dir": "/x"})).validate()
+    with pytest.raises(ConfigError, match="unknown configuration key"):
+        parse_config_object({"limits": {"rpc_max_conns": 1}})
