@@ -18,8 +18,9 @@ Limits on the listener (RpcLimits; documented in README, Limits): connections pe
 a Raft message is closed after 5 min without a frame or a request in progress; frame sizes by kind
 (wire.inbound_limit), with the bodies of large frames read under one global byte budget; forwarded
 requests in flight per connection and in total (excess: an immediate Unavailable "too many
-requests"); replies back-pressured: encoded one at a time when the previous one has drained, with a
-deadline (a client that does not read is disconnected; its unsent bytes never exceed one reply).
+requests"); replies back-pressured (each written after the previous one drained, with a deadline: a
+client that does not read is disconnected) and their unsent bytes capped per connection and in total
+(past a cap a reply is replaced by Unavailable).
 Every refusal is counted in TransportStats and logged at most once per 10 s per kind.
 """
 
@@ -62,7 +63,8 @@ class RpcLimits:
     max_inflight_bytes: int = 64 * 1024 * 1024  # ... their frames' bytes, all connections
     frame_budget: int = wire.MAX_FRAME  # bodies of frames > UNBUDGETED being read at once, all connections
     frame_budget_wait: float = 10.0  # a frame waits this long for budget, then its connection is dropped
-    # Replies are encoded one at a time, when the previous one has drained: unsent bytes <= one reply per connection
+    max_unsent_reply_bytes: int = 16 * 1024 * 1024  # encoded replies not yet taken, per connection (and one more)
+    max_unsent_reply_bytes_total: int = 48 * 1024 * 1024  # ... all connections
     reply_drain_timeout: float = 30.0  # a reply not taken by the client within it: the connection is dropped
 
 
@@ -84,6 +86,7 @@ class TransportStats:
     budget_timeouts: int = 0  # a large frame that waited too long for the global frame budget
     requests_refused: int = 0  # over the in-flight caps: answered Unavailable("too many requests")
     slow_readers: int = 0  # a reply not taken by the client in time: connection dropped
+    replies_dropped: int = 0  # over the unsent reply caps: replaced by Unavailable
 
     def as_map(self) -> dict[str, str]:
         """For /v1/agent/self Stats (`pyconsul info`)."""
@@ -206,6 +209,7 @@ class _Conn:
         self.raft = False  # has carried a Raft message: a peer, no idle timeout
         self.inflight = 0
         self.wlock = asyncio.Lock()
+        self.unsent = 0  # bytes of encoded replies not yet drained
         self.dropped = False
 
 
@@ -356,6 +360,7 @@ class Transport:
         self._per_ip: dict[str, int] = {}
         self._inflight = 0
         self._inflight_bytes = 0
+        self._unsent = 0
         self._budget: _Budget | None = None  # made in start() (needs the running loop on 3.9-)
         self._warn = _Throttled()
 
@@ -473,7 +478,7 @@ class Transport:
                         self._warn.warn("requests", "refusing server RPC request from %s: too many requests "
                                         "in flight", peer)
                         busy = errors.Unavailable("too many requests")
-                        await self._reply(conn, [Kind.RESPONSE, rid, False, errors.to_wire(busy)])
+                        await self._reply(conn, rid, [wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(busy)])])
                         continue
                     asyncio.get_running_loop().create_task(self._serve(conn, n, rid, method, args))
                 else:
@@ -513,47 +518,72 @@ class Transport:
         return True
 
     async def _serve(self, conn: _Conn, n: int, rid: int, method: str, args: Any) -> None:
-        """Serve one forwarded request; it counts as in flight until its reply has left (so the results held
-        for a client that does not read are bounded by the in-flight caps)."""
+        """Serve one forwarded request; it counts as in flight until its reply has left."""
         try:
             try:
-                reply = [Kind.RESPONSE, rid, True, await self.on_request(method, args)]
+                result = await self.on_request(method, args)
+                del args
+                out = self._encode([Kind.RESPONSE, rid, True, result])
+                del result  # the encoded reply is all that is kept of it
             except Exception as exc:  # the error travels back typed: code, message, fields
                 if not isinstance(exc, errors.PyconsulError):
                     log.debug("rpc %s failed with an untyped error: %r", method, exc)
-                reply = [Kind.RESPONSE, rid, False, errors.to_wire(exc)]
-            del args
-            await self._reply(conn, reply)
+                out = self._encode([Kind.RESPONSE, rid, False, errors.to_wire(exc)])
+            box = [out]
+            del out  # _reply owns the only reference: a reply replaced or written is freed at once
+            await self._reply(conn, rid, box)
         finally:
             conn.inflight -= 1
             self._inflight -= 1
             self._inflight_bytes -= n
 
-    async def _reply(self, conn: _Conn, reply: list[Any]) -> None:
-        """Replies leave one at a time: each is encoded only when the previous one has been taken by the client
-        (`drain`), so a connection's unsent reply bytes never exceed one reply (<= wire.MAX_FRAME); a reply
-        not taken within reply_drain_timeout drops the connection (a client that never reads)."""
-        async with conn.wlock:
-            if conn.dropped or conn.writer.is_closing():
-                return
-            try:
-                out = wire.frame(reply)
-            except Exception as exc:  # a result msgpack cannot carry: the caller gets a typed error
-                out = wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
-                    f"the reply cannot be encoded: {type(exc).__name__}"))])
-            if len(out) > wire.MAX_FRAME + wire.HEADER.size:  # the client would drop the connection
-                out = wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
-                    f"the reply of {len(out)} bytes exceeds the {wire.MAX_FRAME}-byte frame limit"))])
-            del reply
-            conn.writer.write(out)
-            del out
-            try:
-                async with asyncio.timeout(self.limits.reply_drain_timeout):
-                    await conn.writer.drain()
-            except TimeoutError:
-                self._slow_reader(conn, f"a reply not taken within {self.limits.reply_drain_timeout:g} s")
-            except (OSError, ConnectionError):
-                pass
+    @staticmethod
+    def _encode(reply: list[Any]) -> bytes:
+        try:
+            out = wire.frame(reply)
+        except Exception as exc:  # a result msgpack cannot carry: the caller gets a typed error
+            return wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
+                f"the reply cannot be encoded: {type(exc).__name__}"))])
+        if len(out) > wire.MAX_FRAME + wire.HEADER.size:  # the client would drop the connection
+            return wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
+                f"the reply of {len(out)} bytes exceeds the {wire.MAX_FRAME}-byte frame limit"))])
+        return out
+
+    async def _reply(self, conn: _Conn, rid: int, box: list[bytes]) -> None:
+        """Replies leave in order, each after the previous one drained (with a deadline: a client that does
+        not read is disconnected). Encoded replies waiting to leave are capped per connection and in total;
+        past a cap a reply is replaced by a typed Unavailable (the client may retry) and counted."""
+        out = box.pop()
+        if conn.dropped:
+            return
+        lim = self.limits
+        if (conn.unsent and conn.unsent + len(out) > lim.max_unsent_reply_bytes) or (
+                self._unsent and self._unsent + len(out) > lim.max_unsent_reply_bytes_total):
+            self.stats.replies_dropped += 1
+            self._warn.warn("replies", "server RPC reply of %d bytes to %s dropped: %d bytes of replies already "
+                            "wait for this connection, %d for all", len(out), conn.writer.get_extra_info("peername"),
+                            conn.unsent, self._unsent)
+            busy = errors.Unavailable("too many reply bytes waiting for this connection")
+            out = wire.frame([Kind.RESPONSE, rid, False, errors.to_wire(busy)])
+        n = len(out)
+        conn.unsent += n
+        self._unsent += n
+        try:
+            async with conn.wlock:
+                if conn.dropped or conn.writer.is_closing():
+                    return
+                conn.writer.write(out)
+                del out
+                try:
+                    async with asyncio.timeout(lim.reply_drain_timeout):
+                        await conn.writer.drain()
+                except TimeoutError:
+                    self._slow_reader(conn, f"a reply not taken within {lim.reply_drain_timeout:g} s")
+                except (OSError, ConnectionError):
+                    pass
+        finally:
+            conn.unsent -= n
+            self._unsent -= n
 
     def _slow_reader(self, conn: _Conn, why: str) -> None:
         if conn.dropped:

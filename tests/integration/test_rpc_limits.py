@@ -184,33 +184,39 @@ def test_a_client_that_never_reads_its_replies_is_disconnected() -> None:
         async def big(method: str, args: Any) -> Any:
             return b"r" * (args or 1024 * 1024)
 
-        encoded = 0
-        real_frame = wire.frame
+        limits = RpcLimits(max_unsent_reply_bytes=8 * 1024 * 1024, reply_drain_timeout=1.0)
+        async with server(ip, limits, big) as t:
+            peak = 0
 
-        def counting_frame(obj: list[Any]) -> bytes:
-            nonlocal encoded
-            out = real_frame(obj)
-            encoded += len(out)
-            return out
+            def watch() -> bool:
+                nonlocal peak
+                peak = max(peak, t._unsent)
+                return t.stats.replies_dropped >= 50 and t._unsent == 0
 
-        async with server(ip, RpcLimits(reply_drain_timeout=1.0), big) as t:
-            wire.frame = counting_frame
-            try:
-                r, w = await dial(ip)
-                for rid in range(60):  # 5 MiB replies asked for, none read
-                    w.write(real_frame([wire.Kind.REQUEST, rid, "big", 5 * 1024 * 1024]))
-                await until(lambda: t.stats.slow_readers == 1 and not t._conns, 10, "the non-reader dropped")
-                # replies are encoded one at a time, after the previous one drained: the kernel's socket buffers
-                # take a few; the rest were never encoded
-                assert encoded <= 5 * (5 * 1024 * 1024 + 64), f"{encoded} reply bytes encoded for a non-reader"
-            finally:
-                wire.frame = real_frame
-            # a client that reads gets every reply, however many
             r, w = await dial(ip)
-            for rid in range(60):
+            for rid in range(60):  # 5 MiB replies asked for, none read
+                w.write(wire.frame([wire.Kind.REQUEST, rid, "big", 5 * 1024 * 1024]))
+            await until(watch, 10, "replies past the cap replaced, not buffered")
+            assert peak <= 8 * 1024 * 1024 + 5 * 1024 * 1024 + 4096, f"{peak} reply bytes buffered"
+            w.close()
+            await until(lambda: not t._conns, 5, "the first client gone")
+            slow = t.stats.slow_readers
+            # one reply larger than the kernel's socket buffers take, never read: dropped after the drain deadline
+            r, w = await dial(ip)
+            w.write(wire.frame([wire.Kind.REQUEST, 1, "big", 32 * 1024 * 1024]))
+            await until(lambda: t.stats.slow_readers == slow + 1 and not t._conns, 10, "the non-reader dropped")
+            # a client that reads gets every reply within the cap, and a typed refusal past it
+            r, w = await dial(ip)
+            for rid in range(6):
                 w.write(wire.frame([wire.Kind.REQUEST, rid, "big", None]))
-            assert sorted([(await read_frame(r))[1] for _ in range(60)]) == list(range(60))
-            assert t.stats.slow_readers == 1
+            replies = [await read_frame(r) for _ in range(6)]
+            assert sorted(x[1] for x in replies) == list(range(6)) and all(x[2] for x in replies)
+            for rid in range(20):
+                w.write(wire.frame([wire.Kind.REQUEST, rid, "big", 2 * 1024 * 1024]))
+            replies = [await read_frame(r) for _ in range(20)]
+            refused = [x for x in replies if not x[2]]
+            assert refused and all(isinstance(errors.from_wire(x[3]), errors.Unavailable) for x in refused)
+            assert t.stats.slow_readers == slow + 1
     run(scenario)
 
 

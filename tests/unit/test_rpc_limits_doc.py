@@ -40,7 +40,8 @@ def test_readme_server_rpc_limits_match_the_code() -> None:
         f"{lim.max_inflight_per_conn} per connection, {lim.max_inflight} and {_size(lim.max_inflight_bytes)} "
         f"in total")
     assert rows["Server RPC replies not yet taken by the client"] == (
-        f"one per connection, taken within {lim.reply_drain_timeout:g} s")
+        f"{_size(lim.max_unsent_reply_bytes)} per connection (or one reply), {_size(lim.max_unsent_reply_bytes_total)} "
+        f"in total; each taken within {lim.reply_drain_timeout:g} s")
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
     for name in vars(TransportStats()):
         if name not in ("frames_in", "frames_out", "dropped_queue_full", "connects"):
