@@ -5,6 +5,7 @@ truncated frames, oversized length prefixes (small kinds and forwarded reads cla
 client that asks for 60 replies of 5 MiB and never reads them, and 600 blocking requests on one connection.
 Measured before the limits: 6 connections x 40 MiB frames = +240 MiB; 60 unread 5 MiB replies = +309 MiB.
 Now: the leader keeps leading, writes succeed, every refusal is counted, and its RSS stays under idle + 64 MiB.
+Then six valid-size 40 MiB AppendRequests at once: RSS under idle + 104 MiB (one frame at a time, twice its size).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tests.integration.test_raft_cluster import http, leader_of, start_bj
 
 pytestmark = pytest.mark.integration
 
-CEILING_KIB = 64 * 1024  # the stated bound: RSS over the idle RSS while the inputs run
+CEILING_KIB = 64 * 1024  # the stated bound: RSS over the idle RSS while the refused inputs run
+LARGE_CEILING_KIB = 2 * 40 * 1024 + 24 * 1024  # six valid 40 MiB frames at once: one at a time, twice its size
 
 
 def rss_kib(pid: int) -> int:
@@ -146,3 +148,25 @@ def test_hostile_rpc_inputs_leave_the_cluster_healthy_and_memory_bounded(cluster
         assert len(flood) == 130
         grown = peak[0] - idle
     assert grown < CEILING_KIB, f"RSS grew {grown // 1024} MiB under hostile RPC input ({grew})"
+
+    # AppendRequests of a valid size (40 MiB, under the 64 MiB cap) on 6 connections at once: their bodies are read
+    # one at a time (the frame budget), each costs its size twice while decoded, and none is kept once handled
+    # (was +240 MiB: every connection read at once and kept its last frame)
+    stale = wire.frame(wire.encode_message(AppendRequest(0, "forger", "x", 0, 0, (
+        Entry(0, 1, EntryKind.NORMAL, b"e" * (40 * 1024 * 1024)),), 0, 0)))
+    with peak_rss(pid) as idle_peak:
+        time.sleep(1.0)
+    idle = idle_peak[0]
+    with ExitStack() as stack, peak_rss(pid) as peak:
+        frames_in = rpc_stats(target)["frames_in"]
+        senders = [threading.Thread(target=send_quietly, args=(dial(stack, target.ip, f"{ip}.{110 + i}"), stale))
+                   for i in range(6)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(60)
+        wait_for(lambda: rpc_stats(target)["frames_in"] >= frames_in + 6, 30, "the six large frames read")
+        assert http(ps[0], "/v1/kv/after-large", "PUT", b"1", timeout=30)[0] == 200
+        assert leader_of(ps) == leader
+        grown = peak[0] - idle
+    assert grown < LARGE_CEILING_KIB, f"RSS grew {grown // 1024} MiB reading six 40 MiB frames"
