@@ -275,9 +275,16 @@ class _Client:
         self.writer: asyncio.StreamWriter | None = None
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.reader_task: asyncio.Task[None] | None = None
+        self.last_used = 0.0
 
     async def _connect(self) -> asyncio.StreamWriter:
         async with self.lock:
+            now = asyncio.get_running_loop().time()
+            if self.writer is not None and not self.pending and now - self.last_used > self.t.limits.idle_timeout / 2:
+                # the server closes connections idle for idle_timeout: never reuse one it may be closing right now
+                self.writer.close()
+                self.writer = None
+            self.last_used = now
             if self.writer is not None and not self.writer.is_closing():
                 return self.writer
             host, _, port = self.address.rpartition(":")
@@ -285,15 +292,17 @@ class _Client:
                 reader, writer = await asyncio.open_connection(host, int(port), local_addr=self.t.local_addr())
             writer.write(wire.frame([Kind.HELLO, self.t.server_id, self.t.datacenter]))
             self.writer = writer
-            self.reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+            self.pending = {}  # this connection's requests: the old one's reader fails only its own
+            self.reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer, self.pending))
             return writer
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    pending: dict[int, asyncio.Future[Any]]) -> None:
         try:
             while True:
                 obj = await read_frame(reader)
                 if obj[0] == Kind.RESPONSE and len(obj) == 4:
-                    fut = self.pending.pop(obj[1], None)
+                    fut = pending.pop(obj[1], None)
                     if fut is not None and not fut.done():
                         if obj[2]:
                             fut.set_result(obj[3])
@@ -302,13 +311,13 @@ class _Client:
         except (OSError, asyncio.IncompleteReadError, WireError, ConnectionError):
             pass
         finally:
-            for fut in self.pending.values():
+            for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(errors.Unavailable(f"connection to {self.address} lost"))
-            self.pending.clear()
-            if self.writer is not None:
-                self.writer.close()
-            self.writer = None
+            pending.clear()
+            writer.close()
+            if self.writer is writer:
+                self.writer = None
 
     async def call(self, method: str, args: Any, timeout: float) -> Any:
         rid = next(self.t.ids)
@@ -321,12 +330,13 @@ class _Client:
         except (OSError, TimeoutError) as exc:
             raise errors.DialFailed(f"dial {self.address}: {exc}") from None  # nothing sent: retryable anywhere
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending[rid] = fut
+        pending = self.pending
+        pending[rid] = fut
         writer.write(data)
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            self.pending.pop(rid, None)
+            pending.pop(rid, None)
             raise errors.RequestTimeout(f"rpc {method} to {self.address} timed out") from None
 
 

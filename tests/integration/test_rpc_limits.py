@@ -242,3 +242,26 @@ def test_large_frames_share_one_budget_and_a_stalled_body_times_out() -> None:
             w3.write(big)
             await until(lambda: len(got) == 1, 5, "a complete large frame delivered")
     run(scenario)
+
+
+def test_a_client_reopens_a_connection_idle_for_half_the_idle_timeout() -> None:
+    """The server closes connections idle for idle_timeout; a requester never reuses one idle for half of it, so
+    its request cannot meet the server's close (a write lost that way is not retried: it may have applied)."""
+    async def scenario(ip: str) -> None:
+        async with server(ip, RpcLimits(idle_timeout=0.6)) as t:
+            client = Transport("c", "dc1", (f"{ip}.2", 0), limits=RpcLimits(idle_timeout=0.6))
+            try:
+                addr = f"{ip}.1:8300"
+                assert await client.request(addr, "echo", 1) == 1
+                first = client._clients[addr].writer
+                assert await client.request(addr, "echo", 2) == 2
+                assert client._clients[addr].writer is first, "reused while fresh"
+                loop = asyncio.get_running_loop()
+                since = loop.time()
+                await until(lambda: loop.time() - since > 0.35, 5, "half the idle timeout to pass")
+                assert await client.request(addr, "echo", 3) == 3
+                assert client._clients[addr].writer is not first
+                assert t.stats.idle_closed == 0
+            finally:
+                await client.stop()
+    run(scenario)
