@@ -56,8 +56,9 @@ QUERIES: dict[str, tuple[Callable[[StateStore, dict[str, Any]], Any], Callable[[
     "session.info": (_session_info, lambda st, a: st.table_index("sessions")),
     "session.list": (lambda st, a: st.session_list(), lambda st, a: st.table_index("sessions")),
     "session.node": (lambda st, a: st.node_sessions(_s(a, "node")), lambda st, a: st.table_index("sessions")),
-    # GET /v1/snapshot: the whole state (bytes); the serving server adds its Raft term as "term".
-    "snapshot": (lambda st, a: {"state": st.snapshot(), "index": st.max_index()}, lambda st, a: st.max_index()),
+    # GET /v1/snapshot: the whole state; "state" is a capture that the serving server serialises to bytes off
+    # the event loop (server.read), and it adds its Raft term as "term".
+    "snapshot": (lambda st, a: {"state": st.snapshot_view(), "index": st.max_index()}, lambda st, a: st.max_index()),
 }
 
 __all__ = ["QUERIES", "index_of", "run"]

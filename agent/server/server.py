@@ -78,6 +78,10 @@ class StoreFSM:
     def snapshot(self) -> bytes:
         return self.store.snapshot()
 
+    def snapshot_view(self) -> Callable[[], bytes]:
+        """Raft's snapshots serialise on the writer thread from this point-in-time capture (node.py)."""
+        return self.store.snapshot_view()
+
     def restore(self, data: bytes) -> None:
         self.store = StateStore.restore(data)
         self.on_apply(self.store.max_index())
@@ -357,9 +361,14 @@ class ConsulServer:
         if mode != "stale" and (mode == "consistent" or not raft.lease_ok()):
             await raft.read_index()
         value = queries.run(self.store, name, args)
-        if name == "snapshot" and raft.core is not None:
-            value["term"] = raft.core.term
-        return value, self._meta(queries.index_of(self.store, name, args))
+        meta = self._meta(queries.index_of(self.store, name, args))
+        if name == "snapshot":
+            # the query captured the state (cheap); serialising it takes seconds for hundreds of MiB, so it
+            # runs in a worker thread while the loop keeps heartbeating and serving
+            value["state"] = await asyncio.to_thread(value["state"])
+            if raft.core is not None:
+                value["term"] = raft.core.term
+        return value, meta
 
     def _meta(self, index: int) -> ReadMeta:
         raft = self.raft

@@ -31,12 +31,26 @@ _PAIRS: dict[str, type] = {"tombstones": int, "lock_delays": float, "session_dea
 
 
 def dump(t: Tables) -> bytes:
+    return view(t)()
+
+
+def view(t: Tables) -> Callable[[], bytes]:
+    """A point-in-time capture of every table, and the function that serialises it.
+
+    Capturing copies the dicts (records are frozen, so a shallow copy is a snapshot: O(entries), about
+    10 ms per million on this machine); serialising (sorting, encoding: seconds for hundreds of MiB)
+    reads only the copies, so it may run in another thread while the state machine goes on applying."""
+    maps = {name: dict(t.maps[name]) for name in (*_RECORDS, *_PAIRS)}
+    return lambda: _dump(maps)
+
+
+def _dump(maps: dict[str, dict[Any, Any]]) -> bytes:
     out: dict[str, Any] = {"format": FORMAT, "version": VERSION}
     for name in _RECORDS:
-        m = t.maps[name]
+        m = maps[name]
         out[name] = [to_wire(m[k]) for k in sorted(m)]
     for name in _PAIRS:
-        m = t.maps[name]
+        m = maps[name]
         out[name] = [[k, m[k]] for k in sorted(m)]
     return pack(out)
 

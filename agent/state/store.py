@@ -272,6 +272,11 @@ class StateStore:
         """Complete, deterministic, versioned (snapshot.py). Equal states give equal bytes."""
         return snapshot.dump(self._t)
 
+    def snapshot_view(self) -> Callable[[], bytes]:
+        """Capture the state now (cheap); the returned function serialises that capture (expensive, and
+        safe to run in another thread while applies go on). Same bytes as snapshot() at capture time."""
+        return snapshot.view(self._t)
+
     @classmethod
     def restore(cls, data: bytes) -> StateStore:
         """A new store from snapshot bytes; raises DecodeError (ValueError) on a bad snapshot."""

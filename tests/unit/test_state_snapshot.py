@@ -191,3 +191,19 @@ def test_decode_of_random_bytes_raises_only_decode_error(data: bytes) -> None:
         decode(data)
     except DecodeError:
         pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(ENTRIES, st.data())
+def test_a_snapshot_view_is_the_state_at_capture_time(entries: list[bytes], data: st.DataObject) -> None:
+    """Raft and GET /v1/snapshot serialise a capture in another thread while applies go on: the bytes must be
+    the state when it was captured, whatever is applied between capture and serialisation."""
+    cut = data.draw(st.integers(0, len(entries)))
+    store = StateStore()
+    for i, e in enumerate(entries[:cut], 1):
+        store.apply(i, e)
+    expected = store.snapshot()
+    serialise = store.snapshot_view()
+    for i, e in enumerate(entries[cut:], cut + 1):
+        store.apply(i, e)
+    assert serialise() == expected
