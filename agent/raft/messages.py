@@ -171,6 +171,40 @@ Message = (
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """One piece of an InstallSnapshot, between the drivers (node.py, snapstream.py): the core sends and
+    receives whole SnapshotRequests; the leader's driver streams one as chunks of at most CHUNK bytes, one
+    in flight per follower, and the follower's driver reassembles it on disk and hands the core the whole
+    SnapshotRequest after the last chunk (offset + len(data) == size). Never seen by the core."""
+
+    term: int
+    from_: str
+    to: str
+    index: int  # the snapshot's last included index and term: which snapshot this piece belongs to
+    snap_term: int
+    configuration: Configuration
+    offset: int
+    size: int  # the whole snapshot's length in bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunkAck:
+    """The follower's driver has `next_offset` bytes of the snapshot (index, snap_term) on disk: the leader
+    sends the piece at next_offset (0: start again; == size: complete, the core's SnapshotResponse follows)."""
+
+    term: int
+    from_: str
+    to: str
+    index: int
+    snap_term: int
+    next_offset: int
+
+
+WireMessage = Message | SnapshotChunk | SnapshotChunkAck  # what travels on port 8300 between servers
+
+
+@dataclass(frozen=True, slots=True)
 class ReadState:
     """A ReadIndex request is answered: reads may be served once applied >= index."""
 

@@ -52,12 +52,18 @@ from agent.raft.messages import (
     Ready,
     Role,
     Snapshot,
+    SnapshotChunk,
+    SnapshotChunkAck,
+    SnapshotRequest,
+    SnapshotResponse,
     SoftState,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
+    WireMessage,
     may_send_before_persist,
 )
+from agent.raft.snapstream import SnapshotStreams
 from agent.raft.storage import RaftStorage
 from agent.raft.transport import Transport
 
@@ -225,6 +231,8 @@ class RaftNode:
         self.last_snapshot_index = 0
         self.soft = SoftState("", Role.FOLLOWER, 0)
         self.last_leader_contact = 0.0
+        self.streams: SnapshotStreams | None = None  # InstallSnapshot in pieces (snapstream.py); made by start()
+        self._chunks: list[SnapshotChunk | SnapshotChunkAck] = []
 
     def _now(self) -> float:
         loop = self._loop
@@ -254,6 +262,8 @@ class RaftNode:
         self._update_addresses(self.core.configuration)
         self._loop = asyncio.get_running_loop()
         self._writer = _Writer(f"raft-writer-{self.id[:8]}", self._loop, self._process, _merge_writes)
+        self.streams = SnapshotStreams(self.id, self.storage.snap_dir, self._send_wire, self._writer.submit,
+                                       self.deliver, self._now, self.config.election_timeout)
         self._failed_fut = self._loop.create_future()
         self._task = self._loop.create_task(self._run())
         self._kick()
@@ -316,8 +326,14 @@ class RaftNode:
         self._lost.append(server_id)
         self._kick()
 
-    def deliver(self, msg: Message) -> None:
+    def deliver(self, msg: WireMessage) -> None:
         """A message from the transport (called on the loop thread)."""
+        if isinstance(msg, SnapshotChunk | SnapshotChunkAck):  # the drivers' business (snapstream.py)
+            self._chunks.append(msg)
+            self._kick()
+            return
+        if isinstance(msg, SnapshotResponse) and self.streams is not None:
+            self.streams.answered(msg.from_)
         if isinstance(msg, (VoteRequest, VoteResponse, TimeoutNow)):
             log.debug("received %s", msg)
         self._inbox.append(msg)
@@ -421,6 +437,8 @@ class RaftNode:
         inbox, self._inbox = self._inbox, []
         for msg in inbox:
             core.step(msg, now)
+        if self._chunks:
+            self._take_chunks(core)
         lost, self._lost = self._lost, []
         for peer in lost:
             core.leader_unreachable(peer, now)
@@ -539,7 +557,27 @@ class RaftNode:
         self._release_applied(core.applied)
         self._maybe_snapshot(core)  # callers drain the core next (a leader's own write may commit)
 
+    def _take_chunks(self, core: RaftCore) -> None:
+        """Pieces of snapshots and their acknowledgements, after the pass's messages (a piece is taken only
+        from the leader the core knows in its current term)."""
+        chunks, self._chunks = self._chunks, []
+        streams = self.streams
+        assert streams is not None
+        for m in chunks:
+            if isinstance(m, SnapshotChunk):
+                streams.on_chunk(m, core.term, core.leader)
+            elif core.role == Role.LEADER:
+                streams.on_ack(m)
+
+    def _send_wire(self, msg: WireMessage) -> None:
+        addr = self.addresses.get(msg.to)
+        if addr:
+            self.transport.send(addr, msg)
+
     def _send(self, msg: Message) -> None:
+        if isinstance(msg, SnapshotRequest) and self.streams is not None:
+            self.streams.send(msg)  # streamed in pieces (snapstream.py): no frame holds a whole snapshot
+            return
         if isinstance(msg, (VoteRequest, VoteResponse, TimeoutNow)):
             log.debug("sending %s", msg)
         addr = self.addresses.get(msg.to)
@@ -590,6 +628,8 @@ class RaftNode:
     def _soft_state(self, ss: SoftState) -> None:
         old = self.soft
         self.soft = ss
+        if ss.role != Role.LEADER and self.streams is not None:
+            self.streams.stop_sending()
         if ss.role != old.role:
             log.info("entering %s state: term=%d", ss.role, ss.term)
         if ss.leader != old.leader:

@@ -36,7 +36,7 @@ from typing import Any
 
 from agent import errors
 from agent.raft import wire
-from agent.raft.messages import Message
+from agent.raft.messages import WireMessage
 from agent.raft.wire import Kind, WireError
 
 log = logging.getLogger("agent.server.rpc")
@@ -346,7 +346,7 @@ class Transport:
         server_id: str,
         datacenter: str,
         bind: tuple[str, int],
-        on_message: Callable[[Message], None] | None = None,
+        on_message: Callable[[WireMessage], None] | None = None,
         on_request: Callable[[str, Any], Awaitable[Any]] | None = None,
         on_peer_lost: Callable[[str], None] | None = None,
         limits: RpcLimits | None = None,
@@ -358,7 +358,7 @@ class Transport:
         self.bind = bind
         # The callbacks may be attached after construction (the agent wires Transport, RaftNode and
         # ConsulServer to each other); until then messages are dropped and requests refused.
-        self.on_message: Callable[[Message], None] = on_message or (lambda msg: None)
+        self.on_message: Callable[[WireMessage], None] = on_message or (lambda msg: None)
         self.on_request: Callable[[str, Any], Awaitable[Any]] = on_request or _no_requests
         self.stats = TransportStats()
         self.ids = itertools.count(1)
@@ -400,7 +400,7 @@ class Transport:
 
     # ------------------------------------------------------------ outgoing
 
-    def send(self, address: str, msg: Message) -> None:
+    def send(self, address: str, msg: WireMessage) -> None:
         peer = self._peers.get(address)
         if peer is None:
             peer = self._peers[address] = _Peer(self, address)

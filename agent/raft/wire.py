@@ -19,9 +19,10 @@ from agent.raft.messages import (
     Configuration,
     Entry,
     EntryKind,
-    Message,
     Server,
     Snapshot,
+    SnapshotChunk,
+    SnapshotChunkAck,
     SnapshotMeta,
     SnapshotRequest,
     SnapshotResponse,
@@ -29,6 +30,7 @@ from agent.raft.messages import (
     TimeoutNow,
     VoteRequest,
     VoteResponse,
+    WireMessage,
 )
 
 HEADER = struct.Struct(">I")
@@ -36,8 +38,11 @@ HEADER = struct.Struct(">I")
 # read: the receiver reads the first PEEK bytes of the body to learn the kind (and a REQUEST's method), looks up
 # the cap, and drops the connection when the length exceeds it (transport.py counts and logs it).
 MAX_FRAME = 64 * 1024 * 1024  # AppendRequest (a batch of entries), and a RESPONSE to one of our own requests
-# InstallSnapshot travels as one frame until it is streamed in chunks (issue 11 item 2): the same cap as today.
+# InstallSnapshot as one frame (kind 5): no longer sent (snapshots stream as SNAPSHOT_CHUNKs); the old cap stays.
 MAX_SNAPSHOT_FRAME = MAX_FRAME
+# A snapshot streams in pieces of SNAPSHOT_CHUNK bytes (node.py / snapstream.py), each one frame.
+SNAPSHOT_CHUNK = 4 * 1024 * 1024
+MAX_CHUNK_FRAME = SNAPSHOT_CHUNK + 64 * 1024  # the piece plus ids and the configuration
 # HELLO, votes, AppendResponse, SnapshotResponse, TimeoutNow: a few integers and two server ids.
 MAX_SMALL_FRAME = 4 * 1024
 # A forwarded request: KV values are <= 512 KiB and a txn <= 512 KiB / 64 operations (see README, Limits).
@@ -68,6 +73,8 @@ class Kind(IntEnum):
     HELLO = 8  # first frame on a connection: [HELLO, server_id, datacenter]
     REQUEST = 9  # [REQUEST, id, method, args] forwarded client request
     RESPONSE = 10  # [RESPONSE, id, ok, result | agent.errors.to_wire(exc)] (see transport.py)
+    SNAPSHOT_CHUNK = 11  # a piece of an InstallSnapshot (messages.SnapshotChunk)
+    SNAPSHOT_CHUNK_ACK = 12
 
 
 def encode_config(c: Configuration) -> list[Any]:
@@ -101,7 +108,7 @@ def _decode_entry(raw: Any) -> Entry:
     return Entry(raw[0], raw[1], EntryKind(raw[2]), raw[3])
 
 
-def encode_message(m: Message) -> list[Any]:
+def encode_message(m: WireMessage) -> list[Any]:
     if isinstance(m, VoteRequest):
         return [Kind.VOTE_REQUEST, m.term, m.from_, m.to, m.last_log_index, m.last_log_term, m.pre_vote, m.transfer]
     if isinstance(m, VoteResponse):
@@ -119,6 +126,11 @@ def encode_message(m: Message) -> list[Any]:
         return [Kind.SNAPSHOT_RESPONSE, m.term, m.from_, m.to, m.success, m.match_index]
     if isinstance(m, TimeoutNow):
         return [Kind.TIMEOUT_NOW, m.term, m.from_, m.to]
+    if isinstance(m, SnapshotChunk):
+        return [Kind.SNAPSHOT_CHUNK, m.term, m.from_, m.to, m.index, m.snap_term, encode_config(m.configuration),
+                m.offset, m.size, m.data]
+    if isinstance(m, SnapshotChunkAck):
+        return [Kind.SNAPSHOT_CHUNK_ACK, m.term, m.from_, m.to, m.index, m.snap_term, m.next_offset]
     raise TypeError(f"cannot encode {type(m).__name__}")
 
 
@@ -132,7 +144,7 @@ def _check(raw: list[Any], types: tuple[type, ...]) -> None:
             raise WireError(f"frame kind {raw[0]}: field {i} is out of range")
 
 
-def decode_message(raw: list[Any]) -> Message:
+def decode_message(raw: list[Any]) -> WireMessage:
     kind = raw[0]
     if kind == Kind.VOTE_REQUEST:
         _check(raw, (int, str, str, int, int, bool, bool))
@@ -157,6 +169,14 @@ def decode_message(raw: list[Any]) -> Message:
     if kind == Kind.TIMEOUT_NOW:
         _check(raw, (int, str, str))
         return TimeoutNow(*raw[1:])
+    if kind == Kind.SNAPSHOT_CHUNK:
+        _check(raw, (int, str, str, int, int, list, int, int, bytes))
+        if len(raw[9]) > SNAPSHOT_CHUNK or raw[7] + len(raw[9]) > raw[8]:
+            raise WireError("snapshot chunk: bad length")
+        return SnapshotChunk(raw[1], raw[2], raw[3], raw[4], raw[5], decode_config(raw[6]), raw[7], raw[8], raw[9])
+    if kind == Kind.SNAPSHOT_CHUNK_ACK:
+        _check(raw, (int, str, str, int, int, int))
+        return SnapshotChunkAck(*raw[1:])
     raise WireError(f"not a raft message kind: {kind}")
 
 
@@ -205,7 +225,7 @@ def peeked(prefix: bytes) -> bool:
 
 
 _SMALL_KINDS = frozenset({Kind.HELLO, Kind.VOTE_REQUEST, Kind.VOTE_RESPONSE, Kind.APPEND_RESPONSE,
-                          Kind.SNAPSHOT_RESPONSE, Kind.TIMEOUT_NOW})
+                          Kind.SNAPSHOT_RESPONSE, Kind.TIMEOUT_NOW, Kind.SNAPSHOT_CHUNK_ACK})
 
 
 def inbound_limit(prefix: bytes, hello_seen: bool) -> int:
@@ -218,6 +238,8 @@ def inbound_limit(prefix: bytes, hello_seen: bool) -> int:
         return MAX_FRAME
     if kind == Kind.SNAPSHOT_REQUEST:
         return MAX_SNAPSHOT_FRAME
+    if kind == Kind.SNAPSHOT_CHUNK:
+        return MAX_CHUNK_FRAME
     if kind == Kind.REQUEST:
         return MAX_WRITE_REQUEST_FRAME if method in WRITE_METHODS else MAX_REQUEST_FRAME
     return MAX_SMALL_FRAME
