@@ -15,14 +15,21 @@ gossip and HTTP). A Ready is handled in two halves:
     acknowledgements: they promise what was written), the received snapshot's restore, the committed
     entries, read states, soft state, then core.advance(ready) -- which is how the core learns that its
     own log is durable up to the Ready's last entry (the leader counts itself in the commit quorum
-    only then).
+    only then). One exception (`_apply_early`): committed entries that were durable here before the
+    Ready (every earlier write finished, none of them is in this Ready's write) are applied at once,
+    while the writer fsyncs: a follower learns in AppendEntries N+1 that N committed, and N's apply then
+    overlaps N+1's fsync instead of delaying N+1's acknowledgement. It promises nothing new: the entry
+    is committed and on our disk; core.applied still moves only at advance().
 A hard state that differs from the last one written only in `commit` is not written at once (commit is
 volatile in Raft Figure 2; the stored one is a hint): it goes out with the next write, or at stop().
 
 No polling: one pass (`_process`) runs when something happened -- an input kicks it with one
 loop.call_soon per loop iteration (deliver, peer_lost, apply, read_index, transfer, change_config,
 bootstrap), a finished write runs it directly, and a timer (loop.call_at) fires at the core's next
-deadline. `_task` only supervises: it ends with RaftLoopFailed when a pass raised (a failed write, a
+deadline. A message or proposal reaching an idle node (no write in flight, no pass queued) runs the
+pass at once instead (`_kick_idle`): a lone write goes to the disk and the followers one loop
+iteration sooner, while under load one iteration's inputs still make one Ready.
+`_task` only supervises: it ends with RaftLoopFailed when a pass raised (a failed write, a
 bug), after the error was logged with its traceback and `on_failed` was told.
 """
 
@@ -93,6 +100,7 @@ class _Batch:
     rd: Ready
     late: list[Message]  # messages that leave only once the write is durable
     done: bool = False  # the write finished (or there was none)
+    early: int = 0  # how many of rd.committed were applied before the write (see RaftNode._apply_early)
     error: BaseException | None = None
 
 
@@ -214,6 +222,7 @@ class RaftNode:
         self._task: asyncio.Task[None] | None = None  # supervision: ends with RaftLoopFailed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False  # a _process pass is queued (call_soon)
+        self._in_pass = False  # a _process pass is running (callbacks it makes must not start another)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._stopped = False
@@ -337,13 +346,23 @@ class RaftNode:
         if isinstance(msg, (VoteRequest, VoteResponse, TimeoutNow)):
             log.debug("received %s", msg)
         self._inbox.append(msg)
-        self._kick()
+        self._kick_idle()
 
     def _kick(self) -> None:
         """Run a pass soon (once per loop iteration, however many inputs arrived in it)."""
         if not self._scheduled and self._loop is not None and not self._stopped:
             self._scheduled = True
             self._loop.call_soon(self._process)
+
+    def _kick_idle(self) -> None:
+        """Like _kick, but an idle node (no write in flight, no pass queued, not inside a pass) runs the
+        pass at once: a lone write or AppendEntries skips one loop iteration on its way to the disk and
+        the followers. A busy node queues the pass as _kick does, so the inputs of one loop iteration
+        still make one Ready (one AppendEntries per follower, one write) under load."""
+        if self._pipeline or self._scheduled or self._in_pass or self._loop is None or self._stopped:
+            self._kick()
+        else:
+            self._process()
 
     @property
     def is_leader(self) -> bool:
@@ -362,7 +381,7 @@ class RaftNode:
         index = self.core.propose(data, self._now())  # NotLeader propagates
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[index] = _Waiter(self.core.term, fut)
-        self._kick()
+        self._kick_idle()
         async with asyncio.timeout(timeout):  # not wait_for: no extra waiter, one loop iteration less
             return await fut
 
@@ -425,10 +444,13 @@ class RaftNode:
         self._scheduled = False
         if self._stopped or self.failed is not None or self.core is None:
             return
+        self._in_pass = True
         try:
             self._pass(self.core)
         except Exception as exc:
             self._fail(exc)
+        finally:
+            self._in_pass = False
 
     def _pass(self, core: RaftCore) -> None:
         self.wakeups += 1
@@ -500,6 +522,24 @@ class RaftNode:
         assert self._writer is not None
         self._writer.submit(self._persist, write,
                             lambda _, error, b=batch: self._write_done(b, error))  # type: ignore[misc]
+        self._apply_early(batch)
+
+    def _apply_early(self, b: _Batch) -> None:
+        """Apply the committed entries of a Ready that was just queued for writing, while the writer
+        fsyncs it, if they were all durable here before it: every earlier write finished (`b` is the
+        only batch in the pipeline) and none of them is among the Ready's own entries, truncation or
+        snapshot. Such an entry is committed and on our disk already, so applying it promises nothing
+        that this Ready's write must first make true (a follower typically learns in AppendEntries N
+        that N-1 committed: N-1's apply then overlaps N's fsync instead of delaying N's ack). The rest
+        of the Ready (its messages, read states, soft state, advance) still waits for the write, and
+        so does core.applied (advance), so reads and snapshots see the applied index only then."""
+        rd = b.rd
+        if (not rd.committed or len(self._pipeline) != 1 or rd.snapshot is not None or rd.truncate_from is not None
+                or (rd.entries and rd.committed[-1].index >= rd.entries[0].index)):
+            return
+        for e in rd.committed:
+            self._apply(e)
+        b.early = len(rd.committed)
 
     def _write_for(self, rd: Ready) -> _Write | None:
         """What must reach the disk for `rd`; None if nothing (a commit-only hard state is deferred)."""
@@ -547,7 +587,7 @@ class RaftNode:
             self._update_addresses(rd.snapshot.meta.configuration)
         for msg in b.late:
             self._send(msg)
-        for e in rd.committed:
+        for e in rd.committed[b.early:] if b.early else rd.committed:
             self._apply(e)
         for rs in rd.read_states:
             self._read_ready(rs)

@@ -222,6 +222,53 @@ def test_writes_queued_behind_a_slow_fsync_share_one(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_follower_applies_an_entry_durable_earlier_while_the_next_one_is_written(tmp_path: Path) -> None:
+    """A follower that learns in AppendEntries N+1 that N committed applies N at once (N has been on its
+    disk since its own write finished), overlapping N+1's fsync instead of waiting for it; N+1 is
+    acknowledged only once durable, and applied only once it commits."""
+
+    async def body(c: Cluster) -> None:
+        lead = await c.leader()
+        f = next(n for n in c.nodes.values() if n is not lead)
+        orig = c.net.send
+
+        def no_heartbeats_to_f(address: str, msg: Message) -> None:  # commit reaches f only with entries
+            if not (address == f.id and isinstance(msg, AppendRequest) and not msg.entries):
+                orig(address, msg)
+
+        c.net.send = no_heartbeats_to_f  # type: ignore[method-assign]
+        gate = threading.Event()
+        st = f.storage
+        real_save = st.save
+        stuck: list[int] = []
+
+        def gated_save(hs: Any, trunc: Any, entries: Any) -> None:
+            if entries and entries[-1].index == second:
+                stuck.append(entries[-1].index)
+                gate.wait(10)
+            real_save(hs, trunc, entries)
+
+        try:
+            first = await lead.apply(b"a=1")
+            second = first + 1
+            await until(lambda: st.stats()["last_index"] >= first and not f._pipeline, "f wrote the first entry")
+            st.save = gated_save  # type: ignore[method-assign,assignment]
+            fut = asyncio.ensure_future(lead.apply(b"b=2"))
+            await until(lambda: stuck, "f's write of the second entry reached its (stuck) disk")
+            await until(lambda: first in c.fsms[f.id].applied, "f applies the first entry meanwhile", 5.0)
+            assert second not in c.fsms[f.id].applied
+            acks = [m for m in c.net.log if isinstance(m, AppendResponse) and m.from_ == f.id and m.success]
+            assert all(m.match_index < second for m in acks)  # the second entry is not acknowledged yet
+        finally:
+            gate.set()
+            c.net.send = orig  # type: ignore[method-assign]
+        assert await asyncio.wait_for(fut, 10) == second
+        await until(lambda: second in c.fsms[f.id].applied, "f applies the second entry")
+        assert c.fsms[f.id].applied == sorted(c.fsms[f.id].applied)
+
+    run(tmp_path, body)
+
+
 def test_idle_loop_sleeps_until_the_next_deadline(tmp_path: Path) -> None:
     """No polling: an idle follower wakes for the leader's heartbeats (every 50 ms here) and little else."""
 
