@@ -41,6 +41,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,11 @@ class _Batch:
     done: bool = False  # the write finished (or there was none)
     early: int = 0  # how many of rd.committed were applied before the write (see RaftNode._apply_early)
     error: BaseException | None = None
+    prep_pending: bool = False  # its heavy decoding (see RaftNode._prepare) runs on the worker thread
+    prepared: dict[int, Any] | None = None  # entry index (or _SNAPSHOT) -> what the FSM prepared for it
+
+
+_SNAPSHOT = -1  # key of a received snapshot's prepared state in _Batch.prepared
 
 
 @dataclass(slots=True)
@@ -233,6 +239,8 @@ class RaftNode:
         self._hs_written: HardState | None = None  # last hard state handed to the writer
         self._hs_deferred: HardState | None = None  # a newer one that differs only in commit
         self._snapshotting = False  # a snapshot of our own is being written
+        self._preparer: _Writer | None = None  # worker thread decoding restores off the loop; made by start()
+        self._preparing = 0  # batches whose preparation runs
         self.wakeups = 0  # _process passes (debug counter: bench/kv/raft_wakeups.py)
         self.failed: BaseException | None = None  # why the loop stopped (RaftLoopFailed)
         self.on_failed: Callable[[BaseException], None] | None = None
@@ -271,6 +279,7 @@ class RaftNode:
         self._update_addresses(self.core.configuration)
         self._loop = asyncio.get_running_loop()
         self._writer = _Writer(f"raft-writer-{self.id[:8]}", self._loop, self._process, _merge_writes)
+        self._preparer = _Writer(f"raft-prepare-{self.id[:8]}", self._loop, self._process, lambda a, b: None)
         self.streams = SnapshotStreams(self.id, self.storage.snap_dir, self._send_wire, self._writer.submit,
                                        self.deliver, self._now, self.config.election_timeout)
         self._failed_fut = self._loop.create_future()
@@ -305,6 +314,8 @@ class RaftNode:
             return
         self._writer.submit(self._close_storage, hs, done)
         self._writer.close()
+        if self._preparer is not None:
+            self._preparer.close()
         try:
             await asyncio.wait_for(closed, STOP_TIMEOUT)
         except TimeoutError:  # a disk that hangs must not hang the shutdown; the writes left are not acked
@@ -510,19 +521,23 @@ class RaftNode:
             else:
                 late.append(msg)
         batch = _Batch(rd, late)
+        self._prepare(batch)
         write = self._write_for(rd)
         if write is None:
             batch.done = True
-            if not self._pipeline:
+            if not self._pipeline and not batch.prep_pending:
                 self._finish(core, batch)
                 return
             self._pipeline.append(batch)
+            if self._preparing:
+                self._send_durable()
             return
         self._pipeline.append(batch)
         assert self._writer is not None
         self._writer.submit(self._persist, write,
                             lambda _, error, b=batch: self._write_done(b, error))  # type: ignore[misc]
-        self._apply_early(batch)
+        if not batch.prep_pending:
+            self._apply_early(batch)
 
     def _apply_early(self, b: _Batch) -> None:
         """Apply the committed entries of a Ready that was just queued for writing, while the writer
@@ -574,21 +589,84 @@ class RaftNode:
         """Finish every batch whose write (and every earlier one) is durable, in order."""
         q = self._pipeline
         while q and q[0].done:
-            b = q.popleft()
+            b = q[0]
             if b.error is not None:
                 raise b.error  # the store is poisoned (StorageFailed): nothing more may be promised
+            if b.prep_pending:
+                self._send_durable()
+                return
+            q.popleft()
             self._finish(core, b)
+
+    def _prepare(self, b: _Batch) -> None:
+        """Decoding proportional to the whole state -- a received snapshot, a committed Restore command -- runs
+        on the worker thread (`_preparer`), never on the loop: the FSM's optional `heavy(data)` picks the
+        entries cheaply, `prepare(data)` / `prepare_restore(data)` (pure, thread-safe) run there, and _finish
+        only swaps the results in, in apply order (`apply_prepared`, `restore_prepared`). The batch (and every
+        later one) is finished only after that; meanwhile the messages of durable batches still leave
+        (_send_durable), so a server busy decoding keeps answering its leader."""
+        heavy: Callable[[bytes], bool] | None = getattr(self.fsm, "heavy", None)
+        rd = b.rd
+        if heavy is None or (rd.snapshot is None and not rd.committed):
+            return
+        items = [e for e in rd.committed if e.kind == EntryKind.NORMAL and heavy(e.data)]
+        snap = rd.snapshot
+        if not items and snap is None:
+            return
+        fsm: Any = self.fsm
+
+        def work(_: None) -> dict[int, Any]:
+            t0 = time.monotonic()
+            out = {e.index: fsm.prepare(e.data) for e in items}
+            if snap is not None:
+                try:
+                    out[_SNAPSHOT] = fsm.prepare_restore(snap.data)
+                except Exception as exc:  # raised on the loop by _finish, as restore() would have
+                    out[_SNAPSHOT] = exc
+            log.info("decoded %s off the loop in %.2f s", "a snapshot" if snap is not None else "a restore",
+                     time.monotonic() - t0)
+            return out
+
+        def done(result: dict[int, Any] | None, error: BaseException | None) -> None:
+            b.prep_pending = False
+            self._preparing -= 1
+            b.prepared = result
+            if error is not None and b.error is None:
+                b.error = error
+
+        b.prep_pending = True
+        self._preparing += 1
+        assert self._preparer is not None
+        self._preparer.submit(work, None, done)
+
+    def _send_durable(self) -> None:
+        """While a batch waits for its preparation, the messages of the batches before and after it whose
+        writes are durable leave, in order: they promise what is on disk (votes, acknowledgements of entries
+        and snapshots), never what is applied, so they need not wait for the state machine."""
+        for b in self._pipeline:
+            if not b.done or b.error is not None:
+                break
+            if b.late:
+                for msg in b.late:
+                    self._send(msg)
+                b.late = []
 
     def _finish(self, core: RaftCore, b: _Batch) -> None:
         rd = b.rd
         if rd.snapshot is not None:
-            self.fsm.restore(rd.snapshot.data)
+            prepared = b.prepared.get(_SNAPSHOT) if b.prepared is not None else None
+            if isinstance(prepared, Exception):
+                raise prepared
+            if prepared is not None:
+                self.fsm.restore_prepared(prepared)  # type: ignore[attr-defined]
+            else:
+                self.fsm.restore(rd.snapshot.data)
             self.last_snapshot_index = rd.snapshot.meta.index
             self._update_addresses(rd.snapshot.meta.configuration)
         for msg in b.late:
             self._send(msg)
         for e in rd.committed[b.early:] if b.early else rd.committed:
-            self._apply(e)
+            self._apply(e, b.prepared)
         for rs in rd.read_states:
             self._read_ready(rs)
         if rd.soft_state is not None:
@@ -624,11 +702,14 @@ class RaftNode:
         if addr:
             self.transport.send(addr, msg)
 
-    def _apply(self, e: Entry) -> None:
+    def _apply(self, e: Entry, prepared: dict[int, Any] | None = None) -> None:
         result: Any = None
         if e.kind == EntryKind.NORMAL:
             try:
-                result = self.fsm.apply(e.index, e.data)
+                if prepared is not None and e.index in prepared:
+                    result = self.fsm.apply_prepared(e.index, e.data, prepared[e.index])  # type: ignore[attr-defined]
+                else:
+                    result = self.fsm.apply(e.index, e.data)
             except Exception as exc:  # the FSM must not raise; if it does, the writer hears why
                 log.exception("state machine failed to apply index %d", e.index)
                 result = exc
@@ -696,8 +777,10 @@ class RaftNode:
     def _maybe_snapshot(self, core: RaftCore) -> None:
         """Snapshot the state machine every snapshot_threshold applied entries. Serialising happens on the
         loop (FSM.snapshot() must see one point in time) unless the FSM offers `snapshot_view()`, a cheap
-        point-in-time capture returning the function that serialises it, which then runs on the writer
-        thread; writing and fsyncing the bytes always run there. Until the write is durable the core
+        point-in-time capture returning the function that serialises it. Serialising, writing and fsyncing
+        the file run on the worker thread (`_preparer`: seconds for hundreds of MiB, which must not hold up
+        the log's writes -- a follower's acknowledgements wait for them); only the rename and the storage's
+        bookkeeping run on the writer thread, in order with the log. Until that is durable the core
         neither sends this snapshot nor compacts its log."""
         if self._snapshotting or core.applied - self.last_snapshot_index < self.config.snapshot_threshold:
             return
@@ -714,13 +797,23 @@ class RaftNode:
             serialise = lambda: data  # noqa: E731
         self._snapshotting = True
 
-        def write(_: None) -> Snapshot:
+        def write(_: None) -> tuple[Snapshot, Any]:
             snap = Snapshot(meta, serialise())
-            self.storage.save_snapshot(snap)
-            return snap
+            return snap, self.storage.snapshot_file(snap)
 
-        assert self._writer is not None
-        self._writer.submit(write, None, self._snapshot_done)
+        def install(arg: tuple[Snapshot, Any]) -> Snapshot:
+            self.storage.save_snapshot(arg[0], written=arg[1])
+            return arg[0]
+
+        def written(arg: tuple[Snapshot, Any] | None, error: BaseException | None) -> None:
+            if error is not None or arg is None or self._stopped:
+                self._snapshot_done(None, error)
+                return
+            assert self._writer is not None
+            self._writer.submit(install, arg, self._snapshot_done)
+
+        assert self._preparer is not None
+        self._preparer.submit(write, None, written)
 
     def _snapshot_done(self, snap: Snapshot | None, error: BaseException | None) -> None:
         self._snapshotting = False

@@ -45,7 +45,6 @@ from typing import Any
 
 import msgpack
 
-from agent.fsutil import atomic_write
 from agent.raft.messages import Configuration, Entry, EntryKind, HardState, Server, Snapshot, SnapshotMeta, Suffrage
 
 log = logging.getLogger("agent.server.raft")
@@ -535,23 +534,43 @@ class RaftStorage:
         if hard_state is not None:
             self._hs = hard_state
 
-    def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Persist a snapshot (tmp + fsync + rename + fsync dir). If the log holds the snapshot's last entry
-        (index and term) the entries after it are kept; otherwise the log is discarded (Raft §7) with a
-        durable RESET record. Keeps the newest two snapshots; then drops segments nobody needs.
-        A snapshot not newer than the current one is ignored."""
+    def snapshot_file(self, snapshot: Snapshot) -> Path:
+        """The heavy half of save_snapshot, safe on any thread (it touches no state of this object): the
+        snapshot's file written and fsynced under a temporary name (`*.tmp`, deleted at open if a crash left
+        it). save_snapshot(snapshot, written=path) then only renames it, so a large snapshot's write does not
+        hold up the log's writes when they run on another thread."""
+        meta = snapshot.meta
+        meta_raw = _encode_meta(meta)
+        head = _SNAP.pack(_SNAP_MAGIC, len(meta_raw), len(snapshot.data), zlib.crc32(meta_raw),
+                          zlib.crc32(snapshot.data), 0)[:-4]
+        tmp = self.snap_dir / f"{meta.term}-{meta.index}.snap.{os.urandom(4).hex()}.tmp"
+        if self._stall:
+            time.sleep(self._stall)  # test-only: see TEST_FSYNC_DELAY_ENV
+        with open(tmp, "wb") as f:  # in parts: no copy of the whole snapshot
+            f.write(head + struct.pack("<I", zlib.crc32(head)))
+            f.write(meta_raw)
+            f.write(snapshot.data)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    def save_snapshot(self, snapshot: Snapshot, written: Path | None = None) -> None:
+        """Persist a snapshot (tmp + fsync + rename + fsync dir; `written`: the tmp file snapshot_file() made).
+        If the log holds the snapshot's last entry (index and term) the entries after it are kept; otherwise
+        the log is discarded (Raft §7) with a durable RESET record. Keeps the newest two snapshots; then drops
+        segments nobody needs. A snapshot not newer than the current one is ignored."""
         self._check_usable()
         meta = snapshot.meta
         if meta.index <= self._snap_meta.index:
             log.debug("raft storage: ignoring snapshot at %d (have %d)", meta.index, self._snap_meta.index)
+            if written is not None:
+                written.unlink(missing_ok=True)
             return
-        meta_raw = _encode_meta(meta)
-        head = _SNAP.pack(_SNAP_MAGIC, len(meta_raw), len(snapshot.data), zlib.crc32(meta_raw),
-                          zlib.crc32(snapshot.data), 0)[:-4]
         path = self.snap_dir / f"{meta.term}-{meta.index}.snap"
-        if self._stall:
-            time.sleep(self._stall)  # test-only: see TEST_FSYNC_DELAY_ENV
-        atomic_write(path, head + struct.pack("<I", zlib.crc32(head)) + meta_raw + snapshot.data)  # 2 fsyncs
+        if written is None:
+            written = self.snapshot_file(snapshot)
+        os.replace(written, path)
+        _fsync_dir(self.snap_dir)
         self._fsyncs += 2
         if self._idx.term_at(meta.index) != meta.term:
             self._write(_MARK.pack(_R_RESET, meta.index, meta.term))

@@ -35,7 +35,9 @@ from agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta
 from agent.server.forwarding import Forwarder
 from agent.server.leader import LeaderDuties
 from agent.server.rpc import RPCMethods
+from agent.state.commands import is_restore
 from agent.state.results import StateError, WriteResult
+from agent.state.snapshot import load as snapshot_load
 from agent.state.store import StateStore
 from agent.state.tombstone_gc import TombstoneGC
 from agent.supervise import Supervisor
@@ -84,6 +86,28 @@ class StoreFSM:
 
     def restore(self, data: bytes) -> None:
         self.store = StateStore.restore(data)
+        self.on_apply(self.store.max_index())
+
+    # Work proportional to the whole state runs on the Raft driver's worker thread (node.py, `_prepare`):
+    # `heavy` tells it cheaply which entries to prepare, the thread calls `prepare` / `prepare_restore`
+    # (pure, thread-safe), and the loop only swaps the result in, in apply order.
+
+    def heavy(self, data: bytes) -> bool:
+        return is_restore(data)
+
+    def prepare(self, data: bytes) -> Any:
+        return StateStore.prepare(data)
+
+    def apply_prepared(self, index: int, data: bytes, prepared: Any) -> Any:
+        result = self.store.apply_prepared(index, data, prepared)
+        self.on_apply(index)
+        return result
+
+    def prepare_restore(self, data: bytes) -> Any:
+        return snapshot_load(data)  # DecodeError (a ValueError) if it is not a state
+
+    def restore_prepared(self, prepared: Any) -> None:
+        self.store = StateStore(prepared)
         self.on_apply(self.store.max_index())
 
 

@@ -304,6 +304,12 @@ def encode(cmd: Command) -> bytes:
     return pack([int(tag), to_wire(cmd)])
 
 
+def is_restore(data: bytes) -> bool:
+    """Cheap: whether `data` encodes a Restore ([15, {...}] as encode() writes it), the one command whose
+    decoding costs time proportional to the whole state (the driver decodes it on a worker thread)."""
+    return data[:2] == bytes((0x92, int(CommandType.RESTORE)))
+
+
 def decode(data: bytes) -> Command:
     """Inverse of encode. Raises DecodeError on garbage, an unknown tag, or a malformed body."""
     obj = unpack(data)

@@ -7,7 +7,10 @@ Apply contract (Raft §5.3: every replica applies the same committed entries in 
   all replicas still agree. A Txn with errors returns TxnResult(errors=...) and is rolled back too.
 - Deterministic: the outcome depends only on the state, `index` and `data` (time is inside the
   commands, see commands.py). Indexes must increase from one apply to the next (Raft's job).
-- Single-threaded: the caller (raft/node.py) serialises apply, reads and snapshot.
+- Single-threaded: the caller (raft/node.py) serialises apply, reads and snapshot. The one exception is
+  `prepare(data)`: pure and thread-safe, it does the expensive part of a Restore (decoding the whole
+  state) on a worker thread; `apply_prepared(index, prepared)` then only swaps the tables in, with the
+  same result as apply(index, data).
 
 Blocking queries (the asyncio layer's contract, no I/O here):
 - After each apply, `last_changed` is the set of index names that apply moved ("kvs", "tombstones",
@@ -48,6 +51,7 @@ from agent.state.commands import (
     Txn,
     TxnOp,
     decode,
+    is_restore,
 )
 from agent.state.kv import kv_entry_json, txn_result_json
 from agent.state.results import StateError, StateFailure, TxnError, TxnResult
@@ -162,13 +166,45 @@ class StateStore:
         self.last_changed = frozenset(t.changed)
         return result
 
-    def _restore(self, index: int, cmd: Restore) -> Any:
-        """Swap in the snapshot's tables. Every table index (the old ones and the snapshot's) becomes
-        `index`, so X-Consul-Index keeps growing and every blocking query wakes and re-reads."""
+    @staticmethod
+    def prepare(data: bytes) -> Tables | StateError | None:
+        """Thread-safe and pure: for a Restore command, its decoded tables (or the StateError that applying it
+        gives); None for any other command (nothing to prepare)."""
+        if not is_restore(data):
+            return None
         try:
-            t = snapshot.load(cmd.state)
+            cmd = decode(data)
+        except DecodeError as exc:
+            return StateError(f"undecodable command: {exc}")
+        if not isinstance(cmd, Restore):
+            return None
+        return StateStore._load_restore(cmd)
+
+    def apply_prepared(self, index: int, data: bytes, prepared: Tables | StateError | None) -> Any:
+        """apply(index, data) given prepare(data)'s result: the same outcome, only the cheap swap."""
+        if prepared is None:
+            return self.apply(index, data)
+        self.last_changed = frozenset()
+        if isinstance(index, bool) or not isinstance(index, int) or index <= 0:
+            return StateError(f"bad raft index {index!r}")
+        if isinstance(prepared, StateError):
+            return prepared
+        return self._swap_in(index, prepared)
+
+    @staticmethod
+    def _load_restore(cmd: Restore) -> Tables | StateError:
+        try:
+            return snapshot.load(cmd.state)
         except DecodeError as exc:
             return StateError(f"invalid snapshot: {exc}")
+
+    def _restore(self, index: int, cmd: Restore) -> Any:
+        t = self._load_restore(cmd)
+        return t if isinstance(t, StateError) else self._swap_in(index, t)
+
+    def _swap_in(self, index: int, t: Tables) -> Any:
+        """Swap in the snapshot's tables. Every table index (the old ones and the snapshot's) becomes
+        `index`, so X-Consul-Index keeps growing and every blocking query wakes and re-reads."""
         for name in set(self._t.index) | set(t.index) | set(_TABLES):
             t.index[name] = index
         self._t = t
@@ -279,5 +315,6 @@ class StateStore:
 
     @classmethod
     def restore(cls, data: bytes) -> StateStore:
-        """A new store from snapshot bytes; raises DecodeError (ValueError) on a bad snapshot."""
+        """A new store from snapshot bytes; raises DecodeError (ValueError) on a bad snapshot. The decoding
+        (snapshot.load, thread-safe) may run elsewhere: StateStore(snapshot.load(data)) is the same."""
         return cls(snapshot.load(data))
