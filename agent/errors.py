@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BadRequest", "CommandRejected", "Internal", "LeadershipLost", "NoLeader", "NoPathToDatacenter", "NotFound",
-    "NotLeader", "PermissionDenied", "PyconsulError", "RequestTimeout", "Unavailable", "from_wire", "to_wire",
+    "NotLeader", "PermissionDenied", "PyconsulError", "ReplyTooLarge", "RequestTimeout", "Unavailable", "from_wire",
+    "to_wire",
 ]
 
 
@@ -159,9 +160,19 @@ class CommandRejected(PyconsulError):
     default_message = "command rejected"
 
 
+class ReplyTooLarge(PyconsulError):
+    """A forwarded request's answer does not fit in one server RPC frame (64 MiB, agent/raft/wire.py): e.g.
+    GET /v1/snapshot of a larger state through a client agent or a follower. Forwarded replies are not
+    streamed; ask the leader itself (or any server with ?stale), whose answer does not cross server RPC."""
+
+    code = "reply_too_large"
+    default_message = "the reply exceeds the server RPC frame limit"
+
+
 _BY_CODE: dict[str, type[PyconsulError]] = {
     cls.code: cls for cls in (Internal, NoLeader, NotLeader, LeadershipLost, NoPathToDatacenter, Unavailable,
-                              RequestTimeout, BadRequest, NotFound, PermissionDenied, CommandRejected, DialFailed)
+                              RequestTimeout, BadRequest, NotFound, PermissionDenied, CommandRejected, DialFailed,
+                              ReplyTooLarge)
 }
 
 

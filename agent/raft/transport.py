@@ -562,8 +562,9 @@ class Transport:
             return wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
                 f"the reply cannot be encoded: {type(exc).__name__}"))])
         if len(out) > wire.MAX_FRAME + wire.HEADER.size:  # the client would drop the connection
-            return wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
-                f"the reply of {len(out)} bytes exceeds the {wire.MAX_FRAME}-byte frame limit"))])
+            return wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.ReplyTooLarge(
+                f"the reply of {len(out)} bytes exceeds the {wire.MAX_FRAME}-byte server RPC frame limit (forwarded "
+                "replies are not streamed: ask the leader directly, or a server with ?stale)"))])
         return out
 
     async def _reply(self, conn: _Conn, rid: int, box: list[bytes]) -> None:
