@@ -20,6 +20,8 @@ class RaftConfig:
     leader_lease_timeout: float  # leader: serve default-mode reads while a quorum answered within this
     heartbeat_interval: float  # leader: idle AppendEntries this often (hashicorp: heartbeat_timeout / 10)
     max_append_entries: int = 64  # entries per AppendEntries (batching)
+    # ... and their data bytes (past the first entry): a batch must fit in one 64 MiB frame (raft/wire.py)
+    max_append_bytes: int = 16 * 1024 * 1024
     max_inflight: int = 128  # pipelined AppendEntries in flight per follower
     snapshot_threshold: int = 16384  # Consul: snapshot after this many new entries
     trailing_logs: int = 10240  # Consul: entries kept after a snapshot for slow followers

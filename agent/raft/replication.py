@@ -163,7 +163,15 @@ class LeaderMixin:
             self._send_snapshot(to, pr)
             return False
         hi = min(self.log.last_index, prev + self.cfg.max_append_entries)
-        entries = tuple(self.log.slice(prev + 1, hi)) if hi > prev else ()
+        batch = self.log.slice(prev + 1, hi) if hi > prev else []
+        size = 0
+        for n, e in enumerate(batch):  # bytes too: a batch must fit in one frame (the first entry always goes)
+            size += len(e.data)
+            if n and size > self.cfg.max_append_bytes:
+                batch = batch[:n]
+                hi = prev + n
+                break
+        entries = tuple(batch)
         self._msgs.append(AppendRequest(self._term, self._id, to, prev, prev_term, entries, self._commit, self._round))
         if entries and pr.state == PeerState.REPLICATE:
             pr.next = hi + 1

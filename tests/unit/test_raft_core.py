@@ -333,6 +333,18 @@ def test_leader_backs_up_with_the_hint_and_then_streams() -> None:
     assert [(m.prev_log_index, len(m.entries)) for m in apps] == [(4, 2)]
 
 
+def test_a_batch_is_bounded_in_bytes_too_but_always_carries_one_entry() -> None:
+    """A batch of large entries must fit in one frame (the follower drops a larger one, forever)."""
+    a = make(terms=(1,), term=1, max_append_entries=64, max_append_bytes=250)
+    elect(a)
+    ack(a, "b", 2)
+    for size in (100, 100, 100, 400, 10):
+        a.propose(b"x" * size, T0)
+    msgs = [m for m in sent(a) if isinstance(m, AppendRequest) and m.to == "b" and m.entries]
+    assert [[len(e.data) for e in m.entries] for m in msgs] == [[100, 100], [100], [400], [10]]
+    assert [m.prev_log_index for m in msgs] == [2, 4, 5, 6]
+
+
 def test_pipelining_respects_max_inflight() -> None:
     a = make(terms=(1,), term=1, max_append_entries=1, max_inflight=2)
     elect(a)
