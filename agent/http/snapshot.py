@@ -8,7 +8,10 @@ then commits a Restore command through Raft, so every server switches to the sna
 Limits (README "Limits"): the uploaded archive is at most MAX_ARCHIVE bytes (the route's body limit,
 checked from Content-Length before reading), and it inflates to at most archive.MAX_STATE bytes of
 state: the archive is inflated as a stream, in a worker thread (the event loop keeps serving), one
-restore at a time, and a decompression bomb is refused at its first oversized tar header.
+restore at a time, and a decompression bomb is refused at its first oversized tar header. The Restore
+command carries the whole state in ONE Raft entry, so a state over wire.MAX_ENTRY (63 MiB) is refused
+with a 400 before anything is proposed: an entry that cannot fit in a frame could never reach the
+followers (Raft snapshots of any size do stream; only restores through the log are bounded).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from agent.errors import BadRequest
 from agent.http.api import Backend, body_too_large, read_meta_headers, read_query
 from agent.httpd import web
+from agent.raft import wire
 from agent.state import archive
 from agent.state import commands as c
 
@@ -48,6 +52,9 @@ def register(app: web.Application, backend: Backend) -> None:
             except archive.ArchiveError as exc:
                 raise BadRequest(f"Invalid snapshot: {exc}") from None
         del body
+        if len(state) > wire.MAX_ENTRY:
+            raise BadRequest(f"Invalid snapshot: its state is {len(state)} bytes; a restore travels through the "
+                             f"Raft log as one entry of at most {wire.MAX_ENTRY} bytes")
         await backend.write(c.encode(c.Restore(state)))  # a rejected restore raises CommandRejected
         return web.Response(status=200)
 

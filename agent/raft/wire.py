@@ -40,6 +40,9 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024  # AppendRequest (a batch of entries), and a RESPONSE to one of our own requests
 # InstallSnapshot as one frame (kind 5): no longer sent (snapshots stream as SNAPSHOT_CHUNKs); the old cap stays.
 MAX_SNAPSHOT_FRAME = MAX_FRAME
+# The largest Raft entry: alone in an AppendRequest, or in a forwarded `apply`, it must fit in one frame. A restore
+# (PUT /v1/snapshot) travels as one entry, so this bounds the state it may carry (http/snapshot.py).
+MAX_ENTRY = MAX_FRAME - 1024 * 1024
 # A snapshot streams in pieces of SNAPSHOT_CHUNK bytes (node.py / snapstream.py), each one frame.
 SNAPSHOT_CHUNK = 4 * 1024 * 1024
 MAX_CHUNK_FRAME = SNAPSHOT_CHUNK + 64 * 1024  # the piece plus ids and the configuration

@@ -91,3 +91,28 @@ def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) 
             await server.close()
 
     asyncio.run(main())
+
+
+def test_a_restore_whose_state_cannot_fit_in_one_raft_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Restore travels as one Raft entry: a state over wire.MAX_ENTRY would be appended on the leader and never
+    reach a follower (the frame is over the limit), so it is a 400 and nothing is proposed (_Backend.write)."""
+    from agent.raft import wire
+
+    monkeypatch.setattr(archive, "read_archive", lambda data, max_state=archive.MAX_STATE: (None, b"s" * (
+        wire.MAX_ENTRY + 1)))
+
+    async def main() -> None:
+        app = web.Application(middlewares=[errors])
+        snapshot.register(app, _Backend())
+        server = await h1.serve(app, "127.0.0.1", 0)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                call = pool.submit(_call, server.port, "/v1/snapshot", "PUT", b"archive")
+                while not call.done():
+                    await asyncio.sleep(0.01)
+            status, text, _ = call.result()
+            assert status == 400 and b"one entry" in text, text
+        finally:
+            await server.close()
+
+    asyncio.run(main())
