@@ -56,3 +56,20 @@ def test_rpc_max_conns_per_client_config_key() -> None:
         from_flat(parse_config_object({"limits": {"rpc_max_conns_per_client": -1}, "data_dir": "/x"})).validate()
     with pytest.raises(ConfigError, match="unknown configuration key"):
         parse_config_object({"limits": {"rpc_max_conns": 1}})
+
+
+def test_readme_large_state_limits_match_the_code() -> None:
+    from agent.raft.config import RaftConfig
+
+    rows = _rows()
+    piece = wire.MAX_CHUNK_FRAME - wire.SNAPSHOT_CHUNK
+    assert rows["Server RPC: InstallSnapshot pieces (a Raft snapshot of any size streams in them, one in flight per "
+                "follower)"] == f"{_size(wire.SNAPSHOT_CHUNK)} + {_size(piece)}"
+    cfg = RaftConfig.consul()
+    assert rows["Server RPC: AppendEntries batch"] == (
+        f"{cfg.max_append_entries} entries, {_size(cfg.max_append_bytes)} past its first entry")
+    assert rows["Server RPC: a forwarded reply (e.g. `GET /v1/snapshot` through a client agent or a follower)"] == (
+        _size(wire.MAX_FRAME))
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    assert f"| `PUT /v1/snapshot` state restored (it travels through the Raft log as one entry) | " \
+           f"{_size(wire.MAX_ENTRY)} |" in readme
