@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.state.tables import HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
-from agent.state.wire import U64, DecodeError, from_wire, pack, to_wire, unpack
+from agent.state.wire import U64, DecodeError, from_wire, pack, pack_array_header, pack_map_header, to_wire, unpack
 
 FORMAT = "pyconsul-state"
 VERSION = 1
@@ -45,14 +45,20 @@ def view(t: Tables) -> Callable[[], bytes]:
 
 
 def _dump(maps: dict[str, dict[Any, Any]]) -> bytes:
-    out: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+    """The same bytes as pack({"format": ..., "version": ..., <table>: [...], ...}), packed record by record:
+    one packb call over hundreds of MiB would hold the GIL for as long (the event loop, in another thread,
+    would stall); small calls let it run between them. Only the final join copies everything at once."""
+    parts = [pack_map_header(2 + len(_RECORDS) + len(_PAIRS)), pack("format"), pack(FORMAT), pack("version"),
+             pack(VERSION)]
     for name in _RECORDS:
         m = maps[name]
-        out[name] = [to_wire(m[k]) for k in sorted(m)]
+        parts += (pack(name), pack_array_header(len(m)))
+        parts += [pack(to_wire(m[k])) for k in sorted(m)]
     for name in _PAIRS:
         m = maps[name]
-        out[name] = [[k, m[k]] for k in sorted(m)]
-    return pack(out)
+        parts += (pack(name), pack_array_header(len(m)))
+        parts += [pack([k, m[k]]) for k in sorted(m)]
+    return b"".join(parts)
 
 
 def load(data: bytes) -> Tables:

@@ -38,6 +38,15 @@ def pack(obj: Any) -> bytes:
     return out
 
 
+def pack_map_header(n: int) -> bytes:
+    """The header of a map of n pairs, as pack() would write it: pack(d) == header + each key and value packed."""
+    return bytes(msgpack.Packer(use_bin_type=True).pack_map_header(n))
+
+
+def pack_array_header(n: int) -> bytes:
+    return bytes(msgpack.Packer(use_bin_type=True).pack_array_header(n))
+
+
 def unpack(data: bytes) -> Any:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
