@@ -281,7 +281,8 @@ class RaftNode:
         self._writer = _Writer(f"raft-writer-{self.id[:8]}", self._loop, self._process, _merge_writes)
         self._preparer = _Writer(f"raft-prepare-{self.id[:8]}", self._loop, self._process, lambda a, b: None)
         self.streams = SnapshotStreams(self.id, self.storage.snap_dir, self._send_wire, self._writer.submit,
-                                       self.deliver, self._now, self.config.election_timeout)
+                                       self.deliver, self._now, self.config.election_timeout,
+                                       prewrite=self.storage.snapshot_file)
         self._failed_fut = self._loop.create_future()
         self._task = self._loop.create_task(self._run())
         self._kick()
@@ -576,7 +577,9 @@ class RaftNode:
     def _persist(self, w: _Write) -> None:
         """Writer thread. A received snapshot first: the entries of the same Ready continue after it."""
         if w.snapshot is not None:
-            self.storage.save_snapshot(w.snapshot)
+            meta = w.snapshot.meta  # a streamed snapshot's file was written with its last piece: renamed here
+            written = self.streams.prewritten.pop((meta.index, meta.term), None) if self.streams else None
+            self.storage.save_snapshot(w.snapshot, written=written)
         if w.hard_state is not None or w.truncate_from is not None or w.entries:
             self.storage.save(w.hard_state, w.truncate_from, w.entries)
 

@@ -75,12 +75,18 @@ class SnapshotStreams:
 
     def __init__(self, server_id: str, tmp_dir: Path, send: Callable[[WireMessage], None], submit: Submit,
                  deliver: Callable[[SnapshotRequest], None], now: Callable[[], float], resend_after: float,
-                 chunk_size: int = wire.SNAPSHOT_CHUNK) -> None:
+                 chunk_size: int = wire.SNAPSHOT_CHUNK, prewrite: Callable[[Snapshot], Path] | None = None) -> None:
+        """`prewrite(snapshot)` (storage.snapshot_file) runs on the writer thread after the last piece, BEFORE
+        the core is handed the snapshot: the durable file is then ready for the core's Ready to rename
+        (`prewritten`), and writing hundreds of MiB never sits in the Raft pipeline, where it would hold up the
+        follower's answers to its leader."""
         self.id = server_id
         self.tmp_dir = tmp_dir
         self._send, self._submit, self._deliver, self._now = send, submit, deliver, now
         self.resend_after = resend_after
         self.chunk_size = min(chunk_size, wire.SNAPSHOT_CHUNK)
+        self._prewrite = prewrite
+        self.prewritten: dict[tuple[int, int], Path] = {}  # (index, term) -> the snapshot's durable tmp file
         self._out: dict[str, _Out] = {}
         self._in: _In | None = None
         self.pieces_sent = 0
@@ -166,9 +172,21 @@ class SnapshotStreams:
         def done(result: Any, error: BaseException | None) -> None:
             self._written(cur, m, result, error)
 
+        if last and self._prewrite is not None:
+            prewrite = self._prewrite
+            meta = SnapshotMeta(m.index, m.snap_term, cur.first.configuration)
+
+            def write_last(args: tuple[Path, int, bytes, bool]) -> tuple[bytes, Path]:
+                data = _write_piece(args)
+                assert data is not None
+                return data, prewrite(Snapshot(meta, data))
+
+            self._submit(write_last, (cur.path, m.offset, m.data, last), done)
+            return
         self._submit(_write_piece, (cur.path, m.offset, m.data, last), done)
 
-    def _written(self, cur: _In, m: SnapshotChunk, result: bytes | None, error: BaseException | None) -> None:
+    def _written(self, cur: _In, m: SnapshotChunk, result: bytes | tuple[bytes, Path] | None,
+                 error: BaseException | None) -> None:
         cur.busy = False
         if self._in is not cur:
             return  # abandoned meanwhile (a newer stream); its file is being deleted
@@ -185,6 +203,11 @@ class SnapshotStreams:
         self._in = None
         self.snapshots_received += 1
         f = cur.first
+        if isinstance(result, tuple):
+            result, path = result
+            for stale in self.prewritten.values():  # at most one waits: an older one was ignored by the core
+                self._submit(_remove, stale, lambda _, __: None)
+            self.prewritten = {(f.index, f.snap_term): path}
         log.info("received snapshot from %s: index=%d size=%d bytes", f.from_, f.index, len(result))
         self._ack(m, cur.received)
         self._deliver(SnapshotRequest(f.term, f.from_, f.to, Snapshot(SnapshotMeta(f.index, f.snap_term,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,12 +95,35 @@ def test_a_wiped_follower_catches_up_from_a_chunked_snapshot_of_200_mib(cluster:
     code, _, body = http(new, "/v1/kv/while-away?consistent&raw", timeout=30)
     assert code == 200 and body == b"w"
 
-    # it takes part in the cluster again: writes commit, and every server snapshots again -- no election
+    # it takes part in the cluster again: writes commit, and every server snapshots its 200 MiB again -- no
+    # election, and a client reading from the leader meanwhile is served fast (issue 11 item 3)
     done_before = [snapshots_done(p) for p in ps]
-    for i in range(THRESHOLD + 8):
-        assert http(new, f"/v1/kv/small/{i}", "PUT", b"s", timeout=30)[0] == 200
-    wait_for(lambda: all(snapshots_done(p) > n for p, n in zip(ps, done_before, strict=True)), 120,
-             "a Raft snapshot on every server, the new follower included")
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                assert http(leader, "/v1/kv/while-away", timeout=10)[0] == 200
+            except Exception as exc:
+                errors.append(repr(exc))
+            latencies.append(time.monotonic() - t0)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        for i in range(THRESHOLD + 8):
+            assert http(new, f"/v1/kv/small/{i}", "PUT", b"s", timeout=30)[0] == 200
+        wait_for(lambda: all(snapshots_done(p) > n for p, n in zip(ps, done_before, strict=True)), 120,
+                 "a Raft snapshot on every server, the new follower included")
+    finally:
+        stop.set()
+        prober.join(15)
+    assert not errors, errors[:3]
+    p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
+    assert len(latencies) >= 20 and p99 < 0.2, f"read p99 {p99 * 1000:.0f} ms over {len(latencies)} reads"
     wait_for(lambda: http(new, f"/v1/kv/small/{THRESHOLD + 7}?stale&raw", timeout=30)[2] == b"s", 30,
              "the last write applied on the new follower")
     assert terms(ps) == before_terms and leader_of(ps) == name, "no election"

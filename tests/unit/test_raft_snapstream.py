@@ -153,3 +153,25 @@ def test_a_new_snapshot_or_term_starts_again_at_zero(tmp_path: Path) -> None:
     net.leader.stop_sending()  # deposed: nothing more is sent, whatever the acks say
     net.leader.on_ack(SnapshotChunkAck(6, "F", "L", 100, 4, 1 << 20))
     assert net.wire == []
+
+
+def test_the_last_piece_prewrites_the_snapshot_file_outside_the_raft_pipeline(tmp_path: Path) -> None:
+    """The durable file is written with the last piece (storage.snapshot_file on the writer thread), before the
+    core sees the snapshot; the core's Ready then only renames it (node.py, _persist)."""
+    net = Net(tmp_path)
+    made: list[Snapshot] = []
+
+    def prewrite(snap: Snapshot) -> Path:
+        made.append(snap)
+        path = tmp_path / "pre.tmp"
+        path.write_bytes(snap.data)
+        return path
+
+    net.follower = SnapshotStreams("F", tmp_path, net.wire.append, lambda fn, arg, done: net.jobs.append(
+        (fn, arg, done)), net.delivered.append, lambda: net.clock, resend_after=1.0, chunk_size=1 << 20,
+        prewrite=prewrite)
+    data = os.urandom((2 << 20) + 5)
+    net.leader.send(request(data))
+    net.step()
+    assert [s.data for s in made] == [data] and made[0].meta == SnapshotMeta(100, 4, CONF)
+    assert net.follower.prewritten == {(100, 4): tmp_path / "pre.tmp"} and net.delivered[0].snapshot.data == data
