@@ -176,9 +176,13 @@ class RaftCore(LeaderMixin):
 
     # ------------------------------------------------------------ inputs
 
+    def has_state(self) -> bool:
+        """Anything at all: a term (a leader's message may have brought one), a log, a configuration."""
+        return bool(self.log.last_index or self.log.offset or self._term or self.configs.latest.servers)
+
     def bootstrap(self, configuration: Configuration) -> None:
         """Only on a server with no state at all. Writes term 1 and Entry(term=1, index=1, CONFIG)."""
-        if self.log.last_index or self.log.offset or self._term or self.configs.latest.servers:
+        if self.has_state():
             raise ValueError("cannot bootstrap a server that already has Raft state")
         if not configuration.voters():
             raise ValueError("cannot bootstrap a configuration without voters")

@@ -334,6 +334,10 @@ class RaftNode:
     def bootstrapped(self) -> bool:
         return self.core is not None and bool(self.core.configuration.servers)
 
+    def has_state(self) -> bool:
+        """False only for a server that never saw any Raft state (it may still bootstrap)."""
+        return self.core is not None and self.core.has_state()
+
     def bootstrap(self, configuration: Configuration) -> None:
         assert self.core is not None
         self.core.bootstrap(configuration)

@@ -265,6 +265,11 @@ class ConsulServer:
                     log.info("Existing Raft peers reported by another server, disabling bootstrap mode; "
                              "waiting for the leader to add this server")
                     return
+                if exists is False and raft.has_state():
+                    # while we asked the others, a leader that bootstrapped first reached us (Consul: "failed to
+                    # bootstrap cluster" is logged and the server goes on as a member of that cluster)
+                    log.info("Raft state arrived while checking peers: a cluster exists, not bootstrapping")
+                    return
                 if exists is False:
                     log.info("Found expected number of peers, attempting bootstrap: peers=%s",
                              ",".join(s.address for s in d.configuration.servers))

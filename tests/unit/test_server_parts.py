@@ -381,6 +381,54 @@ def test_a_rejected_command_is_not_retried() -> None:
     asyncio.run(go())
 
 
+class _RaceRaft:
+    """A server with no Raft state until a leader's AppendEntries arrives while it asks its peers."""
+
+    bootstrapped = False
+    core = None
+
+    def __init__(self) -> None:
+        self.state = False
+        self.bootstrap_calls = 0
+
+    def has_state(self) -> bool:
+        return self.state
+
+    def learn_address(self, server_id: str, address: str) -> None:
+        pass
+
+    def bootstrap(self, configuration: Configuration) -> None:
+        self.bootstrap_calls += 1
+        raise ValueError("cannot bootstrap a server that already has Raft state")
+
+
+def test_bootstrap_stands_down_when_a_leader_reaches_it_while_it_asks_its_peers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in CI: the peers check found no cluster, then the first leader's AppendEntries gave this server a
+    term, and bootstrapping raised; under supervision that stopped the agent. Now it joins that cluster."""
+    import agent.server.server as server_mod
+    from agent.server.bootstrap import Decision
+
+    conf = Configuration((Server("me", "127.0.0.1:8300"), Server("L", "127.0.0.2:8300")))
+    monkeypatch.setattr(server_mod.bootstrap, "decide", lambda *a: Decision(conf, ""))
+    raft = _RaceRaft()
+
+    async def peers_exist(self: ConsulServer, c: Configuration) -> bool:
+        raft.state = True  # the leader's first message arrived during this round trip
+        return False
+
+    monkeypatch.setattr(ConsulServer, "_peers_exist", peers_exist)
+
+    async def go() -> None:
+        server = ConsulServer(AgentConfig(server=True, bootstrap_expect=2), "me", lambda: [],
+                              cast(Transport, FakeTransport(None)), cast(RaftNode, raft), StoreFSM())
+        async with asyncio.timeout(5):
+            await server._bootstrap_loop()
+
+    asyncio.run(go())
+    assert raft.bootstrap_calls == 0
+
+
 # ---------------------------------------------------------------- the HTTP facade
 
 
