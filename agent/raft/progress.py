@@ -35,12 +35,14 @@ class Progress:
     match: int = 0
     state: PeerState = PeerState.PROBE
     probe_sent: bool = False
-    inflight: deque[tuple[int, float]] = field(default_factory=deque)  # (last index sent, send time)
+    # (last index sent, when it is due: send time + its bytes' transfer time, see replication.transfer_time)
+    inflight: deque[tuple[int, float]] = field(default_factory=deque)
     pending_snapshot: int = 0
     snapshot_sent_at: float = NEVER
     acked_round: int = 0  # highest heartbeat round echoed (ReadIndex)
     acked_at: float = NEVER  # send time of that round (leader lease)
     needs_snapshot: bool = False  # wanted entries we compacted and no snapshot was given to the core
+    probe_due: float = NEVER  # PROBE: a heartbeat round may resend the probe from then on (its bytes take time)
 
     def become_probe(self, next_index: int | None = None) -> None:
         self.state = PeerState.PROBE

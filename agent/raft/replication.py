@@ -34,6 +34,14 @@ from agent.raft.progress import NEVER, PeerState, Progress
 from agent.raft.quorum import committed_index, quorum_value
 
 INF_ROUND = 1 << 62
+# A message of n entry bytes counts as lost (resent) only after the usual timeout PLUS n / RESEND_RATE: a probe
+# resent every heartbeat round, or a pipelined batch every 2 heartbeats, would otherwise queue copies of a large
+# entry (a 48 MiB restore) ahead of the heartbeats on the peer's connection faster than it can drain them.
+RESEND_RATE = 16 * 1024 * 1024  # bytes per second: conservative for a loaded LAN peer that fsyncs what it gets
+
+
+def transfer_time(n: int) -> float:
+    return n / RESEND_RATE
 
 
 @dataclass(slots=True)
@@ -151,6 +159,9 @@ class LeaderMixin:
             return
         if self._send_entries(to, pr):
             pr.probe_sent = True
+            last = self._msgs[-1]
+            size = sum(len(e.data) for e in last.entries) if isinstance(last, AppendRequest) else 0
+            pr.probe_due = self._now + transfer_time(size)
         elif allow_empty:
             self._send_heartbeat(to, pr)
 
@@ -175,7 +186,7 @@ class LeaderMixin:
         self._msgs.append(AppendRequest(self._term, self._id, to, prev, prev_term, entries, self._commit, self._round))
         if entries and pr.state == PeerState.REPLICATE:
             pr.next = hi + 1
-            pr.inflight.append((hi, self._now))
+            pr.inflight.append((hi, self._now + transfer_time(sum(len(e.data) for e in entries))))
         return True
 
     def _send_heartbeat(self, to: str, pr: Progress) -> None:
@@ -322,7 +333,7 @@ class LeaderMixin:
             self._become_follower(self._term, "")
             return
         for pr in self._progress.values():
-            if pr.state == PeerState.PROBE:
+            if pr.state == PeerState.PROBE and now >= pr.probe_due:
                 pr.probe_sent = False
             elif pr.state == PeerState.SNAPSHOT and now - pr.snapshot_sent_at >= self.cfg.election_timeout:
                 pr.become_probe()  # the snapshot (or its answer) was lost: try again

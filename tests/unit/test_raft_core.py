@@ -345,6 +345,23 @@ def test_a_batch_is_bounded_in_bytes_too_but_always_carries_one_entry() -> None:
     assert [m.prev_log_index for m in msgs] == [2, 4, 5, 6]
 
 
+@pytest.mark.parametrize(("size", "resends"), [(100, {9, 10}), (8 << 20, {1, 2})])
+def test_a_large_probe_is_not_resent_every_heartbeat_round(size: int, resends: set[int]) -> None:
+    """A probe of n bytes waits n / RESEND_RATE (8 MiB: 0.5 s) before a heartbeat round may resend it: copies of a
+    large entry would otherwise queue ahead of the heartbeats on the follower's connection."""
+    a = make(terms=(1,), term=1)
+    elect(a)
+    a.propose(b"x" * size, T0)
+    sent(a)
+    a.step(AppendResponse(a.term, "b", "a", False, 0), T0)  # b has nothing: probed from 1
+    probes = [m for m in sent(a) if isinstance(m, AppendRequest) and m.to == "b" and m.entries]
+    assert len(probes) == 1 and len(probes[0].entries[-1].data) == size  # one in flight, never answered
+    for i in range(1, 11):  # ten heartbeat rounds, 1 s
+        a.tick(T0 + 0.1 * i + 0.01)
+        probes += [m for m in sent(a) if isinstance(m, AppendRequest) and m.to == "b" and m.entries]
+    assert len(probes) - 1 in resends
+
+
 def test_pipelining_respects_max_inflight() -> None:
     a = make(terms=(1,), term=1, max_append_entries=1, max_inflight=2)
     elect(a)
