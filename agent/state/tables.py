@@ -238,25 +238,23 @@ class Tables:
 
     def kv_prefix(self, prefix: str) -> list[str]:
         """Keys starting with prefix, in byte (code point) order."""
-        keys = self.kv_sorted
-        i = bisect.bisect_left(keys, prefix)
-        out: list[str] = []
-        while i < len(keys) and keys[i].startswith(prefix):
-            out.append(keys[i])
-            i += 1
-        return out
+        return _with_prefix(self.kv_sorted, prefix)
 
     def tombstone_prefix(self, prefix: str) -> list[str]:
         """Tombstone keys starting with prefix, in order: O(log n + matches), not a scan of all tombstones."""
         if self._tomb_sorted is None:
             self._tomb_sorted = sorted(self.tombstones)
-        keys = self._tomb_sorted
-        i = bisect.bisect_left(keys, prefix)
-        out: list[str] = []
-        while i < len(keys) and keys[i].startswith(prefix):
-            out.append(keys[i])
-            i += 1
-        return out
+        return _with_prefix(self._tomb_sorted, prefix)
 
     def max_index(self, *names: str) -> int:
         return max((self.index.get(n, 0) for n in names), default=0)
+
+
+def _with_prefix(keys: list[str], prefix: str) -> list[str]:
+    """The run of sorted `keys` that start with `prefix`."""
+    i = bisect.bisect_left(keys, prefix)
+    out: list[str] = []
+    while i < len(keys) and keys[i].startswith(prefix):
+        out.append(keys[i])
+        i += 1
+    return out
