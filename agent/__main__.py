@@ -1,5 +1,5 @@
-"""`python -m agent` is the same program as `pyconsul`."""
+"""`python -m pyconsul.agent` is the same program as `pyconsul`."""
 
-from agent.cli import main
+from pyconsul.agent.cli import main
 
 raise SystemExit(main())

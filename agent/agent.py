@@ -22,23 +22,23 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import datadir
-from agent.config import AgentConfig
-from agent.facade import AgentFacade, force_leave
-from agent.gossip.keyring import Keyring
-from agent.gossip.pool import Pool
-from agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
-from agent.http.server import make_app
-from agent.httpd.h1 import HTTPServer, serve
-from agent.process import StartupError, run_until_stopped, setup_logging
-from agent.raft.transport import RpcLimits, Transport
-from agent.rejoin import MemberSnapshots, Pools
-from agent.server.client import ClientBackend
-from agent.supervise import Supervisor
-from agent.tags import agent_tags
+from pyconsul.agent import datadir
+from pyconsul.agent.config import AgentConfig
+from pyconsul.agent.facade import AgentFacade, force_leave
+from pyconsul.agent.gossip.keyring import Keyring
+from pyconsul.agent.gossip.pool import Pool
+from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
+from pyconsul.agent.http.server import make_app
+from pyconsul.agent.httpd.h1 import HTTPServer, serve
+from pyconsul.agent.process import StartupError, run_until_stopped, setup_logging
+from pyconsul.agent.raft.transport import RpcLimits, Transport
+from pyconsul.agent.rejoin import MemberSnapshots, Pools
+from pyconsul.agent.server.client import ClientBackend
+from pyconsul.agent.supervise import Supervisor
+from pyconsul.agent.tags import agent_tags
 
 if TYPE_CHECKING:
-    from agent.server.server import ConsulServer
+    from pyconsul.agent.server.server import ConsulServer
 
 log = logging.getLogger("agent")
 
@@ -145,7 +145,7 @@ class Agent:
         cfg = self.cfg
         assert self.lan is not None
         if cfg.server:
-            from agent.raft.storage import StorageCorrupt  # servers only: clients stay light
+            from pyconsul.agent.raft.storage import StorageCorrupt  # servers only: clients stay light
 
             if self.data_dir is None:
                 import tempfile  # -dev only: keep it out of every other agent's memory
@@ -170,9 +170,9 @@ class Agent:
     def _build_server(self, data: Path, lan: Pool) -> ConsulServer:
         """A server's parts -- Raft storage (opened here), server-RPC transport, Raft node, state
         machine -- built and wired to each other and to the ConsulServer that runs them."""
-        from agent.raft.node import RaftNode
-        from agent.raft.storage import RaftStorage
-        from agent.server.server import ConsulServer, StoreFSM
+        from pyconsul.agent.raft.node import RaftNode
+        from pyconsul.agent.raft.storage import RaftStorage
+        from pyconsul.agent.server.server import ConsulServer, StoreFSM
 
         cfg = self.cfg
         fsm = StoreFSM()

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from agent.config_error import ConfigError
-from agent.flags import FlagSet, format_duration, parse_duration
-from agent.gossip.config import GossipConfig
-from agent.raft.config import RaftConfig
+from pyconsul.agent.config_error import ConfigError
+from pyconsul.agent.flags import FlagSet, format_duration, parse_duration
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.raft.config import RaftConfig
 
 # Re-exported: the presets live beside their cores (pure modules), the agent's config embeds them.
 __all__ = ["AgentConfig", "ConfigError", "GossipConfig", "Ports", "RaftConfig"]
@@ -148,7 +148,7 @@ class AgentConfig:
         if self.bind_addr not in ("0.0.0.0", "::", "[::]", ""):
             return self.bind_addr
         if interfaces is None:
-            from agent.netif import host_addresses  # lazily: interface discovery is the shell's
+            from pyconsul.agent.netif import host_addresses  # lazily: interface discovery is the shell's
 
             interfaces = host_addresses
         addrs = [a for a in map(ipaddress.ip_address, interfaces()) if a.version == 4]

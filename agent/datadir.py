@@ -14,8 +14,8 @@ import logging
 import uuid
 from pathlib import Path
 
-from agent.fsutil import atomic_write
-from agent.gossip.keyring import Keyring, decode_key
+from pyconsul.agent.fsutil import atomic_write
+from pyconsul.agent.gossip.keyring import Keyring, decode_key
 
 log = logging.getLogger("agent")
 

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from agent import __version__
-from agent.config import AgentConfig
-from agent.errors import Internal
-from agent.gossip.keyring import decode_key
-from agent.gossip.serf import Member, MemberStatus
-from agent.http.api import member_json
+from pyconsul.agent import __version__
+from pyconsul.agent.config import AgentConfig
+from pyconsul.agent.errors import Internal
+from pyconsul.agent.gossip.keyring import decode_key
+from pyconsul.agent.gossip.serf import Member, MemberStatus
+from pyconsul.agent.http.api import member_json
 
 
 class GossipPool(Protocol):

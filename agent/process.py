@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from agent.config import AgentConfig
+from pyconsul.agent.config import AgentConfig
 
 log = logging.getLogger("agent")
 

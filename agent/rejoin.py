@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.fsutil import atomic_write
-from agent.gossip.pool import Pool
-from agent.gossip.serf import MemberStatus
+from pyconsul.agent.fsutil import atomic_write
+from pyconsul.agent.gossip.pool import Pool
+from pyconsul.agent.gossip.serf import MemberStatus
 
 log = logging.getLogger("agent")
 

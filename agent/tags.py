@@ -5,8 +5,8 @@ bootstrap.py and autopilot.py read these tags back; the names are Consul's and a
 
 from __future__ import annotations
 
-from agent import __version__
-from agent.config import AgentConfig
+from pyconsul.agent import __version__
+from pyconsul.agent.config import AgentConfig
 
 PROTOCOL = 2  # Consul protocol version we advertise (tag vsn)
 

@@ -84,3 +84,25 @@ def header(p: dict[str, Any] | None = None) -> str:
 
 if __name__ == "__main__":
     print(header())
+
+
+def launch_code(tree: Path | str, then: str = "run") -> str:
+    """Python code (for `python -c`) that runs `pyconsul` from source tree `tree`, whatever this venv's editable
+    install points at, so benches can run any revision side by side. Trees since the pyconsul namespace (a
+    setup.py mapping pyconsul.agent onto agent/) get a `pyconsul` package whose path is the tree; older trees
+    import top-level `agent` from it. then="run" runs the CLI with the remaining argv; "where" prints the file
+    of the agent package that would run."""
+    return (
+        "import os, runpy, sys, types\n"
+        f"tree = {str(tree)!r}\n"
+        f"sys.path[:] = [p for p in sys.path if p not in ('', {str(REPO)!r})]\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+        "setup = os.path.join(tree, 'setup.py')\n"
+        "if os.path.exists(setup) and 'pyconsul.' in open(setup).read():\n"
+        "    pkg = types.ModuleType('pyconsul'); pkg.__path__ = [tree]; sys.modules['pyconsul'] = pkg\n"
+        "    mod = 'pyconsul.agent'\n"
+        "else:\n"
+        "    sys.path.insert(0, tree); mod = 'agent'\n"
+        + ("import importlib; print(importlib.import_module(mod).__file__)\n" if then == "where" else
+           "sys.argv[0] = 'pyconsul'\nrunpy.run_module(mod, run_name='__main__', alter_sys=True)\n")
+    )

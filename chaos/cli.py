@@ -23,8 +23,8 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    from chaos.experiment import ExperimentError, load
-    from chaos.runner import Runner
+    from pyconsul.chaos.experiment import ExperimentError, load
+    from pyconsul.chaos.runner import Runner
 
     try:
         exp = load(args.experiment)
@@ -50,8 +50,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from chaos import checker, history
-    from chaos.runner import CHECKERS
+    from pyconsul.chaos import checker, history
+    from pyconsul.chaos.runner import CHECKERS
 
     try:
         loaded = history.load(args.history)
@@ -65,13 +65,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _heal(args: argparse.Namespace) -> int:
-    from chaos.nemesis import heal_command
+    from pyconsul.chaos.nemesis import heal_command
 
     return heal_command(args.inventory)
 
 
 def _toxiproxy(args: argparse.Namespace) -> int:
-    from chaos.toxiproxy.__main__ import main as toxiproxy_main
+    from pyconsul.chaos.toxiproxy.__main__ import main as toxiproxy_main
 
     argv = ["--listen", args.listen, "--log-level", args.log_level]
     if args.config:
@@ -82,7 +82,7 @@ def _toxiproxy(args: argparse.Namespace) -> int:
 
 
 def _list(_args: argparse.Namespace) -> int:
-    from chaos.experiment import available, load
+    from pyconsul.chaos.experiment import available, load
 
     for name in available():
         print(f"{name:20s} {load(name).description}")

@@ -29,8 +29,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.generator import ADD, CAS, READ, WRITE, Invocation
-from chaos.history import FAIL, INFO, OK, OpType, Value
+from pyconsul.chaos.generator import ADD, CAS, READ, WRITE, Invocation
+from pyconsul.chaos.history import FAIL, INFO, OK, OpType, Value
 
 
 @dataclass(frozen=True, slots=True)

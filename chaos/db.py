@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos.inventory import Host, Inventory, RemoteError, parallel
+from pyconsul.chaos.inventory import Host, Inventory, RemoteError, parallel
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from chaos.history import FAIL, INFO, INVOKE, OK, Key, Op, OpType, Value
+from pyconsul.chaos.history import FAIL, INFO, INVOKE, OK, Key, Op, OpType, Value
 
 READ, WRITE, CAS, ADD = "read", "write", "cas", "add"
 TURN = "turn"  # lock workload: acquire, or release if the process holds the lock

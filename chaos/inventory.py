@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lab.inventory import load_inventory as _ansible_inventory
-from lab.plan import PlanError, inventory_hosts
+from pyconsul.lab.inventory import load_inventory as _ansible_inventory
+from pyconsul.lab.plan import PlanError, inventory_hosts
 
 T = TypeVar("T")
 REMOTE_SCRIPT = Path(__file__).parent / "nemesis" / "remote.py"

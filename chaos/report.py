@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos.experiment import Experiment
-from chaos.history import FAIL, INFO, NEMESIS, OK, Op, pairs
+from pyconsul.chaos.experiment import Experiment
+from pyconsul.chaos.history import FAIL, INFO, NEMESIS, OK, Op, pairs
 
 COLORS: dict[str, str] = {OK: "#2e7d32", FAIL: "#c62828", INFO: "#f9a825"}
 

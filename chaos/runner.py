@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from chaos import checker, history
-from chaos.checker import linearizable, lock, stats
-from chaos.checker import set as set_checker
-from chaos.client import KVClient
-from chaos.db import DB
-from chaos.experiment import Experiment
-from chaos.generator import (
+from pyconsul.chaos import checker, history
+from pyconsul.chaos.checker import linearizable, lock, stats
+from pyconsul.chaos.checker import set as set_checker
+from pyconsul.chaos.client import KVClient
+from pyconsul.chaos.db import DB
+from pyconsul.chaos.experiment import Experiment
+from pyconsul.chaos.generator import (
     READ,
     Invocation,
     LockGenerator,
@@ -46,9 +46,9 @@ from chaos.generator import (
     SetGenerator,
     SetWorkload,
 )
-from chaos.history import INFO, INVOKE, NEMESIS, OK, Op
-from chaos.inventory import Host, Inventory, parallel
-from chaos.inventory import load as load_inventory
+from pyconsul.chaos.history import INFO, INVOKE, NEMESIS, OK, Op
+from pyconsul.chaos.inventory import Host, Inventory, parallel
+from pyconsul.chaos.inventory import load as load_inventory
 
 REPO = Path(__file__).resolve().parents[1]
 Generator = RegisterGenerator | SetGenerator | LockGenerator
@@ -344,8 +344,8 @@ class Runner:
             self.restore()
 
     def _run(self) -> Outcome:
-        from chaos.nemesis import Nemesis  # heavy-ish; only for real runs
-        from chaos.report import write_report
+        from pyconsul.chaos.nemesis import Nemesis  # heavy-ish; only for real runs
+        from pyconsul.chaos.report import write_report
 
         gen = self._generator()
         self._generator_keys = tuple(str(k) for k in gen.workload.keys) if isinstance(gen, LockGenerator) else ()

@@ -1,7 +1,7 @@
-"""python -m lab == pyconsul-lab."""
+"""python -m pyconsul.lab == pyconsul-lab."""
 
 import sys
 
-from lab.cli import main
+from pyconsul.lab.cli import main
 
 sys.exit(main())

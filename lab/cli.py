@@ -11,10 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lab import ops, sshd
-from lab.inventory import host_specs
-from lab.plan import PlanError
-from lab.system import LabFailure
+from pyconsul.lab import ops, sshd
+from pyconsul.lab.inventory import host_specs
+from pyconsul.lab.plan import PlanError
+from pyconsul.lab.system import LabFailure
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -19,9 +19,9 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lab.plan import HOSTS_DIR, NETNS_PREFIX, PRIVATE_DIRS, STATE_DIR, HostSpec, private_dir_source
-from lab.render import RESOLV_CONF, etc_hosts
-from lab.system import write_if_changed
+from pyconsul.lab.plan import HOSTS_DIR, NETNS_PREFIX, PRIVATE_DIRS, STATE_DIR, HostSpec, private_dir_source
+from pyconsul.lab.render import RESOLV_CONF, etc_hosts
+from pyconsul.lab.system import write_if_changed
 
 CREATED = STATE_DIR / "created.json"
 ETC_NETNS = Path("/etc/netns")

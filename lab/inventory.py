@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab.plan import HostSpec, PlanError, plan_hosts
+from pyconsul.lab.plan import HostSpec, PlanError, plan_hosts
 
 
 def ansible_inventory_bin() -> str:

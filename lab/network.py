@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lab.plan import BRIDGE, BRIDGE_ADDR, HOST_IFNAME, LAB_NET, NETNS_PREFIX, HostSpec
-from lab.system import LabFailure, run, wait_until
+from pyconsul.lab.plan import BRIDGE, BRIDGE_ADDR, HOST_IFNAME, LAB_NET, NETNS_PREFIX, HostSpec
+from pyconsul.lab.system import LabFailure, run, wait_until
 
 
 def _links(netns: str | None = None, dev: str | None = None) -> list[dict[str, Any]]:

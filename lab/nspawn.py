@@ -26,9 +26,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.plan import AUTHORIZED_KEYS, HostSpec
-from lab.render import RESOLV_CONF, etc_hosts
-from lab.system import LabFailure, alive, comm, run, terminate, wait_until, write_if_changed
+from pyconsul.lab.plan import AUTHORIZED_KEYS, HostSpec
+from pyconsul.lab.render import RESOLV_CONF, etc_hosts
+from pyconsul.lab.system import LabFailure, alive, comm, run, terminate, wait_until, write_if_changed
 
 ROOTFS = Path("/var/cache/pyconsul-lab/rootfs-bookworm")
 MIRROR = "http://deb.debian.org/debian"

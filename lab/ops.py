@@ -21,10 +21,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import hostfs, network, nspawn, sshd
-from lab.plan import NETNS_PREFIX, SSH_DIR, HostSpec, check_conflicts
-from lab.render import table
-from lab.system import LabFailure, netns_pids, run, terminate
+from pyconsul.lab import hostfs, network, nspawn, sshd
+from pyconsul.lab.plan import NETNS_PREFIX, SSH_DIR, HostSpec, check_conflicts
+from pyconsul.lab.render import table
+from pyconsul.lab.system import LabFailure, netns_pids, run, terminate
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
 

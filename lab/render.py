@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lab.plan import AUTHORIZED_KEYS, PRIVATE_DIRS, HostSpec, private_dir_source
+from pyconsul.lab.plan import AUTHORIZED_KEYS, PRIVATE_DIRS, HostSpec, private_dir_source
 
 SSHD = "/usr/sbin/sshd"
 

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lab.plan import AUTHORIZED_KEYS, CLIENT_KEY, KNOWN_HOSTS, SSH_DIR, HostSpec
-from lab.render import host_script, known_hosts_name, rewrite_known_hosts, sshd_config
-from lab.system import (
+from pyconsul.lab.plan import AUTHORIZED_KEYS, CLIENT_KEY, KNOWN_HOSTS, SSH_DIR, HostSpec
+from pyconsul.lab.render import host_script, known_hosts_name, rewrite_known_hosts, sshd_config
+from pyconsul.lab.system import (
     LabFailure,
     alive,
     comm,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from agent.fsutil import atomic_write
+from pyconsul.agent.fsutil import atomic_write
 
 
 class LabFailure(Exception):

@@ -29,7 +29,7 @@ rm -rf "$STATE"; mkdir -p "$STATE"
 
 start() {  # name ip dc
     local name=$1 ip=$2 dc=$3
-    $PY -m agent agent -server -bootstrap-expect=3 -data-dir="$STATE/$name" -node="$name" \
+    $PY -m pyconsul.agent agent -server -bootstrap-expect=3 -data-dir="$STATE/$name" -node="$name" \
         -bind="$ip" -client="$ip" -datacenter="$dc" -ui >"$STATE/$name.log" 2>&1 &
     echo $! >"$STATE/$name.pid"
     for _ in $(seq 100); do
@@ -39,7 +39,7 @@ start() {  # name ip dc
     echo "agent $name did not start; its log:" >&2; cat "$STATE/$name.log" >&2; exit 1
 }
 
-pc() { local ip=$1; shift; CONSUL_HTTP_ADDR="$ip:8500" $PY -m agent "$@"; }
+pc() { local ip=$1; shift; CONSUL_HTTP_ADDR="$ip:8500" $PY -m pyconsul.agent "$@"; }
 
 [ "${KEEP:-0}" = "1" ] || trap stop EXIT
 echo "==> starting node1-3 (BJ) and node4 (SH)"

@@ -121,7 +121,7 @@ class AgentProc(Proc):
 
     def cli(self, *args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         cp = subprocess.run(
-            [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "pyconsul.agent", *args], capture_output=True, text=True, timeout=timeout,
             env={**os.environ, "CONSUL_HTTP_ADDR": self.http}, cwd=ROOT, stdin=subprocess.DEVNULL,
         )
         if check and cp.returncode != 0:
@@ -138,7 +138,7 @@ class Cluster:
     procs: list[Proc] = field(default_factory=list)
 
     def agent(self, name: str, ip: str, *flags: str, data_dir: bool = True, wait: bool = True) -> AgentProc:
-        argv = [sys.executable, "-m", "agent", "agent", f"-node={name}", f"-bind={ip}", f"-client={ip}"]
+        argv = [sys.executable, "-m", "pyconsul.agent", "agent", f"-node={name}", f"-bind={ip}", f"-client={ip}"]
         if data_dir:
             argv.append(f"-data-dir={self.tmp / name}")
         argv += list(flags)
@@ -160,8 +160,8 @@ class Cluster:
         return p
 
     def toxiproxy(self, ip: str, *args: str, port: int = 8474) -> ToxiproxyProc:
-        """Our Toxiproxy API server (`python -m chaos.toxiproxy`) on ip:port."""
-        argv = [sys.executable, "-m", "chaos.toxiproxy", f"--listen={ip}:{port}", "--log-level=INFO", *args]
+        """Our Toxiproxy API server (`python -m pyconsul.chaos.toxiproxy`) on ip:port."""
+        argv = [sys.executable, "-m", "pyconsul.chaos.toxiproxy", f"--listen={ip}:{port}", "--log-level=INFO", *args]
         p = ToxiproxyProc("toxiproxy", argv, self.tmp / "toxiproxy.log", url=f"http://{ip}:{port}")
         p.start({"PYTHONPATH": str(ROOT)})
         self.procs.append(p)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from agent.cli import agent, catalog, common, info, keyring, kv, members, operator, snapshot
-from agent.cli.common import CLIError, Exit
-from agent.config import ConfigError
+from pyconsul.agent.cli import agent, catalog, common, info, keyring, kv, members, operator, snapshot
+from pyconsul.agent.cli.common import CLIError, Exit
+from pyconsul.agent.config import ConfigError
 
 __all__ = ["COMMANDS", "main", "run", "usage"]
 

@@ -14,10 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent.cli import common
-from agent.cli.common import CLIError
-from agent.config import AgentConfig, ConfigError, agent_flagset, build_config, validate_paths
-from agent.flags import FlagSet
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import CLIError
+from pyconsul.agent.config import AgentConfig, ConfigError, agent_flagset, build_config, validate_paths
+from pyconsul.agent.flags import FlagSet
 
 STALE_READS_SWITCH = "TEST_STALE_READS"
 
@@ -37,7 +37,7 @@ def cmd_agent(args: Sequence[str]) -> int:
     cfg, warnings = build_config(res.explicit)
     for w in [*warnings, *read_test_switches(cfg)]:
         print(f"==> WARNING: {w}", file=sys.stderr)
-    from agent.agent import run_agent  # lazy: the runtime is heavy and optional for other verbs
+    from pyconsul.agent.agent import run_agent  # lazy: the runtime is heavy and optional for other verbs
 
     return run_agent(cfg)
 

@@ -11,9 +11,9 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.cli import common
-from agent.cli.common import ApiError, CLIError, columnize
-from agent.flags import FlagSet, ParseResult
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import ApiError, CLIError, columnize
+from pyconsul.agent.flags import FlagSet, ParseResult
 
 _TABWRITER_PADDING = 6  # Consul renders `catalog services -tags` with text/tabwriter, padding 6
 

@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
-from agent.flags import FlagError, FlagSet, HelpRequested, ParseResult
+from pyconsul.agent.flags import FlagError, FlagSet, HelpRequested, ParseResult
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
 HTTP_ADDR_ENVS = ("CONSUL_HTTP_ADDR", "PYCONSUL_HTTP_ADDR")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent import __version__
-from agent.cli import common
-from agent.cli.common import ApiError, CLIError
-from agent.flags import FlagSet
+from pyconsul.agent import __version__
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import ApiError, CLIError
+from pyconsul.agent.flags import FlagSet
 
 
 def info_lines(stats: Mapping[str, Mapping[str, Any]]) -> list[str]:

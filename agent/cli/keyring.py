@@ -7,9 +7,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.cli import common
-from agent.cli.common import ApiError, CLIError
-from agent.flags import FlagSet
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import ApiError, CLIError
+from pyconsul.agent.flags import FlagSet
 
 
 def keyring_lines(responses: Sequence[Mapping[str, Any]]) -> list[str]:

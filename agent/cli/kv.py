@@ -14,9 +14,9 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agent.cli import common
-from agent.cli.common import ApiError, CLIError
-from agent.flags import FlagSet, ParseResult
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import ApiError, CLIError
+from pyconsul.agent.flags import FlagSet, ParseResult
 
 # Characters Go's url.URL leaves unescaped in a path; everything else is percent-encoded.
 _PATH_SAFE = "/$&+,:;=@"

@@ -8,9 +8,9 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.cli import common
-from agent.cli.common import ApiError, CLIError
-from agent.flags import FlagSet
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import ApiError, CLIError
+from pyconsul.agent.flags import FlagSet
 
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 

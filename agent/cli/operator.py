@@ -6,9 +6,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.cli import common
-from agent.cli.common import ApiError, CLIError, columnize
-from agent.flags import FlagSet
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import ApiError, CLIError, columnize
+from pyconsul.agent.flags import FlagSet
 
 
 def raft_peers_table(config: Mapping[str, Any]) -> list[str]:

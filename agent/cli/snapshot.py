@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.cli import common
-from agent.cli.common import ApiError, CLIError
-from agent.flags import FlagSet, ParseResult
-from agent.fsutil import atomic_write
-from agent.state import archive
+from pyconsul.agent.cli import common
+from pyconsul.agent.cli.common import ApiError, CLIError
+from pyconsul.agent.flags import FlagSet, ParseResult
+from pyconsul.agent.fsutil import atomic_write
+from pyconsul.agent.state import archive
 
 
 def _one_file(res: ParseResult) -> str:

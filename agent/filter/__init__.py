@@ -39,12 +39,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from agent.filter import evaluate as _evaluation  # (the name `evaluate` stays the submodule)
-from agent.filter import grammar
-from agent.filter.evaluate import CompiledMatch, SchemaError, match_nodes, validate
-from agent.filter.grammar import Expr, Op
-from agent.filter.peg import go_quote
-from agent.filter.regex import MAX_PATTERN_LENGTH, RegexError, compile_go_regex
+from pyconsul.agent.filter import evaluate as _evaluation  # (the name `evaluate` stays the submodule)
+from pyconsul.agent.filter import grammar
+from pyconsul.agent.filter.evaluate import CompiledMatch, SchemaError, match_nodes, validate
+from pyconsul.agent.filter.grammar import Expr, Op
+from pyconsul.agent.filter.peg import go_quote
+from pyconsul.agent.filter.regex import MAX_PATTERN_LENGTH, RegexError, compile_go_regex
 
 __all__ = [
     "CONSUL_ERROR_PREFIX", "MAX_EXPRESSION_LENGTH", "MAX_MATCHES", "MAX_NESTING", "MAX_PATTERN_LENGTH",

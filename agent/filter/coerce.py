@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from agent.filter.peg import go_quote
+from pyconsul.agent.filter.peg import go_quote
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

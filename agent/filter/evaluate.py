@@ -33,8 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.filter.coerce import parse_bool, parse_float, parse_int
-from agent.filter.grammar import POSITIVE, AndExpr, Expr, MatchExpr, NotExpr, Op, OrExpr
+from pyconsul.agent.filter.coerce import parse_bool, parse_float, parse_int
+from pyconsul.agent.filter.grammar import POSITIVE, AndExpr, Expr, MatchExpr, NotExpr, Op, OrExpr
 
 MAX_LIST_NESTING = 32  # lists inside lists walked before giving up (False)
 

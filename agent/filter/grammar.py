@@ -24,8 +24,21 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from agent.filter import peg
-from agent.filter.peg import Action, ActionError, Ahead, AnyChar, Chars, Choice, Lit, Opt, Ref, Refuse, Seq, Star
+from pyconsul.agent.filter import peg
+from pyconsul.agent.filter.peg import (
+    Action,
+    ActionError,
+    Ahead,
+    AnyChar,
+    Chars,
+    Choice,
+    Lit,
+    Opt,
+    Ref,
+    Refuse,
+    Seq,
+    Star,
+)
 
 
 class Op(enum.Enum):

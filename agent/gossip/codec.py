@@ -18,8 +18,8 @@ from typing import Any
 
 import msgpack
 
-from agent.gossip import lzw
-from agent.gossip.messages import (
+from pyconsul.agent.gossip import lzw
+from pyconsul.agent.gossip.messages import (
     Ack,
     Alive,
     Dead,

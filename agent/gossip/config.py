@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from agent.config_error import ConfigError
+from pyconsul.agent.config_error import ConfigError
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.gossip import codec
-from agent.gossip.awareness import Awareness
-from agent.gossip.broadcast import BroadcastQueue
-from agent.gossip.codec import DecodeError, Oversized
-from agent.gossip.config import GossipConfig
-from agent.gossip.messages import (
+from pyconsul.agent.gossip import codec
+from pyconsul.agent.gossip.awareness import Awareness
+from pyconsul.agent.gossip.broadcast import BroadcastQueue
+from pyconsul.agent.gossip.codec import DecodeError, Oversized
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.messages import (
     DELEGATE_VSN,
     PROTOCOL_VSN,
     Ack,
@@ -47,7 +47,7 @@ from agent.gossip.messages import (
     Suspect,
     User,
 )
-from agent.gossip.suspicion import Suspicion, suspicion_timeout
+from pyconsul.agent.gossip.suspicion import Suspicion, suspicion_timeout
 
 Addr = tuple[str, int]
 

@@ -30,10 +30,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.gossip import codec
-from agent.gossip.codec import DecodeError, NeedMore, Oversized
-from agent.gossip.config import GossipConfig
-from agent.gossip.keyring import (
+from pyconsul.agent.gossip import codec
+from pyconsul.agent.gossip.codec import DecodeError, NeedMore, Oversized
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.keyring import (
     ENCRYPT_OVERHEAD,
     DecryptError,
     Keyring,
@@ -42,9 +42,9 @@ from agent.gossip.keyring import (
     encrypt,
     encrypted_length,
 )
-from agent.gossip.membership import Addr, PushPullWith, SendPacket, TcpPing
-from agent.gossip.messages import Ack, ErrResp, Message, MsgType, Ping, PushPull, SerfMsgType, SerfQuery, User
-from agent.gossip.serf import (
+from pyconsul.agent.gossip.membership import Addr, PushPullWith, SendPacket, TcpPing
+from pyconsul.agent.gossip.messages import Ack, ErrResp, Message, MsgType, Ping, PushPull, SerfMsgType, SerfQuery, User
+from pyconsul.agent.gossip.serf import (
     JoinAttempt,
     Member,
     MemberEvent,

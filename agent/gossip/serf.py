@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
 
-from agent.gossip import codec
-from agent.gossip.broadcast import BroadcastQueue
-from agent.gossip.codec import DecodeError
-from agent.gossip.config import GossipConfig
-from agent.gossip.membership import (
+from pyconsul.agent.gossip import codec
+from pyconsul.agent.gossip.broadcast import BroadcastQueue
+from pyconsul.agent.gossip.codec import DecodeError
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.membership import (
     Addr,
     Effect,
     Membership,
@@ -35,7 +35,7 @@ from agent.gossip.membership import (
     TcpPing,
     UserMessage,
 )
-from agent.gossip.messages import (
+from pyconsul.agent.gossip.messages import (
     QUERY_FLAG_ACK,
     QUERY_FLAG_NO_BROADCAST,
     Ack,

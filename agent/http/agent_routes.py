@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import BadRequest, Internal
-from agent.http.api import AgentAPI, canonical_keys, decode_json, flag, json_response, member_json
-from agent.httpd import web
+from pyconsul.agent.errors import BadRequest, Internal
+from pyconsul.agent.http.api import AgentAPI, canonical_keys, decode_json, flag, json_response, member_json
+from pyconsul.agent.httpd import web
 
 
 def register(app: web.Application, api: AgentAPI) -> None:

@@ -11,9 +11,9 @@ import random
 import re
 from typing import Any, Protocol
 
-from agent.errors import BadRequest
-from agent.gossip.serf import Member
-from agent.httpd import web
+from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.gossip.serf import Member
+from pyconsul.agent.httpd import web
 
 __all__ = [
     "CONSUL_FIELDS", "DEFAULT_MAX_BODY", "DEFAULT_WAIT", "MAX_JSON_DEPTH", "MAX_WAIT", "U64", "AgentAPI", "Backend",
@@ -162,7 +162,7 @@ def shown_key(key: str) -> str:
 def parse_wait(raw: str | None) -> float:
     if not raw:
         return DEFAULT_WAIT
-    from agent.flags import parse_duration
+    from pyconsul.agent.flags import parse_duration
 
     try:
         w = parse_duration(raw)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.errors import BadRequest
-from agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
-from agent.httpd import web
-from agent.state import commands as c
+from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
+from pyconsul.agent.httpd import web
+from pyconsul.agent.state import commands as c
 
 
 def _str(d: dict[str, Any], key: str, where: str) -> str:

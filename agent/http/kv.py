@@ -12,8 +12,8 @@ import base64
 import time
 from typing import Any
 
-from agent.errors import BadRequest
-from agent.http.api import (
+from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.http.api import (
     U64,
     Backend,
     body_too_large,
@@ -26,10 +26,10 @@ from agent.http.api import (
     read_query,
     shown_key,
 )
-from agent.httpd import web
-from agent.state import commands as c
-from agent.state.kv import txn_result_json
-from agent.state.results import TxnResult
+from pyconsul.agent.httpd import web
+from pyconsul.agent.state import commands as c
+from pyconsul.agent.state.kv import txn_result_json
+from pyconsul.agent.state.results import TxnResult
 
 MAX_VALUE = 512 * 1024  # Consul's kv_max_value_size default
 MAX_TXN_BODY = 512 * 1024  # Consul's txn_max_req_len default: a whole /v1/txn body

@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
-from agent.http import agent_routes, catalog, kv, session, snapshot
-from agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
-from agent.httpd import web
+from pyconsul.agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
+from pyconsul.agent.http import agent_routes, catalog, kv, session, snapshot
+from pyconsul.agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
+from pyconsul.agent.httpd import web
 
 __all__ = ["ERROR_STATUS", "error_status", "errors", "make_app", "member_json"]
 
@@ -46,7 +46,7 @@ def error_status(exc: BaseException) -> int:
 
 
 async def errors(request: web.Request, handler: Any) -> web.Response:
-    from agent.server.common import REQUEST_DC
+    from pyconsul.agent.server.common import REQUEST_DC
 
     token = REQUEST_DC.set(request.query.get("dc", "").strip().lower())
     try:

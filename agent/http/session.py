@@ -7,13 +7,13 @@ import time
 import uuid
 from typing import Any
 
-from agent.errors import BadRequest, NotFound
-from agent.flags import parse_duration
-from agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
-from agent.httpd import web
-from agent.state import commands as c
-from agent.state.sessions import session_json
-from agent.state.tables import Session
+from pyconsul.agent.errors import BadRequest, NotFound
+from pyconsul.agent.flags import parse_duration
+from pyconsul.agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
+from pyconsul.agent.httpd import web
+from pyconsul.agent.state import commands as c
+from pyconsul.agent.state.sessions import session_json
+from pyconsul.agent.state.tables import Session
 
 SESSION_FIELDS = ("LockDelay", "Behavior", "TTL")
 MIN_TTL, MAX_TTL = 10.0, 86400.0  # Consul's session TTL bounds

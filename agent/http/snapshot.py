@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.errors import BadRequest
-from agent.http.api import Backend, body_too_large, read_meta_headers, read_query
-from agent.httpd import web
-from agent.raft import wire
-from agent.state import archive
-from agent.state import commands as c
+from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.http.api import Backend, body_too_large, read_meta_headers, read_query
+from pyconsul.agent.httpd import web
+from pyconsul.agent.raft import wire
+from pyconsul.agent.state import archive
+from pyconsul.agent.state import commands as c
 
 MAX_ARCHIVE = 64 * 1024 * 1024  # PUT /v1/snapshot body (compressed archive)
 

@@ -35,7 +35,7 @@ import logging
 import re
 from typing import Any, cast
 
-from agent.httpd.web import REASONS, Application, Handler, Headers, HTTPException, Request, Response
+from pyconsul.agent.httpd.web import REASONS, Application, Handler, Headers, HTTPException, Request, Response
 
 __all__ = ["HTTPServer", "parse_head", "serve"]
 

@@ -40,10 +40,10 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from agent.errors import NotLeader  # .leader: the known leader ID or ""
-from agent.raft.config import RaftConfig
-from agent.raft.log import ConfigHistory, RaftLog, encode_configuration
-from agent.raft.messages import (
+from pyconsul.agent.errors import NotLeader  # .leader: the known leader ID or ""
+from pyconsul.agent.raft.config import RaftConfig
+from pyconsul.agent.raft.log import ConfigHistory, RaftLog, encode_configuration
+from pyconsul.agent.raft.messages import (
     AppendRequest,
     AppendResponse,
     Configuration,
@@ -65,9 +65,9 @@ from agent.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from agent.raft.progress import NEVER, Progress
-from agent.raft.quorum import VoteResult, vote_result
-from agent.raft.replication import LeaderMixin, PendingRead
+from pyconsul.agent.raft.progress import NEVER, Progress
+from pyconsul.agent.raft.quorum import VoteResult, vote_result
+from pyconsul.agent.raft.replication import LeaderMixin, PendingRead
 
 INF = float("inf")
 HINTED_CAMPAIGNS = 3  # after a leader_unreachable hint: real campaigns retried on the short timer

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import msgpack
 
-from agent.raft.messages import Configuration, Entry, EntryKind, SnapshotMeta
-from agent.raft.wire import decode_config, encode_config
+from pyconsul.agent.raft.messages import Configuration, Entry, EntryKind, SnapshotMeta
+from pyconsul.agent.raft.wire import decode_config, encode_config
 
 
 def _term(e: Entry) -> int:

@@ -47,10 +47,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.config import RaftConfig
-from agent.errors import LeadershipLost, NoLeader, NotLeader
-from agent.raft.core import RaftCore
-from agent.raft.messages import (
+from pyconsul.agent.config import RaftConfig
+from pyconsul.agent.errors import LeadershipLost, NoLeader, NotLeader
+from pyconsul.agent.raft.core import RaftCore
+from pyconsul.agent.raft.messages import (
     Configuration,
     Entry,
     EntryKind,
@@ -71,9 +71,9 @@ from agent.raft.messages import (
     WireMessage,
     may_send_before_persist,
 )
-from agent.raft.snapstream import SnapshotStreams
-from agent.raft.storage import RaftStorage
-from agent.raft.transport import Transport
+from pyconsul.agent.raft.snapstream import SnapshotStreams
+from pyconsul.agent.raft.storage import RaftStorage
+from pyconsul.agent.raft.transport import Transport
 
 log = logging.getLogger("agent.server.raft")
 
@@ -265,7 +265,7 @@ class RaftNode:
             try:
                 self.fsm.restore(snap.data)
             except ValueError as exc:  # the file's checksum held, but its contents are not a state
-                from agent.raft.storage import StorageCorrupt
+                from pyconsul.agent.raft.storage import StorageCorrupt
 
                 path = self.storage.snap_dir / f"{snap.meta.term}-{snap.meta.index}.snap"
                 raise StorageCorrupt(path, f"the snapshot does not restore: {exc}", index=snap.meta.index) from None

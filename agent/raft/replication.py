@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.raft.config import RaftConfig
-from agent.raft.log import ConfigHistory, RaftLog
-from agent.raft.messages import (
+from pyconsul.agent.raft.config import RaftConfig
+from pyconsul.agent.raft.log import ConfigHistory, RaftLog
+from pyconsul.agent.raft.messages import (
     AppendRequest,
     AppendResponse,
     Message,
@@ -30,8 +30,8 @@ from agent.raft.messages import (
     SnapshotResponse,
     TimeoutNow,
 )
-from agent.raft.progress import NEVER, PeerState, Progress
-from agent.raft.quorum import committed_index, quorum_value
+from pyconsul.agent.raft.progress import NEVER, PeerState, Progress
+from pyconsul.agent.raft.quorum import committed_index, quorum_value
 
 INF_ROUND = 1 << 62
 # A message of n entry bytes counts as lost (resent) only after the usual timeout PLUS n / RESEND_RATE: a probe

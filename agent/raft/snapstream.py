@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.raft import wire
-from agent.raft.messages import (
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.messages import (
     Snapshot,
     SnapshotChunk,
     SnapshotChunkAck,

@@ -45,7 +45,16 @@ from typing import Any
 
 import msgpack
 
-from agent.raft.messages import Configuration, Entry, EntryKind, HardState, Server, Snapshot, SnapshotMeta, Suffrage
+from pyconsul.agent.raft.messages import (
+    Configuration,
+    Entry,
+    EntryKind,
+    HardState,
+    Server,
+    Snapshot,
+    SnapshotMeta,
+    Suffrage,
+)
 
 log = logging.getLogger("agent.server.raft")
 

@@ -34,10 +34,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent import errors
-from agent.raft import wire
-from agent.raft.messages import WireMessage
-from agent.raft.wire import Kind, WireError
+from pyconsul.agent import errors
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.messages import WireMessage
+from pyconsul.agent.raft.wire import Kind, WireError
 
 log = logging.getLogger("agent.server.rpc")
 

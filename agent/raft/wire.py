@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from agent.raft.messages import (
+from pyconsul.agent.raft.messages import (
     AppendRequest,
     AppendResponse,
     Configuration,

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.gossip.serf import Member, MemberStatus
-from agent.raft.messages import Configuration, Server
-from agent.server.bootstrap import server_of
+from pyconsul.agent.gossip.serf import Member, MemberStatus
+from pyconsul.agent.raft.messages import Configuration, Server
+from pyconsul.agent.server.bootstrap import server_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.gossip.serf import Member, MemberStatus
-from agent.raft.messages import Configuration, Server
+from pyconsul.agent.gossip.serf import Member, MemberStatus
+from pyconsul.agent.raft.messages import Configuration, Server
 
 
 @dataclass(frozen=True, slots=True)

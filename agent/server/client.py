@@ -7,13 +7,13 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import DialFailed, NoLeader, Unavailable
-from agent.gossip.serf import Member
-from agent.raft.transport import Transport
-from agent.server import bootstrap
-from agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, remote_dc
-from agent.server.forwarding import read_reply, read_request
-from agent.state.results import WriteResult, reply_from_wire
+from pyconsul.agent.errors import DialFailed, NoLeader, Unavailable
+from pyconsul.agent.gossip.serf import Member
+from pyconsul.agent.raft.transport import Transport
+from pyconsul.agent.server import bootstrap
+from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, remote_dc
+from pyconsul.agent.server.forwarding import read_reply, read_request
+from pyconsul.agent.state.results import WriteResult, reply_from_wire
 
 
 class ClientBackend:

@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import NoPathToDatacenter
+from pyconsul.agent.errors import NoPathToDatacenter
 
 RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
 

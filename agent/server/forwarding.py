@@ -16,8 +16,8 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, pick_dc_server, remote_dc
-from agent.state.results import WriteResult, reply_from_wire
+from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, pick_dc_server, remote_dc
+from pyconsul.agent.state.results import WriteResult, reply_from_wire
 
 
 class RequestTransport(Protocol):

@@ -31,14 +31,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from agent.errors import CommandRejected, PyconsulError
-from agent.gossip.serf import Member, MemberEvent, MemberStatus
-from agent.raft.messages import Configuration
-from agent.server import autopilot, bootstrap
-from agent.state import commands as c
-from agent.state.results import WriteResult
-from agent.state.sessions import SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER
-from agent.state.tombstone_gc import TombstoneGC
+from pyconsul.agent.errors import CommandRejected, PyconsulError
+from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
+from pyconsul.agent.raft.messages import Configuration
+from pyconsul.agent.server import autopilot, bootstrap
+from pyconsul.agent.state import commands as c
+from pyconsul.agent.state.results import WriteResult
+from pyconsul.agent.state.sessions import SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER
+from pyconsul.agent.state.tombstone_gc import TombstoneGC
 
 log = logging.getLogger("agent.server")
 

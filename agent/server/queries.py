@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import BadRequest
-from agent.state.store import StateStore, kv_entry_json
+from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.state.store import StateStore, kv_entry_json
 
 
 def _s(args: dict[str, Any], key: str, default: str = "") -> str:

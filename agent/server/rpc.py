@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from agent.errors import BadRequest, NotLeader
-from agent.server.common import REQUEST_DC, ReadMeta
-from agent.state.results import WriteResult, reply_to_wire
+from pyconsul.agent.errors import BadRequest, NotLeader
+from pyconsul.agent.server.common import REQUEST_DC, ReadMeta
+from pyconsul.agent.state.results import WriteResult, reply_to_wire
 
 Handler = Callable[[Any], Awaitable[Any]]
 

@@ -24,23 +24,23 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agent.config import AgentConfig
-from agent.errors import BadRequest, CommandRejected, Internal, LeadershipLost, NoLeader, NotLeader
-from agent.gossip.serf import Member, MemberEvent, MemberStatus
-from agent.raft.messages import Configuration, Role, Server, SoftState, Suffrage
-from agent.raft.node import RaftNode
-from agent.raft.transport import Transport
-from agent.server import bootstrap, queries
-from agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta
-from agent.server.forwarding import Forwarder
-from agent.server.leader import LeaderDuties
-from agent.server.rpc import RPCMethods
-from agent.state.commands import is_restore
-from agent.state.results import StateError, WriteResult
-from agent.state.snapshot import load as snapshot_load
-from agent.state.store import StateStore
-from agent.state.tombstone_gc import TombstoneGC
-from agent.supervise import Supervisor
+from pyconsul.agent.config import AgentConfig
+from pyconsul.agent.errors import BadRequest, CommandRejected, Internal, LeadershipLost, NoLeader, NotLeader
+from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
+from pyconsul.agent.raft.messages import Configuration, Role, Server, SoftState, Suffrage
+from pyconsul.agent.raft.node import RaftNode
+from pyconsul.agent.raft.transport import Transport
+from pyconsul.agent.server import bootstrap, queries
+from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta
+from pyconsul.agent.server.forwarding import Forwarder
+from pyconsul.agent.server.leader import LeaderDuties
+from pyconsul.agent.server.rpc import RPCMethods
+from pyconsul.agent.state.commands import is_restore
+from pyconsul.agent.state.results import StateError, WriteResult
+from pyconsul.agent.state.snapshot import load as snapshot_load
+from pyconsul.agent.state.store import StateStore
+from pyconsul.agent.state.tombstone_gc import TombstoneGC
+from pyconsul.agent.supervise import Supervisor
 
 log = logging.getLogger("agent.server")
 

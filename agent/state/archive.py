@@ -23,8 +23,8 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
-from agent.state import snapshot
-from agent.state.wire import DecodeError
+from pyconsul.agent.state import snapshot
+from pyconsul.agent.state.wire import DecodeError
 
 VERSION = 1
 MEMBERS = ("meta.json", "state.bin", "SHA256SUMS")

@@ -18,10 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from agent.state import sessions
-from agent.state.commands import CheckDef, Deregister, Register, ServiceDef
-from agent.state.results import StateFailure
-from agent.state.tables import SERVICE_EXTINCTION, HealthCheck, Node, ServiceNode, Tables, nk, service_index_name
+from pyconsul.agent.state import sessions
+from pyconsul.agent.state.commands import CheckDef, Deregister, Register, ServiceDef
+from pyconsul.agent.state.results import StateFailure
+from pyconsul.agent.state.tables import (
+    SERVICE_EXTINCTION,
+    HealthCheck,
+    Node,
+    ServiceNode,
+    Tables,
+    nk,
+    service_index_name,
+)
 
 
 def register(t: Tables, idx: int, cmd: Register) -> None:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.state.tables import SERVICE_EXTINCTION, HealthCheck, Node, ServiceNode, Tables, nk, service_index_name
+from pyconsul.agent.state.tables import (
+    SERVICE_EXTINCTION,
+    HealthCheck,
+    Node,
+    ServiceNode,
+    Tables,
+    nk,
+    service_index_name,
+)
 
 HEALTH_STATES = frozenset({"any", "passing", "warning", "critical"})
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 
-from agent.state.wire import DecodeError, from_wire, pack, to_wire, unpack
+from pyconsul.agent.state.wire import DecodeError, from_wire, pack, to_wire, unpack
 
 __all__ = [
     "KVCAS",

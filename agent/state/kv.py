@@ -19,9 +19,9 @@ import base64
 import json
 from typing import Any
 
-from agent.state.commands import TxnOp
-from agent.state.results import StateFailure, TxnError, TxnResult
-from agent.state.tables import KVEntry, Tables
+from pyconsul.agent.state.commands import TxnOp
+from pyconsul.agent.state.results import StateFailure, TxnError, TxnResult
+from pyconsul.agent.state.tables import KVEntry, Tables
 
 MAX_VALUE_SIZE = 512 * 1024  # bytes; Consul's kv_max_value_size default
 READ_VERBS = frozenset({"get", "get-tree", "check-index", "check-session", "check-not-exists"})

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.state.tables import KVEntry, Session
-from agent.state.wire import DecodeError, from_wire, to_wire
+from pyconsul.agent.state.tables import KVEntry, Session
+from pyconsul.agent.state.wire import DecodeError, from_wire, to_wire
 
 
 class StateFailure(Exception):

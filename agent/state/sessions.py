@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.state import kv
-from agent.state.commands import SessionCreate
-from agent.state.results import StateFailure
-from agent.state.tables import Session, Tables, nk
+from pyconsul.agent.state import kv
+from pyconsul.agent.state.commands import SessionCreate
+from pyconsul.agent.state.results import StateFailure
+from pyconsul.agent.state.tables import Session, Tables, nk
 
 SESSION_TTL_MULTIPLIER = 2
 SESSION_TTL_MIN = 10.0

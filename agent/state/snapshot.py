@@ -14,8 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.state.tables import HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
-from agent.state.wire import U64, DecodeError, from_wire, pack, pack_array_header, pack_map_header, to_wire, unpack
+from pyconsul.agent.state.tables import HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
+from pyconsul.agent.state.wire import (
+    U64,
+    DecodeError,
+    from_wire,
+    pack,
+    pack_array_header,
+    pack_map_header,
+    to_wire,
+    unpack,
+)
 
 FORMAT = "pyconsul-state"
 VERSION = 1

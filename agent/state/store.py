@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agent.state import catalog, catalog_reads, kv, sessions, snapshot
-from agent.state.commands import (
+from pyconsul.agent.state import catalog, catalog_reads, kv, sessions, snapshot
+from pyconsul.agent.state.commands import (
     KVCAS,
     Command,
     Deregister,
@@ -53,11 +53,11 @@ from agent.state.commands import (
     decode,
     is_restore,
 )
-from agent.state.kv import kv_entry_json, txn_result_json
-from agent.state.results import StateError, StateFailure, TxnError, TxnResult
-from agent.state.sessions import session_json
-from agent.state.tables import KVEntry, Session, Tables
-from agent.state.wire import DecodeError
+from pyconsul.agent.state.kv import kv_entry_json, txn_result_json
+from pyconsul.agent.state.results import StateError, StateFailure, TxnError, TxnResult
+from pyconsul.agent.state.sessions import session_json
+from pyconsul.agent.state.tables import KVEntry, Session, Tables
+from pyconsul.agent.state.wire import DecodeError
 
 __all__ = ["KVEntry", "StateError", "StateStore", "TxnError", "TxnResult", "kv_entry_json",
            "session_json", "txn_result_json"]

@@ -43,9 +43,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from chaos.checker import linearizable  # noqa: E402
-from chaos.generator import RegisterGenerator, RegisterWorkload, simulate_register  # noqa: E402
-from chaos.history import FAIL, INFO, OK, Op, pairs  # noqa: E402
+from pyconsul.chaos.checker import linearizable  # noqa: E402
+from pyconsul.chaos.generator import RegisterGenerator, RegisterWorkload, simulate_register  # noqa: E402
+from pyconsul.chaos.history import FAIL, INFO, OK, Op, pairs  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from provenance import header as provenance_header  # noqa: E402  (bench/provenance.py)

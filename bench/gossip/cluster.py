@@ -1,6 +1,6 @@
 """Real agent processes on loopback for the gossip benchmark: start, kill, poll member lists.
 
-Two flavours share one shape (`Flavour`): pyconsul agents (`python -m agent agent ...`, members over
+Two flavours share one shape (`Flavour`): pyconsul agents (`python -m pyconsul.agent agent ...`, members over
 HTTP `/v1/agent/members`) and HashiCorp serf agents (`serf agent ...`, members over serf's msgpack RPC
 on a persistent TCP connection, or over `serf members -format=json` with `--serf-cli`). Every process
 gets its own loopback IP so the default ports never collide; every process this module starts is
@@ -159,7 +159,7 @@ class Flavour:
 
 
 def _py_command(name: str, ip: str, data_dir: Path, join: str | None) -> list[str]:
-    argv = [sys.executable, "-m", "agent", "agent", f"-node={name}", f"-bind={ip}", f"-client={ip}",
+    argv = [sys.executable, "-m", "pyconsul.agent", "agent", f"-node={name}", f"-bind={ip}", f"-client={ip}",
             f"-data-dir={data_dir}"]
     return [*argv, f"-join={join}"] if join else argv
 
@@ -331,7 +331,7 @@ def machine(peers: dict[str, list[str]]) -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": prov["nproc"], "cpu": prov["cpu"], "kernel": prov["kernel"],
         "python": platform.python_version(),
-        "pyconsul": out([sys.executable, "-m", "agent", "version"]),
+        "pyconsul": out([sys.executable, "-m", "pyconsul.agent", "version"]),
         **{name: out(argv) for name, argv in peers.items()},
         "git": prov["revision"],
         "provenance": prov,

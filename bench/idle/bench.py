@@ -3,7 +3,7 @@
     .venv/bin/python bench/idle/bench.py [--before REV] [--after REV] [--duration 60] [--warmup 20]
 
 Each revision is checked out with `git worktree add --detach` into a temporary directory (so uncommitted
-work is never measured) and runs three servers (`python -m agent agent -server -bootstrap-expect=3`) on
+work is never measured) and runs three servers (`python -m pyconsul.agent agent -server -bootstrap-expect=3`) on
 its own loopback block (127.96.<k>.1-3, Consul's default ports), all six servers at the same time. Once
 each cluster has a leader and the warm-up has passed, the bench reads /proc for every server at the start
 and at the end of `--duration` seconds:
@@ -38,14 +38,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Runs the agent from the given tree whatever the venv's editable install points at: the editable finder
-# (a sys.meta_path entry) is dropped so `import agent` resolves through PYTHONPATH to that tree.
-LAUNCH = (
-    "import runpy, sys\n"
-    "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
-    "sys.argv[0] = 'pyconsul'\n"
-    "runpy.run_module('agent', run_name='__main__', alter_sys=True)\n"
-)
+sys.path.insert(0, str(REPO / "bench"))
+from provenance import launch_code  # noqa: E402 -- runs any revision's agent from its own tree
 
 
 def git(*args: str) -> str:
@@ -92,13 +86,13 @@ class Cluster:
         return [f"{self.block}.{i}" for i in (1, 2, 3)]
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(self.tree)}
+        env = dict(os.environ)
         for i, ip in enumerate(self.ips(), 1):
             data = self.work / f"s{i}"
             data.mkdir(parents=True)
             log = open(self.work / f"s{i}.log", "wb")  # noqa: SIM115 -- closed with the process
-            argv = [sys.executable, "-c", LAUNCH, "agent", "-server", "-bootstrap-expect=3", f"-node=s{i}",
-                    f"-bind={ip}", f"-client={ip}", f"-data-dir={data}", "-datacenter=idle",
+            argv = [sys.executable, "-c", launch_code(self.tree), "agent", "-server", "-bootstrap-expect=3",
+                    f"-node=s{i}", f"-bind={ip}", f"-client={ip}", f"-data-dir={data}", "-datacenter=idle",
                     f"-retry-join={self.ips()[0]}", "-retry-interval=1s"]
             self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.work))
@@ -113,9 +107,7 @@ class Cluster:
 
     def check_code(self) -> str:
         """The agent module the servers import, to prove the tree under test is the one running."""
-        env = {**os.environ, "PYTHONPATH": str(self.tree)}
-        code = LAUNCH.split("sys.argv")[0] + "import agent; print(agent.__file__)\n"
-        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-c", launch_code(self.tree, "where")], capture_output=True, text=True,
                               check=True, cwd=self.work).stdout.strip()
 
     def stop(self) -> None:

@@ -10,9 +10,9 @@ committed PUT succeeds on a survivor (one thread per survivor retries every 10 m
 member and wait until the cluster is healthy again. Prints a table with the ratios ours/etcd and the
 goals of issue 3 (PUT >= 0.5x etcd and >= 3,000/s with 64 clients; failover p50 <= etcd's).
 
-pyconsul: `python -m agent agent -server -bootstrap-expect=3` on 127.92.0.1-3 with
+pyconsul: `python -m pyconsul.agent agent -server -bootstrap-expect=3` on 127.92.0.1-3 with
 `{"performance": {"raft_multiplier": 1}}` (hashicorp/raft: heartbeat/election timeout 1 s, lease 0.5 s),
-joined with `python -m agent join`; KV over `/v1/kv/KEY` (GET default mode, and `?consistent`).
+joined with `python -m pyconsul.agent join`; KV over `/v1/kv/KEY` (GET default mode, and `?consistent`).
 etcd: 3 members on 127.93.0.1-3 (client :2379, peer :2380), `--heartbeat-interval=100
 --election-timeout=1000`, fsync on (default); KV over the v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`;
 "default" read = `serializable: true`, a local read without a quorum round, "consistent" = linearizable).
@@ -212,14 +212,14 @@ class PyconsulSide(Side):
     config: Path | None = None
 
     def argv(self, m: Member) -> list[str]:
-        return [sys.executable, "-m", "agent", "agent", "-server", "-bootstrap-expect=3", f"-node={m.name}",
+        return [sys.executable, "-m", "pyconsul.agent", "agent", "-server", "-bootstrap-expect=3", f"-node={m.name}",
                 f"-bind={m.ip}", f"-client={m.ip}", f"-data-dir={m.data_dir}", f"-config-file={self.config}"]
 
     def join(self, i: int, target: str) -> None:
         m = self.members[i]
         deadline = time.monotonic() + self.timeout
         while True:
-            r = subprocess.run([sys.executable, "-m", "agent", "join", f"-http-addr={m.ip}:8500", target],
+            r = subprocess.run([sys.executable, "-m", "pyconsul.agent", "join", f"-http-addr={m.ip}:8500", target],
                                cwd=REPO, capture_output=True, text=True, timeout=30)
             if r.returncode == 0:
                 return

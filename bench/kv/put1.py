@@ -36,15 +36,8 @@ from cluster import REPO, machine  # type: ignore[import-not-found,unused-ignore
 
 import bench as kv  # bench/kv/bench.py
 
-# the agent of the given tree, whatever the venv's editable install points at (as bench/idle does)
-LAUNCH = (
-    "import runpy, sys\n"
-    "sys.path[:] = [p for p in sys.path if p not in ('', {repo!r})]\n"
-    "sys.path.insert(0, {tree!r})\n"
-    "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
-    "sys.argv[0] = 'pyconsul'\n"
-    "runpy.run_module('agent', run_name='__main__', alter_sys=True)\n"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import launch_code  # the agent of the given tree (as bench/idle does)
 
 
 @dataclass
@@ -54,7 +47,7 @@ class TreeSide(kv.PyconsulSide):
     def argv(self, m: kv.Member) -> list[str]:
         argv = super().argv(m)
         assert self.tree is not None
-        return [argv[0], "-c", LAUNCH.format(repo=str(REPO), tree=str(self.tree)), *argv[3:]]
+        return [argv[0], "-c", launch_code(self.tree), *argv[3:]]
 
 
 def git(*args: str) -> str:

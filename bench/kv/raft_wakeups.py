@@ -50,7 +50,7 @@ class _FSM:
 
 
 def _raft_config(multiplier: int) -> Any:
-    for mod in ("agent.raft.config", "agent.config"):
+    for mod in ("pyconsul.agent.raft.config", "pyconsul.agent.config"):
         try:
             return importlib.import_module(mod).RaftConfig.consul(multiplier)
         except (ImportError, AttributeError):
@@ -59,10 +59,10 @@ def _raft_config(multiplier: int) -> Any:
 
 
 async def main(args: argparse.Namespace) -> None:
-    from agent.raft import core as core_mod
-    from agent.raft.messages import Configuration, Role, Server
-    from agent.raft.node import RaftNode
-    from agent.raft.storage import RaftStorage
+    from pyconsul.agent.raft import core as core_mod
+    from pyconsul.agent.raft.messages import Configuration, Role, Server
+    from pyconsul.agent.raft.node import RaftNode
+    from pyconsul.agent.raft.storage import RaftStorage
 
     counts: Counter[str] = Counter()
     counting = False

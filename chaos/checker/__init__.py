@@ -1,7 +1,7 @@
 """Checkers: pure functions over a history (ARCHITECTURE.md, principles 1 and 8). No I/O, no clock.
 
-    from chaos.checker import compose, linearizable, stats
-    from chaos.checker import set as set_checker
+    from pyconsul.chaos.checker import compose, linearizable, stats
+    from pyconsul.chaos.checker import set as set_checker
     result = compose({"linear": linearizable.check, "set": set_checker.check, "stats": stats.check})(history)
     result.valid, result.to_dict()
 
@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.checker.result import UNKNOWN, Checker, CheckResult, Validity, merge_validity
-from chaos.history import Op
+from pyconsul.chaos.checker.result import UNKNOWN, Checker, CheckResult, Validity, merge_validity
+from pyconsul.chaos.history import Op
 
 __all__ = ["UNKNOWN", "CheckResult", "Checker", "Composed", "ErrorResult", "Validity", "compose",
            "merge_validity"]

@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chaos.checker.result import UNKNOWN, Validity, merge_validity
-from chaos.history import INFO, OK, HistoryError, Key, Op, Pair, Process, Value, pairs
+from pyconsul.chaos.checker.result import UNKNOWN, Validity, merge_validity
+from pyconsul.chaos.history import INFO, OK, HistoryError, Key, Op, Pair, Process, Value, pairs
 
 READ, WRITE, CAS = "read", "write", "cas"
 

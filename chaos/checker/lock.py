@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chaos.checker.linearizable import LinearizableResult, LinOp
-from chaos.checker.linearizable import check as check_linearizable
-from chaos.history import Op, Value
+from pyconsul.chaos.checker.linearizable import LinearizableResult, LinOp
+from pyconsul.chaos.checker.linearizable import check as check_linearizable
+from pyconsul.chaos.history import Op, Value
 
 ACQUIRE, RELEASE, DESTROY, READ = "acquire", "release", "destroy", "read"
 

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.checker.result import UNKNOWN, Validity
-from chaos.history import FAIL, INFO, OK, HistoryError, Op, Value, pairs
+from pyconsul.chaos.checker.result import UNKNOWN, Validity
+from pyconsul.chaos.history import FAIL, INFO, OK, HistoryError, Op, Value, pairs
 
 ADD, READ = "add", "read"
 

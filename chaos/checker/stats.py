@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.checker.result import UNKNOWN, Validity
-from chaos.history import FAIL, INFO, OK, Op, pairs
+from pyconsul.chaos.checker.result import UNKNOWN, Validity
+from pyconsul.chaos.history import FAIL, INFO, OK, Op, pairs
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@
 - chaos.nemesis.remote  — host side (stdlib only, run over ssh): nft/iptables rules, agent processes
 - chaos.nemesis.nfqueue — host side (stdlib only): the NFQUEUE packet delayer behind the latency nemesis
 
-``python -m chaos.nemesis heal|status|invoke -i INVENTORY`` is the command-line face (see __main__).
+``python -m pyconsul.chaos.nemesis heal|status|invoke -i INVENTORY`` is the command-line face (see __main__).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chaos.nemesis.core import Nemesis, NemesisError, heal_all, heal_command, to_history_op
-    from chaos.nemesis.faults import FaultLog
+    from pyconsul.chaos.nemesis.core import Nemesis, NemesisError, heal_all, heal_command, to_history_op
+    from pyconsul.chaos.nemesis.faults import FaultLog
 
 __all__ = ["FaultLog", "Nemesis", "NemesisError", "heal_all", "heal_command", "to_history_op"]
 
 # Loaded on first use (PEP 562), so that importing the pure `chaos.nemesis.grudge` does not load
 # core.py's ssh/subprocess machinery (tests/unit/test_import_rule.py imports each core alone).
-_LAZY = {"FaultLog": "chaos.nemesis.faults", **dict.fromkeys(
-    ("Nemesis", "NemesisError", "heal_all", "heal_command", "to_history_op"), "chaos.nemesis.core")}
+_LAZY = {"FaultLog": "pyconsul.chaos.nemesis.faults", **dict.fromkeys(
+    ("Nemesis", "NemesisError", "heal_all", "heal_command", "to_history_op"), "pyconsul.chaos.nemesis.core")}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""``python -m chaos.nemesis heal|status|invoke -i INVENTORY [OP]``.
+"""``python -m pyconsul.chaos.nemesis heal|status|invoke -i INVENTORY [OP]``.
 
 - heal   — undo every fault on the inventory's hosts (recorded or found); exit 0 if every host is healed;
 - status — the recorded faults, then per host: nft table, iptables chain, delayers, agent PID and state;
@@ -13,13 +13,13 @@ import json
 import sys
 from collections.abc import Sequence
 
-from chaos.inventory import InventoryError, RemoteError, load, parallel
-from chaos.nemesis.core import Nemesis, heal_command
-from chaos.nemesis.faults import FaultLog
+from pyconsul.chaos.inventory import InventoryError, RemoteError, load, parallel
+from pyconsul.chaos.nemesis.core import Nemesis, heal_command
+from pyconsul.chaos.nemesis.faults import FaultLog
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m chaos.nemesis")
+    p = argparse.ArgumentParser(prog="python -m pyconsul.chaos.nemesis")
     p.add_argument("verb", choices=["heal", "status", "invoke"])
     p.add_argument("-i", "--inventory", required=True)
     p.add_argument("op", nargs="?", help="invoke: the op as JSON")

@@ -23,7 +23,7 @@ bump-clock, ...      not supported: the result carries an error saying why (CLOC
 Crash safety: each fault is recorded in the FaultLog (fsynced) before it is applied; `heal_all` (also at
 `setup`, `teardown`, ``__exit__`` — so Ctrl-C, ``kill -INT`` and ``kill -TERM`` heal, even when SIGINT was
 inherited ignored, and a second signal does not cut the heal short: chaos/nemesis/interrupt.py — and from
-``python -m chaos.nemesis heal -i INV``)
+``python -m pyconsul.chaos.nemesis heal -i INV``)
 undoes recorded faults and scans every host for ``pcl_chaos`` nft tables, the ``PCL_CHAOS`` iptables chain,
 tagged delayers and stopped agent processes.
 """
@@ -37,12 +37,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from chaos import history
-from chaos.db import DB
-from chaos.inventory import Host, Inventory, load, parallel
-from chaos.nemesis import grudge as g
-from chaos.nemesis.faults import FaultLog
-from chaos.nemesis.interrupt import Guard
+from pyconsul.chaos import history
+from pyconsul.chaos.db import DB
+from pyconsul.chaos.inventory import Host, Inventory, load, parallel
+from pyconsul.chaos.nemesis import grudge as g
+from pyconsul.chaos.nemesis.faults import FaultLog
+from pyconsul.chaos.nemesis.interrupt import Guard
 
 DELAYER_SOURCE = Path(__file__).parent / "nfqueue.py"
 CLOCK_UNSUPPORTED = (

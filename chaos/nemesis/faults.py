@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.fsutil import atomic_write
+from pyconsul.agent.fsutil import atomic_write
 
 
 def state_dir() -> Path:

@@ -13,7 +13,7 @@ Contract of `Guard` (used by the Nemesis context manager; main thread only, else
   SystemExit(143) in the main thread, whatever the inherited dispositions were.
 - After that first signal, further SIGINT/SIGTERM are reported on stderr and otherwise ignored: the way
   out (join, heal) runs to its end. ``kill -9`` still stops the process; ``pyconsul-chaos heal`` (or
-  ``python -m chaos.nemesis heal -i INV``) then heals from the fault log.
+  ``python -m pyconsul.chaos.nemesis heal -i INV``) then heals from the fault log.
 - `restore()` puts the previous handlers back (idempotent).
 """
 

@@ -7,7 +7,7 @@ so it must stay stdlib-only and import nothing from this repository. Every answe
 Contracts:
 - Processes are signalled only by PID, and only PIDs identified here as ours: the agent (supervisord's
   child ``pyconsul``, systemd's MainPID, or a process in this network namespace whose command line is
-  ``… pyconsul agent …`` / ``python -m agent agent …``) or a delayer whose command line carries our tag.
+  ``… pyconsul agent …`` / ``python -m pyconsul.agent agent …``) or a delayer whose command line carries our tag.
   On lab hosts /proc is shared by all hosts, so the namespace check is what keeps a host to its own agent.
 - Network faults live only in the nft table ``inet pcl_chaos`` (chains ``partition``, priority -10, and
   ``loss``, priority -5; both hook input, policy accept) and the iptables chain ``PCL_CHAOS`` (NFQUEUE rules
@@ -102,7 +102,7 @@ def is_agent(argv: list[str]) -> bool:
     for i, arg in enumerate(argv):
         if os.path.basename(arg) == "pyconsul" and argv[i + 1:i + 2] == ["agent"]:
             return True
-        if arg == "-m" and argv[i + 1:i + 3] == ["agent", "agent"]:
+        if arg == "-m" and argv[i + 1:i + 2] in (["pyconsul.agent"], ["agent"]) and argv[i + 2:i + 3] == ["agent"]:
             return True
     return False
 

@@ -8,5 +8,5 @@ this server unchanged, and code written against this server drives a real Toxipr
     link.py     one direction of one proxied connection: reader -> toxics -> writer
     proxy.py    Proxy (listener + connections) and the collection of proxies
     api.py      the HTTP routes (agent.httpd.web on agent.httpd.h1)
-    __main__.py `pyconsul-chaos toxiproxy` / `python -m chaos.toxiproxy`
+    __main__.py `pyconsul-chaos toxiproxy` / `python -m pyconsul.chaos.toxiproxy`
 """

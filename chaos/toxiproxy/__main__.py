@@ -1,4 +1,4 @@
-"""`pyconsul-chaos toxiproxy` (also `python -m chaos.toxiproxy`): serve the Toxiproxy 2.x API.
+"""`pyconsul-chaos toxiproxy` (also `python -m pyconsul.chaos.toxiproxy`): serve the Toxiproxy 2.x API.
 
     pyconsul-chaos toxiproxy [--listen HOST:PORT] [--config FILE] [--seed N]
 
@@ -22,10 +22,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from agent.httpd.h1 import serve
-from chaos.toxiproxy.api import make_app
-from chaos.toxiproxy.proxy import ProxyCollection, join_hostport, split_hostport
-from chaos.toxiproxy.toxics import ApiError, parse_populate
+from pyconsul.agent.httpd.h1 import serve
+from pyconsul.chaos.toxiproxy.api import make_app
+from pyconsul.chaos.toxiproxy.proxy import ProxyCollection, join_hostport, split_hostport
+from pyconsul.chaos.toxiproxy.toxics import ApiError, parse_populate
 
 
 async def _serve(listen: str, config: str | None, seed: int | None) -> int:

@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent import __version__
-from agent.httpd import web
-from chaos.toxiproxy.proxy import ProxyCollection
-from chaos.toxiproxy.toxics import ApiError, parse_populate, parse_proxy, parse_proxy_update
+from pyconsul.agent import __version__
+from pyconsul.agent.httpd import web
+from pyconsul.chaos.toxiproxy.proxy import ProxyCollection
+from pyconsul.chaos.toxiproxy.toxics import ApiError, parse_populate, parse_proxy, parse_proxy_update
 
 VERSION = f"2.x-pyconsul-{__version__}"
 

@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from chaos.toxiproxy.toxics import Toxic, slice_offsets
+from pyconsul.chaos.toxiproxy.toxics import Toxic, slice_offsets
 
 READ_SIZE = 32 * 1024
 QUEUE_CHUNKS = 1024

@@ -19,8 +19,8 @@ import logging
 import random
 from collections.abc import Sequence
 
-from chaos.toxiproxy.link import Link, abort_with_rst
-from chaos.toxiproxy.toxics import (
+from pyconsul.chaos.toxiproxy.link import Link, abort_with_rst
+from pyconsul.chaos.toxiproxy.toxics import (
     PROXY_EXISTS,
     PROXY_NOT_FOUND,
     TOXIC_EXISTS,

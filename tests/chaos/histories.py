@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chaos.history import Key, Op, OpType, Process, Value, indexed
+from pyconsul.chaos.history import Key, Op, OpType, Process, Value, indexed
 
 Event = tuple[Process, OpType, str, Value] | tuple[Process, OpType, str, Value, Key]
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from chaos import history
-from chaos.client import KVClient, Outcome
-from chaos.experiment import Experiment, Step
-from chaos.generator import Invocation
-from chaos.history import FAIL, INFO, INVOKE, OK, Op
-from chaos.report import write_report
+from pyconsul.chaos import history
+from pyconsul.chaos.client import KVClient, Outcome
+from pyconsul.chaos.experiment import Experiment, Step
+from pyconsul.chaos.generator import Invocation
+from pyconsul.chaos.history import FAIL, INFO, INVOKE, OK, Op
+from pyconsul.chaos.report import write_report
 from tests.harness import Cluster, new_block, wait_for
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def test_report_shows_windows_outcomes_and_offending_ops(tmp_path: Path) -> None
         Op(1, INVOKE, "read", "r0", None, time=2_000_000_000), Op(1, OK, "read", "r0", 0, time=2_005_000_000),
         Op(2, INVOKE, "write", "r0", 2, time=3_000_000_000), Op(2, INFO, "write", "r0", None, time=3_500_000_000),
     ])
-    from chaos.checker import compose, linearizable, stats
+    from pyconsul.chaos.checker import compose, linearizable, stats
 
     composed = compose({"linearizable": linearizable.check, "stats": stats.check})(ops)
     assert composed.valid is False  # the read of 0 after the write of 1 completed is stale

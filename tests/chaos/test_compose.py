@@ -5,10 +5,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from chaos.checker import ErrorResult, compose, linearizable, merge_validity, stats
-from chaos.checker import set as set_checker
-from chaos.checker.result import Validity
-from chaos.history import Op
+from pyconsul.chaos.checker import ErrorResult, compose, linearizable, merge_validity, stats
+from pyconsul.chaos.checker import set as set_checker
+from pyconsul.chaos.checker.result import Validity
+from pyconsul.chaos.history import Op
 from tests.chaos.histories import history, seq
 
 

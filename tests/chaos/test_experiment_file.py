@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.experiment import Experiment, ExperimentError, Step, available, load, parse
+from pyconsul.chaos.experiment import Experiment, ExperimentError, Step, available, load, parse
 
 REQUIRED = {"leader-kill", "leader-isolation", "majorities-ring", "dc-split", "latency-200ms", "pause-leader",
             "rolling-kill", "stale-reads", "lock-leader-isolation"}

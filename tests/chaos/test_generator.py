@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from chaos.checker import linearizable
-from chaos.generator import (
+from pyconsul.chaos.checker import linearizable
+from pyconsul.chaos.generator import (
     Invocation,
     RegisterGenerator,
     RegisterMix,
@@ -14,7 +14,7 @@ from chaos.generator import (
     SetWorkload,
     simulate_register,
 )
-from chaos.history import pairs
+from pyconsul.chaos.history import pairs
 
 
 def test_register_generator_is_deterministic_for_a_seed() -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from chaos.inventory import plan
-from chaos.nemesis import grudge as g
-from chaos.nemesis import nfqueue, remote
-from chaos.nemesis.core import Nemesis
-from chaos.nemesis.faults import FaultLog
+from pyconsul.chaos.inventory import plan
+from pyconsul.chaos.nemesis import grudge as g
+from pyconsul.chaos.nemesis import nfqueue, remote
+from pyconsul.chaos.nemesis.core import Nemesis
+from pyconsul.chaos.nemesis.faults import FaultLog
 
 FIVE = ["a", "b", "c", "d", "e"]
 F = frozenset
@@ -174,9 +174,9 @@ def test_hold_seconds_bounds(delay: float, jitter: float, low: float, high: floa
 
 @pytest.mark.parametrize(("argv", "is_agent"), [
     (["/opt/pyconsul/venv/bin/python3", "/opt/pyconsul/venv/bin/pyconsul", "agent", "-config-dir", "/x"], True),
-    (["/usr/bin/python3", "-m", "agent", "agent", "-dev"], True),
+    (["/usr/bin/python3", "-m", "pyconsul.agent", "agent", "-dev"], True),
     (["pyconsul", "members"], False),
-    (["/usr/bin/python3", "-m", "agent", "members"], False),
+    (["/usr/bin/python3", "-m", "pyconsul.agent", "members"], False),
     (["sshd: root@notty"], False),
     ([], False),
 ])
@@ -185,7 +185,8 @@ def test_remote_recognises_agent_command_lines(argv: list[str], is_agent: bool) 
 
 
 @pytest.mark.parametrize(("running", "argv", "same"), [
-    (["/usr/bin/python3", "-m", "agent", "agent"], ["/usr/bin/python3", "-m", "agent", "agent"], True),
+    (["/usr/bin/python3", "-m", "pyconsul.agent", "agent"],
+     ["/usr/bin/python3", "-m", "pyconsul.agent", "agent"], True),
     (["/usr/bin/python3", "/opt/v/bin/pyconsul", "agent"], ["/opt/v/bin/pyconsul", "agent"], True),  # shebang
     (["/usr/bin/python3", "/opt/v/bin/other", "agent"], ["/opt/v/bin/pyconsul", "agent"], False),
     (["/opt/v/bin/pyconsul", "members"], ["/opt/v/bin/pyconsul", "agent"], False),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.history import (
+from pyconsul.chaos.history import (
     NEMESIS,
     HistoryError,
     Op,

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from chaos.checker import linearizable
-from chaos.checker.linearizable import RegisterModel
-from chaos.history import HistoryError
+from pyconsul.chaos.checker import linearizable
+from pyconsul.chaos.checker.linearizable import RegisterModel
+from pyconsul.chaos.history import HistoryError
 from tests.chaos.histories import history, seq
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaos.checker import linearizable
-from chaos.generator import RegisterGenerator, RegisterWorkload, simulate_register
-from chaos.history import Key, Op, OpType, Value, indexed
+from pyconsul.chaos.checker import linearizable
+from pyconsul.chaos.generator import RegisterGenerator, RegisterWorkload, simulate_register
+from pyconsul.chaos.history import Key, Op, OpType, Value, indexed
 
 VALUES = st.integers(0, 3)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.checker import lock
-from chaos.history import HistoryError
+from pyconsul.chaos.checker import lock
+from pyconsul.chaos.history import HistoryError
 from tests.chaos.histories import history
 
 

@@ -33,18 +33,18 @@ from typing import IO, Any
 
 import pytest
 
-from chaos.db import DB
-from chaos.inventory import Inventory, load, parallel
-from chaos.nemesis import FaultLog, Nemesis, heal_all
-from chaos.nemesis import grudge as g
-from lab.system import wait_until
+from pyconsul.chaos.db import DB
+from pyconsul.chaos.inventory import Inventory, load, parallel
+from pyconsul.chaos.nemesis import FaultLog, Nemesis, heal_all
+from pyconsul.chaos.nemesis import grudge as g
+from pyconsul.lab.system import wait_until
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = str(Path(__file__).parent / "inventory")
 LAB = str(Path(sys.executable).parent / "pyconsul-lab")
-AGENT = [sys.executable, "-m", "agent", "agent", "-config-dir", "/etc/pyconsul/agent.d"]
+AGENT = [sys.executable, "-m", "pyconsul.agent", "agent", "-config-dir", "/etc/pyconsul/agent.d"]
 PORT = 7790
 
 # A probe server per host (run in the host's namespace). Commands, one line per TCP connection from the
@@ -365,8 +365,8 @@ def test_pause_then_resume(lab: Lab) -> None:
 RUNNER = """
 import json, sys, time
 from pathlib import Path
-from chaos.inventory import load
-from chaos.nemesis import FaultLog, Nemesis
+from pyconsul.chaos.inventory import load
+from pyconsul.chaos.nemesis import FaultLog, Nemesis
 inv, log, agent, ops, hold = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]
 nemesis = Nemesis(load(inv), seed=5, dc="bj", faults=FaultLog(Path(log)), agent_command=agent)
 def apply():

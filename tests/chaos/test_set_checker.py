@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from chaos.checker import set as set_checker
-from chaos.history import OpType
+from pyconsul.chaos.checker import set as set_checker
+from pyconsul.chaos.history import OpType
 from tests.chaos.histories import Event, history
 
 

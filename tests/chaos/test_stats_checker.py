@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from chaos.checker import stats
-from chaos.history import NEMESIS
+from pyconsul.chaos.checker import stats
+from pyconsul.chaos.history import NEMESIS
 from tests.chaos.histories import history
 
 

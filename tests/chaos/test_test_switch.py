@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.inventory import plan
-from chaos.nemesis import remote
+from pyconsul.chaos.inventory import plan
+from pyconsul.chaos.nemesis import remote
 
 
 def _req(data_dir: Path, on: bool, name: str = "TEST_STALE_READS") -> remote.Request:

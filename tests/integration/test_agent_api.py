@@ -85,7 +85,7 @@ def test_garbage_packets_are_counted_and_harmless(cluster: Cluster) -> None:
 
 def test_dev_mode_starts_a_server_without_data_dir(cluster: Cluster) -> None:
     ip = new_block()
-    argv = [sys.executable, "-m", "agent", "agent", "-dev", "-node=dev1", f"-bind={ip}.1", f"-client={ip}.1"]
+    argv = [sys.executable, "-m", "pyconsul.agent", "agent", "-dev", "-node=dev1", f"-bind={ip}.1", f"-client={ip}.1"]
     p = AgentProc("dev1", argv, cluster.tmp / "dev1.log", ip=f"{ip}.1").start({"PYTHONPATH": str(ROOT)})
     cluster.procs.append(p)
     me = wait_for(lambda: p.api("/v1/agent/self"), 20, "dev agent up")

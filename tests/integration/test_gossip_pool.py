@@ -17,13 +17,13 @@ from typing import Any
 import msgpack
 import pytest
 
-from agent.gossip import codec
-from agent.gossip import pool as pool_mod
-from agent.gossip.config import GossipConfig
-from agent.gossip.keyring import Keyring, encrypt
-from agent.gossip.membership import TcpPing
-from agent.gossip.messages import MsgType, NodeState, Ping, PushNodeState, PushPull
-from agent.gossip.pool import Pool
+from pyconsul.agent.gossip import codec
+from pyconsul.agent.gossip import pool as pool_mod
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.keyring import Keyring, encrypt
+from pyconsul.agent.gossip.membership import TcpPing
+from pyconsul.agent.gossip.messages import MsgType, NodeState, Ping, PushNodeState, PushPull
+from pyconsul.agent.gossip.pool import Pool
 from tests.harness import new_block
 
 pytestmark = pytest.mark.integration
@@ -278,8 +278,8 @@ def test_a_failed_background_task_is_logged_and_counted(caplog: pytest.LogCaptur
 def test_a_failed_timer_fails_the_pool_and_stops_the_agent(caplog: pytest.LogCaptureFixture) -> None:
     """The core's tick raising used to be logged and the timer re-armed forever; now the pool is failed,
     its timer stops, and the agent (wired through on_failed) stops with a fatal reason (exit 1)."""
-    from agent.agent import Agent
-    from agent.config import AgentConfig
+    from pyconsul.agent.agent import Agent
+    from pyconsul.agent.config import AgentConfig
 
     ip = f"{new_block()}.1"
 

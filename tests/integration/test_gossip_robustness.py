@@ -20,7 +20,7 @@ import urllib.request
 import msgpack
 import pytest
 
-from agent.gossip.messages import MsgType
+from pyconsul.agent.gossip.messages import MsgType
 from tests.harness import AgentProc, Cluster, new_block, wait_for
 
 pytestmark = pytest.mark.integration

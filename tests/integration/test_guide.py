@@ -90,7 +90,7 @@ def test_sigterm_on_client_leaves_sigint_on_server_does_not(cluster: Cluster) ->
 
 def test_join_failure_is_fatal_and_clear(cluster: Cluster) -> None:
     ip = new_block()
-    argv = [sys.executable, "-m", "agent", "agent", "-node=lonely", f"-bind={ip}.1", f"-client={ip}.1",
+    argv = [sys.executable, "-m", "pyconsul.agent", "agent", "-node=lonely", f"-bind={ip}.1", f"-client={ip}.1",
             "-data-dir", str(cluster.tmp / "lonely"), f"-join={ip}.9"]
     p = AgentProc("lonely", argv, cluster.tmp / "lonely.log", ip=f"{ip}.1").start({"PYTHONPATH": str(ROOT)})
     cluster.procs.append(p)

@@ -33,8 +33,8 @@ THRESHOLD = 40  # Raft snapshots once the small writes below pass this many entr
 
 def crafted_archive() -> bytes:
     """An archive of KEYS small keys, built with our own state code (as `pyconsul snapshot save` writes)."""
-    from agent.state import archive, snapshot
-    from agent.state.tables import KVEntry, Tables
+    from pyconsul.agent.state import archive, snapshot
+    from pyconsul.agent.state.tables import KVEntry, Tables
 
     t = Tables()
     for i in range(KEYS):

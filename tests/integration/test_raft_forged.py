@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from agent.raft import wire
-from agent.raft.messages import AppendRequest, Entry, EntryKind, TimeoutNow, VoteRequest
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.messages import AppendRequest, Entry, EntryKind, TimeoutNow, VoteRequest
 from tests.harness import AgentProc, Cluster, new_block, wait_for
 from tests.integration.test_raft_cluster import http, leader_of, start_bj
 

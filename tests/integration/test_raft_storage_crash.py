@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.raft.storage import RaftStorage
+from pyconsul.agent.raft.storage import RaftStorage
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = """
 import sys
-from agent.raft.messages import Entry, HardState, Snapshot, SnapshotMeta
-from agent.raft.storage import RaftStorage
+from pyconsul.agent.raft.messages import Entry, HardState, Snapshot, SnapshotMeta
+from pyconsul.agent.raft.storage import RaftStorage
 
 def payload(i):
     return b"entry-%d;" % i * (i % 13 + 1)

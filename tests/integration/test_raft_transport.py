@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from agent.errors import Internal, Unavailable
-from agent.raft.messages import Message, TimeoutNow, VoteRequest
-from agent.raft.transport import Transport
+from pyconsul.agent.errors import Internal, Unavailable
+from pyconsul.agent.raft.messages import Message, TimeoutNow, VoteRequest
+from pyconsul.agent.raft.transport import Transport
 from tests.harness import new_block
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from agent.raft import wire
-from agent.raft.messages import AppendRequest, Entry, EntryKind, TimeoutNow
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.messages import AppendRequest, Entry, EntryKind, TimeoutNow
 from tests.harness import AgentProc, Cluster, new_block, wait_for
 from tests.integration.test_raft_cluster import http, leader_of, start_bj
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from agent import errors
-from agent.raft import wire
-from agent.raft.messages import Message, TimeoutNow
-from agent.raft.transport import RpcLimits, Transport, read_frame
+from pyconsul.agent import errors
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.messages import Message, TimeoutNow
+from pyconsul.agent.raft.transport import RpcLimits, Transport, read_frame
 from tests.harness import new_block
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def start(cluster: Cluster, ip: str, task: str, *flags: str) -> AgentProc:
     name = f"n-{task}"
-    argv = [sys.executable, "-m", "agent", "agent", f"-node={name}", f"-bind={ip}", f"-client={ip}",
+    argv = [sys.executable, "-m", "pyconsul.agent", "agent", f"-node={name}", f"-bind={ip}", f"-client={ip}",
             f"-data-dir={cluster.tmp / name}", *flags]
     p = AgentProc(name, argv, cluster.tmp / f"{name}.log", ip=ip)
     p.start({"PYTHONPATH": str(ROOT), "PYCONSUL_TEST_FAIL_TASK": task})

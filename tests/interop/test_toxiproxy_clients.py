@@ -366,7 +366,7 @@ def test_config_file_populates_at_start_and_a_bad_one_stops_the_server(tmp_path:
         round_trip(s)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"name": "rpc"}]))
-    cp = subprocess.run([sys.executable, "-m", "chaos.toxiproxy", f"--listen={ip}.3:8474", f"--config={bad}"],
+    cp = subprocess.run([sys.executable, "-m", "pyconsul.chaos.toxiproxy", f"--listen={ip}.3:8474", f"--config={bad}"],
                         capture_output=True, text=True, timeout=30, cwd=ROOT, stdin=subprocess.DEVNULL)
     assert cp.returncode == 2
     assert cp.stderr.strip() == f"pyconsul-chaos toxiproxy: {bad}: missing required field: upstream at proxy 1"

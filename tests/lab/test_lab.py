@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.inventory import host_specs
-from lab.plan import PRIVATE_DIRS, STATE_DIR, HostSpec
-from lab.sshd import control_path, ssh_argv, sshd_pid
-from lab.system import alive, netns_pids, unix_socket_owners, wait_until
+from pyconsul.lab.inventory import host_specs
+from pyconsul.lab.plan import PRIVATE_DIRS, STATE_DIR, HostSpec
+from pyconsul.lab.sshd import control_path, ssh_argv, sshd_pid
+from pyconsul.lab.system import alive, netns_pids, unix_socket_owners, wait_until
 
 INVENTORY = str(Path(__file__).parent / "inventory")
 LAB = [str(Path(sys.executable).parent / "pyconsul-lab")]

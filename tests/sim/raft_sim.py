@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import RaftConfig
-from agent.raft.core import ConfigChangeInProgress, NotLeader, RaftCore
-from agent.raft.messages import (
+from pyconsul.agent.config import RaftConfig
+from pyconsul.agent.raft.core import ConfigChangeInProgress, NotLeader, RaftCore
+from pyconsul.agent.raft.messages import (
     Configuration,
     Entry,
     EntryKind,

@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.gossip.config import GossipConfig
-from agent.gossip.membership import PushPullWith, SendPacket, TcpPing
-from agent.gossip.serf import JoinAttempt, MemberStatus, Serf, SerfConfig, SerfEffect
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.membership import PushPullWith, SendPacket, TcpPing
+from pyconsul.agent.gossip.serf import JoinAttempt, MemberStatus, Serf, SerfConfig, SerfEffect
 
 Addr = tuple[str, int]
 
@@ -206,8 +206,8 @@ def seed_converged(net: SimNet) -> None:
     """Give every node the full, quiet membership at once (what a long-converged pool looks
     like), without the join storm: merge a complete push/pull state, then drop the queued
     re-broadcasts and events that merging produced."""
-    from agent.gossip.codec import ip_to_bytes
-    from agent.gossip.messages import PushNodeState, PushPull
+    from pyconsul.agent.gossip.codec import ip_to_bytes
+    from pyconsul.agent.gossip.messages import PushNodeState, PushPull
 
     states = []
     for n in net.nodes.values():

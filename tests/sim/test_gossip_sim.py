@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.gossip.config import GossipConfig
-from agent.gossip.serf import MemberEvent, MemberStatus, SerfConfig, SerfEffect
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.serf import MemberEvent, MemberStatus, SerfConfig, SerfEffect
 from tests.sim.simnet import SimNet, seed_converged, seen_alive_by, seen_failed_by
 
 pytestmark = pytest.mark.sim

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import RaftConfig
-from agent.raft.messages import Role, Server
+from pyconsul.agent.config import RaftConfig
+from pyconsul.agent.raft.messages import Role, Server
 from tests.sim.raft_sim import RaftSim, SimViolation, run_seed
 
 pytestmark = pytest.mark.sim

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.gossip.serf import Member, MemberStatus
-from agent.raft.messages import Configuration, Server, Suffrage
-from agent.server.autopilot import Plan, plan
+from pyconsul.agent.gossip.serf import Member, MemberStatus
+from pyconsul.agent.raft.messages import Configuration, Server, Suffrage
+from pyconsul.agent.server.autopilot import Plan, plan
 
 A, F, L = MemberStatus.ALIVE, MemberStatus.FAILED, MemberStatus.LEFT
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.gossip.serf import Member, MemberStatus
-from agent.server.bootstrap import decide
+from pyconsul.agent.gossip.serf import Member, MemberStatus
+from pyconsul.agent.server.bootstrap import decide
 
 
 def srv(name: str, dc: str = "bj", expect: str | None = "3", status: MemberStatus = MemberStatus.ALIVE,

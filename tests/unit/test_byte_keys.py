@@ -4,9 +4,9 @@ server-RPC frames, and stays distinct from its neighbours."""
 
 from __future__ import annotations
 
-from agent.raft import wire as raft_wire
-from agent.state import commands as c
-from agent.state.store import StateStore
+from pyconsul.agent.raft import wire as raft_wire
+from pyconsul.agent.state import commands as c
+from pyconsul.agent.state.store import StateStore
 
 FF = b"a\xff".decode("utf-8", "surrogateescape")
 FE = b"a\xfe".decode("utf-8", "surrogateescape")

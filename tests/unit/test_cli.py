@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent import cli
-from agent.cli import common, keyring, members
-from agent.config import AgentConfig
+from pyconsul.agent import cli
+from pyconsul.agent.cli import common, keyring, members
+from pyconsul.agent.config import AgentConfig
 
 MEMBERS: list[dict[str, Any]] = [
     {
@@ -350,7 +350,7 @@ def test_agent_runs_with_built_config(
         seen.append(cfg)
         return 7
 
-    monkeypatch.setitem(sys.modules, "agent.agent", types.SimpleNamespace(run_agent=run_agent))
+    monkeypatch.setitem(sys.modules, "pyconsul.agent.agent", types.SimpleNamespace(run_agent=run_agent))
     assert cli.main(["agent", "-server", "-bootstrap-expect=2", "-data-dir=/d", "-datacenter=BJ"]) == 7
     assert seen[0].datacenter == "bj" and seen[0].bootstrap_expect == 2
     assert "==> WARNING:" in capsys.readouterr().err
@@ -365,7 +365,7 @@ def test_stale_reads_test_switch_is_a_file_in_the_data_dir(
         seen.append(cfg)
         return 0
 
-    monkeypatch.setitem(sys.modules, "agent.agent", types.SimpleNamespace(run_agent=run_agent))
+    monkeypatch.setitem(sys.modules, "pyconsul.agent.agent", types.SimpleNamespace(run_agent=run_agent))
     assert cli.main(["agent", "-server", f"-data-dir={tmp_path}"]) == 0
     assert seen[-1].debug_stale_reads is False
     assert "TEST_STALE_READS" not in capsys.readouterr().err

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from agent import cli
-from agent.cli import catalog, kv, operator
+from pyconsul.agent import cli
+from pyconsul.agent.cli import catalog, kv, operator
 
 
 def b64(text: str) -> str:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gossip import codec, lzw
-from agent.gossip.codec import DecodeError, NeedMore
-from agent.gossip.messages import (
+from pyconsul.agent.gossip import codec, lzw
+from pyconsul.agent.gossip.codec import DecodeError, NeedMore
+from pyconsul.agent.gossip.messages import (
     Ack,
     Alive,
     Dead,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import agent.gossip.config
-import agent.raft.config
-from agent.config import (
+import pyconsul.agent.gossip.config
+import pyconsul.agent.raft.config
+from pyconsul.agent.config import (
     AgentConfig,
     ConfigError,
     GossipConfig,
@@ -27,7 +27,7 @@ from agent.config import (
     load_config_file,
     validate_paths,
 )
-from agent.netif import host_addresses
+from pyconsul.agent.netif import host_addresses
 
 KEY16 = "pUqJrVyVRj5jsiYEkM/tFQ=="  # base64 of 16 bytes
 KEY32 = "T9jncgl9mbLus+baTTa7q7nPSUrXwbDi2dhbtqir37s="  # base64 of 32 bytes
@@ -202,10 +202,10 @@ def test_host_addresses_secondary_and_ipv6() -> None:
 
 def test_presets_live_beside_their_cores() -> None:
     """agent.config re-exports the presets; the cores import them from their own packages."""
-    assert GossipConfig is agent.gossip.config.GossipConfig
-    assert RaftConfig is agent.raft.config.RaftConfig
+    assert GossipConfig is pyconsul.agent.gossip.config.GossipConfig
+    assert RaftConfig is pyconsul.agent.raft.config.RaftConfig
     with pytest.raises(ConfigError, match=r"^gossip_wan\.probe_timeout: "):
-        dataclasses.replace(agent.gossip.config.GossipConfig.wan(), probe_timeout=9.0).validate("gossip_wan.")
+        dataclasses.replace(pyconsul.agent.gossip.config.GossipConfig.wan(), probe_timeout=9.0).validate("gossip_wan.")
 
 
 # ---------------------------------------------------------------- command lines
@@ -500,7 +500,7 @@ def test_unknown_flag_key_is_rejected() -> None:
 
 
 def test_raft_profile_key_selects_timing(tmp_path: Path) -> None:
-    from agent.config import RaftConfig, load_config_file
+    from pyconsul.agent.config import RaftConfig, load_config_file
 
     good = tmp_path / "fast.json"
     good.write_text('{"performance": {"raft_profile": "fast"}}')
@@ -514,8 +514,8 @@ def test_raft_profile_key_selects_timing(tmp_path: Path) -> None:
 
 
 def test_stale_reads_is_no_flag_and_no_config_key(tmp_path: Path) -> None:
-    from agent.config import ConfigError, agent_flagset, build_config
-    from agent.flags import FlagError
+    from pyconsul.agent.config import ConfigError, agent_flagset, build_config
+    from pyconsul.agent.flags import FlagError
 
     with pytest.raises(FlagError, match="debug-stale-reads"):
         agent_flagset().parse(["-server", "-debug-stale-reads", "-data-dir", str(tmp_path)])
@@ -527,7 +527,7 @@ def test_stale_reads_is_no_flag_and_no_config_key(tmp_path: Path) -> None:
 
 
 def test_client_addr_accepts_a_space_separated_list(tmp_path: Path) -> None:
-    from agent.config import ConfigError, build_config
+    from pyconsul.agent.config import ConfigError, build_config
 
     cfg, _ = build_config({"client": "10.77.0.11 127.0.0.1", "data-dir": str(tmp_path)})
     assert cfg.client_addrs() == ["10.77.0.11", "127.0.0.1"]

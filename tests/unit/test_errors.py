@@ -7,17 +7,17 @@ from typing import Any, cast
 
 import pytest
 
-from agent import errors as e
-from agent.gossip.serf import Member, MemberStatus
-from agent.http.server import error_status
-from agent.http.server import errors as error_middleware
-from agent.httpd import web
-from agent.raft import wire
-from agent.raft.transport import Transport
-from agent.server.client import ClientBackend
-from agent.state.results import StateError, TxnError, TxnResult, reply_from_wire, reply_to_wire
-from agent.state.tables import KVEntry, Session
-from agent.state.wire import DecodeError
+from pyconsul.agent import errors as e
+from pyconsul.agent.gossip.serf import Member, MemberStatus
+from pyconsul.agent.http.server import error_status
+from pyconsul.agent.http.server import errors as error_middleware
+from pyconsul.agent.httpd import web
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.transport import Transport
+from pyconsul.agent.server.client import ClientBackend
+from pyconsul.agent.state.results import StateError, TxnError, TxnResult, reply_from_wire, reply_to_wire
+from pyconsul.agent.state.tables import KVEntry, Session
+from pyconsul.agent.state.wire import DecodeError
 
 # ---------------------------------------------------------------- HTTP mapping (one place)
 
@@ -122,7 +122,7 @@ def test_an_untyped_exception_travels_as_internal_with_its_text() -> None:
 
 
 def test_raft_core_not_leader_is_the_shared_class() -> None:
-    from agent.raft import core
+    from pyconsul.agent.raft import core
 
     assert core.NotLeader is e.NotLeader
     assert issubclass(core.LeadershipTransferInProgress, e.NotLeader)
@@ -149,7 +149,7 @@ def test_a_state_error_has_no_wire_form() -> None:
 
 
 def test_the_waiting_writer_turns_a_rejection_into_command_rejected() -> None:
-    from agent.server.server import answer
+    from pyconsul.agent.server.server import answer
 
     with pytest.raises(e.CommandRejected, match="Missing node registration"):
         answer(StateError("Missing node registration"))
@@ -232,7 +232,8 @@ def test_the_raft_layer_does_not_import_the_server_or_http_layers() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            bad = [n for n in names if n.startswith(("agent.server", "agent.http", "agent.agent"))]
+            layers = ("pyconsul.agent.server", "pyconsul.agent.http", "pyconsul.agent.agent")
+            bad = [n for n in names if n.startswith(layers)]
             assert not bad, f"{path.name} imports {bad}"
 
 

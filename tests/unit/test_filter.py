@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import agent.filter as F
-from agent.filter import FilterError, compile
-from agent.filter.regex import RegexError, compile_go_regex
+import pyconsul.agent.filter as F
+from pyconsul.agent.filter import FilterError, compile
+from pyconsul.agent.filter.regex import RegexError, compile_go_regex
 
 # ---------------------------------------------------------------- items shaped like Consul 1.7's JSON
 
@@ -416,7 +416,7 @@ def test_parser_recursion_is_bounded(expression: str) -> None:
 def test_parse_time_is_linear_in_nesting() -> None:
     """go-bexpr re-parses each group several times (exponential in depth); the memo makes it linear:
     the number of rule attempts grows in proportion to the depth."""
-    from agent.filter import grammar, peg
+    from pyconsul.agent.filter import grammar, peg
 
     def attempts(depth: int) -> int:
         st = peg.State("(" * depth + "a == 1" + ")" * depth)
@@ -481,7 +481,7 @@ def test_evaluation_never_raises(expression: str, item: Any) -> None:
     ("/v1/health/service/", "Checks.Status == passing and Node.Meta.rack == r1 and Service.Tags is not empty"),
 ])
 def test_endpoint_schemas_accept(path: str, expression: str) -> None:
-    from agent.filter.schemas import ENDPOINT_FIELDS
+    from pyconsul.agent.filter.schemas import ENDPOINT_FIELDS
 
     compile(expression, fields=ENDPOINT_FIELDS[path])
 
@@ -495,7 +495,7 @@ def test_endpoint_schemas_accept(path: str, expression: str) -> None:
      'Failed to coerce value "http" for selector "ServicePort": strconv.ParseInt: parsing "http": invalid syntax'),
 ])
 def test_endpoint_schemas_refuse(path: str, expression: str, message: str) -> None:
-    from agent.filter.schemas import ENDPOINT_FIELDS
+    from pyconsul.agent.filter.schemas import ENDPOINT_FIELDS
 
     with pytest.raises(FilterError) as info:
         compile(expression, fields=ENDPOINT_FIELDS[path])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.flags import FlagError, FlagSet, HelpRequested, format_duration, parse_duration
+from pyconsul.agent.flags import FlagError, FlagSet, HelpRequested, format_duration, parse_duration
 
 
 def make() -> FlagSet:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import fsutil
-from agent.fsutil import atomic_write
+from pyconsul.agent import fsutil
+from pyconsul.agent.fsutil import atomic_write
 
 
 def test_writes_bytes_and_text_and_replaces(tmp_path: Path) -> None:

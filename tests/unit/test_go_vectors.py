@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.gossip.keyring import decrypt, encrypt
+from pyconsul.agent.gossip.keyring import decrypt, encrypt
 from tests.unit.test_keyring import GO_VECTORS
 
 DATA = Path(__file__).parent / "data"

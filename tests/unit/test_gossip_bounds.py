@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.gossip import codec, lzw
-from agent.gossip.codec import DecodeError, NeedMore, Oversized
-from agent.gossip.config import GossipConfig
-from agent.gossip.membership import Membership
-from agent.gossip.messages import (
+from pyconsul.agent.gossip import codec, lzw
+from pyconsul.agent.gossip.codec import DecodeError, NeedMore, Oversized
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.membership import Membership
+from pyconsul.agent.gossip.messages import (
     Ack,
     Alive,
     Message,
@@ -303,7 +303,7 @@ def test_fuzz_seeds_cover_the_bomb() -> None:
 def test_readme_gossip_limits_match_the_code() -> None:
     from pathlib import Path
 
-    from agent.gossip import pool
+    from pyconsul.agent.gossip import pool
 
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
     table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]

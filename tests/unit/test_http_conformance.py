@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.httpd import h1, web
+from pyconsul.agent.httpd import h1, web
 
 MAX_BODY = 1024
 

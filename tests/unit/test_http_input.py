@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agent.errors import BadRequest
-from agent.http.api import MAX_JSON_DEPTH, U64, decode_json, parse_uint, shown_key
-from agent.http.session import _create_cmd, lock_delay
-from agent.httpd.web import decode_path
+from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.http.api import MAX_JSON_DEPTH, U64, decode_json, parse_uint, shown_key
+from pyconsul.agent.http.session import _create_cmd, lock_delay
+from pyconsul.agent.httpd.web import decode_path
 
 
 @pytest.mark.parametrize("raw", [str(U64), "-1", "+1", " 1", "1_000", "1e3", "0x10", "١", "9" * 30, "abc"])
@@ -87,9 +87,9 @@ def test_byte_keys_are_shown_as_consul_shows_them() -> None:
 def test_readme_limits_match_the_code() -> None:
     from pathlib import Path
 
-    from agent.http import api, kv, server, snapshot
-    from agent.httpd import h1
-    from agent.state import archive
+    from pyconsul.agent.http import api, kv, server, snapshot
+    from pyconsul.agent.httpd import h1
+    from pyconsul.agent.state import archive
 
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
     table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from agent.http import snapshot
-from agent.http.server import errors
-from agent.httpd import h1, web
-from agent.state import archive
+from pyconsul.agent.http import snapshot
+from pyconsul.agent.http.server import errors
+from pyconsul.agent.httpd import h1, web
+from pyconsul.agent.state import archive
 
 
 class _Meta:
@@ -96,7 +96,7 @@ def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) 
 def test_a_restore_whose_state_cannot_fit_in_one_raft_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Restore travels as one Raft entry: a state over wire.MAX_ENTRY would be appended on the leader and never
     reach a follower (the frame is over the limit), so it is a 400 and nothing is proposed (_Backend.write)."""
-    from agent.raft import wire
+    from pyconsul.agent.raft import wire
 
     monkeypatch.setattr(archive, "read_archive", lambda data, max_state=archive.MAX_STATE: (None, b"s" * (
         wire.MAX_ENTRY + 1)))

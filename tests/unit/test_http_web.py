@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from agent.errors import BadRequest
-from agent.http.api import json_response
-from agent.http.server import errors
-from agent.httpd import h1, web
+from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.http.api import json_response
+from pyconsul.agent.http.server import errors
+from pyconsul.agent.httpd import h1, web
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -351,7 +351,7 @@ def test_oversize_body_is_413_and_closes() -> None:
 
 
 def test_kv_value_limit_keeps_consuls_413() -> None:
-    from agent.http import kv
+    from pyconsul.agent.http import kv
 
     class Backend:
         async def write(self, data: bytes) -> Any:
@@ -524,7 +524,7 @@ def test_parse_head_is_pure() -> None:
 
 
 def test_importing_the_agent_loads_neither_aiohttp_nor_cryptography() -> None:
-    code = ("import sys, agent.agent; bad = [m for m in ('aiohttp', 'cryptography') if m in sys.modules]; "
+    code = ("import sys, pyconsul.agent.agent; bad = [m for m in ('aiohttp', 'cryptography') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -540,10 +540,10 @@ def test_http_package_has_no_import_cycle() -> None:
     for p in sorted(pkg.glob("*.py")):
         found = set()
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "agent.http":
+            if isinstance(node, ast.ImportFrom) and node.module == "pyconsul.agent.http":
                 found |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("agent.http."):
-                found.add(node.module.removeprefix("agent.http."))
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pyconsul.agent.http."):
+                found.add(node.module.removeprefix("pyconsul.agent.http."))
         imports[p.stem] = found
     assert imports["api"] == set()
     routes = {"agent_routes", "kv", "catalog", "session", "snapshot"}

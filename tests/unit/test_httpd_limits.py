@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.httpd import h1, web
+from pyconsul.agent.httpd import h1, web
 
 
 def _app(max_buffered: int = 1 << 20) -> tuple[web.Application, dict[str, Any]]:

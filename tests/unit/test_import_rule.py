@@ -4,7 +4,7 @@ Checked transitively: each core is imported in a fresh interpreter, which then m
 any of FORBIDDEN. `time` is already loaded when an interpreter starts (zipimport imports it), so the
 probe first drops the FORBIDDEN modules from `sys.modules`; a recording import hook then notes, for each
 forbidden module that comes back, the chain of modules that imported it, so a failure names the
-culprit ("time <- datetime <- msgpack.ext <- msgpack <- agent.gossip.codec <- agent.gossip.membership").
+culprit ("time <- datetime <- msgpack.ext <- msgpack <- pyconsul.agent.gossip.codec <- ...").
 
 A second, syntactic check (AST) forbids direct imports of a wider set (os, subprocess, select, ...) in
 the core files themselves.
@@ -105,7 +105,7 @@ print(json.dumps({name: chains.get(name, [name, "?"]) for name in sorted(forbidd
 
 
 def module_name(path: str) -> str:
-    return path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    return "pyconsul." + path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
 
 
 def core_paths() -> list[str]:
@@ -160,8 +160,8 @@ def test_probe_catches_a_transitive_import() -> None:
 
 def test_allowed_chain_is_narrow() -> None:
     assert violations({"time": ["time", "datetime", "msgpack.ext", "msgpack", "x"]}) == []
-    assert violations({"time": ["time", "datetime", "agent.gossip.codec"]}) == [
-        "time <- datetime <- agent.gossip.codec"]
+    assert violations({"time": ["time", "datetime", "pyconsul.agent.gossip.codec"]}) == [
+        "time <- datetime <- pyconsul.agent.gossip.codec"]
     assert violations({"socket": ["socket", "datetime", "msgpack.ext"]}) == ["socket <- datetime <- msgpack.ext"]
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gossip.keyring import (
+from pyconsul.agent.gossip.keyring import (
     ENCRYPT_OVERHEAD,
     DecryptError,
     Keyring,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from lab.cli import split_ssh_args
-from lab.plan import (
+from pyconsul.lab.cli import split_ssh_args
+from pyconsul.lab.plan import (
     CLIENT_KEY,
     PRIVATE_DIRS,
     HostSpec,
@@ -22,7 +22,7 @@ from lab.plan import (
     plan_hosts,
     veth_name,
 )
-from lab.render import etc_hosts, host_script, known_hosts_name, rewrite_known_hosts, sshd_config, table
+from pyconsul.lab.render import etc_hosts, host_script, known_hosts_name, rewrite_known_hosts, sshd_config, table
 
 SSH_VARS: dict[str, Any] = {
     "ansible_user": "root",

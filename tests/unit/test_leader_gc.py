@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from agent.config import build_config
-from agent.config_error import ConfigError
-from agent.raft.messages import Configuration
-from agent.server.leader import LeaderDuties
-from agent.state import commands as c
-from agent.state.tombstone_gc import TombstoneGC
+from pyconsul.agent.config import build_config
+from pyconsul.agent.config_error import ConfigError
+from pyconsul.agent.raft.messages import Configuration
+from pyconsul.agent.server.leader import LeaderDuties
+from pyconsul.agent.state import commands as c
+from pyconsul.agent.state.tombstone_gc import TombstoneGC
 
 
 class _Raft:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.gossip.awareness import Awareness
-from agent.gossip.broadcast import BroadcastQueue, retransmit_limit
-from agent.gossip.suspicion import Suspicion, remaining_fraction, suspicion_timeout
+from pyconsul.agent.gossip.awareness import Awareness
+from pyconsul.agent.gossip.broadcast import BroadcastQueue, retransmit_limit
+from pyconsul.agent.gossip.suspicion import Suspicion, remaining_fraction, suspicion_timeout
 
 
 @pytest.mark.parametrize(

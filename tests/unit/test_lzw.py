@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gossip.lzw import compress, decompress
+from pyconsul.agent.gossip.lzw import compress, decompress
 
 VECTORS: list[dict[str, Any]] = json.loads((Path(__file__).parent / "data" / "lzw_vectors.json").read_text())
 

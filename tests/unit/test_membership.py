@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.gossip import codec
-from agent.gossip.config import GossipConfig
-from agent.gossip.membership import Membership, NodeEvent, SendPacket, TcpPing
-from agent.gossip.messages import Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Ping, Suspect
+from pyconsul.agent.gossip import codec
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.membership import Membership, NodeEvent, SendPacket, TcpPing
+from pyconsul.agent.gossip.messages import Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Ping, Suspect
 
 VSN = (1, 5, 2, 2, 5, 4)
 ME = ("10.0.0.1", 8301)

@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
-from agent.config import RaftConfig
-from agent.raft.core import ConfigChangeInProgress, LeadershipTransferInProgress, NotLeader, RaftCore
-from agent.raft.log import encode_configuration
-from agent.raft.messages import (
+from pyconsul.agent.config import RaftConfig
+from pyconsul.agent.raft.core import ConfigChangeInProgress, LeadershipTransferInProgress, NotLeader, RaftCore
+from pyconsul.agent.raft.log import encode_configuration
+from pyconsul.agent.raft.messages import (
     AppendRequest,
     AppendResponse,
     Configuration,
@@ -33,7 +33,7 @@ from agent.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from agent.raft.quorum import VoteResult, committed_index, majority, quorum_value, vote_result
+from pyconsul.agent.raft.quorum import VoteResult, committed_index, majority, quorum_value, vote_result
 
 T0 = 10.0  # "now" well after start-up, so the start-up stickiness window has passed
 

@@ -19,10 +19,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from agent.raft.config import RaftConfig
-from agent.raft.messages import AppendRequest, AppendResponse, Configuration, Message, Server
-from agent.raft.node import RaftLoopFailed, RaftNode
-from agent.raft.storage import RaftStorage
+from pyconsul.agent.raft.config import RaftConfig
+from pyconsul.agent.raft.messages import AppendRequest, AppendResponse, Configuration, Message, Server
+from pyconsul.agent.raft.node import RaftLoopFailed, RaftNode
+from pyconsul.agent.raft.storage import RaftStorage
 
 FAST = RaftConfig(heartbeat_timeout=0.3, election_timeout=0.3, leader_lease_timeout=0.15, heartbeat_interval=0.05)
 

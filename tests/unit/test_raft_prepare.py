@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from agent.raft.config import RaftConfig
-from agent.state import commands as c
-from agent.state import snapshot
-from agent.state.store import StateStore
-from agent.state.tables import KVEntry, Tables
+from pyconsul.agent.raft.config import RaftConfig
+from pyconsul.agent.state import commands as c
+from pyconsul.agent.state import snapshot
+from pyconsul.agent.state.store import StateStore
+from pyconsul.agent.state.tables import KVEntry, Tables
 from tests.unit import test_raft_node
 from tests.unit.test_raft_node import KV, Cluster, run, until
 

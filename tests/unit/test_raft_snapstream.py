@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.raft import wire
-from agent.raft.messages import (
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.messages import (
     Configuration,
     Server,
     Snapshot,
@@ -18,7 +18,7 @@ from agent.raft.messages import (
     SnapshotRequest,
     WireMessage,
 )
-from agent.raft.snapstream import SnapshotStreams
+from pyconsul.agent.raft.snapstream import SnapshotStreams
 
 CONF = Configuration((Server("L", "127.0.0.1:1"), Server("F", "127.0.0.1:2")))
 

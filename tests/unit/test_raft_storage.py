@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.raft import storage as storage_mod
-from agent.raft.messages import (
+from pyconsul.agent.raft import storage as storage_mod
+from pyconsul.agent.raft.messages import (
     Configuration,
     Entry,
     EntryKind,
@@ -25,7 +25,7 @@ from agent.raft.messages import (
     SnapshotMeta,
     Suffrage,
 )
-from agent.raft.storage import RaftStorage, StorageCorrupt, StorageFailed
+from pyconsul.agent.raft.storage import RaftStorage, StorageCorrupt, StorageFailed
 
 CONF = Configuration((Server("a", "10.0.0.1:8300"), Server("b", "10.0.0.2:8300", Suffrage.NONVOTER)))
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.raft import wire
-from agent.raft.messages import (
+from pyconsul.agent.raft import wire
+from pyconsul.agent.raft.messages import (
     AppendRequest,
     AppendResponse,
     Configuration,
@@ -24,7 +24,7 @@ from agent.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from agent.raft.wire import WireError
+from pyconsul.agent.raft.wire import WireError
 
 CONF = Configuration((Server("a", "10.0.0.1:8300"), Server("b", "10.0.0.2:8300", Suffrage.NONVOTER)))
 MESSAGES: list[Message] = [

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent.errors import Internal
-from agent.raft.transport import Transport
+from pyconsul.agent.errors import Internal
+from pyconsul.agent.raft.transport import Transport
 from tests.harness import new_block
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, ConfigError, from_flat, parse_config_object
-from agent.raft import transport, wire
-from agent.raft.transport import RpcLimits, TransportStats
+from pyconsul.agent.config import AgentConfig, ConfigError, from_flat, parse_config_object
+from pyconsul.agent.raft import transport, wire
+from pyconsul.agent.raft.transport import RpcLimits, TransportStats
 
 
 def _rows() -> dict[str, str]:
@@ -59,7 +59,7 @@ def test_rpc_max_conns_per_client_config_key() -> None:
 
 
 def test_readme_large_state_limits_match_the_code() -> None:
-    from agent.raft.config import RaftConfig
+    from pyconsul.agent.raft.config import RaftConfig
 
     rows = _rows()
     piece = wire.MAX_CHUNK_FRAME - wire.SNAPSHOT_CHUNK

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.gossip import codec
-from agent.gossip.config import GossipConfig
-from agent.gossip.messages import Dead, NodeState, PushNodeState, PushPull
-from agent.gossip.serf import (
+from pyconsul.agent.gossip import codec
+from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.messages import Dead, NodeState, PushNodeState, PushPull
+from pyconsul.agent.gossip.serf import (
     MemberEvent,
     MemberStatus,
     QueryComplete,

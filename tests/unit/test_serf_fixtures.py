@@ -23,9 +23,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from agent.gossip import codec
-from agent.gossip.keyring import decrypt, encrypt
-from agent.gossip.messages import (
+from pyconsul.agent.gossip import codec
+from pyconsul.agent.gossip.keyring import decrypt, encrypt
+from pyconsul.agent.gossip.messages import (
     Ack,
     Alive,
     Dead,

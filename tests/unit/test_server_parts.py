@@ -10,22 +10,22 @@ from typing import Any, cast
 
 import pytest
 
-from agent import errors as e
-from agent.config import AgentConfig
-from agent.facade import AgentFacade, force_leave
-from agent.gossip.pool import Pool
-from agent.gossip.serf import Member, MemberEvent, MemberStatus
-from agent.raft.messages import Configuration, Role, Server, SoftState
-from agent.raft.node import RaftNode
-from agent.raft.transport import Transport
-from agent.rejoin import MemberSnapshots
-from agent.server.common import REQUEST_DC, RPC_HOLD_TIMEOUT, ReadMeta
-from agent.server.forwarding import Forwarder
-from agent.server.leader import LeaderDuties
-from agent.server.rpc import RPCMethods
-from agent.server.server import ConsulServer, StoreFSM
-from agent.state import commands as c
-from agent.state.results import TxnResult, reply_to_wire
+from pyconsul.agent import errors as e
+from pyconsul.agent.config import AgentConfig
+from pyconsul.agent.facade import AgentFacade, force_leave
+from pyconsul.agent.gossip.pool import Pool
+from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
+from pyconsul.agent.raft.messages import Configuration, Role, Server, SoftState
+from pyconsul.agent.raft.node import RaftNode
+from pyconsul.agent.raft.transport import Transport
+from pyconsul.agent.rejoin import MemberSnapshots
+from pyconsul.agent.server.common import REQUEST_DC, RPC_HOLD_TIMEOUT, ReadMeta
+from pyconsul.agent.server.forwarding import Forwarder
+from pyconsul.agent.server.leader import LeaderDuties
+from pyconsul.agent.server.rpc import RPCMethods
+from pyconsul.agent.server.server import ConsulServer, StoreFSM
+from pyconsul.agent.state import commands as c
+from pyconsul.agent.state.results import TxnResult, reply_to_wire
 
 # ---------------------------------------------------------------- the RPC method table
 
@@ -350,7 +350,7 @@ class _ScriptTransport:
 
 
 def test_a_forwarded_write_retries_when_the_leader_changes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agent.server.server as server_mod
+    import pyconsul.agent.server.server as server_mod
 
     monkeypatch.setattr(server_mod, "RETRY_FALLBACK", 60.0)  # only the leader change may trigger the retry
 
@@ -406,8 +406,8 @@ def test_bootstrap_stands_down_when_a_leader_reaches_it_while_it_asks_its_peers(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Seen in CI: the peers check found no cluster, then the first leader's AppendEntries gave this server a
     term, and bootstrapping raised; under supervision that stopped the agent. Now it joins that cluster."""
-    import agent.server.server as server_mod
-    from agent.server.bootstrap import Decision
+    import pyconsul.agent.server.server as server_mod
+    from pyconsul.agent.server.bootstrap import Decision
 
     conf = Configuration((Server("me", "127.0.0.1:8300"), Server("L", "127.0.0.2:8300")))
     monkeypatch.setattr(server_mod.bootstrap, "decide", lambda *a: Decision(conf, ""))
@@ -557,7 +557,7 @@ class _FakeAgent:
 
     async def start(self) -> None:
         if self.fail:
-            from agent.agent import Agent
+            from pyconsul.agent.agent import Agent
 
             a = Agent(AgentConfig())
             a._raft_failed(OSError(5, "Input/output error"))  # what the composition root wires to raft.on_failed
@@ -577,7 +577,7 @@ class _FakeAgent:
 
 @pytest.mark.parametrize(("fail", "code"), [(False, 0), (True, 1)])
 def test_exit_code(fail: bool, code: int, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.process import run_until_stopped
+    from pyconsul.agent.process import run_until_stopped
 
     agent = _FakeAgent(fail)
     assert asyncio.run(run_until_stopped(agent, AgentConfig())) == code

@@ -9,13 +9,13 @@ from typing import Any, cast
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.gossip.serf import Member, MemberStatus
-from agent.raft.messages import Role, SoftState
-from agent.raft.node import RaftNode
-from agent.raft.transport import Transport
-from agent.server.server import MAX_LAST_CONTACT_MS, ConsulServer, StoreFSM, last_contact_ms
-from agent.state import commands as c
+from pyconsul.agent.config import AgentConfig
+from pyconsul.agent.gossip.serf import Member, MemberStatus
+from pyconsul.agent.raft.messages import Role, SoftState
+from pyconsul.agent.raft.node import RaftNode
+from pyconsul.agent.raft.transport import Transport
+from pyconsul.agent.server.server import MAX_LAST_CONTACT_MS, ConsulServer, StoreFSM, last_contact_ms
+from pyconsul.agent.state import commands as c
 
 
 @pytest.mark.parametrize(("ms", "expected"), [

@@ -10,10 +10,10 @@ import tarfile
 
 import pytest
 
-from agent.state import archive, snapshot
-from agent.state.commands import KVSet, Register, Restore, decode, encode
-from agent.state.results import StateError
-from agent.state.store import StateStore
+from pyconsul.agent.state import archive, snapshot
+from pyconsul.agent.state.commands import KVSet, Register, Restore, decode, encode
+from pyconsul.agent.state.results import StateError
+from pyconsul.agent.state.store import StateStore
 
 
 def store_with(*keys: str) -> StateStore:
@@ -143,7 +143,7 @@ def test_replicas_applying_restore_agree() -> None:
 def test_cli_inspect_and_argument_errors(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     from pathlib import Path
 
-    from agent import cli
+    from pyconsul.agent import cli
 
     path = Path(str(tmp_path)) / "s.snap"
     state = store_with("a").snapshot()

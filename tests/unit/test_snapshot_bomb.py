@@ -11,8 +11,8 @@ import zlib
 
 import pytest
 
-from agent.state import archive
-from agent.state.store import StateStore
+from pyconsul.agent.state import archive
+from pyconsul.agent.state.store import StateStore
 
 MiB = 1024 * 1024
 

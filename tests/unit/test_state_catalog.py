@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.state.commands import CheckDef, Deregister, KVLock, Register, ServiceDef
-from agent.state.results import StateError
+from pyconsul.agent.state.commands import CheckDef, Deregister, KVLock, Register, ServiceDef
+from pyconsul.agent.state.results import StateError
 from tests.unit.test_state_support import Harness
 
 NODE_ID = "11111111-2222-3333-4444-555555555555"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from agent.state.commands import (
+from pyconsul.agent.state.commands import (
     KVCAS,
     KVDelete,
     KVDeleteCAS,
@@ -18,8 +18,8 @@ from agent.state.commands import (
     Txn,
     TxnOp,
 )
-from agent.state.kv import MAX_VALUE_SIZE, kv_entry_json, txn_result_json
-from agent.state.results import StateError, TxnResult
+from pyconsul.agent.state.kv import MAX_VALUE_SIZE, kv_entry_json, txn_result_json
+from pyconsul.agent.state.results import StateError, TxnResult
 from tests.unit.test_state_support import Harness
 
 

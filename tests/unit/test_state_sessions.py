@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.state.commands import (
+from pyconsul.agent.state.commands import (
     CheckDef,
     Deregister,
     KVLock,
@@ -13,8 +13,8 @@ from agent.state.commands import (
     SessionDestroy,
     SessionRenew,
 )
-from agent.state.results import StateError
-from agent.state.tables import Session
+from pyconsul.agent.state.results import StateError
+from pyconsul.agent.state.tables import Session
 from tests.unit.test_state_support import Harness
 
 

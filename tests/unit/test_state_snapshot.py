@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.state import commands
-from agent.state.commands import (
+from pyconsul.agent.state import commands
+from pyconsul.agent.state.commands import (
     CheckDef,
     KVLock,
     KVSet,
@@ -23,10 +23,10 @@ from agent.state.commands import (
     decode,
     encode,
 )
-from agent.state.results import StateError, TxnResult
-from agent.state.store import StateStore
-from agent.state.tables import Tables, nk
-from agent.state.wire import DecodeError
+from pyconsul.agent.state.results import StateError, TxnResult
+from pyconsul.agent.state.store import StateStore
+from pyconsul.agent.state.tables import Tables, nk
+from pyconsul.agent.state.wire import DecodeError
 from tests.unit.test_state_support import COMMANDS, ENTRIES, Harness
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from agent.state.commands import (
+from pyconsul.agent.state.commands import (
     KVCAS,
     CheckDef,
     Command,
@@ -27,7 +27,7 @@ from agent.state.commands import (
     TxnOp,
     encode,
 )
-from agent.state.store import StateStore
+from pyconsul.agent.state.store import StateStore
 
 
 class Harness:

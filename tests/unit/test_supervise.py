@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from agent import supervise
-from agent.config import AgentConfig
-from agent.supervise import InjectedFailure, Supervisor
+from pyconsul.agent import supervise
+from pyconsul.agent.config import AgentConfig
+from pyconsul.agent.supervise import InjectedFailure, Supervisor
 
 
 class Boom(Exception):
@@ -114,7 +114,7 @@ def test_the_test_hook_fails_the_named_task_once(monkeypatch: pytest.MonkeyPatch
 ])
 def test_raft_and_gossip_failures_stop_the_agent_through_the_supervisor(report: object, reason: str,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    from agent.agent import Agent
+    from pyconsul.agent.agent import Agent
 
     async def go() -> Agent:
         a = Agent(AgentConfig())

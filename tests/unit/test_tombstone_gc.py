@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.state.tombstone_gc import TombstoneGC
+from pyconsul.agent.state.tombstone_gc import TombstoneGC
 
 
 def test_disabled_gc_ignores_hints() -> None:

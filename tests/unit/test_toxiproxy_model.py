@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaos.toxiproxy.toxics import (
+from pyconsul.chaos.toxiproxy.toxics import (
     ATTRIBUTES,
     ApiError,
     ProxySpec,
