@@ -505,7 +505,7 @@ def test_kill_under_supervisord_stays_down_and_is_a_real_kill_9(lab: Lab) -> Non
         pyconsul_config_dir="/etc/pyconsul/agent.d", _pyconsul_cli=f"{venv}/bin/pyconsul",
         pyconsul_user="root")  # the plain agent the fixture started ran as root and owns the data dir
     wrappers = {"supervisord": str(supervisord), "supervisorctl": str(supervisord.with_name("supervisorctl")),
-                "pyconsul": f"{sys.executable} -m agent"}
+                "pyconsul": f"{sys.executable} -m pyconsul.agent"}
     script = "; ".join(f"printf '#!/bin/sh\\nexec {cmd} \"$@\"\\n' > {venv}/bin/{name}; chmod +x {venv}/bin/{name}"
                        for name, cmd in wrappers.items())
     lab.db.kill("ch-e")  # the plain agent the fixture started
