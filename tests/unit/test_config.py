@@ -182,7 +182,7 @@ ip link set lo up
 ip addr add 10.77.250.9/32 dev lo
 ip addr add 10.77.250.10/32 dev lo
 ip addr add fd00:77::5/128 dev lo
-exec "$0" -c 'from agent.netif import host_addresses; print(" ".join(host_addresses()))'
+exec "$0" -c 'from pyconsul.agent.netif import host_addresses; print(" ".join(host_addresses()))'
 """
 
 
