@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,17 +50,22 @@ def _call(port: int, path: str, method: str = "GET", body: bytes = b"") -> tuple
     return int(head.split()[1]), rest, time.monotonic() - t0
 
 
+_SLOW_STARTED = threading.Event()  # set by the slow archive work once it runs
+
+
 def _ping_later(port: int) -> tuple[int, bytes, float]:
-    time.sleep(0.2)  # the slow snapshot request has started
+    assert _SLOW_STARTED.wait(10), "the slow snapshot work never started"
     return _call(port, "/ping")
 
 
 def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     def slow_write(*args: Any) -> bytes:
+        _SLOW_STARTED.set()
         time.sleep(1.0)  # blocks whichever thread runs it
         return b"\x1f\x8barchive"
 
     def slow_read(data: bytes, max_state: int = archive.MAX_STATE) -> tuple[Any, bytes]:
+        _SLOW_STARTED.set()
         time.sleep(1.0)
         raise archive.ArchiveError("not a snapshot")
 
@@ -78,6 +84,7 @@ def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) 
         try:
             for method, body, want in (("GET", b"", 200), ("PUT", b"junk", 400)):
                 # The clients run in threads of their own: a blocked server loop cannot delay their clocks.
+                _SLOW_STARTED.clear()
                 with ThreadPoolExecutor(2) as pool:
                     slow = pool.submit(_call, server.port, "/v1/snapshot", method, body)
                     pinged = pool.submit(_ping_later, server.port)
