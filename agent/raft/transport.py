@@ -325,6 +325,8 @@ class _Client:
                             fut.set_exception(errors.from_wire(obj[3]))
         except (OSError, asyncio.IncompleteReadError, WireError, ConnectionError):
             pass
+        except Exception:  # a bug: never silent; the connection's requests fail below as Unavailable
+            log.exception("server RPC: reading replies from %s failed", self.address)
         finally:
             for fut in pending.values():
                 if not fut.done():
