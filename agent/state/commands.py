@@ -24,6 +24,7 @@ from pyconsul.agent.state.wire import DecodeError, from_wire, pack, to_wire, unp
 __all__ = [
     "KVCAS",
     "CheckDef",
+    "CheckDefinition",
     "Command",
     "CommandType",
     "DecodeError",
@@ -36,6 +37,7 @@ __all__ = [
     "KVUnlock",
     "Register",
     "Restore",
+    "ServiceAddress",
     "ServiceDef",
     "SessionCreate",
     "SessionDestroy",
@@ -170,6 +172,32 @@ class ServiceDef:
     address: str = ""
     meta: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    tagged_addresses: dict[str, ServiceAddress] = field(default_factory=dict)  # e.g. "lan", "wan"
+    weights_passing: int = 1
+    weights_warning: int = 1
+    enable_tag_override: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAddress:
+    """A service's tagged address (Consul's ServiceAddress)."""
+
+    address: str = ""
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDefinition:
+    """What a catalog check shows as "Definition" (Consul's HealthCheckDefinition). Durations in seconds."""
+
+    http: str = ""
+    tls_skip_verify: bool = False
+    header: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    method: str = ""
+    tcp: str = ""
+    interval: float = 0.0
+    timeout: float = 0.0
+    deregister_critical_service_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +212,8 @@ class CheckDef:
     service_id: str = ""
     notes: str = ""
     output: str = ""
+    type: str = ""  # "ttl", "http", "tcp", "script", "alias"; "" for checks registered in the catalog directly
+    definition: CheckDefinition = field(default_factory=CheckDefinition)
 
 
 @dataclass(frozen=True, slots=True)

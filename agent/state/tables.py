@@ -21,6 +21,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyconsul.agent.state.commands import CheckDefinition, ServiceAddress
+
 
 @dataclass(frozen=True, slots=True)
 class KVEntry:
@@ -56,6 +58,10 @@ class ServiceNode:
     port: int = 0
     create_index: int = 0
     modify_index: int = 0
+    tagged_addresses: dict[str, ServiceAddress] = field(default_factory=dict)
+    weights_passing: int = 1
+    weights_warning: int = 1
+    enable_tag_override: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,8 @@ class HealthCheck:
     service_tags: tuple[str, ...] = ()
     create_index: int = 0
     modify_index: int = 0
+    type: str = ""
+    definition: CheckDefinition = field(default_factory=CheckDefinition)
 
 
 @dataclass(frozen=True, slots=True)
