@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from pyconsul.agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
-from pyconsul.agent.http import agent_routes, catalog, kv, session, snapshot
+from pyconsul.agent.http import acl, agent_routes, catalog, kv, session, snapshot
 from pyconsul.agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
 from pyconsul.agent.httpd import web
 
@@ -72,6 +72,7 @@ def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "d
     # restores) and DEFAULT_MAX_BODY for the rest; MAX_BUFFERED over all requests at once.
     app = web.Application(middlewares=[errors], client_max_size=DEFAULT_MAX_BODY, max_buffered=MAX_BUFFERED)
     agent_routes.register(app, api)
+    acl.register(app)  # 401 "ACL support disabled" (no ACL system yet: issue 14)
     if backend is not None:
         kv.register(app, backend)
         catalog.register(app, backend, datacenter)
