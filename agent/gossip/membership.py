@@ -99,7 +99,17 @@ class UserMessage:
     payload: bytes
 
 
-Effect = SendPacket | PushPullWith | TcpPing | NodeEvent | UserMessage
+@dataclass(frozen=True, slots=True)
+class PingComplete:
+    """A direct ping of a probe was acked within probe_timeout (memberlist's NotifyPingComplete): the
+    round trip in seconds and the ack's payload (serf: our peer's network coordinate)."""
+
+    node: str
+    rtt: float
+    payload: bytes
+
+
+Effect = SendPacket | PushPullWith | TcpPing | NodeEvent | UserMessage | PingComplete
 
 
 # ---------------------------------------------------------------- node state
@@ -199,8 +209,10 @@ class Membership:
         encryption_overhead: int = 0,
         user_broadcasts: Callable[[int, int], list[bytes]] | None = None,
         user_broadcasts_pending: Callable[[], bool] | None = None,
+        ack_payload: Callable[[], bytes] | None = None,
     ) -> None:
         self.cfg = config
+        self.ack_payload = ack_payload  # what our acks to direct pings carry (memberlist's PingDelegate)
         self.name = name
         self.rng = rng
         self.awareness = Awareness(config.awareness_max_multiplier)
@@ -517,7 +529,8 @@ class Membership:
             self.stats.wrong_node_pings += 1
             return
         dest = self._reply_addr(p.source_addr, p.source_port, src)
-        self._send_with_piggyback(dest, codec.encode(Ack(p.seq_no)))
+        payload = self.ack_payload() if self.ack_payload is not None else b""
+        self._send_with_piggyback(dest, codec.encode(Ack(p.seq_no, payload)))
 
     def _reply_addr(self, raw: bytes, port: int, src: Addr) -> Addr:
         if raw and port:
@@ -549,6 +562,8 @@ class Membership:
             self.probe = None
             if not p.indirect_sent:
                 self.awareness.apply_delta(-1)
+                if ack.payload:  # only a direct ack measures the round trip (memberlist probeNode)
+                    self.out.append(PingComplete(p.node, max(0.0, now - p.sent), ack.payload))
 
     # ------------------------------------------------------------ gossip dissemination
 

@@ -33,6 +33,7 @@ from typing import Any
 from pyconsul.agent.gossip import codec
 from pyconsul.agent.gossip.codec import DecodeError, NeedMore, Oversized
 from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.coordinate import Coordinate
 from pyconsul.agent.gossip.keyring import (
     ENCRYPT_OVERHEAD,
     DecryptError,
@@ -660,6 +661,17 @@ class Pool:
         self.tags = dict(tags)
         self._perform(self.core.set_tags(tags, self._now()))
 
+    def user_event(self, name: str, payload: bytes) -> None:
+        """Fire a serf user event (not coalesced); ValueError with serf's message if it is too large."""
+        self._perform(self.core.user_event(name, payload))
+
+    def coordinate(self) -> Coordinate:
+        """This member's network coordinate in this pool."""
+        return self.core.coordinate()
+
+    def cached_coordinate(self, name: str) -> Coordinate | None:
+        return self.core.cached_coordinate(name)
+
     def stats(self) -> dict[str, str]:
         core = self.core
         ml = core.memberlist_stats()
@@ -687,6 +699,8 @@ class Pool:
             "task_failures": str(c.task_failures),
             "address_conflicts": str(ml.address_conflicts),
             "refutes": str(ml.refutes),
+            "coordinate_resets": str(core.coords.stats.resets),
+            "coordinate_rejected": str(core.coords.stats.rejected),
         }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -23,12 +24,20 @@ from pyconsul.agent.gossip import codec
 from pyconsul.agent.gossip.broadcast import BroadcastQueue
 from pyconsul.agent.gossip.codec import DecodeError
 from pyconsul.agent.gossip.config import GossipConfig
+from pyconsul.agent.gossip.coordinate import (
+    Client,
+    Coordinate,
+    InvalidCoordinate,
+    decode_ack_payload,
+    encode_ack_payload,
+)
 from pyconsul.agent.gossip.membership import (
     Addr,
     Effect,
     Membership,
     NodeEvent,
     NodeInfo,
+    PingComplete,
     PushPullWith,
     SendPacket,
     Stats,
@@ -73,6 +82,11 @@ class SerfConfig:
     event_buffer: int = 512  # user events remembered for deduplication
     query_buffer: int = 512  # queries remembered for deduplication
     broadcast_timeout: float = 5.0  # how long leave waits for its broadcast
+    disable_coordinates: bool = False  # serf DisableCoordinates: no coordinate on acks, none learned
+    user_event_size_limit: int = 512  # serf: bytes of an encoded user event message (config default)
+
+
+USER_EVENT_SANE_LIMIT = 9 * 1024  # serf: name + payload may never exceed this, whatever the config says
 
 
 @dataclass(slots=True)
@@ -194,10 +208,16 @@ class Serf:
         self.next_reap = now + self.cfg.reap_interval
         self.next_reconnect = now + self.cfg.reconnect_interval
         self.out: list[SerfEffect] = []
+        # Vivaldi coordinates (serf's ping delegate): our coordinate rides on our acks, a peer's on its acks
+        # to our probes; a separate generator seeded from the name keeps the shared `rng` sequence as it was
+        self.coords = Client(rng=random.Random(zlib.crc32(name.encode("utf-8", "surrogateescape"))))
+        self.coord_cache: dict[str, Coordinate] = {}
+        self._ack_payload = b""
         self.ml = Membership(
             gossip, name, addr, port, codec.encode_tags(tags), rng, now,
             encryption_overhead=encryption_overhead, user_broadcasts=self._user_broadcasts,
             user_broadcasts_pending=lambda: len(self.broadcasts) > 0 or len(self.event_broadcasts) > 0,
+            ack_payload=None if self.cfg.disable_coordinates else self._coord_payload,
         )
         self._absorb(self.ml.initial_effects(), now)
 
@@ -236,6 +256,37 @@ class Serf:
     def stream_ping(self, ping: Ping) -> Ack | None:
         """A ping received over TCP: the ack to write back, or None if it is not for us."""
         return self.ml.stream_ping(ping)
+
+    def coordinate(self) -> Coordinate:
+        """Our own network coordinate (serf GetCoordinate)."""
+        return self.coords.coord
+
+    def cached_coordinate(self, name: str) -> Coordinate | None:
+        """The last coordinate a member sent us on an ack (ours too, once we have updated)."""
+        return self.coord_cache.get(name)
+
+    def _coord_payload(self) -> bytes:
+        if not self._ack_payload:
+            self._ack_payload = encode_ack_payload(self.coords.coord)
+        return self._ack_payload
+
+    def _on_ping_complete(self, e: PingComplete) -> None:
+        """serf pingDelegate.NotifyPingComplete: learn the peer's coordinate and the RTT; a payload that is
+        not a valid coordinate is refused and counted (coords.stats.rejected), never applied."""
+        if self.cfg.disable_coordinates:
+            return
+        try:
+            other = decode_ack_payload(e.payload, self.coords.cfg.dimensionality)
+        except InvalidCoordinate:
+            self.coords.stats.rejected += 1
+            return
+        try:
+            mine = self.coords.update(e.node, other, e.rtt)
+        except InvalidCoordinate:
+            return
+        self._ack_payload = b""
+        self.coord_cache[e.node] = other
+        self.coord_cache[self.name] = mine
 
     # ------------------------------------------------------------ inputs from the shell
 
@@ -330,8 +381,26 @@ class Serf:
         self._absorb(self.ml.set_meta(codec.encode_tags(tags), now), now)
         return self._take()
 
+    def user_event_error(self, name: str, payload: bytes) -> str:
+        """Why serf would refuse this user event ("" if it would not): name + payload above the sane
+        limit, or the encoded message above user_event_size_limit (serf's messages)."""
+        size = len(name.encode("utf-8", "surrogateescape")) + len(payload)
+        limit = self.cfg.user_event_size_limit
+        if size > limit:
+            return f"user event exceeds configured limit of {limit} bytes before encoding"
+        if size > USER_EVENT_SANE_LIMIT:
+            return f"user event exceeds sane limit of {USER_EVENT_SANE_LIMIT} bytes before encoding"
+        encoded = len(codec.encode_serf(SerfUserEvent(self.event_clock, name, payload)))
+        if encoded > limit:
+            return f"encoded user event exceeds configured limit of {limit} bytes after encoding"
+        return ""
+
     def user_event(self, name: str, payload: bytes) -> list[SerfEffect]:
-        """Fire a user event: gossiped to every member; we receive it too (UserEventReceived)."""
+        """Fire a user event: gossiped to every member; we receive it too (UserEventReceived).
+        ValueError (serf's message) if `user_event_error` refuses it."""
+        why = self.user_event_error(name, payload)
+        if why:
+            raise ValueError(why)
         msg = SerfUserEvent(self.event_clock, name, payload)
         self.event_clock += 1
         self._on_user_event(msg)
@@ -346,6 +415,8 @@ class Serf:
                 self._on_node_event(e, now)
             elif isinstance(e, UserMessage):
                 self._on_user_message(e.payload, now)
+            elif isinstance(e, PingComplete):
+                self._on_ping_complete(e)
             else:
                 self.out.append(e)
 
@@ -623,6 +694,8 @@ class Serf:
 
     def _erase(self, m: Member) -> None:
         self.members.pop(m.name, None)
+        self.coord_cache.pop(m.name, None)
+        self.coords.forget(m.name)
         self.out.append(MemberEvent("member-reap", m.snapshot()))
 
     def _reconnect(self) -> None:
