@@ -66,6 +66,7 @@ class RpcLimits:
     max_unsent_reply_bytes: int = 16 * 1024 * 1024  # encoded replies not yet taken, per connection (and one more)
     max_unsent_reply_bytes_total: int = 48 * 1024 * 1024  # ... all connections
     reply_drain_timeout: float = 30.0  # a reply not taken by the client within it: the connection is dropped
+    max_stream_bytes: int = wire.MAX_STREAM  # streamed (PART) requests being received or served, all connections
 
 
 UNBUDGETED = 64 * 1024  # frames up to this size are read without the global budget (one at a time per connection)
@@ -211,6 +212,8 @@ class _Conn:
         self.wlock = asyncio.Lock()
         self.unsent = 0  # bytes of encoded replies not yet drained
         self.dropped = False
+        self.stream = wire.Reassembly()  # a request larger than a frame, arriving in PART frames
+        self.stream_bytes = 0  # its bytes so far, counted in Transport._streaming
 
 
 class _Peer:
@@ -313,9 +316,18 @@ class _Client:
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     pending: dict[int, asyncio.Future[Any]]) -> None:
+        stream = wire.Reassembly()  # a reply larger than a frame arrives in PART frames (wire.split)
         try:
             while True:
                 obj = await read_frame(reader)
+                if obj[0] == Kind.PART:
+                    body = stream.add(*wire.decode_part(obj))
+                    del obj
+                    if body is None:
+                        continue
+                    # decoding hundreds of MiB: in a worker thread (msgpack copies large binaries there)
+                    obj = await asyncio.to_thread(wire.unframe, body)
+                    del body
                 if obj[0] == Kind.RESPONSE and len(obj) == 4:
                     fut = pending.pop(obj[1], None)
                     if fut is not None and not fut.done():
@@ -349,7 +361,16 @@ class _Client:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending = self.pending
         pending[rid] = fut
-        writer.write(data)
+        if len(data) > wire.MAX_FRAME + wire.HEADER.size:
+            if len(data) > wire.MAX_STREAM + wire.HEADER.size:
+                pending.pop(rid, None)
+                raise errors.Internal(f"rpc {method}: the request of {len(data)} bytes exceeds the "
+                                      f"{wire.MAX_STREAM}-byte stream limit")
+            for part in wire.split(data):  # back to back: no other frame of this connection between them
+                writer.write(part)
+        else:
+            writer.write(data)
+        del data
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -388,6 +409,7 @@ class Transport:
         self._inflight = 0
         self._inflight_bytes = 0
         self._unsent = 0
+        self._streaming = 0  # bytes of streamed requests being received or served (RpcLimits.max_stream_bytes)
         self._budget: _Budget | None = None  # made in start() (needs the running loop on 3.9-)
         self._warn = _Throttled()
 
@@ -498,16 +520,34 @@ class Transport:
                                     "frame within %g s", peer, n, lim.frame_budget_wait)
                     return
                 self.stats.frames_in += 1
+                streamed = 0
+                if obj[0] == Kind.PART:
+                    body = self._part(conn, obj)
+                    del obj
+                    if body is None:
+                        continue
+                    streamed, conn.stream_bytes = conn.stream_bytes, 0  # now the request's, until it is served
+                    try:
+                        obj = await asyncio.to_thread(wire.unframe, body)
+                    except BaseException:
+                        self._streaming -= streamed
+                        raise
+                    del body
+                    if obj[0] != Kind.REQUEST:
+                        self._streaming -= streamed
+                        raise WireError("a streamed frame that is not a request")
                 # no local keeps a frame alive while this loop waits for the next one (each connection would
                 # otherwise hold its last frame: 6 idle peers x 40 MiB)
                 if obj[0] == Kind.REQUEST:
                     rid, method, args = wire.decode_request(obj)
                     del obj
-                    if self._take(conn, n):
-                        asyncio.get_running_loop().create_task(self._serve(conn, n, rid, method, args))
+                    if self._take(conn, 0 if streamed else n):
+                        asyncio.get_running_loop().create_task(self._serve(conn, 0 if streamed else n, rid, method,
+                                                                           args, streamed))
                         del args
                         continue
                     del args
+                    self._streaming -= streamed
                     self.stats.requests_refused += 1
                     self._warn.warn("requests", "refusing server RPC request from %s: too many requests "
                                     "in flight", peer)
@@ -531,6 +571,9 @@ class Transport:
                 self.on_peer_lost(sender)
         finally:
             conn.dropped = True
+            self._streaming -= conn.stream_bytes  # a stream cut short
+            conn.stream_bytes = 0
+            conn.stream = wire.Reassembly()
             writer.close()
             left = self._per_ip.get(ip, 1) - 1
             if left > 0:
@@ -539,6 +582,24 @@ class Transport:
                 self._per_ip.pop(ip, None)
             if task is not None:
                 self._conns.discard(task)
+
+    def _part(self, conn: _Conn, obj: list[Any]) -> bytearray | None:
+        """A PART of a streamed request: the whole body once complete. Only a write (`apply`, a restore
+        forwarded to the leader) may stream, and the bytes of every stream being received or served count
+        against RpcLimits.max_stream_bytes: past it, or for anything else, the connection is dropped."""
+        offset, total, piece = wire.decode_part(obj)
+        if offset == 0:
+            kind, method = wire.peek(piece[:wire.PEEK])
+            if kind != Kind.REQUEST or method not in wire.WRITE_METHODS:
+                raise FrameTooLarge(f"a streamed frame of {total} bytes that is not a write request")
+            if self._streaming + total > self.limits.max_stream_bytes:
+                raise FrameTooLarge(f"a streamed request of {total} bytes exceeds the stream budget "
+                                    f"({self._streaming} of {self.limits.max_stream_bytes} bytes in use)")
+            body = conn.stream.add(offset, total, piece)  # checks that no other stream is under way
+            conn.stream_bytes = total  # reserved whole at its first piece
+            self._streaming += total
+            return body
+        return conn.stream.add(offset, total, piece)
 
     def _take(self, conn: _Conn, n: int) -> bool:
         """Count a forwarded request in flight, unless that would pass a cap."""
@@ -551,8 +612,9 @@ class Transport:
         self._inflight_bytes += n
         return True
 
-    async def _serve(self, conn: _Conn, n: int, rid: int, method: str, args: Any) -> None:
-        """Serve one forwarded request; it counts as in flight until its reply has left."""
+    async def _serve(self, conn: _Conn, n: int, rid: int, method: str, args: Any, streamed: int = 0) -> None:
+        """Serve one forwarded request; it counts as in flight until its reply has left (a streamed one's
+        `streamed` bytes count against the stream budget until then too)."""
         try:
             try:
                 result = await self.on_request(method, args)
@@ -570,6 +632,7 @@ class Transport:
             conn.inflight -= 1
             self._inflight -= 1
             self._inflight_bytes -= n
+            self._streaming -= streamed
 
     @staticmethod
     def _encode(reply: list[Any]) -> bytes:
@@ -578,10 +641,10 @@ class Transport:
         except Exception as exc:  # a result msgpack cannot carry: the caller gets a typed error
             return wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.Internal(
                 f"the reply cannot be encoded: {type(exc).__name__}"))])
-        if len(out) > wire.MAX_FRAME + wire.HEADER.size:  # the client would drop the connection
+        if len(out) > wire.MAX_STREAM + wire.HEADER.size:  # the client would drop the connection
             return wire.frame([Kind.RESPONSE, reply[1], False, errors.to_wire(errors.ReplyTooLarge(
-                f"the reply of {len(out)} bytes exceeds the {wire.MAX_FRAME}-byte server RPC frame limit (forwarded "
-                "replies are not streamed: ask the leader directly, or a server with ?stale)"))])
+                f"the reply of {len(out)} bytes exceeds the {wire.MAX_STREAM}-byte limit of a streamed server RPC "
+                "reply"))])
         return out
 
     async def _reply(self, conn: _Conn, rid: int, box: list[bytes]) -> None:
@@ -590,6 +653,9 @@ class Transport:
         past a cap a reply is replaced by a typed Unavailable (the client may retry) and counted."""
         out = box.pop()
         if conn.dropped:
+            return
+        if len(out) > wire.MAX_FRAME + wire.HEADER.size:
+            await self._reply_stream(conn, out)
             return
         lim = self.limits
         if (conn.unsent and conn.unsent + len(out) > lim.max_unsent_reply_bytes) or (
@@ -619,6 +685,35 @@ class Transport:
         finally:
             conn.unsent -= n
             self._unsent -= n
+
+    async def _reply_stream(self, conn: _Conn, out: bytes) -> None:
+        """A reply larger than a frame, as PART frames (wire.split) written back to back under the connection's
+        write lock, each after the previous one drained (same deadline as a reply): the unsent bytes it adds
+        are one piece at a time, whatever its size. A client that stops reading is disconnected."""
+        lim = self.limits
+        async with conn.wlock:
+            total = len(out) - wire.HEADER.size
+            for off in range(0, total, wire.STREAM_PIECE):
+                if conn.dropped or conn.writer.is_closing():
+                    return
+                piece = wire.frame([Kind.PART, off, total, out[wire.HEADER.size + off:
+                                                              wire.HEADER.size + off + wire.STREAM_PIECE]])
+                n = len(piece)
+                conn.unsent += n
+                self._unsent += n
+                try:
+                    conn.writer.write(piece)
+                    del piece
+                    async with asyncio.timeout(lim.reply_drain_timeout):
+                        await conn.writer.drain()
+                except TimeoutError:
+                    self._slow_reader(conn, f"a reply piece not taken within {lim.reply_drain_timeout:g} s")
+                    return
+                except (OSError, ConnectionError):
+                    return
+                finally:
+                    conn.unsent -= n
+                    self._unsent -= n
 
     def _slow_reader(self, conn: _Conn, why: str) -> None:
         if conn.dropped:

@@ -53,6 +53,13 @@ MAX_REQUEST_FRAME = 2 * 1024 * 1024
 # ... except a forwarded Raft command (`apply`, `apply_forward`), which may be a snapshot restore: as today.
 MAX_WRITE_REQUEST_FRAME = MAX_FRAME
 WRITE_METHODS = frozenset({"apply", "apply_forward"})
+# A REQUEST or RESPONSE whose body exceeds MAX_FRAME travels as PART frames (transport.py), each carrying at most
+# STREAM_PIECE bytes of the body, in order, back to back on its connection; the receiver reassembles the body (at
+# most MAX_STREAM bytes) and handles it as one frame. Servers accept streamed REQUESTs only for WRITE_METHODS (a
+# restore forwarded to the leader); any RESPONSE may stream (a forwarded read, GET /v1/snapshot through a follower).
+STREAM_PIECE = 4 * 1024 * 1024
+MAX_PART_FRAME = STREAM_PIECE + 1024
+MAX_STREAM = 1024 * 1024 * 1024
 PEEK = 64  # body bytes read before the rest: [kind, id, method] of our own encoder fit in them
 # Every integer a peer sends us (terms, indexes, commit, read contexts) must be in [0, MAX_INT]. A term of
 # 2**62 is a new term every millisecond for 146 million years, and the bound leaves room for +1 in the u64 on
@@ -78,6 +85,7 @@ class Kind(IntEnum):
     RESPONSE = 10  # [RESPONSE, id, ok, result | agent.errors.to_wire(exc)] (see transport.py)
     SNAPSHOT_CHUNK = 11  # a piece of an InstallSnapshot (messages.SnapshotChunk)
     SNAPSHOT_CHUNK_ACK = 12
+    PART = 13  # [PART, offset, total, piece]: a piece of the body of one larger REQUEST or RESPONSE frame
 
 
 def encode_config(c: Configuration) -> list[Any]:
@@ -245,13 +253,64 @@ def inbound_limit(prefix: bytes, hello_seen: bool) -> int:
         return MAX_CHUNK_FRAME
     if kind == Kind.REQUEST:
         return MAX_WRITE_REQUEST_FRAME if method in WRITE_METHODS else MAX_REQUEST_FRAME
+    if kind == Kind.PART:
+        return MAX_PART_FRAME
     return MAX_SMALL_FRAME
 
 
 def response_limit(prefix: bytes) -> int:
     """The largest body accepted on a connection we dialled for requests: only RESPONSE frames are large."""
     kind, _ = peek(prefix)
+    if kind == Kind.PART:
+        return MAX_PART_FRAME
     return MAX_FRAME if kind == Kind.RESPONSE else MAX_SMALL_FRAME
+
+
+def split(data: bytes) -> list[bytes]:
+    """A frame (header and body, as frame() made it) whose body exceeds MAX_FRAME, as PART frames; [data] if
+    it fits in one frame."""
+    body = memoryview(data)[HEADER.size:]
+    total = len(body)
+    if total <= MAX_FRAME:
+        return [data]
+    return [frame([Kind.PART, off, total, bytes(body[off:off + STREAM_PIECE])])
+            for off in range(0, total, STREAM_PIECE)]
+
+
+def decode_part(raw: list[Any]) -> tuple[int, int, bytes]:
+    """[PART, offset, total, piece] -> (offset, total, piece); WireError if malformed or out of bounds."""
+    if not (len(raw) == 4 and _in_range(raw[1]) and _in_range(raw[2]) and isinstance(raw[3], bytes)
+            and 0 < len(raw[3]) <= STREAM_PIECE and raw[1] + len(raw[3]) <= raw[2]):
+        raise WireError("bad part frame")
+    return raw[1], raw[2], raw[3]
+
+
+class Reassembly:
+    """The body of one streamed frame, from its PART frames (which arrive in order, back to back). `add`
+    returns the whole body once the last piece arrived, else None; WireError when a piece is out of order
+    or the announced total exceeds `cap`. Memory grows with what arrived, not with what was announced."""
+
+    def __init__(self, cap: int = MAX_STREAM) -> None:
+        self.cap = cap
+        self.total = 0
+        self.buf = bytearray()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.buf)
+
+    def add(self, offset: int, total: int, piece: bytes) -> bytearray | None:
+        if offset != len(self.buf) or (self.buf and total != self.total):
+            raise WireError(f"part at offset {offset} of {total} bytes does not continue the stream "
+                            f"({len(self.buf)} of {self.total} bytes received)")
+        if total > self.cap:
+            raise WireError(f"a streamed frame of {total} bytes exceeds the {self.cap}-byte limit")
+        self.total = total
+        self.buf += piece
+        if len(self.buf) < total:
+            return None
+        out, self.buf, self.total = self.buf, bytearray(), 0
+        return out
 
 
 def decode_hello(raw: list[Any]) -> tuple[str, str]:
