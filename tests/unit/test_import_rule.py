@@ -58,6 +58,8 @@ EXPLICIT_CORES = [
     "agent/filter/regex.py",
     "agent/filter/evaluate.py",
     "agent/filter/schemas.py",
+    "agent/checks/spec.py",
+    "agent/checks/schedule.py",
     "chaos/history.py",
     "chaos/generator.py",
     "chaos/nemesis/grudge.py",
