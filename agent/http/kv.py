@@ -56,6 +56,8 @@ def register(app: web.Application, backend: Backend) -> None:
             value, meta = await read_query(request, backend, "kv.list", {"prefix": key})
             return json_response([_shown(e) for e in value] if value else value, 200 if value else 404,
                                  read_meta_headers(meta))
+        if not key:  # Consul: only ?keys and ?recurse may name no key (the whole store)
+            raise BadRequest("Missing key name")
         value, meta = await read_query(request, backend, "kv.get", {"key": key})
         headers = read_meta_headers(meta)
         if value is None:
@@ -96,11 +98,11 @@ def register(app: web.Application, backend: Backend) -> None:
         cmd: c.Command
         if flag(request, "recurse"):
             cmd = c.KVDeleteTree(key)
+        elif not key:
+            raise BadRequest("Missing key name")
         elif "cas" in q:
             cmd = c.KVDeleteCAS(key, parse_uint(q, "cas", 0))
         else:
-            if not key:
-                raise BadRequest("Missing key name")
             cmd = c.KVDelete(key)
         return json_response(bool(await backend.write(c.encode(cmd))))
 
