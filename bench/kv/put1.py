@@ -58,7 +58,11 @@ def git(*args: str) -> str:
 def checkout(rev: str, dest: Path) -> str:
     sha = git("rev-parse", "--short", rev)
     dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "agent"], check=True, capture_output=True)
+    paths = ["agent"]
+    has_setup = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{sha}:setup.py"], capture_output=True)
+    if has_setup.returncode == 0:
+        paths.append("setup.py")  # the pyconsul.* namespace mapping (provenance.launch_code looks for it)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, *paths], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return sha
 
