@@ -9,6 +9,11 @@
     catalog.py   catalog datacenters|nodes|services
     operator.py  operator raft list-peers|remove-peer
     snapshot.py  snapshot save|restore|inspect
+    services.py  services register|deregister
+    maint.py     maint, reload
+    recipes.py   the lock and semaphore recipes (sessions + KV) behind lock.py (lock)
+    watch.py     watch
+    monitor.py   monitor
 
 Contract: `main()` never lets an exception escape as a traceback. Exit codes: 0 success,
 1 any error (bad flags, unreachable agent, invalid config), 2 when `members` matches nothing.
@@ -20,7 +25,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pyconsul.agent.cli import agent, catalog, common, info, keyring, kv, members, operator, snapshot
+from pyconsul.agent.cli import (
+    agent,
+    catalog,
+    common,
+    info,
+    keyring,
+    kv,
+    lock,
+    maint,
+    members,
+    monitor,
+    operator,
+    services,
+    snapshot,
+    watch,
+)
 from pyconsul.agent.cli.common import CLIError, Exit
 from pyconsul.agent.config import ConfigError
 
@@ -28,6 +48,8 @@ __all__ = ["COMMANDS", "main", "run", "usage"]
 
 COMMANDS: dict[str, tuple[common.Command, str]] = {
     **agent.COMMANDS, **members.COMMANDS, **keyring.COMMANDS, **info.COMMANDS,
+    **maint.COMMANDS, **lock.COMMANDS, **watch.COMMANDS, **monitor.COMMANDS,
+    "services": (services.cmd_services, "Interact with services"),
     "kv": (kv.cmd_kv, "Interact with the key-value store"),
     "catalog": (catalog.cmd_catalog, "Interact with the catalog"),
     "operator": (operator.cmd_operator, "Provides cluster-level tools for Consul operators"),

@@ -74,7 +74,7 @@ def parse_http_addr(value: str) -> str:
     return "http://" + value.rstrip("/")
 
 
-def _dial_error(method: str, url: str, reason: object) -> str:
+def dial_error(method: str, url: str, reason: object) -> str:
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -131,9 +131,9 @@ def api_request(
         text = exc.read().decode("utf-8", "replace").strip()
         raise ApiError(f"Unexpected response code: {exc.code} ({text})", exc.code) from None
     except urllib.error.URLError as exc:
-        raise ApiError(_dial_error(method, url, exc.reason)) from None
+        raise ApiError(dial_error(method, url, exc.reason)) from None
     except OSError as exc:  # includes timeouts while reading the response
-        raise ApiError(_dial_error(method, url, exc)) from None
+        raise ApiError(dial_error(method, url, exc)) from None
     if not decode:
         return payload
     if not payload.strip():
@@ -142,6 +142,51 @@ def api_request(
         return json.loads(payload)
     except ValueError:
         return payload.decode("utf-8", "replace")
+
+
+def api_read(
+    base_url: str,
+    path: str,
+    *,
+    query: Query | None = None,
+    timeout: float = 30.0,
+    missing_ok: bool = False,
+) -> tuple[Any, int]:
+    """A GET returning (decoded JSON body or None, X-Consul-Index or 0): what blocking queries need.
+
+    With missing_ok a 404 is (None, its index), as Consul's KV reads answer a missing key. Other
+    failures raise ApiError as api_request does.
+    """
+    import urllib.error
+    import urllib.request
+
+    pairs = sorted(query.items() if isinstance(query, Mapping) else query or (), key=lambda kv: kv[0])
+    url = base_url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
+            payload: bytes = resp.read()
+            index = _index_header(resp.headers.get("X-Consul-Index"))
+    except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            exc.read()
+            return None, _index_header(exc.headers.get("X-Consul-Index"))
+        text = exc.read().decode("utf-8", "replace").strip()
+        raise ApiError(f"Unexpected response code: {exc.code} ({text})", exc.code) from None
+    except urllib.error.URLError as exc:
+        raise ApiError(dial_error("GET", url, exc.reason)) from None
+    except OSError as exc:
+        raise ApiError(dial_error("GET", url, exc)) from None
+    if not payload.strip():
+        return None, index
+    try:
+        return json.loads(payload), index
+    except ValueError:
+        raise ApiError(f"Failed to decode response from {url}: not JSON") from None
+
+
+def _index_header(value: str | None) -> int:
+    return int(value) if value and value.isascii() and value.isdigit() else 0
 
 
 # ---------------------------------------------------------------- output
