@@ -90,7 +90,9 @@ def _ensure_service(t: Tables, idx: int, node_name: str, svc: ServiceDef) -> Non
     old = t.services.get(key)
     new = ServiceNode(node=node.node, service_id=service_id, service_name=svc.service, tags=tuple(svc.tags),
                       address=svc.address, meta=dict(svc.meta), port=svc.port,
-                      create_index=old.create_index if old else idx, modify_index=idx)
+                      create_index=old.create_index if old else idx, modify_index=idx,
+                      tagged_addresses=dict(svc.tagged_addresses), weights_passing=svc.weights_passing,
+                      weights_warning=svc.weights_warning, enable_tag_override=svc.enable_tag_override)
     if old is not None and _same(old, new):
         return
     t.put("services", key, new)
@@ -121,7 +123,8 @@ def _ensure_check(t: Tables, idx: int, default_node: str, c: CheckDef, now: floa
     new = HealthCheck(node=node.node, check_id=check_id, name=c.name, status=status, notes=c.notes,
                       output=c.output, service_id=svc.service_id if svc else "",
                       service_name=svc.service_name if svc else "", service_tags=svc.tags if svc else (),
-                      create_index=old.create_index if old else idx, modify_index=idx)
+                      create_index=old.create_index if old else idx, modify_index=idx,
+                      type=c.type, definition=c.definition)
     if old is not None and _same(old, new):
         return
     t.put("checks", key, new)

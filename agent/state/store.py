@@ -28,10 +28,11 @@ propose SessionDestroy(id, now=...) for each expired id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pyconsul.agent.state import catalog, catalog_reads, kv, sessions, snapshot
+from pyconsul.agent.state.catalog_reads import Keep, Tags
 from pyconsul.agent.state.commands import (
     KVCAS,
     Command,
@@ -257,25 +258,33 @@ class StateStore:
 
     # ------------------------------------------------------------ catalog and health reads
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return catalog_reads.nodes(self._t)
+    # Selections (tags, node_meta, keep) and each read's index: see catalog_reads.py.
 
-    def services(self) -> dict[str, list[str]]:
-        return catalog_reads.services(self._t)
+    def nodes(self, node_meta: Mapping[str, str] | None = None, keep: Keep = None) -> list[dict[str, Any]]:
+        return catalog_reads.nodes(self._t, node_meta, keep)
 
-    def service_nodes(self, name: str, tag: str | None = None) -> list[dict[str, Any]]:
-        return catalog_reads.service_nodes(self._t, name, tag)
+    def services(self, node_meta: Mapping[str, str] | None = None, keep: Keep = None) -> dict[str, list[str]]:
+        return catalog_reads.services(self._t, node_meta, keep)
 
-    def node_services(self, node: str) -> dict[str, Any] | None:
-        return catalog_reads.node_services(self._t, node)
+    def service_nodes(self, name: str, tag: Tags = None, node_meta: Mapping[str, str] | None = None,
+                      keep: Keep = None) -> list[dict[str, Any]]:
+        return catalog_reads.service_nodes(self._t, name, tag, node_meta, keep)
+
+    def node_services(self, node: str, keep: Keep = None) -> dict[str, Any] | None:
+        return catalog_reads.node_services(self._t, node, keep)
+
+    def node_service_list(self, node: str, keep: Keep = None) -> dict[str, Any]:
+        return catalog_reads.node_service_list(self._t, node, keep)
 
     def health_checks(self, *, node: str | None = None, service: str | None = None,
-                      state: str | None = None) -> list[dict[str, Any]]:
-        return catalog_reads.health_checks(self._t, node=node, service=service, state=state)
+                      state: str | None = None, node_meta: Mapping[str, str] | None = None,
+                      keep: Keep = None) -> list[dict[str, Any]]:
+        return catalog_reads.health_checks(self._t, node=node, service=service, state=state,
+                                           node_meta=node_meta, keep=keep)
 
-    def health_service_nodes(self, name: str, tag: str | None = None,
-                             passing_only: bool = False) -> list[dict[str, Any]]:
-        return catalog_reads.health_service_nodes(self._t, name, tag, passing_only)
+    def health_service_nodes(self, name: str, tag: Tags = None, passing_only: bool = False,
+                             node_meta: Mapping[str, str] | None = None, keep: Keep = None) -> list[dict[str, Any]]:
+        return catalog_reads.health_service_nodes(self._t, name, tag, passing_only, node_meta, keep)
 
     def service_index(self, name: str, checks: bool = False) -> int:
         return catalog_reads.service_index(self._t, name, checks)
