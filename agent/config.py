@@ -99,6 +99,11 @@ class AgentConfig:
     # the leader keeps a KV tombstone before it proposes a reap, and the width of the bins deletes are grouped in
     tombstone_ttl: float = 15 * 60.0
     tombstone_ttl_granularity: float = 30.0
+    # Consul's network-coordinate sync (agent sendCoordinate): every agent sends its LAN coordinate to the
+    # servers every max(sync_coordinate_interval_min, members / sync_coordinate_rate_target s) plus a random
+    # stagger of up to that again; Consul's defaults (15 s, 64 updates/s across the cluster). Tests shorten them.
+    sync_coordinate_interval_min: float = 15.0
+    sync_coordinate_rate_target: int = 64
     # Test-only, WRONG on purpose (the chaos checkers' self-test): ?consistent reads served locally. No flag or
     # JSON key sets it; `pyconsul agent` turns it on when <data_dir>/TEST_STALE_READS exists (agent/cli/agent.py).
     debug_stale_reads: bool = False
@@ -222,6 +227,10 @@ class AgentConfig:
                 raise ConfigError(f"{name}: must be a positive duration")
         if self.tombstone_ttl_granularity > self.tombstone_ttl:
             raise ConfigError("tombstone_ttl_granularity: must not be longer than tombstone_ttl")
+        if not (math.isfinite(self.sync_coordinate_interval_min) and self.sync_coordinate_interval_min >= 0.1):
+            raise ConfigError("sync_coordinate_interval_min: must be a duration of at least 100ms")
+        if self.sync_coordinate_rate_target < 1:
+            raise ConfigError("sync_coordinate_rate_target: must be at least 1")
         if self.raft_profile not in ("consul", "fast"):
             got = _show(self.raft_profile)
             raise ConfigError(f'performance.raft_profile: must be "consul" or "fast", got {got}')
@@ -287,6 +296,7 @@ KEYS: dict[str, Kind] = {
     "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
     "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
     "limits.rpc_max_conns_per_client": "int",
+    "sync_coordinate_interval_min": "duration", "sync_coordinate_rate_target": "int",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",

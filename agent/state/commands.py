@@ -27,6 +27,9 @@ __all__ = [
     "CheckDefinition",
     "Command",
     "CommandType",
+    "Coord",
+    "CoordinateBatchUpdate",
+    "CoordinateUpdate",
     "DecodeError",
     "Deregister",
     "KVDelete",
@@ -68,6 +71,7 @@ class CommandType(IntEnum):
     SESSION_RENEW = 13
     TOMBSTONE_REAP = 14
     RESTORE = 15
+    COORDINATE_BATCH_UPDATE = 16
 
 
 # ---------------------------------------------------------------- KV
@@ -301,9 +305,38 @@ class Restore:
     state: bytes
 
 
+# ---------------------------------------------------------------- network coordinates
+
+
+@dataclass(frozen=True, slots=True)
+class Coord:
+    """A Vivaldi network coordinate (agent/gossip/coordinate.py), seconds; finite by the wire's float rule."""
+
+    vec: tuple[float, ...] = ()
+    error: float = 0.0
+    adjustment: float = 0.0
+    height: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinateUpdate:
+    node: str
+    coord: Coord
+    segment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinateBatchUpdate:
+    """Consul's CoordinateBatchUpdateType: set the coordinates of nodes; updates for nodes not in the catalog
+    are skipped (their coordinates go with the node). Result: True; StateError above MAX_COORDINATE_BATCH."""
+
+    updates: tuple[CoordinateUpdate, ...]
+
+
 Command = (
     KVSet | KVCAS | KVDelete | KVDeleteCAS | KVDeleteTree | KVLock | KVUnlock | Txn
     | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap | Restore
+    | CoordinateBatchUpdate
 )
 
 _CLASSES: dict[CommandType, type] = {
@@ -322,6 +355,7 @@ _CLASSES: dict[CommandType, type] = {
     CommandType.SESSION_RENEW: SessionRenew,
     CommandType.TOMBSTONE_REAP: TombstoneReap,
     CommandType.RESTORE: Restore,
+    CommandType.COORDINATE_BATCH_UPDATE: CoordinateBatchUpdate,
 }
 _TAGS: dict[type, CommandType] = {cls: tag for tag, cls in _CLASSES.items()}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pyconsul.agent.state.tables import HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
+from pyconsul.agent.state.tables import CoordinateEntry, HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
 from pyconsul.agent.state.wire import (
     U64,
     DecodeError,
@@ -35,6 +35,7 @@ _RECORDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "services": (ServiceNode, lambda s: (nk(s.node), nk(s.service_id))),
     "checks": (HealthCheck, lambda c: (nk(c.node), nk(c.check_id))),
     "sessions": (Session, lambda s: s.id),
+    "coordinates": (CoordinateEntry, lambda c: (nk(c.node), c.segment)),  # added later: absent in older snapshots
 }
 _PAIRS: dict[str, type] = {"tombstones": int, "lock_delays": float, "session_deadlines": float, "index": int}
 

@@ -31,11 +31,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pyconsul.agent.state import catalog, catalog_reads, kv, sessions, snapshot
+from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, sessions, snapshot
 from pyconsul.agent.state.catalog_reads import Keep, Tags
 from pyconsul.agent.state.commands import (
     KVCAS,
     Command,
+    Coord,
+    CoordinateBatchUpdate,
     Deregister,
     KVDelete,
     KVDeleteCAS,
@@ -71,6 +73,7 @@ def _register(t: Tables, i: int, c: Register) -> bool:
 
 def _deregister(t: Tables, i: int, c: Deregister) -> bool:
     catalog.deregister(t, i, c)
+    coordinates.drop_node(t, i, c.node)  # only if the node itself is gone
     return True
 
 
@@ -115,10 +118,11 @@ _HANDLERS: dict[type, Callable[[Tables, int, Any], Any]] = {
     SessionDestroy: _session_destroy,
     SessionRenew: lambda t, i, c: sessions.renew(t, c.id, c.now),
     TombstoneReap: _reap,
+    CoordinateBatchUpdate: coordinates.apply_batch,
 }
 
 
-_TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions")
+_TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates")
 
 
 class StateStore:
@@ -288,6 +292,16 @@ class StateStore:
 
     def service_index(self, name: str, checks: bool = False) -> int:
         return catalog_reads.service_index(self._t, name, checks)
+
+    # ------------------------------------------------------------ coordinate reads (index: "coordinates")
+
+    def coordinates(self, node: str | None = None, segment: str | None = None) -> list[dict[str, Any]]:
+        """/v1/coordinate/nodes (node None) or /v1/coordinate/node/<node>: [{Node, Segment, Coord}]."""
+        return coordinates.list_json(self._t, node, segment)
+
+    def node_coordinate(self, node: str, segment: str = "") -> Coord | None:
+        """A node's network coordinate, for ?near= sorting (with agent.gossip.coordinate.distance)."""
+        return coordinates.node_coordinate(self._t, node, segment)
 
     # ------------------------------------------------------------ session reads (index: "sessions")
 

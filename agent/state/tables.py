@@ -9,7 +9,7 @@ Contracts:
   node, services by name) are derived inside `_raw_put`/`_raw_del`; they are never journaled or snapshotted.
 - Node names, service IDs and names, and check IDs are matched case-insensitively (Consul's memdb
   indexes lowercase them); records keep the spelling they were registered with.
-- Table indexes (`index`): "kvs", "tombstones", "nodes", "services", "checks", "sessions", plus
+- Table indexes (`index`): "kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates", plus
   "service.<name>" (lowercased) per service name and "service_last_extinction". A name's value is the
   Raft index of the last apply that changed it. `changed` collects the names bumped since `begin()`.
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyconsul.agent.state.commands import CheckDefinition, ServiceAddress
+from pyconsul.agent.state.commands import CheckDefinition, Coord, ServiceAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,13 @@ class Session:
     modify_index: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class CoordinateEntry:
+    node: str  # as the update named it
+    segment: str = ""
+    coord: Coord = field(default_factory=Coord)
+
+
 def nk(name: str) -> str:
     """The case-folded key of a node name, service ID/name or check ID."""
     return name.lower()
@@ -142,11 +149,13 @@ class Tables:
         self.checks: dict[tuple[str, str], HealthCheck] = {}  # (nk(node), nk(check_id)) ->
         self.sessions: dict[str, Session] = {}  # id ->
         self.session_deadlines: dict[str, float] = {}  # id -> `now` after which a TTL session expires
+        self.coordinates: dict[tuple[str, str], CoordinateEntry] = {}  # (nk(node), segment) ->
         self.index: dict[str, int] = {}
         self.maps: dict[str, dict[Any, Any]] = {
             "kvs": self.kvs, "tombstones": self.tombstones, "lock_delays": self.lock_delays,
             "nodes": self.nodes, "services": self.services, "checks": self.checks,
             "sessions": self.sessions, "session_deadlines": self.session_deadlines, "index": self.index,
+            "coordinates": self.coordinates,
         }
         # derived
         self.kv_sorted: list[str] = []
