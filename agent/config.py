@@ -1,8 +1,10 @@
 """Agent configuration: presets, Consul JSON config files, command-line flags, validation.
 
 Sources are merged like Consul: built-in defaults, then `-dev` defaults, then every config
-file in the order given (a directory contributes its `*.json` files in lexical order), then
-command-line flags. A later source wins for scalar keys; list keys (`retry_join`, ...) append.
+file in the order given (a directory contributes its `*.json` and `*.hcl` files in lexical order), then
+command-line flags, then `-hcl` fragments. A later source wins for scalar keys; list keys (`retry_join`,
+...) append. HCL is read by agent/config_hcl.py into the shapes of the equivalent JSON; keys of features
+not built yet (agent/config_schema.py) are type-checked, kept in `AgentConfig.ignored` and warned about.
 Flags, JSON keys and Ansible role variables map one-to-one (`-bootstrap-expect` /
 `bootstrap_expect` / `pyconsul_bootstrap_expect`).
 
@@ -22,17 +24,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
 
 from pyconsul.agent.config_error import ConfigError
+from pyconsul.agent.config_hcl import HCLError, parse_hcl
+from pyconsul.agent.config_schema import LATER_KEYS, Kind, unbuilt_warnings
 from pyconsul.agent.flags import FlagSet, format_duration, parse_duration
 from pyconsul.agent.gossip.config import GossipConfig
 from pyconsul.agent.raft.config import RaftConfig
 
 # Re-exported: the presets live beside their cores (pure modules), the agent's config embeds them.
 __all__ = ["AgentConfig", "ConfigError", "GossipConfig", "Ports", "RaftConfig"]
-
-Kind = Literal["str", "int", "bool", "duration", "list"]
 
 HOUR = 3600.0
 MIN_RECONNECT_TIMEOUT = 8 * HOUR  # Consul rejects shorter reconnect timeouts
@@ -111,6 +112,9 @@ class AgentConfig:
     gossip_wan: GossipConfig = field(default_factory=GossipConfig.wan)
     enable_debug: bool = False
     config_files: list[str] = field(default_factory=list)  # files actually loaded, in order
+    pid_file: str | None = None  # written by `pyconsul agent` at start, removed on a clean exit
+    # keys of features not built yet (config_schema.LATER_KEYS), type-checked and ignored (one warning per feature)
+    ignored: dict[str, object] = field(default_factory=dict)
 
     def raft_config(self) -> RaftConfig:
         """-dev and performance.raft_profile = "fast" use RaftConfig.fast(); otherwise Consul's
@@ -249,6 +253,7 @@ class AgentConfig:
             warnings.append(f"bootstrap_expect = {n}: an even number of servers adds no failure tolerance")
         if self.bootstrap and not self.dev:
             warnings.append("bootstrap mode enabled: enable it on one server only, and only when necessary")
+        warnings.extend(unbuilt_warnings(self.ignored))
         return warnings
 
 
@@ -295,7 +300,7 @@ KEYS: dict[str, Kind] = {
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
     "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
     "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
-    "limits.rpc_max_conns_per_client": "int",
+    "limits.rpc_max_conns_per_client": "int", "pid_file": "str",
     "sync_coordinate_interval_min": "duration", "sync_coordinate_rate_target": "int",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
@@ -304,7 +309,8 @@ _GOSSIP_KEYS: dict[str, Kind] = {
 }
 for _pool in ("gossip_lan", "gossip_wan"):
     KEYS.update({f"{_pool}.{k}": v for k, v in _GOSSIP_KEYS.items()})
-_OBJECTS = frozenset(k.split(".")[0] for k in KEYS if "." in k)
+# Every proper prefix of a dotted key is an object ("acl", "acl.tokens", ...).
+_OBJECTS = frozenset(k.rsplit(".", n)[0] for k in [*KEYS, *LATER_KEYS] for n in range(1, k.count(".") + 1))
 # Where a JSON key lands in AgentConfig when its name differs.
 _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier",
             "performance.raft_profile": "raft_profile",
@@ -349,6 +355,14 @@ def coerce(kind: Kind, value: object) -> object:
             except ValueError:
                 raise _BadValue(f"invalid duration {_show(value)}") from None
         raise _BadValue(f"expected a duration, got {_show(value)}")
+    if kind == "map":
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return dict(value)
+        raise _BadValue(f"expected an object of strings, got {_show(value)}")
+    if kind == "object":
+        if isinstance(value, dict) or (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            return value
+        raise _BadValue(f"expected an object, got {_show(value)}")
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -362,42 +376,52 @@ def parse_config_object(doc: Mapping[str, object]) -> dict[str, object]:
     Raises ConfigError("<key>: <reason>") without a file name.
     """
     out: dict[str, object] = {}
-    for key, value in doc.items():
+    _flatten(out, "", doc)
+    return out
+
+
+def _flatten(out: dict[str, object], prefix: str, doc: Mapping[str, object]) -> None:
+    for sub, value in doc.items():
+        key = prefix + sub
         if value is None:
             continue
         if key in _OBJECTS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected an object, got {_show(value)}")
-            for sub, subvalue in value.items():
-                _set_key(out, f"{key}.{sub}", subvalue)
+            _flatten(out, key + ".", value)
         else:
             _set_key(out, key, value)
-    return out
 
 
 def _set_key(out: dict[str, object], key: str, value: object) -> None:
     kind = KEYS.get(key)
+    later = kind is None and key in LATER_KEYS
+    if later:
+        kind = LATER_KEYS[key]
     if kind is None:
         raise ConfigError(f"{key}: unknown configuration key")
     if value is None:
         return
     try:
-        out[_ALIASES.get(key, key)] = coerce(kind, value)
+        out[IGNORED_PREFIX + key if later else _ALIASES.get(key, key)] = coerce(kind, value)
     except _BadValue as exc:
         raise ConfigError(f"{key}: {exc}") from None
 
 
+IGNORED_PREFIX = "ignored:"  # flat keys of features not built yet (from_flat puts them in AgentConfig.ignored)
+
+
 def load_config_file(path: str | Path) -> dict[str, object]:
-    """Read one Consul JSON config file into flat keys. HCL is rejected."""
+    """Read one Consul config file (JSON, or HCL when the name ends in `.hcl`) into flat keys."""
     name = str(path)
-    if name.endswith(".hcl"):
-        raise ConfigError(f"Error parsing {name}: HCL config files are not supported")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Error reading {name}: {(exc.strerror or str(exc)).lower()}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"Error parsing {name}: file is not valid UTF-8") from None
+    if name.endswith(".hcl"):
+        return load_hcl(text, name)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -412,8 +436,20 @@ def load_config_file(path: str | Path) -> dict[str, object]:
         raise ConfigError(f"Error parsing {name}: {exc}") from None
 
 
+def load_hcl(text: str, name: str) -> dict[str, object]:
+    """One HCL config file or `-hcl` fragment (`name` says which, in messages) into flat keys."""
+    try:
+        doc = parse_hcl(text)
+    except HCLError as exc:
+        raise ConfigError(f"Error parsing {name}: {exc}") from None
+    try:
+        return parse_config_object(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"Error parsing {name}: {exc}") from None
+
+
 def load_config_dir(path: str | Path) -> list[tuple[str, dict[str, object]]]:
-    """Load every `*.json` file of a directory in lexical order; any `*.hcl` file is an error.
+    """Load every `*.json` and `*.hcl` file of a directory in lexical order.
 
     Other files and subdirectories are ignored, as Consul does.
     """
@@ -459,7 +495,7 @@ FLAG_KEYS: dict[str, str] = {
     "join": "start_join", "retry-join": "retry_join", "retry-interval": "retry_interval",
     "retry-max": "retry_max", "join-wan": "start_join_wan", "retry-join-wan": "retry_join_wan",
     "retry-interval-wan": "retry_interval_wan", "retry-max-wan": "retry_max_wan",
-    "encrypt": "encrypt", "log-level": "log_level", "ui": "ui",
+    "encrypt": "encrypt", "log-level": "log_level", "ui": "ui", "pid-file": "pid_file",
 }
 _FLAG_HELP: dict[str, str] = {
     "node": "Name of this node; unique within the datacenter.",
@@ -489,6 +525,7 @@ _FLAG_HELP: dict[str, str] = {
     "encrypt": "Base64 gossip encryption key.",
     "log-level": "Log level: trace, debug, info, warn or err.",
     "ui": "Serve the web UI.",
+    "pid-file": "File to write the agent's PID to at start; removed on a clean exit.",
 }
 
 
@@ -507,9 +544,11 @@ def agent_flagset() -> FlagSet:
             fs.duration(flag, 0.0, usage)
         else:
             fs.string_list(flag, usage)
-    fs.string_list("config-file", "JSON config file to load. Repeatable; later ones win.", dest="config-file")
-    fs.string_list("config-dir", "Directory whose *.json files are loaded in lexical order. Repeatable.",
+    fs.string_list("config-file", "Config file to load (JSON, or HCL if it ends in .hcl). Repeatable; later ones "
+                   "win.", dest="config-file")
+    fs.string_list("config-dir", "Directory whose *.json and *.hcl files are loaded in lexical order. Repeatable.",
                    dest="config-file")
+    fs.string_list("hcl", "HCL config fragment, applied after the files and flags. Repeatable.")
     fs.bool("dev", False, "Development mode: an in-memory single-server cluster on 127.0.0.1.")
     return fs
 
@@ -522,8 +561,8 @@ def _dev_defaults() -> dict[str, object]:
 def build_config(argv_flags: Mapping[str, object]) -> tuple[AgentConfig, list[str]]:
     """Turn explicitly given agent flags (FlagSet.parse(...).explicit) into a validated config.
 
-    Order: defaults < -dev defaults < config files/dirs (in order) < flags. Returns the config
-    and its warnings; raises ConfigError.
+    Order: defaults < -dev defaults < config files/dirs (in order) < flags < -hcl fragments. Returns
+    the config and its warnings; raises ConfigError.
     """
     dev = bool(argv_flags.get("dev", False))
     flat: dict[str, object] = _dev_defaults() if dev else {}
@@ -535,12 +574,24 @@ def build_config(argv_flags: Mapping[str, object]) -> tuple[AgentConfig, list[st
     for flag, value in argv_flags.items():
         if flag in FLAG_KEYS:
             flag_keys[FLAG_KEYS[flag]] = value
-        elif flag not in ("dev", "config-file"):
+        elif flag not in ("dev", "config-file", "hcl"):
             raise ConfigError(f"-{flag}: not an agent flag")
     merge(flat, flag_keys)
+    fragments = argv_flags.get("hcl", [])
+    assert isinstance(fragments, list)
+    for i, fragment in enumerate(fragments):
+        merge(flat, load_hcl(str(fragment), f"-hcl fragment {i + 1}"))
+    notes: list[str] = []
+    expect = flat.get("bootstrap_expect")
+    if dev and isinstance(expect, int) and expect > 0:
+        # Consul turns bootstrap_expect = 1 into bootstrap mode, which -dev already is; more is an error there too.
+        if expect != 1:
+            raise ConfigError(f"bootstrap_expect = {expect} is not allowed in dev mode (a single server)")
+        del flat["bootstrap_expect"]
+        notes.append("bootstrap_expect = 1 in -dev mode: the dev server bootstraps itself anyway")
     cfg = from_flat(flat)
     cfg.config_files = loaded
-    return cfg, cfg.validate()
+    return cfg, notes + cfg.validate()
 
 
 def from_flat(flat: Mapping[str, object]) -> AgentConfig:
@@ -548,6 +599,9 @@ def from_flat(flat: Mapping[str, object]) -> AgentConfig:
     cfg = AgentConfig()
     gossip: dict[str, dict[str, object]] = {"gossip_lan": {}, "gossip_wan": {}}
     for key, value in flat.items():
+        if key.startswith(IGNORED_PREFIX):
+            cfg.ignored[key.removeprefix(IGNORED_PREFIX)] = value
+            continue
         group, _, sub = key.partition(".")
         if group == "ports":
             setattr(cfg.ports, sub, value)

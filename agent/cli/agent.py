@@ -39,7 +39,33 @@ def cmd_agent(args: Sequence[str]) -> int:
         print(f"==> WARNING: {w}", file=sys.stderr)
     from pyconsul.agent.agent import run_agent  # lazy: the runtime is heavy and optional for other verbs
 
-    return run_agent(cfg)
+    if cfg.pid_file:
+        write_pid_file(cfg.pid_file)
+    try:
+        return run_agent(cfg)
+    finally:
+        if cfg.pid_file:
+            remove_pid_file(cfg.pid_file)
+
+
+def write_pid_file(path: str) -> None:
+    """Consul's -pid-file: this process's PID and a newline, written before the agent starts serving."""
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise CLIError(f"Could not write pid file {path}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove the PID file on the way out, unless it now names another process (a second agent took it)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except (OSError, UnicodeDecodeError):
+        pass
 
 
 def cmd_validate(args: Sequence[str]) -> int:

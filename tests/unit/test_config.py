@@ -365,7 +365,11 @@ def test_weakly_typed_integers(tmp_path: Path, value: object, want: int) -> None
         ({"retry_interval": "soon"}, 'retry_interval: invalid duration "soon"'),
         ({"retry_interval": [1]}, "retry_interval: expected a duration, got [1]"),
         ({"ports": 8500}, "ports: expected an object, got 8500"),
-        ({"ports": {"grpc": 8502}}, "ports.grpc: unknown configuration key"),
+        ({"ports": {"gopher": 70}}, "ports.gopher: unknown configuration key"),
+        ({"ports": {"https": "x"}}, 'ports.https: expected an integer, got "x"'),  # not built, still type-checked
+        ({"acl": {"tokens": {"master": 1}}}, "acl.tokens.master: expected a string, got 1"),
+        ({"acl": {"tokens": "x"}}, 'acl.tokens: expected an object, got "x"'),
+        ({"node_meta": {"rack": 1}}, 'node_meta: expected an object of strings, got {"rack": 1}'),
         ({"ports": {"http": "x"}}, 'ports.http: expected an integer, got "x"'),
         ({"gossip_lan": {"probe_interval": "1x"}}, 'gossip_lan.probe_interval: invalid duration "1x"'),
         (
@@ -403,12 +407,11 @@ def test_invalid_json_messages(tmp_path: Path, text: str, reason: str) -> None:
     assert str(info.value) == f"Error parsing {path}: {reason}"
 
 
-def test_hcl_rejected_in_dir_and_as_file(tmp_path: Path) -> None:
+def test_hcl_loaded_in_dir_and_as_file(tmp_path: Path) -> None:
     path = write(tmp_path, "agent.hcl", "server = true\n")
     for source in (path, str(tmp_path)):
-        with pytest.raises(ConfigError) as info:
-            validate_paths([source])
-        assert str(info.value) == f"Error parsing {path}: HCL config files are not supported"
+        cfg, _ = build_config({"config-file": [source], "data-dir": str(tmp_path)})
+        assert cfg.server is True and cfg.config_files == [path]
 
 
 def test_missing_file(tmp_path: Path) -> None:
