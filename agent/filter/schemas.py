@@ -64,6 +64,8 @@ ENDPOINT_FIELDS: dict[str, dict[str, Any]] = {
     "/v1/catalog/nodes": NODE,
     "/v1/catalog/service/": SERVICE_NODE,
     "/v1/catalog/node/": NODE_SERVICE,
+    "/v1/catalog/node-services/": NODE_SERVICE,
+    "/v1/catalog/services": SERVICE_NODE,  # each instance (Consul 1.7 has no filter here; later versions do)
     "/v1/health/node/": HEALTH_CHECK,
     "/v1/health/checks/": HEALTH_CHECK,
     "/v1/health/state/": HEALTH_CHECK,

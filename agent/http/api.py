@@ -12,13 +12,15 @@ import re
 from typing import Any, Protocol
 
 from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.filter.request import request_filter
 from pyconsul.agent.gossip.serf import Member
 from pyconsul.agent.httpd import web
 
 __all__ = [
-    "CONSUL_FIELDS", "DEFAULT_MAX_BODY", "DEFAULT_WAIT", "MAX_JSON_DEPTH", "MAX_WAIT", "U64", "AgentAPI", "Backend",
-    "ReadMetaLike", "body_too_large", "canonical_keys", "consistency", "decode_json", "flag", "json_response",
-    "member_json", "parse_uint", "parse_wait", "read_meta_headers", "read_query", "shown_key",
+    "CONSUL_FIELDS", "DEFAULT_MAX_BODY", "DEFAULT_WAIT", "MAX_JSON_DEPTH", "MAX_NODE_META", "MAX_TAGS", "MAX_WAIT",
+    "U64", "AgentAPI", "Backend", "ReadMetaLike", "body_too_large", "canonical_keys", "consistency", "decode_json",
+    "flag", "go_bool", "json_response", "member_json", "parse_uint", "parse_wait", "read_args", "read_meta_headers",
+    "read_query", "run_read", "shown_key",
 ]
 
 U64 = 1 << 64  # Consul's indexes, flags and CAS values are uint64
@@ -218,3 +220,67 @@ def member_json(m: Member) -> dict[str, Any]:
         "DelegateMax": v[4],
         "DelegateCur": v[5],
     }
+
+
+# ---------------------------------------------------------------- catalog and health read parameters
+#
+# The query parameters of the catalog and health reads (Consul 1.7), used by catalog.py and health.py:
+# - `?tag=` (repeated; every tag must be on the instance, case-insensitively);
+# - `?node-meta=key:value` (repeated; Consul's ParseMetaPair: split at the first ":", no ":" = empty value);
+# - `?filter=` (the go-bexpr language; compiled here against the endpoint's schema so a bad one is an
+#   immediate 400, before any blocking wait, and again by the server that answers, which applies it);
+# - `?near=` (a node name, `_agent` = this agent's node: sort by round-trip time from it);
+# - `?passing` (Go's strconv.ParseBool; bare `?passing` = true; else 400 "Invalid value for ?passing").
+# Bounds: at most MAX_TAGS tags and MAX_NODE_META node-meta pairs (400 beyond); the request line's own
+# limit bounds their length, filter.MAX_EXPRESSION_LENGTH the filter's.
+
+MAX_TAGS = 64
+MAX_NODE_META = 64
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def go_bool(raw: str) -> bool | None:
+    """Go's strconv.ParseBool, None when it would fail."""
+    return True if raw in _TRUE else False if raw in _FALSE else None
+
+
+def read_args(request: web.Request, node_name: str, *, endpoint: str | None = None, tags: bool = False,
+              node_meta: bool = False, near: bool = False, passing: bool = False) -> dict[str, Any]:
+    """The named-read arguments for the parameters this endpoint takes (see the module docstring)."""
+    q = request.query
+    args: dict[str, Any] = {}
+    if tags and "tag" in q:
+        wanted = q.getall("tag")
+        if len(wanted) > MAX_TAGS:
+            raise BadRequest(f"Too many ?tag parameters: {len(wanted)} (at most {MAX_TAGS})")
+        args["tags"] = wanted
+    if node_meta and "node-meta" in q:
+        pairs = q.getall("node-meta")
+        if len(pairs) > MAX_NODE_META:
+            raise BadRequest(f"Too many ?node-meta parameters: {len(pairs)} (at most {MAX_NODE_META})")
+        meta: dict[str, str] = {}
+        for raw in pairs:
+            key, _, value = raw.partition(":")
+            meta[key] = value
+        args["node_meta"] = meta
+    if endpoint is not None and q.get("filter"):
+        request_filter(q["filter"], endpoint)  # BadRequest now, before any blocking wait
+        args["filter"] = q["filter"]
+    if near and q.get("near"):
+        args["near"] = node_name if q["near"] == "_agent" else q["near"]
+    if passing and "passing" in q:
+        raw = q["passing"]
+        on = True if raw == "" else go_bool(raw)
+        if on is None:
+            raise BadRequest("Invalid value for ?passing")
+        if on:
+            args["passing"] = True
+    return args
+
+
+async def run_read(request: web.Request, backend: Backend, name: str, args: dict[str, Any]) -> web.Response:
+    """Run named read `name` (consistency mode, ?index/?wait blocking, ?dc forwarding) and answer with its
+    JSON and the X-Consul-* headers."""
+    value, meta = await read_query(request, backend, name, args)
+    return json_response(value, 200, read_meta_headers(meta))

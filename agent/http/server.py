@@ -1,8 +1,8 @@
 """The Consul HTTP API (`/v1/...`) on `agent.httpd.web`: the app factory and the error mapping.
 
 The package: `api.py` (helpers shared by the route modules), the route modules (`agent_routes.py`,
-`kv.py`, `catalog.py`, `session.py`, `snapshot.py`; each imports only `api.py`), and this module, which
-imports them and builds the application. No cycle.
+`kv.py`, `catalog.py`, `health.py`, `session.py`, `snapshot.py`; each imports only `api.py`), and this
+module, which imports them and builds the application. No cycle.
 
 Errors follow Consul: plain-text bodies, 400 for bad requests, 404 for unknown paths,
 405 for wrong methods, 500 for server-side failures. No traceback ever reaches a client.
@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from pyconsul.agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
-from pyconsul.agent.http import acl, agent_routes, catalog, kv, session, snapshot
+from pyconsul.agent.http import acl, agent_routes, catalog, health, kv, session, snapshot
 from pyconsul.agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
 from pyconsul.agent.httpd import web
 
@@ -75,7 +75,8 @@ def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "d
     acl.register(app)  # 401 "ACL support disabled" (no ACL system yet: issue 14)
     if backend is not None:
         kv.register(app, backend)
-        catalog.register(app, backend, datacenter)
+        catalog.register(app, backend, datacenter, node_name)
+        health.register(app, backend, node_name)
         session.register(app, backend, node_name)
         snapshot.register(app, backend)  # unknown paths: 404, known path with another method: 405
     return app

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pyconsul.agent.errors import BadRequest
+from pyconsul.agent.filter.request import request_filter
+from pyconsul.agent.state.catalog_reads import HEALTH_STATES, Keep
 from pyconsul.agent.state.store import StateStore, kv_entry_json
 
 
@@ -37,22 +39,110 @@ def _session_info(st: StateStore, a: dict[str, Any]) -> Any:
     return [info] if info is not None else []
 
 
+# ---------------------------------------------------------------- catalog and health
+#
+# Arguments (all optional): "tags" (list of str; every one must match; the older "tag", one str, still
+# works), "node_meta" ({key: value}), "filter" (a ?filter= expression, compiled here, on the server that
+# answers, against the endpoint's schema: an unusable one is BadRequest), "near" (a node name: sort by
+# estimated round-trip time from it), "passing" (bool), "state" (health state).
+
+
+def _tags(a: dict[str, Any]) -> tuple[str, ...]:
+    tags = a.get("tags")
+    if isinstance(tags, list | tuple):
+        return tuple(t for t in tags if isinstance(t, str))
+    one = _s(a, "tag")
+    return (one,) if one else ()
+
+
+def _meta(a: dict[str, Any]) -> dict[str, str] | None:
+    m = a.get("node_meta")
+    if not isinstance(m, dict) or not m:
+        return None
+    return {k: v for k, v in m.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _keep(a: dict[str, Any], endpoint: str) -> Keep:
+    expr = _s(a, "filter")
+    return request_filter(expr, endpoint).evaluate if expr else None
+
+
+def _near(st: StateStore, a: dict[str, Any], rows: list[Any], node_of: Callable[[Any], str]) -> list[Any]:
+    """Rows sorted by estimated RTT from node a["near"] (Consul's sortNodesByDistanceFrom); unchanged when
+    there is no ?near, no coordinate store, or no coordinate for the source node.
+    TODO(coordinates, helper F): this uses `StateStore.rtt_from(node) -> Callable[[str], float] | None`
+    (None if `node` has no coordinate; the callable gives seconds to another node, inf if unknown). Until
+    the store has it, ?near is accepted and the order kept."""
+    near = _s(a, "near")
+    rtt_from = getattr(st, "rtt_from", None)
+    if not near or rtt_from is None or len(rows) < 2:
+        return rows
+    rtt = rtt_from(near)
+    if rtt is None:
+        return rows
+    return sorted(rows, key=lambda row: rtt(node_of(row)))  # stable: equal distances keep name order
+
+
+def _meta_index(st: StateStore, a: dict[str, Any], *tables: str) -> int:
+    """Consul's index for a read of `tables`, with "nodes" added when node-meta selects."""
+    return st.table_index(*tables, "nodes") if _meta(a) else st.table_index(*tables)
+
+
+def _catalog_nodes(st: StateStore, a: dict[str, Any]) -> Any:
+    rows = st.nodes(_meta(a), _keep(a, "/v1/catalog/nodes"))
+    return _near(st, a, rows, lambda r: r["Node"])
+
+
+def _catalog_service(st: StateStore, a: dict[str, Any]) -> Any:
+    rows = st.service_nodes(_s(a, "name"), _tags(a), _meta(a), _keep(a, "/v1/catalog/service/"))
+    return _near(st, a, rows, lambda r: r["Node"])
+
+
+def _health_service(st: StateStore, a: dict[str, Any]) -> Any:
+    rows = st.health_service_nodes(_s(a, "name"), _tags(a), bool(a.get("passing")), _meta(a),
+                                   _keep(a, "/v1/health/service/"))
+    return _near(st, a, rows, lambda r: r["Node"]["Node"])
+
+
+def _health_checks(st: StateStore, a: dict[str, Any]) -> Any:
+    rows = st.health_checks(service=_s(a, "name"), node_meta=_meta(a), keep=_keep(a, "/v1/health/checks/"))
+    return _near(st, a, rows, lambda r: r["Node"])
+
+
+def _health_state(st: StateStore, a: dict[str, Any]) -> Any:
+    state = _s(a, "state")
+    if state not in HEALTH_STATES:
+        raise BadRequest(f"Invalid state: {state}")
+    rows = st.health_checks(state=state, node_meta=_meta(a), keep=_keep(a, "/v1/health/state/"))
+    return _near(st, a, rows, lambda r: r["Node"])
+
+
 QUERIES: dict[str, tuple[Callable[[StateStore, dict[str, Any]], Any], Callable[[StateStore, dict[str, Any]], int]]] = {
     "kv.get": (_kv_get, lambda st, a: st.kv_index(_s(a, "key"), recurse=False)),
     "kv.list": (_kv_list, lambda st, a: st.kv_index(_s(a, "prefix"))),
     "kv.keys": (_kv_keys, lambda st, a: st.kv_index(_s(a, "prefix"))),
-    "catalog.nodes": (lambda st, a: st.nodes(), lambda st, a: st.table_index("nodes")),
-    "catalog.services": (lambda st, a: st.services(), lambda st, a: st.table_index("services")),
-    "catalog.service": (
-        lambda st, a: st.service_nodes(_s(a, "name"), _s(a, "tag") or None),
-        lambda st, a: st.service_index(_s(a, "name")),
+    # catalog and health reads (Consul 1.7's index for each: see catalog_reads.py)
+    "catalog.nodes": (_catalog_nodes, lambda st, a: st.table_index("nodes")),
+    "catalog.services": (
+        lambda st, a: st.services(_meta(a), _keep(a, "/v1/catalog/services")),
+        lambda st, a: _meta_index(st, a, "services"),
     ),
-    "catalog.node": (lambda st, a: st.node_services(_s(a, "node")), lambda st, a: st.table_index("nodes", "services")),
-    "health.service": (
-        lambda st, a: st.health_service_nodes(_s(a, "name"), _s(a, "tag") or None, bool(a.get("passing"))),
-        lambda st, a: st.service_index(_s(a, "name"), checks=True),
+    "catalog.service": (_catalog_service, lambda st, a: st.service_index(_s(a, "name"))),
+    "catalog.node": (
+        lambda st, a: st.node_services(_s(a, "node"), _keep(a, "/v1/catalog/node/")),
+        lambda st, a: st.table_index("nodes", "services"),
     ),
-    "health.node": (lambda st, a: st.health_checks(node=_s(a, "node")), lambda st, a: st.table_index("checks")),
+    "catalog.node_services": (
+        lambda st, a: st.node_service_list(_s(a, "node"), _keep(a, "/v1/catalog/node-services/")),
+        lambda st, a: st.table_index("nodes", "services"),
+    ),
+    "health.service": (_health_service, lambda st, a: st.service_index(_s(a, "name"), checks=True)),
+    "health.node": (
+        lambda st, a: st.health_checks(node=_s(a, "node"), keep=_keep(a, "/v1/health/node/")),
+        lambda st, a: st.table_index("checks"),
+    ),
+    "health.checks": (_health_checks, lambda st, a: st.service_index(_s(a, "name"), checks=True)),
+    "health.state": (_health_state, lambda st, a: _meta_index(st, a, "checks")),
     "session.info": (_session_info, lambda st, a: st.table_index("sessions")),
     "session.list": (lambda st, a: st.session_list(), lambda st, a: st.table_index("sessions")),
     "session.node": (lambda st, a: st.node_sessions(_s(a, "node")), lambda st, a: st.table_index("sessions")),
@@ -60,6 +150,20 @@ QUERIES: dict[str, tuple[Callable[[StateStore, dict[str, Any]], Any], Callable[[
     # the event loop (server.read), and it adds its Raft term as "term".
     "snapshot": (lambda st, a: {"state": st.snapshot_view(), "index": st.max_index()}, lambda st, a: st.max_index()),
 }
+
+
+
+def _segment(a: dict[str, Any]) -> str | None:
+    seg = a.get("segment")
+    return seg if isinstance(seg, str) else None
+
+
+# Network coordinates (agent/state/coordinates.py), index "coordinates" (F's; registered here so every server
+# knows them).
+QUERIES["coordinate.nodes"] = (lambda st, a: st.coordinates(segment=_segment(a)),
+                               lambda st, a: st.table_index("coordinates"))
+QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), segment=_segment(a)),
+                              lambda st, a: st.table_index("coordinates"))
 
 __all__ = ["QUERIES", "index_of", "run"]
 
