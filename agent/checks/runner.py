@@ -95,12 +95,12 @@ class CheckRunner:
             self._aliases[spec.check_id] = self._spawn(f"check-alias:{spec.check_id}", self._alias(spec, gen))
         self._arm()
 
-    def remove(self, check_id: str) -> bool:
-        known = self._core.remove(check_id) or self._pending.pop(check_id, None) is not None
+    def remove(self, check_id: str) -> None:
+        self._core.remove(check_id)
+        self._pending.pop(check_id, None)
         self._stop_tasks(check_id)
         if self._loop is not None:
             self._arm()
-        return known
 
     def ttl_update(self, check_id: str, status: str, output: str) -> bool:
         if self._loop is None:

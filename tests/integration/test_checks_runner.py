@@ -303,7 +303,8 @@ def test_removing_a_running_script_kills_it(tmp_path: Path) -> None:
         try:
             await _until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", 5.0, "the script")
             pid = int(pidfile.read_text())
-            assert r.remove("long")
+            r.remove("long")
+            assert r.checks() == []
             await _until(lambda: not _alive(pid), 5.0, "the script to be killed")
             assert sink.of("long") == []
         finally:

@@ -120,3 +120,24 @@ def test_service_check_defaults() -> None:
 def test_null_values_are_unset() -> None:
     s = parse_check({"Name": "n", "TTL": "5s", "HTTP": None, "Interval": None, "Args": None}, allow_script=False)
     assert s.kind == "ttl"
+
+
+def test_readme_limits_are_the_codes() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent.checks import parse, runner, schedule
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("| ") and line.count("|") >= 4}
+    assert rows["Health check output kept (script output, HTTP body, TTL update)"] == \
+        f"{schedule.BUF_SIZE // 1024} KiB"
+    assert rows["Check definitions: string fields / `Body` / `Args` items / `Header` names, values per name"] == \
+        (f"{parse.MAX_STRING // 1024} KiB / {parse.MAX_BODY // 1024} KiB / {parse.MAX_ARGS} / "
+         f"{parse.MAX_HEADERS}, {parse.MAX_HEADER_VALUES}")
+    assert rows["Check definitions: `SuccessBeforePassing`, `FailuresBeforeCritical`"] == \
+        f"0 to {parse.MAX_THRESHOLD}"
+    assert rows["HTTP check requests in flight"].startswith(f"{runner.HTTP_WORKERS} worker threads")
+    assert "30 s for scripts" in readme and schedule.DEFAULT_SCRIPT_TIMEOUT == 30.0
+    assert "10 s for HTTP and TCP" in readme and schedule.DEFAULT_TIMEOUT == 10.0
