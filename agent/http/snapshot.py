@@ -8,10 +8,11 @@ then commits a Restore command through Raft, so every server switches to the sna
 Limits (README "Limits"): the uploaded archive is at most MAX_ARCHIVE bytes (the route's body limit,
 checked from Content-Length before reading), and it inflates to at most archive.MAX_STATE bytes of
 state: the archive is inflated as a stream, in a worker thread (the event loop keeps serving), one
-restore at a time, and a decompression bomb is refused at its first oversized tar header. The Restore
-command carries the whole state in ONE Raft entry, so a state over wire.MAX_ENTRY (63 MiB) is refused
-with a 400 before anything is proposed: an entry that cannot fit in a frame could never reach the
-followers (Raft snapshots of any size do stream; only restores through the log are bounded).
+restore at a time, and a decompression bomb is refused at its first oversized tar header. A state
+larger than one piece (4 MiB) is committed as consecutive Restore pieces by the leader
+(state/restore.py), so a restore of any size up to archive.MAX_STATE reaches every server and each
+switches to it at the last piece's index; on a follower or a client agent the Restore command is
+forwarded to the leader over server RPC, streamed in frames of 4 MiB (agent/raft/wire.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import time
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.http.api import Backend, body_too_large, read_meta_headers, read_query
 from pyconsul.agent.httpd import web
-from pyconsul.agent.raft import wire
 from pyconsul.agent.state import archive
 from pyconsul.agent.state import commands as c
 
@@ -52,10 +52,9 @@ def register(app: web.Application, backend: Backend) -> None:
             except archive.ArchiveError as exc:
                 raise BadRequest(f"Invalid snapshot: {exc}") from None
         del body
-        if len(state) > wire.MAX_ENTRY:
-            raise BadRequest(f"Invalid snapshot: its state is {len(state)} bytes; a restore travels through the "
-                             f"Raft log as one entry of at most {wire.MAX_ENTRY} bytes")
-        await backend.write(c.encode(c.Restore(state)))  # a rejected restore raises CommandRejected
+        data = c.encode(c.Restore(state))
+        del state
+        await backend.write(data)  # a rejected restore raises CommandRejected
         return web.Response(status=200)
 
     app.router.add_get("/v1/snapshot", save)

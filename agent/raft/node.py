@@ -401,6 +401,27 @@ class RaftNode:
         async with asyncio.timeout(timeout):  # not wait_for: no extra waiter, one loop iteration less
             return await fut
 
+    async def apply_all(self, datas: list[bytes], timeout: float = 30.0) -> list[Any]:
+        """Propose every one of `datas` at once, at consecutive indexes with nothing in between (the pieces of
+        a restore, state/restore.py); the FSM's results once all are applied here (leader only). The first
+        failure (LeadershipLost, a timeout) is raised; the other futures are retrieved."""
+        assert self.core is not None
+        loop = asyncio.get_running_loop()
+        now = self._now()
+        futs: list[asyncio.Future[Any]] = []
+        for data in datas:  # no await in this loop: no other proposal can come between them
+            index = self.core.propose(data, now)  # NotLeader propagates (before the first, or never)
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._waiters[index] = _Waiter(self.core.term, fut)
+            futs.append(fut)
+        self._kick_idle()
+        async with asyncio.timeout(timeout):
+            results = await asyncio.gather(*futs, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return list(results)
+
     async def read_index(self, timeout: float = 10.0) -> None:
         """Linearizable read barrier (ReadIndex, thesis §6.4): returns once this server has
         applied everything committed before the call, leadership confirmed by a quorum."""
@@ -793,6 +814,9 @@ class RaftNode:
             return
         if core.applied < core.log.offset:
             return  # a received snapshot beyond `applied` is still being written: it supersedes ours
+        deferred: Callable[[], bool] | None = getattr(self.fsm, "snapshot_deferred", None)
+        if deferred is not None and deferred():
+            return  # a restore's pieces are only in the log (state/restore.py): after its last piece
         index = core.applied
         meta = core.snapshot_meta(index)
         view: Callable[[], Callable[[], bytes]] | None = getattr(self.fsm, "snapshot_view", None)

@@ -11,7 +11,7 @@ from pyconsul.agent.errors import DialFailed, NoLeader, Unavailable
 from pyconsul.agent.gossip.serf import Member
 from pyconsul.agent.raft.transport import Transport
 from pyconsul.agent.server import bootstrap
-from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, remote_dc
+from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, bulk_time, remote_dc
 from pyconsul.agent.server.forwarding import read_reply, read_request
 from pyconsul.agent.state.results import WriteResult, reply_from_wire
 
@@ -54,7 +54,8 @@ class ClientBackend:
         raise last
 
     async def write(self, data: bytes) -> WriteResult:
-        return reply_from_wire(await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2, write=True))
+        return reply_from_wire(await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2 + bulk_time(len(data)),
+                                                write=True))
 
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
                    wait: float = 0.0) -> tuple[Any, ReadMeta]:

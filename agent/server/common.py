@@ -12,6 +12,12 @@ from typing import Any
 from pyconsul.agent.errors import NoPathToDatacenter
 
 RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
+BULK_RATE = 4 * 1024 * 1024  # bytes/s: a forwarded write's timeout grows by its size at this rate (a restore)
+
+
+def bulk_time(n: int) -> float:
+    """Extra seconds a forwarded request of `n` bytes may take (streamed, then committed in pieces)."""
+    return n / BULK_RATE
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, pick_dc_server, remote_dc
+from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, bulk_time, pick_dc_server, remote_dc
 from pyconsul.agent.state.results import WriteResult, reply_from_wire
 
 
@@ -54,7 +54,8 @@ class Forwarder:
     async def write(self, address: str, data: bytes, *, to_leader: bool) -> WriteResult:
         """`to_leader`: `address` is our leader ("apply"); else any server that forwards ("apply_forward")."""
         method, timeout = ("apply", RPC_HOLD_TIMEOUT) if to_leader else ("apply_forward", RPC_HOLD_TIMEOUT * 2)
-        return reply_from_wire(await self.transport.request(address, method, data, timeout=timeout))
+        return reply_from_wire(await self.transport.request(address, method, data,
+                                                            timeout=timeout + bulk_time(len(data))))
 
     async def read(self, address: str, name: str, args: dict[str, Any], mode: str, index: int, wait: float, *,
                    to_leader: bool, last_contact_ms: int | None = None) -> tuple[Any, ReadMeta]:

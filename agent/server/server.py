@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -35,7 +36,9 @@ from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta
 from pyconsul.agent.server.forwarding import Forwarder
 from pyconsul.agent.server.leader import LeaderDuties
 from pyconsul.agent.server.rpc import RPCMethods
-from pyconsul.agent.state.commands import is_restore
+from pyconsul.agent.state import restore
+from pyconsul.agent.state.commands import Restore, is_restore
+from pyconsul.agent.state.commands import decode as decode_command
 from pyconsul.agent.state.results import StateError, WriteResult
 from pyconsul.agent.state.snapshot import load as snapshot_load
 from pyconsul.agent.state.store import StateStore
@@ -71,11 +74,21 @@ class StoreFSM:
     def __init__(self, on_apply: Callable[[int], None] | None = None) -> None:
         self.store = StateStore()
         self.on_apply: Callable[[int], None] = on_apply or (lambda index: None)
+        self.spool = restore.Spool()  # the pieces of a restore, on the worker thread (state/restore.py)
 
     def apply(self, index: int, data: bytes) -> Any:
         result = self.store.apply(index, data)
-        self.on_apply(index)
+        self._applied(index)
         return result
+
+    def _applied(self, index: int) -> None:
+        if self.store.abandoned:
+            self.spool.abandon(self.store.abandoned)
+        self.on_apply(index)
+
+    def snapshot_deferred(self) -> bool:
+        """The Raft driver takes no snapshot while a restore's pieces are only in the log (state/restore.py)."""
+        return self.store.restoring()
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()
@@ -96,14 +109,15 @@ class StoreFSM:
         return is_restore(data)
 
     def prepare(self, data: bytes) -> Any:
-        return StateStore.prepare(data)
+        return StateStore.prepare(data, self.spool)
 
     def apply_prepared(self, index: int, data: bytes, prepared: Any) -> Any:
         result = self.store.apply_prepared(index, data, prepared)
-        self.on_apply(index)
+        self._applied(index)
         return result
 
     def prepare_restore(self, data: bytes) -> Any:
+        self.spool.reset()  # a snapshot holds no restore in progress (none is taken during one)
         return snapshot_load(data)  # DecodeError (a ValueError) if it is not a state
 
     def restore_prepared(self, prepared: Any) -> None:
@@ -334,7 +348,32 @@ class ConsulServer:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await changed.wait()
+        if is_restore(data):
+            return await self._restore(data)
         return answer(await self.raft.apply(data))
+
+    async def _restore(self, data: bytes) -> WriteResult:
+        """A Restore (PUT /v1/snapshot): one entry when its state fits in one piece, else proposed as consecutive
+        pieces (state/restore.py), answered with the last one's result once every piece is applied here. A
+        failure (lost leadership) is the caller's to retry whole: a restore started again replaces the state
+        again. Pieces are only ever made here: one sent to us is refused."""
+        try:
+            cmd = await asyncio.to_thread(decode_command, data)  # a copy of up to hundreds of MiB: off the loop
+        except ValueError:  # DecodeError: the state machine refuses it as it would any undecodable entry
+            return answer(await self.raft.apply(data))
+        if not isinstance(cmd, Restore) or restore.is_piece(cmd):
+            raise BadRequest("a restore piece cannot be proposed from outside; send the whole state")
+        if len(cmd.state) <= restore.PIECE:
+            return answer(await self.raft.apply(data))
+        del data
+        state = cmd.state
+        del cmd
+        parts = await asyncio.to_thread(restore.encoded_pieces, state, uuid.uuid4().hex)
+        size = len(state)
+        del state
+        log.info("restoring a snapshot of %d bytes in %d pieces through the log", size, len(parts))
+        results = await self.raft.apply_all(parts, timeout=30.0 + size / restore.MIN_RATE)
+        return answer(results[-1])
 
     async def _duty_write(self, data: bytes) -> WriteResult:
         """The leader's own writes (catalog reconcile, session expiry, tombstone reaps): on this server

@@ -300,9 +300,14 @@ class TombstoneReap:
 class Restore:
     """PUT /v1/snapshot: replace the whole state with a snapshot (state/snapshot.py bytes). Committed
     through the log like any write, so every replica switches state at the same index. Result: True;
-    StateError when `state` is not a valid snapshot (the state is then left as it was)."""
+    StateError when `state` is not a valid snapshot (the state is then left as it was).
+    A state larger than one entry travels as pieces (state/restore.py): `state` is then the piece at
+    `offset` of a state of `total` bytes, `id` names the restore; the last piece switches the state."""
 
     state: bytes
+    id: str = ""
+    offset: int = 0
+    total: int = 0
 
 
 # ---------------------------------------------------------------- network coordinates

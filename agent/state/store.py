@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, sessions, snapshot
+from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, restore, sessions, snapshot
 from pyconsul.agent.state.catalog_reads import Keep, Tags
 from pyconsul.agent.state.commands import (
     KVCAS,
@@ -129,6 +129,8 @@ class StateStore:
     def __init__(self, tables: Tables | None = None) -> None:
         self._t = tables if tables is not None else Tables()
         self.last_changed: frozenset[str] = frozenset()
+        self._restoring: restore.Pending | None = None  # a restore in pieces under way (state/restore.py)
+        self.abandoned = ""  # the id of a restore in pieces the last apply abandoned, else ""
 
     # ------------------------------------------------------------ writes
 
@@ -150,7 +152,11 @@ class StateStore:
         """Private on purpose: replicas only ever see decoded bytes (an int `now` in a command object
         would become a float on the wire and make this replica's snapshot differ)."""
         if isinstance(cmd, Restore):
+            if restore.is_piece(cmd):
+                return self._restore_piece(index, restore.meta_of(cmd), cmd.state)
+            self._abandon()
             return self._restore(index, cmd)
+        self._abandon()
         t = self._t
         handler = _HANDLERS.get(type(cmd))
         if handler is None:
@@ -172,9 +178,10 @@ class StateStore:
         return result
 
     @staticmethod
-    def prepare(data: bytes) -> Tables | StateError | None:
+    def prepare(data: bytes, spool: restore.Spool | None = None) -> Tables | StateError | restore.PieceMeta | None:
         """Thread-safe and pure: for a Restore command, its decoded tables (or the StateError that applying it
-        gives); None for any other command (nothing to prepare)."""
+        gives); None for any other command (nothing to prepare). A restore piece goes to `spool` (the pieces
+        in log order, on one thread; None: not prepared), which decodes the state with the last one."""
         if not is_restore(data):
             return None
         try:
@@ -183,6 +190,8 @@ class StateStore:
             return StateError(f"undecodable command: {exc}")
         if not isinstance(cmd, Restore):
             return None
+        if restore.is_piece(cmd):
+            return spool.add(cmd) if spool is not None else None
         return StateStore._load_restore(cmd)
 
     def apply_prepared(self, index: int, data: bytes, prepared: Tables | StateError | None) -> Any:
@@ -192,9 +201,35 @@ class StateStore:
         self.last_changed = frozenset()
         if isinstance(index, bool) or not isinstance(index, int) or index <= 0:
             return StateError(f"bad raft index {index!r}")
+        if isinstance(prepared, restore.PieceMeta):
+            return self._restore_piece(index, prepared, None)
+        self._abandon()
         if isinstance(prepared, StateError):
             return prepared
         return self._swap_in(index, prepared)
+
+    def restoring(self) -> bool:
+        """A restore in pieces is under way: the state must not be snapshotted now (state/restore.py)."""
+        return self._restoring is not None
+
+    def _abandon(self) -> None:
+        cur, self._restoring = self._restoring, None
+        self.abandoned = cur.id if cur is not None else ""
+
+    def _restore_piece(self, index: int, p: restore.PieceMeta, data: bytes | None) -> Any:
+        """One piece of a restore (state/restore.py). `data`: the piece's bytes when nothing was prepared (this
+        store then decodes the state itself); else `p.result` carries the prepared state on the last piece."""
+        self.abandoned = ""
+        cur, err = restore.step(self._restoring, p, data)
+        if err or cur is None:
+            self._restoring = None
+            return StateError(f"invalid restore: {err}")
+        if not cur.complete:
+            self._restoring = cur
+            return True
+        self._restoring = None
+        t = restore.finish(cur, p)
+        return t if isinstance(t, StateError) else self._swap_in(index, t)
 
     @staticmethod
     def _load_restore(cmd: Restore) -> Tables | StateError:

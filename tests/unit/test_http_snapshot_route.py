@@ -100,17 +100,24 @@ def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) 
     asyncio.run(main())
 
 
-def test_a_restore_whose_state_cannot_fit_in_one_raft_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Restore travels as one Raft entry: a state over wire.MAX_ENTRY would be appended on the leader and never
-    reach a follower (the frame is over the limit), so it is a 400 and nothing is proposed (_Backend.write)."""
+def test_a_restore_larger_than_one_raft_entry_is_handed_to_the_backend_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state over one Raft entry (wire.MAX_ENTRY) is no longer refused: the route hands the whole Restore to the
+    backend, whose leader commits it in pieces (state/restore.py; tests/integration/test_large_state.py)."""
     from pyconsul.agent.raft import wire
+    from pyconsul.agent.state import commands as c
 
-    monkeypatch.setattr(archive, "read_archive", lambda data, max_state=archive.MAX_STATE: (None, b"s" * (
-        wire.MAX_ENTRY + 1)))
+    big = b"s" * (wire.MAX_ENTRY + 1)
+    monkeypatch.setattr(archive, "read_archive", lambda data, max_state=archive.MAX_STATE: (None, big))
+    written: list[bytes] = []
+
+    class Backend(_Backend):
+        async def write(self, data: bytes) -> Any:
+            written.append(data)
+            return True
 
     async def main() -> None:
         app = web.Application(middlewares=[errors])
-        snapshot.register(app, _Backend())
+        snapshot.register(app, Backend())
         server = await h1.serve(app, "127.0.0.1", 0)
         try:
             with ThreadPoolExecutor(1) as pool:
@@ -118,8 +125,9 @@ def test_a_restore_whose_state_cannot_fit_in_one_raft_entry_is_refused(monkeypat
                 while not call.done():
                     await asyncio.sleep(0.01)
             status, text, _ = call.result()
-            assert status == 400 and b"one entry" in text, text
+            assert status == 200, text
         finally:
             await server.close()
 
     asyncio.run(main())
+    assert len(written) == 1 and c.decode(written[0]) == c.Restore(big)
