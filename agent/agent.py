@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -23,13 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent import datadir
-from pyconsul.agent.config import AgentConfig
+from pyconsul.agent.config import AgentConfig, ConfigError
 from pyconsul.agent.facade import AgentFacade, force_leave
 from pyconsul.agent.gossip.keyring import Keyring
 from pyconsul.agent.gossip.pool import Pool
 from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
 from pyconsul.agent.http.server import make_app
 from pyconsul.agent.httpd.h1 import HTTPServer, serve
+from pyconsul.agent.local import ae
+from pyconsul.agent.local.manager import LocalAgent
+from pyconsul.agent.local.sync import AntiEntropy, NodeInfo
 from pyconsul.agent.process import StartupError, run_until_stopped, setup_logging
 from pyconsul.agent.raft.transport import RpcLimits, Transport
 from pyconsul.agent.rejoin import MemberSnapshots, Pools
@@ -67,6 +71,8 @@ class Agent:
         self.facade: AgentFacade | None = None
         self._client_transport: Transport | None = None
         self._dev_dir: str | None = None
+        self.local: LocalAgent | None = None  # this agent's services and checks (agent/local)
+        self.anti_entropy: AntiEntropy | None = None
 
     def _pools(self) -> Pools:
         return (("local", self.lan, self.cfg.ports.serf_lan), ("remote", self.wan, self.cfg.ports.serf_wan))
@@ -109,9 +115,11 @@ class Agent:
                                               cfg.ports.serf_wan, cfg.advertise_addr_wan or adv, self.wan_keyring,
                                               cfg.reconnect_timeout_wan)
         await self._start_backend()
+        self._start_local()
         self.facade = AgentFacade(cfg, self.node_id, self.lan, self.wan, self.server, self.backend, self.leave)
         if cfg.ports.http > 0:
-            app = make_app(self.facade, self.backend, cfg.datacenter, cfg.node_name)
+            app = make_app(self.facade, self.backend, cfg.datacenter, cfg.node_name, local=self.local,
+                           reload=self.reload)
             try:
                 self.runner = await serve(app, cfg.client_addrs(), cfg.ports.http)
             except OSError as exc:
@@ -166,6 +174,48 @@ class Agent:
         else:
             self._client_transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, 0))  # requests only
             self.backend = ClientBackend(self._client_transport, self.lan.members, cfg.datacenter)
+
+    def _start_local(self) -> None:
+        """The local services and checks (persisted ones, then the config files'), anti-entropy and reaping."""
+        cfg = self.cfg
+        assert self.lan is not None and self.backend is not None
+        self.local = LocalAgent(cfg.node_name, data_dir=self.data_dir, enable_script_checks=cfg.enable_script_checks,
+                                enable_local_script_checks=cfg.enable_local_script_checks)
+        self.local.load(cfg.services, cfg.checks)
+        adv = cfg.advertise()
+        node = NodeInfo(cfg.node_name, adv, self.node_id, cfg.datacenter, {"lan": adv, "wan": adv},
+                        {"consul-network-segment": ""})  # as the leader's reconcile registers the node
+        lan = self.lan
+        # PYCONSUL_TEST_AE_INTERVAL (test-only, like supervise.py's hook): the full-sync base interval in seconds,
+        # so a test sees a catalog edit repaired without waiting Consul's minute.
+        interval = float(os.environ.get("PYCONSUL_TEST_AE_INTERVAL", "") or ae.SYNC_INTERVAL)
+        self.anti_entropy = AntiEntropy(self.local.state, self.backend, node,
+                                        lambda: sum(1 for m in lan.members() if m.status == MemberStatus.ALIVE),
+                                        interval=interval)
+        self.local.sync = self.anti_entropy
+        self.spawn(self.anti_entropy.run, "anti-entropy", restart=True)
+        self.spawn(self.local.reap_loop, "check-reaper", restart=True)
+
+    async def reload(self) -> None:
+        """SIGHUP and PUT /v1/agent/reload: re-read the config files; apply the log level and the diff of
+        services and checks. A config that does not load changes nothing (the error is raised)."""
+        from pyconsul.agent.config import build_config
+        from pyconsul.agent.errors import Internal
+
+        log.info("Reloading configuration...")
+        try:
+            new, _ = await asyncio.to_thread(build_config, self.cfg.source_flags)
+        except ConfigError as exc:
+            log.error("Failed to reload configs: %s", exc)
+            raise Internal(f"Failed to reload configs: {exc}") from None
+        setup_logging(new.log_level)
+        self.cfg.log_level = new.log_level
+        if self.local is not None:
+            n_services, n_checks = self.local.reload(new.services, new.checks,
+                                                     enable_script_checks=new.enable_script_checks,
+                                                     enable_local_script_checks=new.enable_local_script_checks)
+            log.info("Reloaded: services changed=%d checks changed=%d", n_services, n_checks)
+        self.cfg.services, self.cfg.checks = new.services, new.checks
 
     def _build_server(self, data: Path, lan: Pool) -> ConsulServer:
         """A server's parts -- Raft storage (opened here), server-RPC transport, Raft node, state
@@ -233,6 +283,9 @@ class Agent:
                 self.server.on_lan_event(e)
             if label == "lan" and e.kind in ("member-join", "member-update"):
                 self._flood_join(e.member)
+            if (label == "lan" and e.kind == "member-join" and e.member.tags.get("role") == "consul"
+                    and self.anti_entropy is not None):
+                self.anti_entropy.trigger_full()  # Consul: a server appeared, sync with the catalog soon
 
     def _flood_join(self, m: Member) -> None:
         """Consul's WAN flood join: a server of our datacenter seen on the LAN is joined to
@@ -289,6 +342,8 @@ class Agent:
                 await t
         if self.runner is not None:
             await self.runner.close()
+        if self.local is not None:
+            self.local.close()
         if self.server is not None:
             await self.server.stop()
         if self._client_transport is not None:

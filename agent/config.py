@@ -112,6 +112,13 @@ class AgentConfig:
     gossip_wan: GossipConfig = field(default_factory=GossipConfig.wan)
     enable_debug: bool = False
     config_files: list[str] = field(default_factory=list)  # files actually loaded, in order
+    # Services and checks from config files (`service`/`services`, `check`/`checks`): definitions as written,
+    # validated by agent.local.definitions in validate(); registered at start and re-read by reload.
+    services: list[dict[str, object]] = field(default_factory=list)
+    checks: list[dict[str, object]] = field(default_factory=list)
+    enable_script_checks: bool = False  # script checks from the HTTP API and config files (CVE-2018-19653)
+    enable_local_script_checks: bool = False  # script checks from config files only
+    source_flags: dict[str, object] = field(default_factory=dict)  # the explicit flags, for reload
     pid_file: str | None = None  # written by `pyconsul agent` at start, removed on a clean exit
     # keys of features not built yet (config_schema.LATER_KEYS), type-checked and ignored (one warning per feature)
     ignored: dict[str, object] = field(default_factory=dict)
@@ -240,7 +247,23 @@ class AgentConfig:
             raise ConfigError(f'performance.raft_profile: must be "consul" or "fast", got {got}')
         self.gossip_lan.validate("gossip_lan.")
         self.gossip_wan.validate("gossip_wan.")
+        self._validate_definitions()
         return self._warnings()
+
+    def _validate_definitions(self) -> None:
+        """Config-file services and checks parse as the agent will load them (script checks need
+        enable_script_checks or enable_local_script_checks)."""
+        from pyconsul.agent.errors import BadRequest
+        from pyconsul.agent.local.definitions import parse_check_definition, parse_service
+
+        allow = self.enable_script_checks or self.enable_local_script_checks
+        for key, defs, parse in (("services", self.services, parse_service),
+                                 ("checks", self.checks, parse_check_definition)):
+            for i, d in enumerate(defs):
+                try:
+                    parse(d, allow_script=allow)
+                except BadRequest as exc:
+                    raise ConfigError(f"{key}[{i}]: {exc}") from None
 
     def _warnings(self) -> list[str]:
         warnings: list[str] = []
@@ -302,6 +325,7 @@ KEYS: dict[str, Kind] = {
     "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
     "limits.rpc_max_conns_per_client": "int", "pid_file": "str",
     "sync_coordinate_interval_min": "duration", "sync_coordinate_rate_target": "int",
+    "enable_script_checks": "bool", "enable_local_script_checks": "bool",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -393,7 +417,24 @@ def _flatten(out: dict[str, object], prefix: str, doc: Mapping[str, object]) -> 
             _set_key(out, key, value)
 
 
+# Service and check definitions: one object or a list of them, kept as written (agent.local.definitions validates
+# them), always stored as a list, so `service` and `services` (and repeated HCL blocks) append.
+_DEFINITIONS = {"service": "services", "services": "services", "check": "checks", "checks": "checks"}
+
+
+def _set_definitions(out: dict[str, object], key: str, value: object) -> None:
+    items = value if isinstance(value, list) else [value]
+    defs = [dict(v) for v in items if isinstance(v, dict)]
+    if len(defs) != len(items):
+        raise ConfigError(f"{key}: expected an object or a list of objects, got {_show(value)}")
+    prev = out.get(_DEFINITIONS[key])
+    out[_DEFINITIONS[key]] = [*(prev if isinstance(prev, list) else []), *defs]
+
+
 def _set_key(out: dict[str, object], key: str, value: object) -> None:
+    if key in _DEFINITIONS:
+        _set_definitions(out, key, value)
+        return
     kind = KEYS.get(key)
     later = kind is None and key in LATER_KEYS
     if later:
@@ -591,6 +632,7 @@ def build_config(argv_flags: Mapping[str, object]) -> tuple[AgentConfig, list[st
         notes.append("bootstrap_expect = 1 in -dev mode: the dev server bootstraps itself anyway")
     cfg = from_flat(flat)
     cfg.config_files = loaded
+    cfg.source_flags = dict(argv_flags)
     return cfg, notes + cfg.validate()
 
 

@@ -9,6 +9,7 @@ exits 1, and so does an agent that stopped itself (`fatal`, e.g. its Raft loop f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -73,7 +74,17 @@ async def run_until_stopped(agent: Runnable, cfg: AgentConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("Caught signal: SIGHUP (reload not supported yet)"))
+
+    async def reload() -> None:
+        with contextlib.suppress(Exception):  # Agent.reload logs why a reload failed; the agent goes on
+            await agent.reload()  # type: ignore[attr-defined]
+
+    def on_hangup() -> None:
+        log.info("Caught signal: hangup")
+        if hasattr(agent, "reload"):  # Agent.reload: re-read config files (services, checks, log level)
+            agent.spawn(reload(), "reload")
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         print("==> Starting pyconsul agent...", flush=True)
         await agent.start()

@@ -13,12 +13,17 @@ that turns them into status codes (ERROR_STATUS).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
 from pyconsul.agent.http import acl, agent_routes, catalog, health, kv, session, snapshot
+from pyconsul.agent.http.agent_services import register as register_agent_services
 from pyconsul.agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
 from pyconsul.agent.httpd import web
+
+if TYPE_CHECKING:
+    from pyconsul.agent.local.manager import LocalAgent
 
 __all__ = ["ERROR_STATUS", "error_status", "errors", "make_app", "member_json"]
 
@@ -67,11 +72,14 @@ async def errors(request: web.Request, handler: Any) -> web.Response:
 
 
 def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1",
-             node_name: str = "") -> web.Application:
+             node_name: str = "", local: LocalAgent | None = None,
+             reload: Callable[[], Awaitable[None]] | None = None) -> web.Application:
     # Body limits (README "Limits"): routes with their own max_body (KV values, transactions, snapshot
     # restores) and DEFAULT_MAX_BODY for the rest; MAX_BUFFERED over all requests at once.
     app = web.Application(middlewares=[errors], client_max_size=DEFAULT_MAX_BODY, max_buffered=MAX_BUFFERED)
     agent_routes.register(app, api)
+    if local is not None:
+        register_agent_services(app, local, node_name, reload)  # the agent's own services and checks
     acl.register(app)  # 401 "ACL support disabled" (no ACL system yet: issue 14)
     if backend is not None:
         kv.register(app, backend)

@@ -377,7 +377,7 @@ def test_weakly_typed_integers(tmp_path: Path, value: object, want: int) -> None
             'performance.raft_multiplier: expected an integer, got "a"',
         ),
         ({"ui_config": {"enabled": 2}}, "ui_config.enabled: expected a boolean, got 2"),
-        ({"services": []}, "services: unknown configuration key"),
+        ({"services": [1]}, "services: expected an object or a list of objects, got [1]"),
     ],
 )
 def test_bad_key_messages(tmp_path: Path, doc: dict[str, object], reason: str) -> None:
