@@ -53,3 +53,83 @@ async def _scenario(ip: str) -> None:
 
 def test_transport_messages_and_requests() -> None:
     asyncio.run(_scenario(new_block()))
+
+
+async def _shortcut_scenario(ip: str) -> None:
+    """Raft frames on a peer connection are taken in data_received (_Inbound) whole, and handed to the
+    connection's task from the first one it cannot take (split across reads, large, malformed): every message
+    arrives once, in order, and the task's limits still drop the connection."""
+    from pyconsul.agent.raft import wire
+    from pyconsul.agent.raft.messages import AppendRequest, Entry, EntryKind
+    from pyconsul.agent.raft.wire import Kind
+
+    got: list[Message] = []
+    lost: list[str] = []
+    a = Transport("a", "bj", (f"{ip}.1", 8300), got.append, on_peer_lost=lost.append)
+    await a.start()
+    loop = asyncio.get_running_loop()
+    taken = [0]  # frames taken by the shortcut
+    take = a._take_frames
+
+    def counting(data: bytes) -> int:
+        before = a.stats.frames_in
+        used = take(data)
+        taken[0] += a.stats.frames_in - before
+        return used
+
+    a._take_frames = counting  # type: ignore[method-assign]
+
+    async def until(pred: Any, what: str) -> None:
+        deadline = loop.time() + 5
+        while not pred():
+            assert loop.time() < deadline, what
+            await asyncio.sleep(0.005)
+
+    def fr(m: Message) -> bytes:
+        return wire.frame(wire.encode_message(m))  # type: ignore[arg-type]
+
+    try:
+        reader, writer = await asyncio.open_connection(f"{ip}.1", 8300)
+        writer.write(wire.frame([Kind.HELLO, "b", "bj"]) + fr(TimeoutNow(0, "b", "a")))
+        await until(lambda: len(got) == 1, "the first message (read by the task)")
+        big = AppendRequest(1, "b", "a", 0, 0, (Entry(1, 1, EntryKind.NORMAL, b"x" * 100_000),), 0, 0)
+        stream = b"".join(fr(TimeoutNow(i, "b", "a")) for i in range(1, 50)) + fr(big) + b"".join(
+            fr(TimeoutNow(i, "b", "a")) for i in range(50, 200))
+        for cut in (7, 3, 1, 500, 2, 40_000, 70_000, 1000, 3):  # awkward pieces: headers and frames split
+            piece, stream = stream[:cut], stream[cut:]
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.002)
+        writer.write(stream)
+        await until(lambda: len(got) == 201, "every message")
+        assert [m.term for m in got if isinstance(m, TimeoutNow)] == list(range(200)), "order is kept"
+        assert isinstance(got[50], AppendRequest) and got[50].entries == big.entries
+        assert a.stats.frames_in == 201 and taken[0] > 0, taken
+        # once the task caught up, frames arriving whole never wake it
+        before = taken[0]
+        for i in range(10):
+            writer.write(fr(TimeoutNow(1000 + i, "b", "a")))
+            await until(lambda i=i: got[-1].term == 1000 + i, "a frame arriving whole")
+        assert taken[0] - before == 10
+        del got[-10:]
+        # a malformed frame after good ones: the good ones arrive, the connection is dropped and counted
+        writer.write(fr(TimeoutNow(200, "b", "a")) + wire.HEADER.pack(3) + b"\xc1\xc1\xc1"
+                     + fr(TimeoutNow(201, "b", "a")))
+        await until(lambda: a.stats.bad_frames == 1, "the bad frame counted")
+        assert [m.term for m in got[-2:]] == [199, 200]
+        assert await reader.read() == b"", "the connection was closed"
+        writer.close()
+        # a small kind over its limit (wire.MAX_SMALL_FRAME) is refused by the task as before
+        reader, writer = await asyncio.open_connection(f"{ip}.1", 8300)
+        writer.write(wire.frame([Kind.HELLO, "b", "bj"]) + fr(TimeoutNow(300, "b", "a")))
+        await until(lambda: got[-1].term == 300, "a second connection's first message")
+        writer.write(wire.frame([Kind.TIMEOUT_NOW, 301, "b" * 5000, "a"]))
+        await until(lambda: a.stats.oversized_frames == 1, "the oversized frame counted")
+        assert got[-1].term == 300
+        writer.close()
+    finally:
+        await a.stop()
+
+
+def test_raft_frames_taken_in_data_received() -> None:
+    asyncio.run(_shortcut_scenario(new_block()))
