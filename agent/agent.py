@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent import datadir
 from pyconsul.agent.config import AgentConfig, ConfigError
+from pyconsul.agent.events import AgentEvents
 from pyconsul.agent.facade import AgentFacade, force_leave
 from pyconsul.agent.gossip.keyring import Keyring
 from pyconsul.agent.gossip.pool import Pool
-from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect
+from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect, UserEventReceived
 from pyconsul.agent.http.server import make_app
 from pyconsul.agent.httpd.h1 import HTTPServer, serve
 from pyconsul.agent.local import ae
@@ -71,6 +72,7 @@ class Agent:
         self.facade: AgentFacade | None = None
         self._client_transport: Transport | None = None
         self._dev_dir: str | None = None
+        self.events: AgentEvents | None = None  # user events (agent/events.py)
         self.local: LocalAgent | None = None  # this agent's services and checks (agent/local)
         self.anti_entropy: AntiEntropy | None = None
 
@@ -115,11 +117,13 @@ class Agent:
                                               cfg.ports.serf_wan, cfg.advertise_addr_wan or adv, self.wan_keyring,
                                               cfg.reconnect_timeout_wan)
         await self._start_backend()
+        self._start_events_and_coordinates()
         self._start_local()
         self.facade = AgentFacade(cfg, self.node_id, self.lan, self.wan, self.server, self.backend, self.leave)
         if cfg.ports.http > 0:
             app = make_app(self.facade, self.backend, cfg.datacenter, cfg.node_name, local=self.local,
                            reload=self.reload)
+            self._add_event_coordinate_routes(app)
             try:
                 self.runner = await serve(app, cfg.client_addrs(), cfg.ports.http)
             except OSError as exc:
@@ -217,6 +221,66 @@ class Agent:
             log.info("Reloaded: services changed=%d checks changed=%d", n_services, n_checks)
         self.cfg.services, self.cfg.checks = new.services, new.checks
 
+    def _start_events_and_coordinates(self) -> None:
+        """User events (fired into the LAN pool, taken from it) and the periodic coordinate sync."""
+        from pyconsul.agent.netcoords import CoordinateSync
+
+        cfg = self.cfg
+        lan, backend = self.lan, self.backend
+        assert lan is not None and backend is not None
+        self.events = AgentEvents(cfg.node_name, lan.user_event, self._local_services)
+        if self.server is not None:
+            self.server.status_hooks["event_fire"] = self._remote_event_fire
+            self.server.status_hooks["coordinate_datacenters"] = lambda args: self._coordinate_datacenters()
+        sync = CoordinateSync(cfg.node_name, lan.coordinate, lambda: len(lan.members()), backend,
+                              cfg.sync_coordinate_interval_min, cfg.sync_coordinate_rate_target)
+        self.spawn(sync.run, "coordinate-sync", restart=True)
+
+    def _local_services(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Event service/tag filters: this agent's local services as (ID, tags), as Consul matches them."""
+        local = getattr(self, "local", None)  # agent/local's LocalAgent, when this agent has one
+        if local is None:
+            return []
+        return [(s.id, tuple(s.tags)) for s in local.state.services().values()]
+
+    def _remote_event_fire(self, args: dict[str, Any]) -> bool:
+        """A user event fired in another datacenter for ours (?dc=): into our LAN pool."""
+        from pyconsul.agent.errors import BadRequest
+
+        name, payload = args.get("name"), args.get("payload", b"")
+        if not isinstance(name, str) or not isinstance(payload, bytes) or self.lan is None:
+            raise BadRequest("event_fire takes a name and a payload")
+        try:
+            self.lan.user_event(name, payload)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return True
+
+    def _coordinate_datacenters(self) -> list[dict[str, Any]]:
+        from pyconsul.agent.netcoords import datacenter_maps
+
+        wan = self.wan
+        if wan is None:
+            return datacenter_maps([], lambda name: None, self.cfg.datacenter)
+        return datacenter_maps(wan.members(), wan.cached_coordinate, self.cfg.datacenter)
+
+    def _add_event_coordinate_routes(self, app: Any) -> None:
+        """/v1/event/* and /v1/coordinate/* (agent/http/event.py, coordinate.py)."""
+        from pyconsul.agent.http import coordinate as coordinate_routes
+        from pyconsul.agent.http import event as event_routes
+
+        assert self.events is not None and self.backend is not None
+        backend = self.backend
+
+        async def datacenters() -> list[dict[str, Any]]:
+            if self.server is not None:
+                return self._coordinate_datacenters()
+            out: list[dict[str, Any]] = await backend.status("coordinate_datacenters")
+            return out
+
+        event_routes.register(app, self.events, backend, self.cfg.datacenter)
+        coordinate_routes.register(app, backend, datacenters)
+
     def _build_server(self, data: Path, lan: Pool) -> ConsulServer:
         """A server's parts -- Raft storage (opened here), server-RPC transport, Raft node, state
         machine -- built and wired to each other and to the ConsulServer that runs them."""
@@ -277,6 +341,10 @@ class Agent:
     # ------------------------------------------------------------ membership events
 
     def _on_event(self, label: str, e: SerfEffect) -> None:
+        if isinstance(e, UserEventReceived):
+            if label == "lan" and self.events is not None:
+                self.events.receive(e.name, e.payload, e.ltime)
+            return
         if isinstance(e, MemberEvent):
             self.snapshots.mark_dirty()
             if label == "lan" and self.server is not None:

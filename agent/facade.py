@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pyconsul.agent import __version__
 from pyconsul.agent.config import AgentConfig
 from pyconsul.agent.errors import Internal
+from pyconsul.agent.gossip.coordinate import Coordinate
 from pyconsul.agent.gossip.keyring import decode_key
 from pyconsul.agent.gossip.serf import Member, MemberStatus
 from pyconsul.agent.http.api import member_json
@@ -25,6 +26,7 @@ class GossipPool(Protocol):
     """The part of agent.gossip.pool.Pool the facade uses."""
 
     def local_member(self) -> Member: ...
+    def coordinate(self) -> Coordinate: ...
 
     def members(self) -> list[Member]: ...
     async def join(self, addrs: list[str], default_port: int) -> tuple[int, list[str]]: ...
@@ -136,6 +138,7 @@ class AgentFacade:
                 "HTTPPort": cfg.ports.http,
                 "EncryptKey": "hidden" if cfg.encrypt else "",
             },
+            "Coord": self.lan.coordinate().to_json(),  # the LAN coordinate (Consul: of the default segment)
             "Member": member_json(self.lan.local_member()),
             "Stats": stats,
             "Meta": {},

@@ -14,6 +14,8 @@
     recipes.py   the lock and semaphore recipes (sessions + KV) behind lock.py (lock)
     watch.py     watch
     monitor.py   monitor
+    event.py     event
+    rtt.py       rtt
 
 Contract: `main()` never lets an exception escape as a traceback. Exit codes: 0 success,
 1 any error (bad flags, unreachable agent, invalid config), 2 when `members` matches nothing.
@@ -29,6 +31,7 @@ from pyconsul.agent.cli import (
     agent,
     catalog,
     common,
+    event,
     info,
     keyring,
     kv,
@@ -37,6 +40,7 @@ from pyconsul.agent.cli import (
     members,
     monitor,
     operator,
+    rtt,
     services,
     snapshot,
     watch,
@@ -48,7 +52,7 @@ __all__ = ["COMMANDS", "main", "run", "usage"]
 
 COMMANDS: dict[str, tuple[common.Command, str]] = {
     **agent.COMMANDS, **members.COMMANDS, **keyring.COMMANDS, **info.COMMANDS,
-    **maint.COMMANDS, **lock.COMMANDS, **watch.COMMANDS, **monitor.COMMANDS,
+    **maint.COMMANDS, **lock.COMMANDS, **watch.COMMANDS, **monitor.COMMANDS, **event.COMMANDS, **rtt.COMMANDS,
     "services": (services.cmd_services, "Interact with services"),
     "kv": (kv.cmd_kv, "Interact with the key-value store"),
     "catalog": (catalog.cmd_catalog, "Interact with the catalog"),

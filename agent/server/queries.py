@@ -165,6 +165,20 @@ QUERIES["coordinate.nodes"] = (lambda st, a: st.coordinates(segment=_segment(a))
 QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), segment=_segment(a)),
                               lambda st, a: st.table_index("coordinates"))
 
+
+
+def _segment(a: dict[str, Any]) -> str | None:
+    seg = a.get("segment")
+    return seg if isinstance(seg, str) else None
+
+
+# Network coordinates (agent/state/coordinates.py), index "coordinates" (F's; registered here so every server
+# knows them).
+QUERIES["coordinate.nodes"] = (lambda st, a: st.coordinates(segment=_segment(a)),
+                               lambda st, a: st.table_index("coordinates"))
+QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), segment=_segment(a)),
+                              lambda st, a: st.table_index("coordinates"))
+
 __all__ = ["QUERIES", "index_of", "run"]
 
 

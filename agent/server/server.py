@@ -154,6 +154,9 @@ class ConsulServer:
         self._applied = asyncio.Event()  # set (and replaced) when an entry is applied and someone waits
         self._change_waiters = 0
         self._lan_changed = asyncio.Event()
+        # status requests answered by the agent around this server (wired by agent.py): "event_fire" (a user
+        # event for our LAN, from another datacenter's ?dc=) and "coordinate_datacenters" (the WAN view)
+        self.status_hooks: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
     @property
     def store(self) -> StateStore:
@@ -469,6 +472,9 @@ class ConsulServer:
         remote = self.forward.dc_server()
         if remote:
             return await self.forward.status(remote, what, args, to_leader=False)
+        hook = self.status_hooks.get(what)
+        if hook is not None:
+            return hook(args or {})
         if what == "leader":
             return self.leader_address()
         if what == "datacenters":
