@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from concurrent.futures import Executor
-from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
+from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection
 from urllib.parse import urlsplit
 
 from pyconsul.agent.checks.schedule import BUF_SIZE, cap_tail, timeout_of
@@ -117,7 +117,7 @@ class HttpProbe:
             self._conn = conn
         try:
             return self._request(conn, parts.path or "/", parts.query, deadline)
-        except (OSError, ValueError, EOFError) as e:  # http.client's errors are OSError or ValueError
+        except (OSError, ValueError, EOFError, HTTPException) as e:
             if self._aborted or isinstance(e, TimeoutError):
                 return self.timed_out()
             return "critical", f"{method} {url}: {_reason(e)}"
@@ -173,7 +173,7 @@ class HttpProbe:
                 if not chunk:
                     break
                 data += chunk
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, HTTPException):
             pass
         return bytes(data)
 

@@ -442,3 +442,72 @@ def _ppid(p: Path) -> int:
         return int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_https_verifies_unless_tls_skip_verify(tmp_path: Path) -> None:
+    import ssl
+
+    cert_file, key_file = _self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
+            await w.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            w.close()
+
+    async def garbage(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+        junk = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        junk_port = junk.sockets[0].getsockname()[1]
+        sink = Sink()
+        r = CheckRunner(sink, rand=lambda: 0.0)
+        r.start()
+        r.add(http("skip", f"https://127.0.0.1:{port}/", tls_skip_verify=True))
+        r.add(http("verify", f"https://127.0.0.1:{port}/"))
+        r.add(http("junk", f"http://127.0.0.1:{junk_port}/"))
+        try:
+            assert (await sink.wait("skip")) == \
+                ("passing", f"HTTP GET https://127.0.0.1:{port}/: 200 OK Output: secure")
+            status, out = await sink.wait("verify")
+            assert status == "critical" and "CERTIFICATE_VERIFY_FAILED" in out
+            status, out = await sink.wait("junk")
+            assert status == "critical" and out.startswith(f"GET http://127.0.0.1:{junk_port}/: ")
+        finally:
+            await r.close()
+            for s in (server, junk):
+                s.close()
+                await s.wait_closed()
+    run(main)
