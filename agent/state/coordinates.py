@@ -14,14 +14,18 @@ Reads for the HTTP layer and for ?near= sorting (helper `node_coordinate` + agen
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from pyconsul.agent.gossip import coordinate as vivaldi
 from pyconsul.agent.state.commands import Coord, CoordinateBatchUpdate
 from pyconsul.agent.state.results import StateFailure
 from pyconsul.agent.state.tables import CoordinateEntry, Tables, nk
 
-__all__ = ["DIMENSIONALITY", "MAX_COORDINATE_BATCH", "apply_batch", "coord_json", "drop_node", "list_json",
-           "node_coordinate", "valid_coord"]
+__all__ = ["DIMENSIONALITY", "MAX_COORDINATE_BATCH", "apply_batch", "coord_json", "distance", "drop_node",
+           "list_json", "node_coordinate", "sort_by_distance", "valid_coord"]
+
+T = TypeVar("T")
 
 DIMENSIONALITY = 8  # serf's default; every agent uses it
 MAX_COMPONENT = 1.0e6  # seconds (agent/gossip/coordinate.py MAX_COMPONENT)
@@ -90,3 +94,32 @@ def node_coordinate(t: Tables, node: str, segment: str = "") -> Coord | None:
     """The node's coordinate (None if it has none): what ?near= sorting looks up."""
     e = t.coordinates.get((nk(node), segment))
     return e.coord if e is not None else None
+
+
+def distance(a: Coord, b: Coord) -> float:
+    """Estimated RTT in seconds between two stored coordinates (Vivaldi, agent/gossip/coordinate.py);
+    math.inf when they cannot be compared."""
+    return vivaldi.distance(vivaldi.Coordinate(a.vec, a.error, a.adjustment, a.height),
+                            vivaldi.Coordinate(b.vec, b.error, b.adjustment, b.height))
+
+
+def sort_by_distance(t: Tables, items: list[T], node_of: Callable[[T], str], near: str) -> list[T]:
+    """?near=<node> (Consul's sortNodesByDistanceFrom): `items` ordered by the estimated RTT from node `near`
+    to each item's node (`node_of`), closest first; items whose node has no coordinate go last in their
+    original order (stable sort). Unchanged when `near` is "" or has no coordinate itself. The caller resolves
+    "_agent" to the agent's node name."""
+    if not near:
+        return items
+    src = node_coordinate(t, near)
+    if src is None:
+        return items
+    cache: dict[str, float] = {}
+
+    def key(item: T) -> float:
+        node = nk(node_of(item))
+        if node not in cache:
+            c = node_coordinate(t, node)
+            cache[node] = distance(src, c) if c is not None else math.inf
+        return cache[node]
+
+    return sorted(items, key=key)

@@ -74,3 +74,21 @@ def test_snapshot_carries_coordinates() -> None:
     restored = StateStore.restore(data)
     assert restored.coordinates() == h.store.coordinates()
     assert restored.snapshot() == data
+
+
+def test_sort_by_distance_for_near() -> None:
+    from pyconsul.agent.state.coordinates import distance, sort_by_distance
+
+    h = Harness()
+    for n in ("src", "close", "far", "none"):
+        h.node(n)
+    near = Coord((0.001,) + (0.0,) * 7, 0.1, 0.0, 1e-5)
+    h.do(_batch(("src", Coord((0.0,) * 8, 0.1, 0.0, 1e-5)), ("close", near),
+                ("far", Coord((0.5,) + (0.0,) * 7, 0.1, 0.0, 1e-5))))
+    t = h.store._t
+    items = [{"Node": "none"}, {"Node": "far"}, {"Node": "close"}, {"Node": "SRC"}]
+    out = sort_by_distance(t, items, lambda x: x["Node"], "src")
+    assert [x["Node"] for x in out] == ["SRC", "close", "far", "none"]
+    assert sort_by_distance(t, items, lambda x: x["Node"], "none") == items  # no source coordinate: unchanged
+    assert sort_by_distance(t, items, lambda x: x["Node"], "") == items
+    assert distance(near, near) == distance(near, near) > 0
