@@ -152,3 +152,25 @@ def test_serf_size_limit_matches_consuls_event_budget() -> None:
     assert "configured limit of 512 bytes" in s.user_event_error(serf_name("deploy"), big)
     with pytest.raises(ValueError, match="512"):
         s.user_event(serf_name("deploy"), big)
+
+
+def test_readme_limits_match_the_code() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent.gossip import coordinate
+    from pyconsul.agent.gossip.serf import SerfConfig
+    from pyconsul.agent.http import coordinate as coordinate_http
+    from pyconsul.agent.http import event as event_http
+    from pyconsul.agent.state import coordinates
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("|")}
+    assert rows["`PUT /v1/event/fire/<name>` body (payload) / the encoded serf event"].startswith(
+        f"{event_http.MAX_EVENT_BODY} B / {SerfConfig().user_event_size_limit} B")
+    assert rows["Events kept per agent for `/v1/event/list`"] == str(RING_SIZE)
+    assert rows["`PUT /v1/coordinate/update` body / node and segment names"] == (
+        f"{coordinate_http.MAX_UPDATE_BODY // 1024} KiB / {coordinate_http.MAX_NAME} characters")
+    assert rows["Coordinate updates in one Raft entry"] == str(coordinates.MAX_COORDINATE_BATCH)
+    assert rows["Gossip ack payload (a coordinate) decoded"] == f"{coordinate.MAX_PAYLOAD // 1024} KiB"
