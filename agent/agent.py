@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent import datadir
+from pyconsul.agent.checks.runner import CheckRunner
 from pyconsul.agent.config import AgentConfig, ConfigError
 from pyconsul.agent.events import AgentEvents
 from pyconsul.agent.facade import AgentFacade, force_leave
@@ -33,7 +34,7 @@ from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfCo
 from pyconsul.agent.http.server import make_app
 from pyconsul.agent.httpd.h1 import HTTPServer, serve
 from pyconsul.agent.local import ae
-from pyconsul.agent.local.manager import LocalAgent
+from pyconsul.agent.local.manager import LocalAgent, catalog_alias_query
 from pyconsul.agent.local.sync import AntiEntropy, NodeInfo
 from pyconsul.agent.process import StartupError, run_until_stopped, setup_logging
 from pyconsul.agent.raft.transport import RpcLimits, Transport
@@ -75,6 +76,7 @@ class Agent:
         self.events: AgentEvents | None = None  # user events (agent/events.py)
         self.local: LocalAgent | None = None  # this agent's services and checks (agent/local)
         self.anti_entropy: AntiEntropy | None = None
+        self.check_runner: CheckRunner | None = None
 
     def _pools(self) -> Pools:
         return (("local", self.lan, self.cfg.ports.serf_lan), ("remote", self.wan, self.cfg.ports.serf_wan))
@@ -185,7 +187,11 @@ class Agent:
         assert self.lan is not None and self.backend is not None
         self.local = LocalAgent(cfg.node_name, data_dir=self.data_dir, enable_script_checks=cfg.enable_script_checks,
                                 enable_local_script_checks=cfg.enable_local_script_checks)
-        self.local.load(cfg.services, cfg.checks)
+        self.check_runner = CheckRunner(self.local, node_name=cfg.node_name, local_health=self.local.alias_health,
+                                        remote_health=catalog_alias_query(self.backend), supervisor=self.supervisor)
+        self.local.runner = self.check_runner
+        self.local.load(cfg.services, cfg.checks)  # checks added here start with the runner
+        self.check_runner.start()
         adv = cfg.advertise()
         node = NodeInfo(cfg.node_name, adv, self.node_id, cfg.datacenter, {"lan": adv, "wan": adv},
                         {"consul-network-segment": ""})  # as the leader's reconcile registers the node
@@ -410,6 +416,8 @@ class Agent:
                 await t
         if self.runner is not None:
             await self.runner.close()
+        if self.check_runner is not None:
+            await self.check_runner.close()
         if self.local is not None:
             self.local.close()
         if self.server is not None:

@@ -26,16 +26,19 @@ import contextlib
 import os
 import signal
 import socket
-import ssl
 import threading
 import time
 from concurrent.futures import Executor
-from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection
+from http.client import HTTPConnection, HTTPException, HTTPResponse
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pyconsul.agent.checks.schedule import BUF_SIZE, cap_tail, timeout_of
 from pyconsul.agent.checks.spec import CheckSpec
 from pyconsul.agent.flags import format_duration
+
+if TYPE_CHECKING:  # ssl is imported when an https check runs: `pyconsul agent` keeps OpenSSL out by default
+    import ssl
 
 USER_AGENT = "Consul Health Check"
 ACCEPT = "text/plain, text/*, */*"
@@ -51,6 +54,8 @@ class TLSContexts:
         self._ctx: dict[bool, ssl.SSLContext] = {}
 
     def get(self, skip_verify: bool) -> ssl.SSLContext:
+        import ssl
+
         with self._lock:
             ctx = self._ctx.get(skip_verify)
             if ctx is None:
@@ -107,6 +112,10 @@ class HttpProbe:
         deadline = time.monotonic() + self.timeout
         conn: HTTPConnection
         if parts.scheme == "https":
+            try:
+                from http.client import HTTPSConnection
+            except ImportError:  # agent/__init__.py kept OpenSSL out of this process
+                return "critical", f'{method} "{url}": TLS is not available in this agent (set PYCONSUL_OPENSSL=1)'
             conn = HTTPSConnection(parts.hostname, port, timeout=self.timeout,
                                    context=self._tls.get(spec.tls_skip_verify))
         else:

@@ -19,7 +19,7 @@ from pyconsul.agent.errors import BadRequest, NotFound
 from pyconsul.agent.filter.schemas import ENDPOINT_FIELDS
 from pyconsul.agent.http.api import decode_json, json_response
 from pyconsul.agent.httpd import web
-from pyconsul.agent.local.definitions import normalize, service_json
+from pyconsul.agent.local.definitions import normalize, quote, service_json
 from pyconsul.agent.local.manager import LocalAgent
 from pyconsul.agent.local.state import LocalCheck, aggregate_status
 
@@ -73,7 +73,7 @@ def _enable(request: web.Request) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise BadRequest(f"Invalid value for enable: {raw!r}")
+    raise BadRequest(f"Invalid value for enable: {quote(raw)}")
 
 
 def _id(request: web.Request, what: str) -> str:

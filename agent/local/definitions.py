@@ -18,6 +18,7 @@ key prefix), IDs and names of at most MAX_NAME characters; check definitions hav
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,8 +30,18 @@ from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.state.commands import CheckDefinition, ServiceAddress, ServiceDef
 
 __all__ = [
-    "MAX_CHECKS", "MAX_NAME", "MAX_TAGS", "LocalService", "ServiceDefinition", "check_definition",
-    "normalize", "parse_check_definition", "parse_service", "service_from_json", "service_json",
+    "MAX_CHECKS",
+    "MAX_NAME",
+    "MAX_TAGS",
+    "LocalService",
+    "ServiceDefinition",
+    "check_definition",
+    "normalize",
+    "parse_check_definition",
+    "parse_service",
+    "quote",
+    "service_from_json",
+    "service_json",
     "to_service_def",
 ]
 
@@ -43,6 +54,11 @@ META_VALUE_MAX = 512
 _META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 DECODE = "Request decode failed"
+
+
+def quote(s: str) -> str:
+    """Go's %q, as Consul's messages quote IDs ("web", not 'web')."""
+    return json.dumps(s, ensure_ascii=False)
 
 
 def _k(key: str) -> str:
@@ -201,7 +217,7 @@ def parse_service(body: Any, *, allow_script: bool) -> ServiceDefinition:
     name = _str(d, "name", "Name")
     kind = _str(d, "kind", "Kind")
     if kind:
-        raise BadRequest(f"Invalid service kind {kind!r}: pyconsul has no Connect proxies or gateways yet")
+        raise BadRequest(f"Invalid service kind {quote(kind)}: pyconsul has no Connect proxies or gateways yet")
     sid = _str(d, "id", "ID") or name
     address = _str(d, "address", "Address")
     port = _int(d, "port", "Port", 0, 65535)

@@ -19,6 +19,7 @@ enable_local_script_checks (CVE-2018-19653: a remote caller must not be able to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -26,19 +27,41 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from pyconsul.agent.checks.schedule import AliasCheckState
 from pyconsul.agent.checks.spec import STATUSES, CheckSpec
 from pyconsul.agent.errors import BadRequest, NotFound
 from pyconsul.agent.local import persist
-from pyconsul.agent.local.definitions import LocalService, parse_check_definition, parse_service
+from pyconsul.agent.local.definitions import LocalService, parse_check_definition, parse_service, quote
 from pyconsul.agent.local.state import LocalCheck, LocalState
 from pyconsul.agent.local.sync import AntiEntropy
 
 log = logging.getLogger("agent.local")
 
-__all__ = ["MAX_OUTPUT", "REAP_INTERVAL", "LocalAgent", "Runner", "truncate_output"]
+__all__ = ["ALIAS_WAIT", "MAX_OUTPUT", "REAP_INTERVAL", "LocalAgent", "Runner", "catalog_alias_query",
+           "truncate_output"]
 
 REAP_INTERVAL = 30.0  # Consul's check_reap_interval
 MAX_OUTPUT = 4096  # Consul's default check output_max_size
+ALIAS_WAIT = 300.0  # an alias check's blocking query waits at most this long (Consul's default wait)
+
+
+class HealthReader(Protocol):
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, Any]: ...
+
+
+def catalog_alias_query(backend: HealthReader) -> Callable[[str, str, int], Any]:
+    """The alias checks' `remote_health`: a blocking /v1/health/node read of another node's checks."""
+
+    async def query(node: str, service_id: str, min_index: int) -> tuple[int, list[AliasCheckState]]:
+        value, meta = await backend.read("health.node", {"node": node}, "default", min_index,
+                                         ALIAS_WAIT if min_index else 0.0)
+        checks = [AliasCheckState(str(c.get("Node", node)), str(c.get("ServiceID") or ""), str(c.get("Name", "")),
+                                  str(c.get("Status", "critical")), str(c.get("Output") or ""))
+                  for c in (value or []) if isinstance(c, dict)]
+        return int(getattr(meta, "index", 0)), checks
+
+    return query
 
 
 def truncate_output(output: str, limit: int = MAX_OUTPUT) -> str:
@@ -72,11 +95,13 @@ class LocalAgent:
         self.rng = rng or random.Random()
         self.runner: Runner | None = None
         self.sync: AntiEntropy | None = None
-        self.changed = asyncio.Event()  # set on every change (for waiters: blocking agent reads)
+        self.changed = asyncio.Event()  # set (and replaced) on every change: waiters of alias checks
+        self.index = 1  # bumped on every change (the alias checks' blocking index)
 
     # ------------------------------------------------------------ wiring
 
     def _changed(self) -> None:
+        self.index += 1
         if self.sync is not None:
             self.sync.trigger()
         self.changed.set()
@@ -181,9 +206,10 @@ class LocalAgent:
             raise BadRequest(f"Invalid check status: '{status}'")
         e = self.state.check_entry(check_id)
         if e is None:
-            raise NotFound(f"Unknown check ID {check_id!r}. Ensure that the check ID is passed, not the check name.")
+            raise NotFound(f"Unknown check ID {quote(check_id)}. Ensure that the check ID is passed, "
+                           "not the check name.")
         if e.spec is None or e.spec.kind != "ttl":
-            raise BadRequest(f"CheckID {check_id!r} does not have associated TTL")
+            raise BadRequest(f"CheckID {quote(check_id)} does not have associated TTL")
         output = truncate_output(output)
         if self.runner is None or not self.runner.ttl_update(check_id, status, output):
             self.update_check(check_id, status, output)
@@ -236,6 +262,17 @@ class LocalAgent:
 
     def service_checks(self, service_id: str) -> list[LocalCheck]:
         return self.state.service_checks(service_id)
+
+    async def alias_health(self, node: str, service_id: str, min_index: int) -> tuple[int, list[AliasCheckState]]:
+        """The alias checks' `local_health`: this agent's checks, once the local index passes min_index
+        (or after ALIAS_WAIT)."""
+        if self.index <= min_index:
+            waiter = self.changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ALIAS_WAIT):
+                    await waiter.wait()
+        return self.index, [AliasCheckState(self.node_name, c.service_id, c.name, c.status, c.output)
+                            for c in self.state.checks().values()]
 
     # ------------------------------------------------------------ reload, reaping
 

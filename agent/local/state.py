@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pyconsul.agent.checks.spec import CheckSpec
 from pyconsul.agent.errors import BadRequest, NotFound
-from pyconsul.agent.local.definitions import LocalService, check_definition
+from pyconsul.agent.local.definitions import LocalService, check_definition, quote
 from pyconsul.agent.state.commands import CheckDefinition, ServiceAddress
 
 __all__ = [
@@ -205,7 +205,7 @@ class LocalState:
         """Remove a service and its checks (NotFound if unknown); the removed check IDs."""
         e = self._services.get(service_id)
         if e is None or e.deleted:
-            raise NotFound(f"Unknown service ID {service_id!r}. Ensure that the service ID is passed, "
+            raise NotFound(f"Unknown service ID {quote(service_id)}. Ensure that the service ID is passed, "
                            "not the service name.")
         removed = [cid for cid, c in self._checks.items() if not c.deleted and c.check.service_id == service_id]
         for cid in removed:
@@ -218,9 +218,9 @@ class LocalState:
         if spec.service_id:
             svc = self.service(spec.service_id)
             if svc is None:
-                raise BadRequest(f"ServiceID {spec.service_id!r} does not exist")
+                raise BadRequest(f"ServiceID {quote(spec.service_id)} does not exist")
         if is_maintenance(spec.check_id):
-            raise BadRequest(f"Check ID {spec.check_id!r} is reserved for maintenance mode")
+            raise BadRequest(f"Check ID {quote(spec.check_id)} is reserved for maintenance mode")
         self._put_check(spec, svc, source)
 
     def _put_check(self, spec: CheckSpec, svc: LocalService | None, source: Source) -> None:
@@ -230,7 +230,8 @@ class LocalState:
 
     def remove_check(self, check_id: str) -> None:
         if self.check_entry(check_id) is None:
-            raise NotFound(f"Unknown check ID {check_id!r}. Ensure that the check ID is passed, not the check name.")
+            raise NotFound(f"Unknown check ID {quote(check_id)}. Ensure that the check ID is passed, "
+                           "not the check name.")
         self._remove_check(check_id)
 
     def _remove_check(self, check_id: str) -> None:
@@ -280,7 +281,7 @@ class LocalState:
     def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool:
         svc = self.service(service_id)
         if svc is None:
-            raise NotFound(f"No service registered with ID {service_id!r}")
+            raise NotFound(f"No service registered with ID {quote(service_id)}")
         cid = service_maint_id(service_id)
         present = self.check_entry(cid) is not None
         if enable and not present:

@@ -1,0 +1,371 @@
+"""agent/local: LocalState (tables, maintenance, sync decisions), anti-entropy timing and the sync loop with a
+fake backend, persistence round trips, and LocalAgent's reload diff."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyconsul.agent.checks.parse import parse_check
+from pyconsul.agent.errors import BadRequest, NotFound
+from pyconsul.agent.local import ae, persist
+from pyconsul.agent.local.definitions import LocalService, parse_service, service_json
+from pyconsul.agent.local.manager import LocalAgent, truncate_output
+from pyconsul.agent.local.state import (
+    NODE_MAINT,
+    NODE_MAINT_DEFAULT,
+    SERVICE_MAINT_DEFAULT,
+    LocalState,
+    aggregate_status,
+    service_maint_id,
+)
+from pyconsul.agent.local.sync import AntiEntropy, NodeInfo, command
+from pyconsul.agent.state import commands as c
+
+
+def _web(state: LocalState, check: dict[str, Any] | None = None, **kw: Any) -> LocalService:
+    d = parse_service({"Name": "web", "Port": 80, **({"Check": check} if check else {}), **kw}, allow_script=False)
+    state.add_service(d.service, d.checks)
+    return d.service
+
+
+def _remote_service(s: LocalService) -> dict[str, Any]:
+    return service_json(s)
+
+
+def _remote_check(state: LocalState, cid: str) -> dict[str, Any]:
+    ch = state.checks()[cid]
+    return {"CheckID": ch.check_id, "Name": ch.name, "Status": ch.status, "Notes": ch.notes, "Output": ch.output,
+            "ServiceID": ch.service_id}
+
+
+def test_register_then_sync_then_in_sync() -> None:
+    st = LocalState()
+    _web(st, {"TTL": "10s"})
+    ops = st.pending(0.0)
+    assert [(o.kind, o.id) for o in ops] == [("register_service", "web")]
+    assert [ch.check_id for ch in ops[0].checks] == ["service:web"]
+    st.mark_done(ops[0])
+    assert st.pending(0.0) == [] and st.all_in_sync()
+
+
+def test_a_change_during_a_write_is_not_marked_synced() -> None:
+    st = LocalState()
+    _web(st, {"TTL": "10s"})
+    op = st.pending(0.0)[0]
+    assert st.update_check("service:web", "passing", "", now=1.0)  # changed while op was in flight
+    st.mark_done(op)
+    assert [(o.kind, o.id) for o in st.pending(1.0)] == [("register_check", "service:web")]
+
+
+def test_catalog_edits_are_repaired_local_state_wins() -> None:
+    st = LocalState()
+    web = _web(st, {"TTL": "10s"})
+    for op in st.pending(0.0):
+        st.mark_done(op)
+    # the catalog lost our check, changed our service's port, and has a service and a check we do not
+    changed = {**_remote_service(web), "Port": 9999}
+    st.update_sync_state({"web": changed, "stray": {"ID": "stray", "Service": "stray"}, "consul": {"ID": "consul"}},
+                         {"serfHealth": {"CheckID": "serfHealth"}, "junk": {"CheckID": "junk"}})
+    kinds = sorted((o.kind, o.id) for o in st.pending(0.0))
+    assert kinds == [("deregister_check", "junk"), ("deregister_service", "stray"), ("register_service", "web")]
+    for op in st.pending(0.0):
+        st.mark_done(op)
+    assert st.all_in_sync() and set(st.services()) == {"web"}
+
+
+def test_identical_catalog_means_nothing_to_write() -> None:
+    st = LocalState()
+    web = _web(st, {"TTL": "10s"})
+    st.update_sync_state({"web": _remote_service(web)}, {"service:web": _remote_check(st, "service:web")})
+    assert st.pending(0.0) == []
+
+
+def test_enable_tag_override_adopts_the_catalog_tags() -> None:
+    st = LocalState()
+    web = _web(st, EnableTagOverride=True, Tags=["a"])
+    st.update_sync_state({"web": {**_remote_service(web), "Tags": ["b"]}}, {})
+    assert st.services()["web"].tags == ("b",) and st.pending(0.0) == []
+
+
+def test_output_only_changes_are_deferred_status_changes_are_not() -> None:
+    st = LocalState(check_update_interval=300.0)
+    _web(st, {"TTL": "10s"})
+    for op in st.pending(0.0):
+        st.mark_done(op)
+    assert st.update_check("service:web", "passing", "one", now=0.0)
+    for op in st.pending(0.0):
+        st.mark_done(op)
+    assert not st.update_check("service:web", "passing", "two", now=10.0, stagger=0.0)
+    assert st.checks()["service:web"].output == "two"  # shown locally at once
+    assert st.pending(10.0) == []
+    due = st.next_deadline()
+    assert due == pytest.approx(10.0 + 150.0)
+    assert [o.kind for o in st.pending(due)] == ["register_check"]
+
+
+def test_remove_service_removes_its_checks_and_deregisters_once() -> None:
+    st = LocalState()
+    _web(st, {"TTL": "10s"})
+    for op in st.pending(0.0):
+        st.mark_done(op)
+    removed = st.remove_service("web")
+    assert removed == ["service:web"] and st.checks() == {}
+    ops = st.pending(0.0)
+    assert [(o.kind, o.id) for o in ops] == [("deregister_service", "web")]
+    st.mark_done(ops[0])
+    assert st.pending(0.0) == []
+    with pytest.raises(NotFound, match='Unknown service ID "web"'):
+        st.remove_service("web")
+
+
+def test_replace_existing_checks() -> None:
+    st = LocalState()
+    _web(st, Checks=[{"TTL": "10s", "CheckID": "a"}, {"TTL": "10s", "CheckID": "b"}])
+    st.update_check("a", "passing", "fine", now=0.0)
+    d = parse_service({"Name": "web", "Checks": [{"TTL": "10s", "CheckID": "a"}]}, allow_script=False)
+    _, removed = st.add_service(d.service, d.checks)
+    assert removed == [] and set(st.checks()) == {"a", "b"}
+    assert st.checks()["a"].status == "passing"  # a re-registered check keeps its state
+    _, removed = st.add_service(d.service, d.checks, replace_existing_checks=True)
+    assert removed == ["b"] and set(st.checks()) == {"a"}
+
+
+def test_check_register_needs_its_service() -> None:
+    st = LocalState()
+    with pytest.raises(BadRequest, match='ServiceID "nope" does not exist'):
+        st.add_check(parse_check({"Name": "c", "TTL": "1s", "ServiceID": "nope"}, allow_script=False))
+
+
+def test_maintenance_checks() -> None:
+    st = LocalState()
+    _web(st)
+    assert st.set_node_maintenance(True, "")
+    assert not st.set_node_maintenance(True, "other")  # already on: unchanged
+    node = st.checks()[NODE_MAINT]
+    assert (node.status, node.notes, node.name) == ("critical", NODE_MAINT_DEFAULT, "Node Maintenance Mode")
+    assert st.set_service_maintenance("web", True, "upgrading")
+    svc = st.checks()[service_maint_id("web")]
+    assert (svc.status, svc.notes, svc.service_id) == ("critical", "upgrading", "web")
+    assert aggregate_status(st.service_checks("web")) == "maintenance"
+    assert not st.update_check(NODE_MAINT, "passing", "", now=0.0)  # runners cannot clear maintenance
+    st.set_node_maintenance(False, "")
+    st.set_service_maintenance("web", False, "")
+    assert st.checks() == {} and aggregate_status([]) == "passing"
+    with pytest.raises(NotFound, match='No service registered with ID "nope"'):
+        st.set_service_maintenance("nope", True, "")
+    assert SERVICE_MAINT_DEFAULT.startswith("Maintenance mode is enabled for this service")
+
+
+def test_reap_after_deregister_critical_service_after() -> None:
+    st = LocalState()
+    _web(st, {"TTL": "10s", "DeregisterCriticalServiceAfter": "1m"})
+    st.update_check("service:web", "critical", "TTL expired", now=100.0)
+    assert st.reap(159.0) == []
+    assert st.reap(161.0) == ["web"]
+    st.update_check("service:web", "passing", "", now=161.0)
+    assert st.reap(1000.0) == []
+
+
+@pytest.mark.parametrize(("nodes", "factor"), [(1, 1), (128, 1), (129, 2), (256, 2), (257, 3), (1024, 4), (8192, 7)])
+def test_ae_scale(nodes: int, factor: int) -> None:
+    assert ae.scale_factor(nodes) == factor
+    assert ae.full_sync_delay(nodes, 0.0) == 60.0 * factor
+    assert ae.full_sync_delay(nodes, 0.5) == 90.0 * factor
+
+
+def test_retry_delay_grows_to_the_cap() -> None:
+    delays = [ae.retry_delay(n, 0.0) for n in range(1, 8)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]
+    assert ae.retry_delay(1, 0.99) < 1.5
+
+
+def test_truncate_output() -> None:
+    assert truncate_output("x" * 10) == "x" * 10
+    out = truncate_output("y" * 5000)
+    assert out.startswith("y" * 4096) and out.endswith("(captured 4096 of 5000 bytes)")
+
+
+# ---------------------------------------------------------------- the sync loop, with a fake backend
+
+
+class FakeCatalog:
+    """The catalog's view of one node, updated by the Register/Deregister commands it receives."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, Any]] = {}
+        self.checks: dict[str, dict[str, Any]] = {"serfHealth": {"CheckID": "serfHealth", "Status": "passing"}}
+        self.writes: list[Any] = []
+        self.fail = False
+
+    async def write(self, data: bytes) -> Any:
+        if self.fail:
+            raise ConnectionError("no server")
+        cmd = c.decode(data)
+        self.writes.append(cmd)
+        if isinstance(cmd, c.Register):
+            if cmd.service is not None:
+                s = cmd.service
+                self.services[s.id] = {"ID": s.id, "Service": s.service, "Tags": list(s.tags), "Address": s.address,
+                                       "Port": s.port, "Meta": s.meta}
+            for ch in cmd.checks:
+                self.checks[ch.check_id] = {"CheckID": ch.check_id, "Name": ch.name, "Status": ch.status,
+                                            "Notes": ch.notes, "Output": ch.output, "ServiceID": ch.service_id}
+        elif isinstance(cmd, c.Deregister):
+            if cmd.service_id:
+                self.services.pop(cmd.service_id, None)
+                self.checks = {k: v for k, v in self.checks.items() if v.get("ServiceID") != cmd.service_id}
+            else:
+                self.checks.pop(cmd.check_id, None)
+        return True
+
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, Any]:
+        if self.fail:
+            raise ConnectionError("no server")
+        if name == "catalog.node":
+            return {"Node": {}, "Services": dict(self.services)}, None
+        return list(self.checks.values()), None
+
+
+NODE = NodeInfo("n1", "10.0.0.1", "id-1", "dc1", {"lan": "10.0.0.1"}, {})
+
+
+def test_command_shapes() -> None:
+    st = LocalState()
+    _web(st, {"TTL": "10s"})
+    reg = command(st.pending(0.0)[0], NODE, 1.0)
+    assert isinstance(reg, c.Register) and reg.node == "n1" and reg.address == "10.0.0.1" and reg.id == "id-1"
+    assert reg.service is not None and reg.service.service == "web" and reg.checks[0].type == "ttl"
+    st.remove_service("web")
+    dereg = command(st.pending(0.0)[0], NODE, 1.0)
+    assert isinstance(dereg, c.Deregister) and dereg.service_id == "web"
+
+
+def test_anti_entropy_full_sync_repairs_and_changes_push_at_once() -> None:
+    async def main() -> None:
+        st = LocalState()
+        cat = FakeCatalog()
+        cat.services["stray"] = {"ID": "stray", "Service": "stray"}
+        now = [0.0]
+        sync = AntiEntropy(st, cat, NODE, lambda: 3, clock=lambda: now[0])
+        _web(st, {"TTL": "10s"})
+        await sync.sync_full()
+        assert set(cat.services) == {"web"} and "service:web" in cat.checks and "serfHealth" in cat.checks
+        n = len(cat.writes)
+        await sync.sync_full()
+        assert len(cat.writes) == n, "nothing differs: no writes"
+        cat.services["web"]["Port"] = 1  # an edit in the catalog
+        del cat.checks["service:web"]
+        await sync.sync_full()
+        assert cat.services["web"]["Port"] == 80 and "service:web" in cat.checks
+        st.update_check("service:web", "passing", "ok", now=1.0)
+        await sync.sync_changes()
+        assert cat.checks["service:web"]["Status"] == "passing"
+
+    asyncio.run(main())
+
+
+def test_anti_entropy_loop_retries_after_failure() -> None:
+    async def main() -> None:
+        st = LocalState()
+        cat = FakeCatalog()
+        cat.fail = True
+        sync = AntiEntropy(st, cat, NODE, lambda: 1, interval=3600.0)
+        _web(st)
+        task = asyncio.create_task(sync.run())
+        try:
+            await asyncio.sleep(0.05)
+            assert sync.full_syncs == 0 and cat.services == {}
+            cat.fail = False  # the retry comes after ~1 s (retry_delay(1))
+            async with asyncio.timeout(5):
+                while "web" not in cat.services:
+                    await asyncio.sleep(0.02)
+            d = parse_service({"Name": "db"}, allow_script=False)
+            st.add_service(d.service, ())
+            sync.trigger()
+            async with asyncio.timeout(2):
+                while "db" not in cat.services:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- persistence and the LocalAgent shell
+
+
+def test_persisted_services_and_checks_survive_a_restart(tmp_path: Path) -> None:
+    async def first() -> None:
+        la = LocalAgent("n1", data_dir=tmp_path)
+        await la.register_service({"Name": "web", "Port": 80, "Check": {"TTL": "10s"}})
+        await la.register_check({"Name": "disk", "TTL": "30s"})
+        await la.ttl_update("disk", "warning", "80% full")
+        await la.service_maintenance("web", True, "upgrade")
+        await la.register_service({"Name": "gone"})
+        await la.deregister_service("gone")
+        la.close()
+
+    asyncio.run(first())
+    services, checks = persist.load(tmp_path)
+    assert [s.id for s in services] == ["web"]
+    assert {ch.check_id for ch, _ in checks} == {"service:web", "disk", "_service_maintenance:web"}
+
+    la = LocalAgent("n1", data_dir=tmp_path)
+    la.load([], [])
+    assert set(la.services()) == {"web"}
+    disk = la.checks()["disk"]
+    assert (disk.status, disk.output) == ("warning", "80% full")
+    assert la.checks()["_service_maintenance:web"].notes == "upgrade"
+    la.close()
+
+
+def test_config_file_definitions_are_not_persisted_and_reload_applies_the_diff(tmp_path: Path) -> None:
+    async def main() -> None:
+        la = LocalAgent("n1", data_dir=tmp_path)
+        la.load([{"name": "a", "port": 1}, {"name": "b"}], [{"name": "node-check", "ttl": "10s"}])
+        await la.register_service({"Name": "api-one"})
+        assert set(la.services()) == {"a", "b", "api-one"}
+        assert la.reload([{"name": "a", "port": 1}], [], enable_script_checks=False,
+                         enable_local_script_checks=False) == (1, 1)
+        assert set(la.services()) == {"a", "api-one"} and la.checks() == {}
+        assert la.reload([{"name": "a", "port": 2}, {"name": "c", "check": {"ttl": "5s"}}], [],
+                         enable_script_checks=False, enable_local_script_checks=False) == (2, 0)
+        assert la.services()["a"].port == 2 and "service:c" in la.checks()
+        with pytest.raises(BadRequest):  # a bad definition changes nothing
+            la.reload([{"port": 3}], [], enable_script_checks=False, enable_local_script_checks=False)
+        assert la.services()["a"].port == 2
+        la.close()
+
+    asyncio.run(main())
+    services, _ = persist.load(tmp_path)
+    assert [s.id for s in services] == ["api-one"]
+
+
+def test_script_checks_from_config_files_need_local_scripts_and_over_http_need_script_checks() -> None:
+    script = {"name": "s", "args": ["/bin/true"], "interval": "10s"}
+    la = LocalAgent("n1", enable_local_script_checks=True)
+    la.load([], [script])
+    assert "s" in la.checks()
+    with pytest.raises(BadRequest, match="Scripts are disabled"):
+        asyncio.run(la.register_check({"Name": "t", "Args": ["/bin/true"], "Interval": "10s"}))
+    with pytest.raises(BadRequest, match="Scripts are disabled"):
+        LocalAgent("n1").load([], [script])
+
+
+def test_ttl_update_errors() -> None:
+    async def main() -> None:
+        la = LocalAgent("n1")
+        await la.register_check({"Name": "h", "HTTP": "http://127.0.0.1:1/", "Interval": "10s"})
+        with pytest.raises(NotFound, match='Unknown check ID "nope"'):
+            await la.ttl_update("nope", "passing", "")
+        with pytest.raises(BadRequest, match='CheckID "h" does not have associated TTL'):
+            await la.ttl_update("h", "passing", "")
+        with pytest.raises(BadRequest, match="Invalid check status: 'bogus'"):
+            await la.ttl_update("h", "bogus", "")
+
+    asyncio.run(main())
