@@ -42,6 +42,12 @@ def test_readme_server_rpc_limits_match_the_code() -> None:
     assert rows["Server RPC replies not yet taken by the client"] == (
         f"{_size(lim.max_unsent_reply_bytes)} per connection (or one reply), {_size(lim.max_unsent_reply_bytes_total)} "
         f"in total; each taken within {lim.reply_drain_timeout:g} s")
+    assert rows["Server RPC: a reply or a forwarded write over 64 MiB (a consistent read or `GET /v1/snapshot` "
+                "through a client agent or a follower; a restore forwarded to the leader)"] == (
+        f"streamed in {_size(wire.STREAM_PIECE)} pieces, {wire.MAX_STREAM // 1024 ** 3} GiB in all")
+    assert wire.MAX_FRAME == 64 << 20
+    assert rows["Server RPC: streamed requests being received or served, all connections (only forwarded writes "
+                "may stream)"] == f"{lim.max_stream_bytes // 1024 ** 3} GiB"
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
     for name in vars(TransportStats()):
         if name not in ("frames_in", "frames_out", "dropped_queue_full", "connects"):
@@ -68,8 +74,12 @@ def test_readme_large_state_limits_match_the_code() -> None:
     cfg = RaftConfig.consul()
     assert rows["Server RPC: AppendEntries batch"] == (
         f"{cfg.max_append_entries} entries, {_size(cfg.max_append_bytes)} past its first entry")
-    assert rows["Server RPC: a forwarded reply (e.g. `GET /v1/snapshot` through a client agent or a follower)"] == (
-        _size(wire.MAX_FRAME))
+    from pyconsul.agent.http.snapshot import MAX_ARCHIVE
+    from pyconsul.agent.state import archive, restore
+
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
-    assert f"| `PUT /v1/snapshot` state restored (it travels through the Raft log as one entry) | " \
-           f"{_size(wire.MAX_ENTRY)} |" in readme
+    assert f"| `PUT /v1/snapshot` state restored (committed through the Raft log in consecutive " \
+           f"{_size(restore.PIECE)} pieces, every server switches at the last one; no Raft snapshot is taken in " \
+           f"between) | {_size(archive.MAX_STATE)} (the decompression cap above; the archive itself must fit the " \
+           f"{_size(MAX_ARCHIVE)} body) |" in readme
+    assert archive.MAX_STATE <= restore.MAX_TOTAL <= wire.MAX_STREAM
