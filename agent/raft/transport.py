@@ -21,6 +21,10 @@ requests in flight per connection and in total (excess: an immediate Unavailable
 requests"); replies back-pressured (each written after the previous one drained, with a deadline: a
 client that does not read is disconnected) and their unsent bytes capped per connection and in total
 (past a cap a reply is replaced by Unavailable).
+Frames over wire.MAX_FRAME stream as PART frames of 4 MiB (wire.split / wire.Reassembly, at most wire.MAX_STREAM
+in all): any reply, written piece by piece after each drain under the connection's write lock; and a request
+only for a write method (a restore forwarded to the leader), checked at its first piece, the bytes of all
+streamed requests being received or served under RpcLimits.max_stream_bytes.
 Every refusal is counted in TransportStats and logged at most once per 10 s per kind.
 """
 

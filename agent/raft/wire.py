@@ -40,8 +40,8 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024  # AppendRequest (a batch of entries), and a RESPONSE to one of our own requests
 # InstallSnapshot as one frame (kind 5): no longer sent (snapshots stream as SNAPSHOT_CHUNKs); the old cap stays.
 MAX_SNAPSHOT_FRAME = MAX_FRAME
-# The largest Raft entry: alone in an AppendRequest, or in a forwarded `apply`, it must fit in one frame. A restore
-# (PUT /v1/snapshot) travels as one entry, so this bounds the state it may carry (http/snapshot.py).
+# The largest Raft entry: alone in an AppendRequest it must fit in one frame. A restore (PUT /v1/snapshot) larger
+# than 4 MiB is committed as pieces of 4 MiB (state/restore.py), so no entry holds a whole state.
 MAX_ENTRY = MAX_FRAME - 1024 * 1024
 # A snapshot streams in pieces of SNAPSHOT_CHUNK bytes (node.py / snapstream.py), each one frame.
 SNAPSHOT_CHUNK = 4 * 1024 * 1024
@@ -50,7 +50,8 @@ MAX_CHUNK_FRAME = SNAPSHOT_CHUNK + 64 * 1024  # the piece plus ids and the confi
 MAX_SMALL_FRAME = 4 * 1024
 # A forwarded request: KV values are <= 512 KiB and a txn <= 512 KiB / 64 operations (see README, Limits).
 MAX_REQUEST_FRAME = 2 * 1024 * 1024
-# ... except a forwarded Raft command (`apply`, `apply_forward`), which may be a snapshot restore: as today.
+# ... except a forwarded Raft command (`apply`, `apply_forward`), which may be a snapshot restore (the leader splits
+# it into pieces); over MAX_FRAME it streams (below).
 MAX_WRITE_REQUEST_FRAME = MAX_FRAME
 WRITE_METHODS = frozenset({"apply", "apply_forward"})
 # A REQUEST or RESPONSE whose body exceeds MAX_FRAME travels as PART frames (transport.py), each carrying at most

@@ -7,7 +7,9 @@ Server-RPC methods and what they expect (both ends are pyconsul agents of the sa
 - "read" (leader only) / "read_forward" (any server): `read_request(...)` -> {"value", "index",
   "known_leader"?, "last_contact"?}.
 - "status": {"what", "args"} -> the answer of ConsulServer.status.
-Failures come back as typed errors (agent/raft/transport.py).
+Failures come back as typed errors (agent/raft/transport.py). A reply or a write over one frame (64 MiB: a
+large read, a snapshot, a restore) is streamed by the transport; a write's timeout grows with its size
+(common.bulk_time).
 """
 
 from __future__ import annotations
