@@ -86,3 +86,19 @@ def test_json_round_trip_and_catalog_def() -> None:
     assert (sd.id, sd.service, sd.port, sd.tagged_addresses) == ("w", "web", 1, {"lan": ServiceAddress("10.0.0.1", 2)})
     empty = service_json(parse_service({"Name": "n"}, allow_script=False).service)
     assert empty["Tags"] == [] and empty["Meta"] == {} and "TaggedAddresses" not in empty
+
+
+def test_readme_limits_match_the_code() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent.local import definitions, persist
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| What")}
+    assert rows["Service definitions: `Tags` / checks per service / `ID` and `Name` length"] == (
+        f"{definitions.MAX_TAGS} / {definitions.MAX_CHECKS} / {definitions.MAX_NAME} characters")
+    assert rows["Service `Meta`: pairs / key length / value length"].startswith(
+        f"{definitions.META_MAX_PAIRS} / {definitions.META_KEY_MAX} / {definitions.META_VALUE_MAX} ")
+    assert rows["A persisted service or check file read at start"] == f"{persist.MAX_FILE // 1024 // 1024} MiB"
