@@ -162,3 +162,25 @@ def test_keyring_rotation_across_pyconsul_and_serf(cluster: Cluster) -> None:
     assert cp.returncode == 0, cp.stdout + cp.stderr
     out = n1.cli("keyring", "-list").stdout
     assert f"{k3} [4/4]" in out, out
+
+
+def test_coordinates_are_exchanged_with_serf(cluster: Cluster) -> None:
+    """Our acks carry our coordinate in serf's ping format: a real serf accepts it (serf rtt can estimate the
+    round trip to us from it), and serf's acks update ours without a single refusal."""
+    ip = new_block()
+    n1 = cluster.agent("py1", f"{ip}.1", "-datacenter=BJ")
+    s1 = cluster.serf("serf1", f"{ip}.2", f"-join={ip}.1:8301")
+    wait_for(lambda: _serf_status(s1.members(), "py1") == "alive", 30, "serf1 to see py1")
+
+    def rtt() -> str | None:
+        cp = s1.run("rtt", "py1")
+        return cp.stdout if cp.returncode == 0 else None
+
+    out = wait_for(rtt, 30, "serf to hold a coordinate for py1 (learned from py1's acks)")
+    assert "Estimated py1 <-> serf1 rtt" in out
+    def moved() -> dict[str, object] | None:
+        me = n1.api("/v1/agent/self")
+        return me if any(x != 0.0 for x in me["Coord"]["Vec"]) else None
+
+    me = wait_for(moved, 30, "py1's coordinate to move (from serf1's acks)")
+    assert me["Stats"]["serf_lan"]["coordinate_rejected"] == "0"
