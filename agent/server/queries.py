@@ -14,6 +14,7 @@ from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.filter.request import request_filter
 from pyconsul.agent.state.catalog_reads import HEALTH_STATES, Keep
 from pyconsul.agent.state.store import StateStore, kv_entry_json
+from pyconsul.agent.state.tables import SERVICE_EXTINCTION, service_index_name
 
 
 def _s(args: dict[str, Any], key: str, default: str = "") -> str:
@@ -68,19 +69,10 @@ def _keep(a: dict[str, Any], endpoint: str) -> Keep:
 
 
 def _near(st: StateStore, a: dict[str, Any], rows: list[Any], node_of: Callable[[Any], str]) -> list[Any]:
-    """Rows sorted by estimated RTT from node a["near"] (Consul's sortNodesByDistanceFrom); unchanged when
-    there is no ?near, no coordinate store, or no coordinate for the source node.
-    TODO(coordinates, helper F): this uses `StateStore.rtt_from(node) -> Callable[[str], float] | None`
-    (None if `node` has no coordinate; the callable gives seconds to another node, inf if unknown). Until
-    the store has it, ?near is accepted and the order kept."""
+    """Rows sorted by estimated RTT from node a["near"] (Consul's sortNodesByDistanceFrom, on the network
+    coordinates table: state/coordinates.py); unchanged without ?near or when that node has no coordinate."""
     near = _s(a, "near")
-    rtt_from = getattr(st, "rtt_from", None)
-    if not near or rtt_from is None or len(rows) < 2:
-        return rows
-    rtt = rtt_from(near)
-    if rtt is None:
-        return rows
-    return sorted(rows, key=lambda row: rtt(node_of(row)))  # stable: equal distances keep name order
+    return st.sort_near(rows, node_of, near) if near and len(rows) > 1 else rows
 
 
 def _meta_index(st: StateStore, a: dict[str, Any], *tables: str) -> int:
@@ -165,21 +157,51 @@ QUERIES["coordinate.nodes"] = (lambda st, a: st.coordinates(segment=_segment(a))
 QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), segment=_segment(a)),
                               lambda st, a: st.table_index("coordinates"))
 
+# ---------------------------------------------------------------- what a blocked query waits for
 
 
-def _segment(a: dict[str, Any]) -> str | None:
-    seg = a.get("segment")
-    return seg if isinstance(seg, str) else None
+def _service_watch(st: StateStore, name: str, checks: bool) -> frozenset[str]:
+    """service_index's inputs: while the service has instances, its own index alone (the last instance's
+    removal moves that name too); without, the extinction index and the catalog tables it falls back to."""
+    own = service_index_name(name)
+    if st.table_index(own):
+        return frozenset({own})
+    return frozenset({own, SERVICE_EXTINCTION, "nodes", "services", *(("checks",) if checks else ())})
 
 
-# Network coordinates (agent/state/coordinates.py), index "coordinates" (F's; registered here so every server
-# knows them).
-QUERIES["coordinate.nodes"] = (lambda st, a: st.coordinates(segment=_segment(a)),
-                               lambda st, a: st.table_index("coordinates"))
-QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), segment=_segment(a)),
-                              lambda st, a: st.table_index("coordinates"))
+_KV = frozenset({"kvs", "tombstones"})
+_WATCH: dict[str, Callable[[StateStore, dict[str, Any]], frozenset[str]]] = {
+    "kv.get": lambda st, a: _KV,
+    "kv.list": lambda st, a: _KV,
+    "kv.keys": lambda st, a: _KV,
+    "catalog.nodes": lambda st, a: frozenset({"nodes"}),
+    "catalog.services": lambda st, a: frozenset({"services", "nodes"} if _meta(a) else {"services"}),
+    "catalog.service": lambda st, a: _service_watch(st, _s(a, "name"), False),
+    "catalog.node": lambda st, a: frozenset({"nodes", "services"}),
+    "catalog.node_services": lambda st, a: frozenset({"nodes", "services"}),
+    "health.service": lambda st, a: _service_watch(st, _s(a, "name"), True),
+    "health.node": lambda st, a: frozenset({"checks"}),
+    "health.checks": lambda st, a: _service_watch(st, _s(a, "name"), True),
+    "health.state": lambda st, a: frozenset({"checks", "nodes"} if _meta(a) else {"checks"}),
+    "session.info": lambda st, a: frozenset({"sessions"}),
+    "session.list": lambda st, a: frozenset({"sessions"}),
+    "session.node": lambda st, a: frozenset({"sessions"}),
+    "coordinate.nodes": lambda st, a: frozenset({"coordinates"}),
+    "coordinate.node": lambda st, a: frozenset({"coordinates"}),
+}
 
-__all__ = ["QUERIES", "index_of", "run"]
+
+def watch_names(store: StateStore, name: str, args: dict[str, Any]) -> frozenset[str] | None:
+    """The index names (StateStore.last_changed's vocabulary) whose change can move this query's index
+    right now, or None when any change may (queries without a declared set). A blocked query sleeps
+    through applies that change none of them: a KV write does not wake a watcher of a service, a write
+    to service "db" not one of "web". Re-evaluate after each wake-up: the set can depend on the state
+    (a service with no index of its own falls back to the catalog tables)."""
+    fn = _WATCH.get(name)
+    return fn(store, args) if fn is not None else None
+
+
+__all__ = ["QUERIES", "index_of", "run", "watch_names"]
 
 
 def run(store: StateStore, name: str, args: dict[str, Any]) -> Any:

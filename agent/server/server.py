@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from pyconsul.agent.config import AgentConfig
@@ -151,8 +151,10 @@ class ConsulServer:
         self._leader_known = asyncio.Event()  # set while a leader is known
         self._leader_change = asyncio.Event()  # set (and replaced) at every leader/role change
         self._leader_gen = 0
-        self._applied = asyncio.Event()  # set (and replaced) when an entry is applied and someone waits
-        self._change_waiters = 0
+        # blocked queries: index name -> the events of the queries whose index that name can move ("*": any
+        # change); an apply sets only the events of the names it changed (queries.watch_names)
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._store_seen: StateStore | None = None  # the store of the last wake-up (a restore replaces it)
         self._lan_changed = asyncio.Event()
         # status requests answered by the agent around this server (wired by agent.py): "event_fire" (a user
         # event for our LAN, from another datacenter's ?dc=) and "coordinate_datacenters" (the WAN view)
@@ -200,9 +202,19 @@ class ConsulServer:
             self.leader.tombstones_changed(index)
         if "sessions" in changed:
             self.leader.sessions_changed()
-        if self._change_waiters:
-            ev, self._applied = self._applied, asyncio.Event()
-            ev.set()
+        if self._watchers:
+            store = self.store
+            # a restored store (a new object) may have moved every index
+            self._wake(changed if store is self._store_seen else None)
+            self._store_seen = store
+
+    def _wake(self, names: Iterable[str] | None) -> None:
+        """Set the events of the blocked queries watching any of `names` (None: all of them)."""
+        groups = self._watchers.values() if names is None else \
+            [self._watchers[n] for n in (*names, "*") if n in self._watchers]
+        for group in groups:
+            for ev in group:
+                ev.set()
 
     def _term(self) -> int:
         core = self.raft.core
@@ -447,13 +459,23 @@ class ConsulServer:
         return ReadMeta(index, bool(raft.leader_id), contact)
 
     async def wait_for_change(self, index: int, name: str, args: dict[str, Any], wait: float) -> None:
-        """Blocking query: return when the query's index passes `index`, or after `wait`."""
+        """Blocking query: return when the query's index passes `index`, or after `wait`. It sleeps through
+        applies that change none of the index names its index depends on (queries.watch_names), so an
+        unrelated write costs a blocked query nothing: no wake-up, no re-read."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        self._change_waiters += 1
+        ev = asyncio.Event()
+        watching: frozenset[str] = frozenset()
+        self._store_seen = self.store
         try:
             while True:
-                woken = self._applied  # taken before the check: a later apply sets exactly this event
+                names = queries.watch_names(self.store, name, args) or frozenset({"*"})
+                if names != watching:
+                    self._unwatch(ev, watching - names)
+                    for n in names - watching:
+                        self._watchers.setdefault(n, set()).add(ev)
+                    watching = names
+                ev.clear()  # before the check: an apply after it sets the event again
                 if queries.index_of(self.store, name, args) > index:
                     return
                 remaining = deadline - loop.time()
@@ -461,9 +483,17 @@ class ConsulServer:
                     return
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
-                        await woken.wait()
+                        await ev.wait()
         finally:
-            self._change_waiters -= 1
+            self._unwatch(ev, watching)
+
+    def _unwatch(self, ev: asyncio.Event, names: Iterable[str]) -> None:
+        for n in names:
+            group = self._watchers.get(n)
+            if group is not None:
+                group.discard(ev)
+                if not group:
+                    del self._watchers[n]
 
     # ------------------------------------------------------------ operator views
 

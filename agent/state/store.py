@@ -29,7 +29,7 @@ propose SessionDestroy(id, now=...) for each expired id.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, restore, sessions, snapshot
 from pyconsul.agent.state.catalog_reads import Keep, Tags
@@ -61,6 +61,8 @@ from pyconsul.agent.state.results import StateError, StateFailure, TxnError, Txn
 from pyconsul.agent.state.sessions import session_json
 from pyconsul.agent.state.tables import KVEntry, Session, Tables
 from pyconsul.agent.state.wire import DecodeError
+
+T = TypeVar("T")
 
 __all__ = ["KVEntry", "StateError", "StateStore", "TxnError", "TxnResult", "kv_entry_json",
            "session_json", "txn_result_json"]
@@ -327,6 +329,10 @@ class StateStore:
 
     def service_index(self, name: str, checks: bool = False) -> int:
         return catalog_reads.service_index(self._t, name, checks)
+
+    def sort_near(self, items: list[T], node_of: Callable[[T], str], near: str) -> list[T]:
+        """?near=<node>: `items` by estimated RTT from that node to each item's node (coordinates.py)."""
+        return coordinates.sort_by_distance(self._t, items, node_of, near)
 
     # ------------------------------------------------------------ coordinate reads (index: "coordinates")
 

@@ -4,7 +4,6 @@ write does not move the index a blocking watcher compares with its ?index=."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +13,9 @@ from pyconsul.agent.server import queries
 from pyconsul.agent.state.commands import (
     CheckDef,
     CheckDefinition,
+    Coord,
+    CoordinateBatchUpdate,
+    CoordinateUpdate,
     Deregister,
     KVSet,
     Register,
@@ -196,34 +198,22 @@ def test_unusable_filter_is_bad_request_with_position(name: str, args: dict[str,
     assert message in str(err.value)
 
 
-class NearStore:
-    """A store with the coordinate hook server/queries.py looks for (helper F's StateStore.rtt_from)."""
-
-    def __init__(self, h: Harness, rtts: dict[str, dict[str, float]]) -> None:
-        self._h = h
-        self._rtts = rtts
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._h.store, name)
-
-    def rtt_from(self, node: str) -> Callable[[str], float] | None:
-        table = self._rtts.get(node)
-        if table is None:
-            return None
-        return lambda other: table.get(other, float("inf"))
+def coord(x: float) -> Coord:
+    return Coord(vec=(x,) + (0.0,) * 7, error=0.1)
 
 
-def test_near_sorts_by_rtt_when_coordinates_exist() -> None:
+def test_near_sorts_by_estimated_rtt() -> None:
     h = world()
     reg(h, "n4", "web4", "web", tags=("v1",))
-    st: Any = NearStore(h, {"n2": {"n2": 0.0, "n4": 0.001, "n1": 0.05}})
-    assert [r["Node"] for r in queries.run(st, "catalog.nodes", {"near": "n2"})] == ["n2", "n4", "n1", "n3"]
-    assert [e["Node"]["Node"] for e in queries.run(st, "health.service", {"name": "web", "near": "n2"})] == [
-        "n2", "n4", "n1"]
-    assert [r["Node"] for r in queries.run(st, "catalog.service", {"name": "web", "near": "ghost"})] == [
-        "n1", "n2", "n4"]  # a source without a coordinate: the usual order
-    # without the hook (today's store) ?near is accepted and the order kept
-    assert [r["Node"] for r in run(h, "catalog.nodes", near="n2")] == ["n1", "n2", "n3", "n4"]
+    h.do(CoordinateBatchUpdate((CoordinateUpdate("n2", coord(0.0)), CoordinateUpdate("n4", coord(0.001)),
+                                CoordinateUpdate("n1", coord(0.05)))))
+    assert [r["Node"] for r in run(h, "catalog.nodes", near="n2")] == ["n2", "n4", "n1", "n3"]  # n3: none, last
+    assert [e["Node"]["Node"] for e in run(h, "health.service", name="web", near="n2")] == ["n2", "n4", "n1"]
+    assert [r["Node"] for r in run(h, "catalog.service", name="web", near="n1")] == ["n1", "n4", "n2"]
+    assert [c["Node"] for c in run(h, "health.checks", name="web", near="n4")] == ["n4", "n2", "n1"]
+    # a source without a coordinate, or none given: the usual order
+    assert [r["Node"] for r in run(h, "catalog.service", name="web", near="n3")] == ["n1", "n2", "n4"]
+    assert [r["Node"] for r in run(h, "catalog.nodes")] == ["n1", "n2", "n3", "n4"]
 
 
 # ---------------------------------------------------------------- per-table indexes (blocking queries)
