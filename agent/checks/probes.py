@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import Executor
 from http.client import HTTPConnection, HTTPException, HTTPResponse
+from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -54,17 +57,42 @@ class TLSContexts:
         self._ctx: dict[bool, ssl.SSLContext] = {}
 
     def get(self, skip_verify: bool) -> ssl.SSLContext:
-        import ssl
-
+        """A client context; ImportError when this Python has no TLS at all."""
         with self._lock:
             ctx = self._ctx.get(skip_verify)
             if ctx is None:
+                ssl = load_ssl()
                 ctx = ssl.create_default_context()
                 if skip_verify:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
                 self._ctx[skip_verify] = ctx
             return ctx
+
+
+def load_ssl() -> ModuleType:
+    """The ssl module, imported on first use. `pyconsul agent` starts with ssl marked unavailable (see
+    agent/__init__.py: libssl stays out of an agent that speaks no TLS); an https check is the one thing
+    here that needs it, so the marks are lifted and it is loaded then, and only then."""
+    for name in ("ssl", "_ssl"):
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
+    return importlib.import_module("ssl")
+
+
+class _HTTPSConnection(HTTPConnection):
+    """http.client's HTTPConnection over TLS (http.client defines its own HTTPSConnection only when ssl
+    was importable when http.client itself was first imported, which in the agent it was not)."""
+
+    default_port = 443
+
+    def __init__(self, host: str, port: int | None, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._context = context
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
 
 
 def _reason(e: BaseException) -> str:
@@ -113,11 +141,10 @@ class HttpProbe:
         conn: HTTPConnection
         if parts.scheme == "https":
             try:
-                from http.client import HTTPSConnection
-            except ImportError:  # agent/__init__.py kept OpenSSL out of this process
-                return "critical", f'{method} "{url}": TLS is not available in this agent (set PYCONSUL_OPENSSL=1)'
-            conn = HTTPSConnection(parts.hostname, port, timeout=self.timeout,
-                                   context=self._tls.get(spec.tls_skip_verify))
+                context = self._tls.get(spec.tls_skip_verify)
+            except ImportError as e:  # a Python built without ssl
+                return "critical", f'{method} "{url}": TLS is not available: {e}'
+            conn = _HTTPSConnection(parts.hostname, port, timeout=self.timeout, context=context)
         else:
             conn = HTTPConnection(parts.hostname, port, timeout=self.timeout)
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -465,6 +466,19 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+AGENT_LIKE_HTTPS_PROBE = """
+import sys
+sys.modules["ssl"] = sys.modules["_ssl"] = None
+import asyncio, http.client
+from concurrent.futures import ThreadPoolExecutor
+from pyconsul.agent.checks import probes
+from pyconsul.agent.checks.spec import CheckSpec
+assert not hasattr(http.client, "HTTPSConnection")
+spec = CheckSpec(check_id="s", name="s", kind="http", http=sys.argv[1], interval=1.0, tls_skip_verify=True)
+print(asyncio.run(probes.http_check(spec, ThreadPoolExecutor(1), probes.TLSContexts())))
+"""
+
+
 def test_https_verifies_unless_tls_skip_verify(tmp_path: Path) -> None:
     import ssl
 
@@ -498,7 +512,17 @@ def test_https_verifies_unless_tls_skip_verify(tmp_path: Path) -> None:
         r.add(http("skip", f"https://127.0.0.1:{port}/", tls_skip_verify=True))
         r.add(http("verify", f"https://127.0.0.1:{port}/"))
         r.add(http("junk", f"http://127.0.0.1:{junk_port}/"))
+        # as in `pyconsul agent`, which starts with ssl marked unavailable (agent/__init__.py): the https
+        # probe loads it when it first needs it
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", AGENT_LIKE_HTTPS_PROBE, f"https://127.0.0.1:{port}/",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
+            async with asyncio.timeout(30):
+                out_bytes, _ = await child.communicate()
+            assert child.returncode == 0, out_bytes
+            want = f"('passing', 'HTTP GET https://127.0.0.1:{port}/: 200 OK Output: secure')"
+            assert out_bytes.decode().strip().endswith(want)
             assert (await sink.wait("skip")) == \
                 ("passing", f"HTTP GET https://127.0.0.1:{port}/: 200 OK Output: secure")
             status, out = await sink.wait("verify")
