@@ -21,12 +21,11 @@ from tests.integration.test_raft_cluster import http, leader_of
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # The cost of serialising a state is per record (sorting, encoding), so the state is many small keys. It is
-# loaded with PUT /v1/snapshot, whose Restore command travels to the followers in one Raft entry (under the 64 MiB
-# frame limit, hence ~48 MiB here; tests/integration/test_wiped_follower.py has 200 MiB in 512 KiB values).
-# Decoding it (seconds) runs off the loop on every server (node.py, _prepare), and the leader no longer resends
-# the 48 MiB entry every heartbeat round while a follower reads it (replication.transfer_time). Should the load
-# still meet an election on a slow machine, it is retried (a Restore is idempotent): the assertions below are
-# about the snapshots that follow.
+# loaded with PUT /v1/snapshot, whose Restore the leader commits as 4 MiB pieces (state/restore.py; ~48 MiB here;
+# tests/integration/test_wiped_follower.py has 200 MiB in 512 KiB values, test_large_stream.py restores 70 MiB).
+# Decoding it (seconds) runs off the loop on every server (node.py, _prepare). Should the load still meet an
+# election on a slow machine, it is retried (a Restore is idempotent): the assertions below are about the
+# snapshots that follow.
 KEYS = 300_000
 THRESHOLD = 40  # Raft snapshots once the small writes below pass this many entries
 
