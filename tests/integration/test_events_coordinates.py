@@ -163,3 +163,33 @@ def test_coordinates_reach_the_catalog_for_every_node(cluster: Cluster) -> None:
     bad_body = json.dumps({"Node": "co3", "Coord": {"Vec": [0.0] * 3, "Error": 0.5}}).encode()
     status, _, body = _http(client, "/v1/coordinate/update", "PUT", bad_body)
     assert status == 400 and b"dimensionality" in body
+
+
+def test_event_for_another_datacenter_and_wan_coordinates(cluster: Cluster) -> None:
+    """?dc= fires the event in the other datacenter's LAN (through server RPC), from a server and from a
+    client; /v1/coordinate/datacenters shows both datacenters' servers."""
+    ip = new_block()
+    cfg = _config(cluster)
+    bj = cluster.agent("dbj1", f"{ip}.1", "-server", "-bootstrap", "-datacenter=BJ", cfg)
+    sh = cluster.agent("dsh1", f"{ip}.2", "-server", "-bootstrap", "-datacenter=SH", cfg)
+    shc = cluster.agent("dshc", f"{ip}.3", "-datacenter=SH", cfg, f"-join={ip}.2")
+    bjc = cluster.agent("dbjc", f"{ip}.4", "-datacenter=BJ", cfg, f"-join={ip}.1")
+    bj.cli("join", "-wan", f"{ip}.2")
+    wait_for(lambda: json.loads(_http(bjc, "/v1/catalog/datacenters")[2]) == ["bj", "sh"], 30, "both DCs known")
+
+    ids = []
+    for p in (bj, bjc):
+        status, _, body = _http(p, "/v1/event/fire/cross?dc=sh", "PUT", p.name.encode())
+        assert status == 200, body
+        ids.append(json.loads(body)["ID"])
+    for p in (sh, shc):
+        wait_for(lambda p=p: {e["ID"] for e in _events(p)} >= set(ids), 20, f"both events on {p.name}")
+    assert not any(e["Name"] == "cross" for e in _events(bjc))  # not in BJ
+    assert _http(bj, "/v1/event/fire/x?dc=nowhere", "PUT", b"")[0] == 500  # No path to datacenter
+
+    def both() -> list[dict[str, Any]] | None:
+        out: list[dict[str, Any]] = json.loads(_http(bjc, "/v1/coordinate/datacenters")[2])
+        nodes = {d["Datacenter"]: [c["Node"] for c in d["Coordinates"]] for d in out}
+        return out if nodes.get("sh") == ["dsh1"] and nodes.get("bj") == ["dbj1"] else None
+
+    wait_for(both, 60, "WAN coordinates of both datacenters' servers")
