@@ -200,3 +200,25 @@ def test_bad_read_parameters_are_400_before_any_read(path: str, message: str) ->
     backend, ((status, body),) = call([("GET", path, None)])
     assert status == 400 and message in body.decode(), body
     assert backend.reads == []  # refused before the server (and before any blocking wait)
+
+
+def test_readme_documents_the_limits_of_these_routes() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent import filter as flt
+    from pyconsul.agent.filter import regex
+    from pyconsul.agent.http import catalog
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| What")}
+    assert rows["Catalog and health reads: `?tag` / `?node-meta` parameters"] == (
+        f"{api.MAX_TAGS} / {api.MAX_NODE_META}")
+    assert rows["`?filter=` expression: length / parenthesis nesting / match expressions / `matches` pattern"] == (
+        f"{flt.MAX_EXPRESSION_LENGTH} characters / {flt.MAX_NESTING} / {flt.MAX_MATCHES} / "
+        f"{regex.MAX_PATTERN_LENGTH} characters")
+    assert rows["`PUT /v1/catalog/register`: checks in one request / `Definition` durations"] == (
+        f"{catalog.MAX_REGISTER_CHECKS} / under {catalog.MAX_DURATION / (365 * 86400):g} years")
+    for endpoint in ("/v1/catalog/node-services/<n>", "/v1/health/checks/<s>", "/v1/health/state/<state>"):
+        assert f"`GET {endpoint}`" in readme
