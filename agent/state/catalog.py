@@ -37,7 +37,7 @@ def register(t: Tables, idx: int, cmd: Register) -> None:
         raise StateFailure("Must provide node")
     if not cmd.address and not cmd.skip_node_update:
         raise StateFailure("Must provide address if SkipNodeUpdate is not set")
-    if not cmd.skip_node_update:
+    if not cmd.skip_node_update or nk(cmd.node) not in t.nodes:  # SkipNodeUpdate still creates a missing node
         _ensure_node(t, idx, cmd)
     if cmd.service is not None:
         _ensure_service(t, idx, cmd.node, cmd.service)

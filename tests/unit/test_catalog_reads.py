@@ -261,3 +261,16 @@ def test_node_meta_reads_include_the_nodes_table() -> None:
     h.do(Register("n2", "10.0.0.2", node_meta={"rack": "r9"}, now=0.0))  # only node data changed
     assert index(h, "catalog.services") == plain
     assert index(h, "catalog.services", node_meta={"rack": "r1"}) > with_meta
+
+
+def test_skip_node_update_keeps_the_node_and_creates_a_missing_one() -> None:
+    h = world()
+    node_index = index(h, "catalog.nodes")
+    assert h.do(Register("n1", "192.0.2.1", node_meta={"rack": "elsewhere"}, skip_node_update=True,
+                         service=ServiceDef(id="api1", service="api", port=9000), now=0.0)) is True
+    assert index(h, "catalog.nodes") == node_index  # the node record was not touched
+    (n1,) = [n for n in run(h, "catalog.nodes") if n["Node"] == "n1"]
+    assert (n1["Address"], n1["Meta"]) == ("10.0.0.1", {"rack": "r1", "os": "linux"})
+    assert [x["Node"] for x in run(h, "catalog.service", name="api")] == ["n1"]
+    assert h.do(Register("n9", "10.0.0.9", skip_node_update=True, service=ServiceDef(service="api"), now=0.0)) is True
+    assert [x["Node"] for x in run(h, "catalog.service", name="api")] == ["n1", "n9"]
