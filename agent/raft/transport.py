@@ -217,7 +217,8 @@ class _Conn:
         self.unsent = 0  # bytes of encoded replies not yet drained
         self.dropped = False
         self.stream = wire.Reassembly()  # a request larger than a frame, arriving in PART frames
-        self.stream_bytes = 0  # its bytes so far, counted in Transport._streaming
+        self.stream_bytes = 0  # its total, reserved in Transport._streaming at its first piece
+        self.stream_deadline = 0.0  # loop time by which the whole stream must have arrived
 
 
 # Raft messages that a peer connection's bytes may carry past its task (see _Inbound): everything a _Peer sends
@@ -547,7 +548,8 @@ class Transport:
             sender, _ = wire.decode_hello(hello)
             while True:
                 try:
-                    async with asyncio.timeout(None if conn.raft else lim.idle_timeout):
+                    async with asyncio.timeout(self._stream_wait(conn) if conn.stream.active
+                                               else None if conn.raft else lim.idle_timeout):
                         if fast is not None:
                             fast.waiting = True
                         try:
@@ -556,6 +558,11 @@ class Transport:
                             if fast is not None:
                                 fast.waiting = False
                 except TimeoutError:
+                    if conn.stream.active:
+                        self.stats.body_timeouts += 1
+                        self._warn.warn("body", "dropping server RPC connection from %s: a streamed request of %d "
+                                        "bytes did not arrive in time", peer, conn.stream.total)
+                        return
                     if conn.inflight:
                         continue  # a long request (a blocking query) is still being served
                     self.stats.idle_closed += 1
@@ -657,6 +664,8 @@ class Transport:
                                     f"({self._streaming} of {self.limits.max_stream_bytes} bytes in use)")
             body = conn.stream.add(offset, total, piece)  # checks that no other stream is under way
             conn.stream_bytes = total  # reserved whole at its first piece
+            # the whole stream arrives in the time a frame body of its size would (RpcLimits.body_timeout)
+            conn.stream_deadline = asyncio.get_running_loop().time() + self.limits.body_timeout + total / (1 << 20)
             self._streaming += total
             return body
         return conn.stream.add(offset, total, piece)
@@ -682,6 +691,10 @@ class Transport:
             self.stats.frames_in += 1
             self.on_message(msg)
         return pos
+
+    def _stream_wait(self, conn: _Conn) -> float:
+        """Seconds left for the rest of the streamed request under way on `conn`."""
+        return max(0.0, conn.stream_deadline - asyncio.get_running_loop().time())
 
     def _take(self, conn: _Conn, n: int) -> bool:
         """Count a forwarded request in flight, unless that would pass a cap."""

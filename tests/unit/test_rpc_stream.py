@@ -104,3 +104,28 @@ def test_streamed_requests_share_a_byte_budget() -> None:
             await b.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_stalled_streamed_request_is_dropped_and_its_budget_released() -> None:
+    ip = new_block()
+
+    async def handler(method: str, args: Any) -> Any:
+        return None
+
+    async def main() -> None:
+        a = Transport("a", "bj", (f"{ip}.1", 8300), lambda m: None, handler, limits=RpcLimits(body_timeout=0.3))
+        await a.start()
+        try:
+            reader, writer = await asyncio.open_connection(f"{ip}.1", 8300)
+            writer.write(wire.frame([wire.Kind.HELLO, "x", "bj"]))
+            body = wire.frame([wire.Kind.REQUEST, 1, "apply", b"z" * 1000])[wire.HEADER.size:]
+            writer.write(wire.frame([wire.Kind.PART, 0, len(body), body[:100]]))  # the rest never comes
+            await writer.drain()
+            async with asyncio.timeout(10):
+                assert await reader.read() == b""  # closed by the server
+            assert a.stats.body_timeouts == 1 and a._streaming == 0
+            writer.close()
+        finally:
+            await a.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
