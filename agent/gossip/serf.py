@@ -211,7 +211,7 @@ class Serf:
         # Vivaldi coordinates (serf's ping delegate): our coordinate rides on our acks, a peer's on its acks
         # to our probes; a separate generator seeded from the name keeps the shared `rng` sequence as it was
         self.coords = Client(rng=random.Random(zlib.crc32(name.encode("utf-8", "surrogateescape"))))
-        self.coord_cache: dict[str, Coordinate] = {}
+        self.coord_cache: dict[str, Coordinate] = {name: self.coords.coord}  # serf seeds it with its own
         self._ack_payload = b""
         self.ml = Membership(
             gossip, name, addr, port, codec.encode_tags(tags), rng, now,
