@@ -1,9 +1,11 @@
 """`/v1/snapshot`: GET saves the whole state as an archive (state/archive.py); PUT restores one.
 
 GET honours `?stale` (any server answers from its own state) and otherwise reads from the leader,
-like Consul; the response carries X-Consul-Index. PUT verifies the archive completely before anything
-is written -- a corrupt or foreign archive gets a 400 naming the problem and the state is untouched --
-then commits a Restore command through Raft, so every server switches to the snapshot at one index.
+like Consul; the response carries X-Consul-Index, and its body is compressed piece by piece in a worker
+thread and sent chunked as it is produced (archive.archive_chunks; Connection: close). PUT verifies the
+archive completely before anything is written -- a corrupt or foreign archive gets a 400 naming the
+problem and the state is untouched -- then commits a Restore command through Raft, so every server
+switches to the snapshot at one index.
 
 Limits (README "Limits"): the uploaded archive is at most MAX_ARCHIVE bytes (the route's body limit,
 checked from Content-Length before reading), and it inflates to at most archive.MAX_STATE bytes of
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Iterator
 
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.http.api import Backend, body_too_large, read_meta_headers, read_query
@@ -29,15 +32,25 @@ from pyconsul.agent.state import commands as c
 MAX_ARCHIVE = 64 * 1024 * 1024  # PUT /v1/snapshot body (compressed archive)
 
 
+async def _in_thread(gen: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The pieces of a CPU-bound generator, each produced in a worker thread."""
+    while True:
+        chunk = await asyncio.to_thread(next, gen, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
 def register(app: web.Application, backend: Backend) -> None:
     one_restore = asyncio.Lock()  # verifying an archive holds up to MAX_STATE bytes: one at a time
 
     async def save(request: web.Request) -> web.Response:
         value, meta = await read_query(request, backend, "snapshot", {})
-        # compressing (seconds for hundreds of MiB) runs in a worker thread: the loop keeps serving
-        data = await asyncio.to_thread(archive.write_archive, value["state"], int(value["index"]),
-                                       int(value.get("term", 0)), int(time.time() * 1000))
-        return web.Response(body=data, headers=read_meta_headers(meta), content_type="application/x-gzip")
+        # compressed piece by piece in a worker thread (seconds for hundreds of MiB: the loop keeps serving) and
+        # sent as it comes (chunked), so neither the tar stream nor the whole archive is ever held
+        gen = archive.archive_chunks(value.pop("state"), int(value["index"]), int(value.get("term", 0)),
+                                     int(time.time() * 1000))
+        return web.StreamResponse(_in_thread(gen), headers=read_meta_headers(meta), content_type="application/x-gzip")
 
     async def restore(request: web.Request) -> web.Response:
         try:

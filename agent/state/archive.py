@@ -15,12 +15,12 @@ half-checked data. Pure: bytes in, bytes out.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
+import struct
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyconsul.agent.state import snapshot
@@ -52,19 +52,50 @@ class Meta:
 def write_archive(state: bytes, index: int, term: int = 0, created_ms: int = 0) -> bytes:
     """An archive for `state`. Deterministic for equal arguments (tar and gzip times come from
     `created_ms`), so equal states saved at the same moment give equal files."""
+    return b"".join(archive_chunks(state, index, term, created_ms))
+
+
+CHUNK = 1024 * 1024  # state bytes compressed per step of archive_chunks
+
+
+def archive_chunks(state: bytes, index: int, term: int = 0, created_ms: int = 0) -> Iterator[bytes]:
+    """write_archive's bytes in pieces, compressed as they are produced: serving a large state (GET
+    /v1/snapshot) never holds the tar stream or the whole archive, only `state` and a piece. CPU-bound: on
+    an event loop, take each piece in a worker thread. A gzip member (RFC 1952: header with the mtime,
+    raw deflate, CRC-32 and length) over a ustar/pax stream (512-byte blocks, two zero blocks, padded to
+    tarfile's 10240-byte records), as tarfile and gzip write them."""
     meta = Meta(f"{term}-{index}-{created_ms}", len(state), index, term)
     meta_bytes = (json.dumps(meta.to_json(), indent=1, sort_keys=True) + "\n").encode()
     sums = "".join(f"{hashlib.sha256(b).hexdigest()}  {n}\n" for n, b in (("meta.json", meta_bytes),
                                                                            ("state.bin", state))).encode()
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in zip(MEMBERS, (meta_bytes, state, sums), strict=True):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = created_ms // 1000
-            info.mode = 0o600
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=created_ms // 1000)
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    crc, size = 0, 0
+
+    def deflate(data: bytes | memoryview) -> bytes:
+        nonlocal crc, size
+        crc = zlib.crc32(data, crc)
+        size += len(data)
+        return z.compress(data)
+
+    yield b"\x1f\x8b\x08\x00" + struct.pack("<I", (created_ms // 1000) & 0xFFFFFFFF) + b"\x02\xff"
+    for name, data in zip(MEMBERS, (meta_bytes, state, sums), strict=True):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = created_ms // 1000
+        info.mode = 0o600
+        out = deflate(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        view = memoryview(data)
+        for pos in range(0, len(view), CHUNK):
+            out += deflate(view[pos:pos + CHUNK])
+            if out:
+                yield out
+                out = b""
+        out += deflate(bytes(-len(data) % tarfile.BLOCKSIZE))
+        if out:
+            yield out
+    written = size + 2 * tarfile.BLOCKSIZE
+    tail = deflate(bytes(2 * tarfile.BLOCKSIZE + -written % tarfile.RECORDSIZE))
+    yield tail + z.flush() + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
 
 
 def read_archive(data: bytes, max_state: int = MAX_STATE) -> tuple[Meta, bytes]:

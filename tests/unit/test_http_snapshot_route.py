@@ -7,6 +7,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,10 +45,25 @@ def _call(port: int, path: str, method: str = "GET", body: bytes = b"") -> tuple
         while b"\r\n\r\n" not in data:
             data += s.recv(65536)
         head, _, rest = data.partition(b"\r\n\r\n")
-        n = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
-        while len(rest) < n:
-            rest += s.recv(65536)
+        lengths = [int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")]
+        if lengths:
+            while len(rest) < lengths[0]:
+                rest += s.recv(65536)
+        else:  # a streamed (chunked) response ends with the connection
+            while chunk := s.recv(65536):
+                rest += chunk
+            rest = _dechunk(rest)
     return int(head.split()[1]), rest, time.monotonic() - t0
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out, data = out + data[:n], data[n + 2:]
 
 
 _SLOW_STARTED = threading.Event()  # set by the slow archive work once it runs
@@ -59,17 +75,17 @@ def _ping_later(port: int) -> tuple[int, bytes, float]:
 
 
 def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    def slow_write(*args: Any) -> bytes:
+    def slow_write(*args: Any) -> Iterator[bytes]:
         _SLOW_STARTED.set()
         time.sleep(1.0)  # blocks whichever thread runs it
-        return b"\x1f\x8barchive"
+        yield b"\x1f\x8barchive"
 
     def slow_read(data: bytes, max_state: int = archive.MAX_STATE) -> tuple[Any, bytes]:
         _SLOW_STARTED.set()
         time.sleep(1.0)
         raise archive.ArchiveError("not a snapshot")
 
-    monkeypatch.setattr(archive, "write_archive", slow_write)
+    monkeypatch.setattr(archive, "archive_chunks", slow_write)
     monkeypatch.setattr(archive, "read_archive", slow_read)
 
     async def main() -> None:
@@ -94,6 +110,8 @@ def test_snapshot_work_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) 
                 assert (status, text) == (200, b"pong") and took < 0.5, f"{method}: ping took {took:.2f} s"
                 status, text, _ = slow.result()
                 assert status == want, (method, status, text)
+                if method == "GET":
+                    assert text == b"\x1f\x8barchive"  # the generator's pieces, sent chunked
         finally:
             await server.close()
 

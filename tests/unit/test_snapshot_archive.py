@@ -159,3 +159,23 @@ def test_cli_inspect_and_argument_errors(tmp_path: object, capsys: pytest.Captur
     assert "not a gzip" in capsys.readouterr().err
     assert cli.main(["snapshot", "restore", str(path) + ".missing"]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", [0, 1, 511, 512, 10240, archive.CHUNK + 7, 3 * archive.CHUNK])
+def test_archive_chunks_are_the_bytes_tarfile_and_gzip_write(n: int) -> None:
+    """GET /v1/snapshot streams archive_chunks; joined they are exactly what tarfile + gzip.compress write."""
+    state = bytes(range(256)) * (n // 512) + b"s" * (n - n // 512 * 256)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        meta = archive.Meta(f"3-2-{1_700_000_000_123}", len(state), 2, 3)
+        meta_bytes = (json.dumps(meta.to_json(), indent=1, sort_keys=True) + "\n").encode()
+        files = {"meta.json": meta_bytes, "state.bin": state}
+        for name, data in (("meta.json", meta_bytes), ("state.bin", state), ("SHA256SUMS", sums(files))):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o600
+            tar.addfile(info, io.BytesIO(data))
+    want = gzip.compress(raw.getvalue(), mtime=1_700_000_000)
+    pieces = list(archive.archive_chunks(state, 2, 3, 1_700_000_000_123))
+    assert b"".join(pieces) == want == archive.write_archive(state, 2, 3, 1_700_000_000_123)
+    assert max(len(p) for p in pieces) <= archive.CHUNK + 64 * 1024
+    assert members_of(want)["state.bin"] == state
