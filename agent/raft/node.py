@@ -645,12 +645,13 @@ class RaftNode:
 
         def work(_: None) -> dict[int, Any]:
             t0 = time.monotonic()
-            out = {e.index: fsm.prepare(e.data) for e in items}
-            if snap is not None:
+            out: dict[int, Any] = {}
+            if snap is not None:  # first, as _finish applies them: the entries continue after the snapshot
                 try:
                     out[_SNAPSHOT] = fsm.prepare_restore(snap.data)
                 except Exception as exc:  # raised on the loop by _finish, as restore() would have
                     out[_SNAPSHOT] = exc
+            out.update((e.index, fsm.prepare(e.data)) for e in items)
             log.info("decoded %s off the loop in %.2f s", "a snapshot" if snap is not None else "a restore",
                      time.monotonic() - t0)
             return out
