@@ -229,7 +229,7 @@ class Agent:
 
     def _start_events_and_coordinates(self) -> None:
         """User events (fired into the LAN pool, taken from it) and the periodic coordinate sync."""
-        from pyconsul.agent.netcoords import CoordinateSync
+        from pyconsul.agent.netcoords import CoordinateBatcher, CoordinateSync
 
         cfg = self.cfg
         lan, backend = self.lan, self.backend
@@ -238,6 +238,11 @@ class Agent:
         if self.server is not None:
             self.server.status_hooks["event_fire"] = self._remote_event_fire
             self.server.status_hooks["coordinate_datacenters"] = lambda args: self._coordinate_datacenters()
+            server = self.server
+            batcher = CoordinateBatcher(server, lambda addr, args: server.forward.status(
+                addr, "coordinate_update", args, to_leader=True))
+            server.status_hooks["coordinate_update"] = batcher.update
+            self.spawn(batcher.run, "coordinate-batcher", restart=True)
         sync = CoordinateSync(cfg.node_name, lan.coordinate, lambda: len(lan.members()), backend,
                               cfg.sync_coordinate_interval_min, cfg.sync_coordinate_rate_target)
         self.spawn(sync.run, "coordinate-sync", restart=True)

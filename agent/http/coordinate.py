@@ -6,8 +6,9 @@
   "coordinates"), consistency modes and ?dc= as any catalog read.
 - GET /v1/coordinate/node/<node>: that node's coordinates; 404 when it has none.
 - PUT /v1/coordinate/update: {"Node", "Segment", "Coord": {"Vec", "Error", "Adjustment", "Height"}} written to
-  the catalog (200, empty body). A coordinate that is not 8 finite numbers within bounds is a 400 (Consul
-  answers 500 "invalid coordinate"/"rejected bad coordinate"); an unknown node is ignored, as in Consul.
+  the servers (200, empty body), which commit it with the next batch (within BATCH_PERIOD, as Consul). A
+  coordinate that is not 8 finite numbers within bounds is a 400 (Consul answers 500 "invalid
+  coordinate"/"rejected bad coordinate"); an unknown node is ignored, as in Consul.
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pyconsul.agent.errors import BadRequest
-from pyconsul.agent.gossip.coordinate import InvalidCoordinate, from_json
-from pyconsul.agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
+from pyconsul.agent.http.api import Backend, decode_json, json_response, read_meta_headers, read_query
 from pyconsul.agent.httpd import web
-from pyconsul.agent.netcoords import to_state
-from pyconsul.agent.state.commands import CoordinateBatchUpdate, CoordinateUpdate, encode
+from pyconsul.agent.netcoords import parse_update
 
 MAX_UPDATE_BODY = 4096  # bytes of a /v1/coordinate/update body (a coordinate is ~250 bytes of JSON)
-MAX_NAME = 256  # characters of a node or segment name in an update
 
 DatacenterMaps = Callable[[], Awaitable[list[dict[str, Any]]]]
 
@@ -49,19 +47,13 @@ def register(app: web.Application, backend: Backend, datacenters: DatacenterMaps
         return json_response(value, 200, headers)
 
     async def update(request: web.Request) -> web.Response:
-        body = canonical_keys(decode_json(await request.read(), empty={}))
+        body = decode_json(await request.read(), empty={})
         if not isinstance(body, dict):
             raise BadRequest("Request decode failed: expected a JSON object")
-        node, segment = body.get("Node", ""), body.get("Segment", "") or ""
-        if not isinstance(node, str) or not node or len(node) > MAX_NAME:
-            raise BadRequest(f"Request decode failed: Node must be a non-empty string of at most {MAX_NAME} characters")
-        if not isinstance(segment, str) or len(segment) > MAX_NAME:
-            raise BadRequest(f"Request decode failed: Segment must be a string of at most {MAX_NAME} characters")
-        try:
-            coord = from_json(body.get("Coord"))
-        except InvalidCoordinate as exc:
-            raise BadRequest(f"invalid coordinate: {exc}") from None
-        await backend.write(encode(CoordinateBatchUpdate((CoordinateUpdate(node, to_state(coord), segment),))))
+        body = {str(k).lower(): v for k, v in body.items()}  # Go matches field names case-insensitively
+        args = {"node": body.get("node", ""), "segment": body.get("segment", "") or "", "coord": body.get("coord")}
+        parse_update(args)  # a bad update is a 400 here, before any server sees it
+        await backend.status("coordinate_update", args)
         return web.Response(text="")
 
     r = app.router

@@ -157,7 +157,8 @@ class ConsulServer:
         self._store_seen: StateStore | None = None  # the store of the last wake-up (a restore replaces it)
         self._lan_changed = asyncio.Event()
         # status requests answered by the agent around this server (wired by agent.py): "event_fire" (a user
-        # event for our LAN, from another datacenter's ?dc=) and "coordinate_datacenters" (the WAN view)
+        # event for our LAN, from another datacenter's ?dc=), "coordinate_datacenters" (the WAN view) and
+        # "coordinate_update" (Consul's Coordinate.Update; a hook may be a coroutine function)
         self.status_hooks: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
     @property
@@ -504,7 +505,8 @@ class ConsulServer:
             return await self.forward.status(remote, what, args, to_leader=False)
         hook = self.status_hooks.get(what)
         if hook is not None:
-            return hook(args or {})
+            result = hook(args or {})
+            return (await result) if asyncio.iscoroutine(result) else result
         if what == "leader":
             return self.leader_address()
         if what == "datacenters":

@@ -158,8 +158,12 @@ def test_coordinates_reach_the_catalog_for_every_node(cluster: Cluster) -> None:
     body_ok = json.dumps({"Node": "ext", "Coord": {"Vec": vec, "Error": 0.5, "Adjustment": 0.0,
                                                    "Height": 0.0001}}).encode()
     assert _http(client, "/v1/coordinate/update", "PUT", body_ok)[0] == 200
-    status, _, body = _http(client, "/v1/coordinate/node/ext")
-    assert status == 200 and json.loads(body)[0]["Coord"]["Vec"] == vec
+
+    def ext() -> list[dict[str, Any]] | None:  # the leader commits it with its next batch (every 5 s)
+        status, _, body = _http(client, "/v1/coordinate/node/ext")
+        return json.loads(body) if status == 200 else None
+
+    assert wait_for(ext, 20, "the update of ext committed")[0]["Coord"]["Vec"] == vec
     bad_body = json.dumps({"Node": "co3", "Coord": {"Vec": [0.0] * 3, "Error": 0.5}}).encode()
     status, _, body = _http(client, "/v1/coordinate/update", "PUT", bad_body)
     assert status == 400 and b"dimensionality" in body

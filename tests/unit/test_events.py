@@ -157,6 +157,7 @@ def test_serf_size_limit_matches_consuls_event_budget() -> None:
 def test_readme_limits_match_the_code() -> None:
     from pathlib import Path
 
+    from pyconsul.agent import netcoords
     from pyconsul.agent.gossip import coordinate
     from pyconsul.agent.gossip.serf import SerfConfig
     from pyconsul.agent.http import coordinate as coordinate_http
@@ -171,6 +172,9 @@ def test_readme_limits_match_the_code() -> None:
         f"{event_http.MAX_EVENT_BODY} B / {SerfConfig().user_event_size_limit} B")
     assert rows["Events kept per agent for `/v1/event/list`"] == str(RING_SIZE)
     assert rows["`PUT /v1/coordinate/update` body / node and segment names"] == (
-        f"{coordinate_http.MAX_UPDATE_BODY // 1024} KiB / {coordinate_http.MAX_NAME} characters")
-    assert rows["Coordinate updates in one Raft entry"] == str(coordinates.MAX_COORDINATE_BATCH)
+        f"{coordinate_http.MAX_UPDATE_BODY // 1024} KiB / {netcoords.MAX_NAME} characters")
+    assert rows["Coordinate updates in one Raft entry (the leader writes up to 128)"] == str(
+        coordinates.MAX_COORDINATE_BATCH) and netcoords.BATCH_SIZE == 128
+    assert rows["Coordinate updates of distinct nodes waiting at the leader (per 5 s batch period)"] == str(
+        netcoords.BATCH_SIZE * netcoords.MAX_BATCHES) and netcoords.BATCH_PERIOD == 5.0
     assert rows["Gossip ack payload (a coordinate) decoded"] == f"{coordinate.MAX_PAYLOAD // 1024} KiB"
