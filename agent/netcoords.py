@@ -124,6 +124,7 @@ class CoordinateBatcher:
         self.forward = forward  # (leader address, args) -> awaitable answer of the leader's "coordinate_update"
         self.period = period
         self.pending: dict[tuple[str, str], CoordinateUpdate] = {}
+        self._queued = asyncio.Event()  # set when the first update of a batch arrives (an idle server sleeps)
         self.committed = 0
         self.refused = 0
 
@@ -140,6 +141,7 @@ class CoordinateBatcher:
             self.refused += 1
             raise Unavailable("Coordinate update rate limit exceeded, increase SyncCoordinateRateTarget")
         self.pending[key] = u
+        self._queued.set()
         return True
 
     async def flush(self) -> None:
@@ -155,10 +157,12 @@ class CoordinateBatcher:
                 log.debug("coordinate batch of %d updates failed: %s", len(chunk), exc)
 
     async def run(self) -> None:
+        """Commit every `period` while updates come in; with none pending, sleep until one arrives."""
         while True:
+            await self._queued.wait()
             await asyncio.sleep(self.period)
-            if self.pending:
-                await self.flush()
+            self._queued.clear()
+            await self.flush()
 
 
 def datacenter_maps(wan_members: list[Member], cached: Callable[[str], Coordinate | None],

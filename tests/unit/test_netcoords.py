@@ -121,3 +121,21 @@ def test_datacenter_maps() -> None:
     assert [x["Node"] for x in out[0]["Coordinates"]] == ["y"]
     assert out[1]["Coordinates"] == [] and out[0]["AreaID"] == "wan"
     assert out[2]["Coordinates"][0]["Coord"]["Vec"] == [0.01] * 8
+
+
+def test_batcher_loop_commits_after_the_period_and_idles() -> None:
+    async def run() -> tuple[int, int]:
+        srv = FakeServer(True)
+        b = CoordinateBatcher(srv, lambda addr, args: None, period=0.05)
+        task = asyncio.get_running_loop().create_task(b.run())
+        await asyncio.sleep(0.12)
+        idle_writes = len(srv.writes)
+        await b.update(_args("n1"))
+        for _ in range(100):
+            if srv.writes:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return idle_writes, len(srv.writes)
+
+    assert asyncio.run(run()) == (0, 1)
