@@ -13,6 +13,7 @@ import pytest
 from pyconsul.agent import errors as e
 from pyconsul.agent.config import AgentConfig
 from pyconsul.agent.facade import AgentFacade, force_leave
+from pyconsul.agent.gossip.coordinate import Coordinate, new_coordinate
 from pyconsul.agent.gossip.pool import Pool
 from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
 from pyconsul.agent.raft.messages import Configuration, Role, Server, SoftState
@@ -459,6 +460,9 @@ class FakePool:
     def local_member(self) -> Member:
         return self._members[0]
 
+    def coordinate(self) -> Coordinate:
+        return new_coordinate()
+
 
 class FakeBackend:
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
@@ -494,7 +498,9 @@ def test_facade_on_a_client() -> None:
     f, lan, _, left = _facade(server=False)
     assert f.members(wan=True) == [] and len(f.members(wan=False)) == 2
     assert asyncio.run(f.list_datacenters()) == ["bj", "sh"], "a client asks a server"
-    assert asyncio.run(_self_info(f))["Stats"]["consul"] == {"server": "false", "known_servers": "1"}
+    info = asyncio.run(_self_info(f))
+    assert info["Stats"]["consul"] == {"server": "false", "known_servers": "1"}
+    assert info["Coord"] == new_coordinate().to_json()  # the agent's LAN coordinate, as Consul's "Coord"
     assert asyncio.run(f.join("10.0.0.1", wan=False)) == (1, []) and lan.joined == [(["10.0.0.1"], 8301)]
     with pytest.raises(e.Internal, match=r"^Must be a server to join WAN cluster$"):  # Consul's 500, typed
         asyncio.run(f.join("10.0.0.1", wan=True))
