@@ -59,7 +59,13 @@ def register(app: web.Application, api: AgentAPI) -> None:
     async def datacenters(request: web.Request) -> web.Response:
         return json_response(await api.list_datacenters())
 
+    async def index(request: web.Request) -> web.Response:
+        # Consul's index handler without the UI: "Consul Agent". Clients' suites point HTTP checks at the
+        # agent's root; Consul with -ui redirects to /ui/, which our HTTP checks would not follow.
+        return web.Response(text="Consul Agent")
+
     r = app.router
+    r.add_get("/", index)
     r.add_get("/v1/agent/self", self_)
     r.add_get("/v1/agent/members", members)
     r.add_put("/v1/agent/join/{addr}", join)

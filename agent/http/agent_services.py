@@ -88,22 +88,22 @@ async def _body(request: web.Request) -> Any:
 
 
 def register(app: web.Application, local: LocalAgent, node_name: str,
-             reload: Callable[[], Awaitable[None]] | None = None) -> None:
+             reload: Callable[[], Awaitable[None]] | None = None, datacenter: str = "dc1") -> None:
     def service_out(sid: str) -> dict[str, Any]:
         svc = local.service(sid)
         assert svc is not None
-        return service_json(svc)
+        # Datacenter: not in Consul 1.7's AgentService, added in later versions; clients' suites expect it
+        return {**service_json(svc), "Datacenter": datacenter}
 
     async def services(request: web.Request) -> web.Response:
         f = _compile_filter(request, "/v1/agent/services")
-        return json_response(f.apply_values({sid: service_json(s) for sid, s in local.services().items()}))
+        return json_response(f.apply_values({sid: service_out(sid) for sid in local.services()}))
 
     async def service(request: web.Request) -> web.Response:
         sid = _id(request, "service")
-        svc = local.service(sid)
-        if svc is None:
+        if local.service(sid) is None:
             raise NotFound(f"unknown service ID: {sid}")
-        out = service_json(svc)
+        out = service_out(sid)
         out["ContentHash"] = hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()[:16]
         return json_response(out)
 

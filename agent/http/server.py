@@ -79,7 +79,7 @@ def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "d
     app = web.Application(middlewares=[errors], client_max_size=DEFAULT_MAX_BODY, max_buffered=MAX_BUFFERED)
     agent_routes.register(app, api)
     if local is not None:
-        register_agent_services(app, local, node_name, reload)  # the agent's own services and checks
+        register_agent_services(app, local, node_name, reload, datacenter)  # the agent's own services and checks
     acl.register(app)  # 401 "ACL support disabled" (no ACL system yet: issue 14)
     if backend is not None:
         kv.register(app, backend)
