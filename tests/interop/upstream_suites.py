@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,14 +100,25 @@ def run_suite(suite: Suite, junit: Path, pytest_args: Sequence[str] = (),
               targets: Sequence[str] = ("tests",)) -> Result:
     """Run the suite's tests against pyconsul agents; the per-test outcomes from its junit xml."""
     client = ensure_client(suite)
+    agents = junit.parent / f"{junit.stem}-agents"  # the py-consul fixture's agent logs
+    agents.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(client), str(suite.path)]),
-           "PYCONSUL_ROOT": str(ROOT), "PYCONSUL_INTEROP_NET": str(suite.net)}
+           "PYCONSUL_ROOT": str(ROOT), "PYCONSUL_INTEROP_NET": str(suite.net), "PYCONSUL_INTEROP_WORKDIR": str(agents)}
     env.pop("CONSUL_HTTP_ADDR", None)
     argv = [sys.executable, "-m", "pytest", "-c", str(suite.path / "pytest.ini"), "--rootdir", str(suite.path),
             "-p", "no:cacheprovider", "-o", "junit_family=xunit1", f"--junitxml={junit}", "-q", "--tb=line",
             *pytest_args, *targets]
-    subprocess.run(argv, cwd=suite.path, env=env, stdin=subprocess.DEVNULL, timeout=SUITE_TIMEOUT,
-                   stdout=subprocess.DEVNULL if os.environ.get("PYCONSUL_INTEROP_QUIET") else None)
+    # Its own session (process group), so a run past SUITE_TIMEOUT is ended with every agent it started.
+    proc = subprocess.Popen(argv, cwd=suite.path, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                            stdout=subprocess.DEVNULL if os.environ.get("PYCONSUL_INTEROP_QUIET") else None)
+    try:
+        proc.wait(SUITE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"{suite.name}: the suite ran longer than {SUITE_TIMEOUT:.0f} s") from None
+    if not junit.exists():
+        raise AssertionError(f"{suite.name}: pytest exited {proc.returncode} without a report (collection error?)")
     return parse_junit(junit)
 
 
@@ -202,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in [args.suite] if args.suite else sorted(SUITES):
         suite = SUITES[name]
         result, cmp = check_suite(suite, workdir, pytest_args)
+        if pytest_args:  # a selection: the listed tests it left out are not news
+            cmp.missing.clear()
         print(report(suite, result, cmp))
         if args.update:
             write_known(suite, result)

@@ -15,7 +15,8 @@ What differs, and why:
 - the startup probe (register `test-service`, wait until /v1/health/service lists it) does not fail the
   fixture when it never succeeds: without agent services every test would error before it ran, hiding
   which features work; the tests that need the feature fail on their own;
-- the agent's log goes to the test's temporary directory instead of ./logs; the agent is stopped by PID.
+- the agent's log goes to its work directory (under the runner's PYCONSUL_INTEROP_WORKDIR) instead of ./logs;
+  the agent is stopped by PID.
 """
 
 from __future__ import annotations
@@ -58,9 +59,25 @@ def _free_port() -> int:
 
 
 def _bind_address() -> str:
-    """A loopback address of our own for gossip and server RPC (run.py gives each suite run a /16)."""
-    n = next(_addresses)
-    return f"127.{os.environ.get('PYCONSUL_INTEROP_NET', '250')}.{n // 250}.{n % 250 + 1}"
+    """A loopback address of our own for gossip and server RPC: in the suite's 127.<net>/16 (the runner's
+    PYCONSUL_INTEROP_NET), salted with our PID so concurrent runs start apart, skipping any address whose
+    Consul ports (8300-8302) are taken."""
+    net = os.environ.get("PYCONSUL_INTEROP_NET", "250")
+    while True:
+        n = (os.getpid() % 200) * 250 + next(_addresses)
+        ip = f"127.{net}.{n // 250 % 256}.{n % 250 + 1}"
+        if all(_free(ip, port, kind) for port in (8300, 8301, 8302)
+               for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+            return ip
+
+
+def _free(ip: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
 
 
 def start_consul_container(version: str, acl_master_token: str | None = None):
@@ -89,7 +106,7 @@ def start_consul_container(version: str, acl_master_token: str | None = None):
         }
         config = {**base_config, **acl_config}
 
-    workdir = tempfile.mkdtemp(prefix="pyconsul-interop-")
+    workdir = tempfile.mkdtemp(prefix="agent-", dir=os.environ.get("PYCONSUL_INTEROP_WORKDIR"))
     config_file = os.path.join(workdir, "local.json")
     with open(config_file, "w", encoding="utf-8") as f:
         json.dump(config, f)
