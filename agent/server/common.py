@@ -16,8 +16,9 @@ BULK_RATE = 4 * 1024 * 1024  # bytes/s: a forwarded write's timeout grows by its
 
 
 def bulk_time(n: int) -> float:
-    """Extra seconds a forwarded request of `n` bytes may take (streamed, then committed in pieces)."""
-    return n / BULK_RATE
+    """Extra seconds a forwarded request of `n` bytes may take (streamed, then committed in pieces); none for
+    requests under BULK_RATE bytes (every ordinary write)."""
+    return n / BULK_RATE if n > BULK_RATE else 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,11 +237,15 @@ def test_the_raft_layer_does_not_import_the_server_or_http_layers() -> None:
             assert not bad, f"{path.name} imports {bad}"
 
 
-def test_a_forwarded_reply_larger_than_a_frame_is_a_typed_error() -> None:
-    """Forwarded replies are not streamed (issue 11 item 2): one over the frame limit (GET /v1/snapshot of a
-    large state through a client agent) reaches the caller as ReplyTooLarge, never a dropped connection."""
+def test_a_forwarded_reply_larger_than_a_stream_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forwarded replies over a frame stream (issue 11 item 2), up to wire.MAX_STREAM: one over it reaches the
+    caller as ReplyTooLarge, never a dropped connection (the limit is lowered here to keep the test small)."""
+    monkeypatch.setattr(wire, "MAX_STREAM", wire.MAX_FRAME)
+    fits = Transport._encode([wire.Kind.RESPONSE, 7, True, {"state": b"x" * (wire.MAX_FRAME - 64)}])
+    assert wire.unframe(fits[wire.HEADER.size:])[:3] == [wire.Kind.RESPONSE, 7, True]
+    del fits
     out = Transport._encode([wire.Kind.RESPONSE, 7, True, {"state": b"x" * (wire.MAX_FRAME + 1)}])
     raw = wire.unframe(out[wire.HEADER.size:])
     assert len(out) < 4096 and raw[:3] == [wire.Kind.RESPONSE, 7, False]
     err = e.from_wire(raw[3])
-    assert isinstance(err, e.ReplyTooLarge) and "frame limit" in err.message
+    assert isinstance(err, e.ReplyTooLarge) and "streamed server RPC reply" in err.message
