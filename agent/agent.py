@@ -122,6 +122,7 @@ class Agent:
         self._start_events_and_coordinates()
         self._start_local()
         self.facade = AgentFacade(cfg, self.node_id, self.lan, self.wan, self.server, self.backend, self.leave)
+        self.facade.local = self.local
         if cfg.ports.http > 0:
             app = make_app(self.facade, self.backend, cfg.datacenter, cfg.node_name, local=self.local,
                            reload=self.reload)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from pyconsul.agent import __version__
@@ -42,6 +42,13 @@ class ServerView(Protocol):
     def raft_stats(self) -> dict[str, str]: ...
 
 
+class LocalView(Protocol):
+    """What /v1/agent/self counts of the local services and checks (agent.local.manager.LocalAgent)."""
+
+    def services(self) -> Mapping[str, Any]: ...
+    def checks(self) -> Mapping[str, Any]: ...
+
+
 class StatusBackend(Protocol):
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any: ...
 
@@ -68,6 +75,7 @@ class AgentFacade:
         self.server = server
         self.backend = backend
         self._leave = leave
+        self.local: LocalView | None = None  # the agent's services and checks (agent/local), for Stats.agent
 
     def _pool(self, wan: bool) -> GossipPool:
         if wan:
@@ -105,7 +113,7 @@ class AgentFacade:
     def self_info(self) -> dict[str, Any]:
         cfg = self.cfg
         stats: dict[str, dict[str, str]] = {
-            "agent": {"check_monitors": "0", "check_ttls": "0", "checks": "0", "services": "0"},
+            "agent": self._local_stats(),
             "build": {"prerelease": "", "revision": "pyconsul", "version": __version__},
             "consul": self._consul_stats(),
             "runtime": {
@@ -143,6 +151,17 @@ class AgentFacade:
             "Stats": stats,
             "Meta": {},
         }
+
+    def _local_stats(self) -> dict[str, str]:
+        """Consul's Stats.agent: this agent's services and checks (TTL checks and interval checks counted apart)."""
+        local = self.local
+        if local is None:
+            return {"check_monitors": "0", "check_ttls": "0", "checks": "0", "services": "0"}
+        checks = local.checks()
+        ttls = sum(1 for c in checks.values() if c.type == "ttl")
+        monitors = sum(1 for c in checks.values() if c.type in ("script", "http", "tcp", "alias"))
+        return {"check_monitors": str(monitors), "check_ttls": str(ttls), "checks": str(len(checks)),
+                "services": str(len(local.services()))}
 
     def _consul_stats(self) -> dict[str, str]:
         if self.server is None:

@@ -63,6 +63,8 @@ def test_register_on_a_client_reaches_the_catalog_with_ttl_and_maintenance(clust
     put(c, "/v1/agent/service/register", {"Name": "web", "ID": "web1", "Port": 8080, "Tags": ["v1"],
                                            "Meta": {"team": "a"}, "Check": {"TTL": "30s", "CheckID": "web-ttl"}})
     assert c.api("/v1/agent/services")["web1"]["Port"] == 8080
+    stats = c.api("/v1/agent/self")["Stats"]["agent"]
+    assert (stats["services"], stats["checks"], stats["check_ttls"]) == ("1", "1", "1")
     wait_for(lambda: _catalog_ids(s, "web") == [("cli", "web1")], 30, "web1 in the catalog")
     assert _health_status(s, "web", "web-ttl") == "critical"  # Consul's initial status
     code, _ = http(c, "/v1/agent/health/service/id/web1?format=text")
