@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -184,3 +185,26 @@ def test_coordinates_are_exchanged_with_serf(cluster: Cluster) -> None:
 
     me = wait_for(moved, 30, "py1's coordinate to move (from serf1's acks)")
     assert me["Stats"]["serf_lan"]["coordinate_rejected"] == "0"
+
+
+def test_user_events_cross_with_serf(cluster: Cluster) -> None:
+    """A pyconsul event is a serf user event named consul:event:<name> (serf receives it), and a serf user event
+    carrying Consul's msgpack UserEvent is listed by pyconsul's /v1/event/list."""
+    from pyconsul.agent.events import UserEvent, encode
+
+    ip = new_block()
+    n1 = cluster.agent("py1", f"{ip}.1", "-datacenter=BJ")
+    s1 = cluster.serf("serf1", f"{ip}.2", f"-join={ip}.1:8301")
+    wait_for(lambda: _serf_status(s1.members(), "py1") == "alive", 30, "serf1 to see py1")
+
+    n1.api("/v1/event/fire/deploy", "PUT")
+    wait_for(lambda: "Received event: user-event: consul:event:deploy" in s1.log(), 30, "serf1 to get the event")
+
+    eid = "serf-event-0b5ca3c6"  # short: a 36-byte UUID is a raw16 string, whose length has a NUL (argv cannot)
+    payload = encode(UserEvent(eid, "from-serf", b"hi"))
+    assert b"\x00" not in payload
+    cp = subprocess.run(["serf", "event", f"-rpc-addr={s1.rpc}", "-coalesce=false", "consul:event:from-serf",
+                         payload], capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+    assert cp.returncode == 0, cp.stderr
+    got = wait_for(lambda: [e for e in n1.api("/v1/event/list") if e["ID"] == eid], 30, "py1 to list serf's event")
+    assert got[0]["Name"] == "from-serf" and base64.b64decode(got[0]["Payload"]) == b"hi" and got[0]["LTime"] >= 1
