@@ -9,6 +9,8 @@ asks for 400.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ from typing import Any
 from pyconsul.agent import filter as bexpr
 from pyconsul.agent.errors import BadRequest, NotFound
 from pyconsul.agent.filter.schemas import ENDPOINT_FIELDS
-from pyconsul.agent.http.api import decode_json, json_response
+from pyconsul.agent.http.api import decode_json, json_response, parse_wait
 from pyconsul.agent.httpd import web
 from pyconsul.agent.local.definitions import normalize, quote, service_json
 from pyconsul.agent.local.manager import LocalAgent
@@ -99,13 +101,29 @@ def register(app: web.Application, local: LocalAgent, node_name: str,
         f = _compile_filter(request, "/v1/agent/services")
         return json_response(f.apply_values({sid: service_out(sid) for sid in local.services()}))
 
-    async def service(request: web.Request) -> web.Response:
-        sid = _id(request, "service")
+    def hashed(sid: str) -> dict[str, Any]:
         if local.service(sid) is None:
             raise NotFound(f"unknown service ID: {sid}")
         out = service_out(sid)
         out["ContentHash"] = hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()[:16]
-        return json_response(out)
+        return out
+
+    async def service(request: web.Request) -> web.Response:
+        """Consul 1.7's hash-based blocking: with ?hash= equal to the current ContentHash, wait (up to ?wait,
+        default 5 min) until the service changes or is removed."""
+        sid = _id(request, "service")
+        out = hashed(sid)
+        want = request.query.get("hash")
+        if want and want == out["ContentHash"]:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + parse_wait(request.query.get("wait"))
+            while out["ContentHash"] == want and (remaining := deadline - loop.time()) > 0:
+                waiter = local.changed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await waiter.wait()
+                out = hashed(sid)
+        return json_response(out, headers={"X-Consul-ContentHash": str(out["ContentHash"])})
 
     async def service_register(request: web.Request) -> web.Response:
         await local.register_service(await _body(request),

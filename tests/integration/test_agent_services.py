@@ -4,6 +4,7 @@ services and reload, and bad input (script checks refused by default)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import signal
 import urllib.error
@@ -197,4 +198,15 @@ def test_bad_input_and_script_checks_refused_by_default(cluster: Cluster, tmp_pa
     put(s, "/v1/agent/service/register", {"Name": "api", "Tags": ["green"]})
     flt = urllib.parse.quote('"blue" in Tags')
     assert set(s.api(f"/v1/agent/services?filter={flt}")) == {"web"}
+
+    # hash-based blocking on one service: answers when the service changes
+    h = s.api("/v1/agent/service/web")["ContentHash"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(s.api, f"/v1/agent/service/web?hash={h}&wait=20s", "GET", None, 30.0)
+        put(s, "/v1/agent/service/register", {"Name": "api", "Tags": ["green", "v2"]})  # another service
+        with pytest.raises(concurrent.futures.TimeoutError):
+            fut.result(timeout=0.5)  # still blocked
+        put(s, "/v1/agent/service/register", {"Name": "web", "Tags": ["blue"], "Port": 81})
+        changed = fut.result(timeout=10)
+    assert changed["Port"] == 81 and changed["ContentHash"] != h
     assert not marker.exists(), "no command ran"
