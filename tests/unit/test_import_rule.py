@@ -42,6 +42,7 @@ EXPLICIT_CORES = [
     "agent/gossip/codec.py",
     "agent/gossip/lzw.py",
     "agent/gossip/config.py",
+    "agent/gossip/coordinate.py",
     "agent/raft/core.py",
     "agent/raft/log.py",
     "agent/raft/quorum.py",
