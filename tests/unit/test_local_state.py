@@ -369,3 +369,25 @@ def test_ttl_update_errors() -> None:
             await la.ttl_update("h", "bogus", "")
 
     asyncio.run(main())
+
+
+def test_one_refused_write_does_not_hold_back_the_others() -> None:
+    class Refusing(FakeCatalog):
+        async def write(self, data: bytes) -> Any:
+            cmd = c.decode(data)
+            if isinstance(cmd, c.Register) and cmd.service is not None and cmd.service.id == "bad":
+                return False  # a StateError is falsy
+            return await super().write(data)
+
+    async def main() -> None:
+        st = LocalState()
+        cat = Refusing()
+        for name in ("a", "bad", "b"):
+            st.add_service(parse_service({"Name": name}, allow_script=False).service, ())
+        sync = AntiEntropy(st, cat, NODE, lambda: 1)
+        with pytest.raises(Exception, match="register_service 'bad' refused"):
+            await sync.sync_changes()
+        assert set(cat.services) == {"a", "b"}
+        assert [(o.kind, o.id) for o in st.pending(0.0)] == [("register_service", "bad")]
+
+    asyncio.run(main())
