@@ -48,6 +48,8 @@ def setup_logging(level: str) -> None:
                 msg += "\n" + self.formatException(record.exc_info)
             return f"    {ts}.{ms:03d}{tz} {lvl:<7} {record.name}: {msg}"
 
+    from pyconsul.agent import logfeed
+
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Fmt())
     root = logging.getLogger()
@@ -55,6 +57,10 @@ def setup_logging(level: str) -> None:
     levels = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
               "WARNING": logging.WARNING, "ERR": logging.ERROR, "ERROR": logging.ERROR}
     root.setLevel(levels.get(level.upper(), logging.INFO))
+    # The agent's output keeps the configured level even while a more verbose /v1/agent/monitor
+    # stream lowers the root logger's (agent/logfeed.py).
+    handler.setLevel(root.level)
+    logfeed.feed().attach(root, root.level, _Fmt())
 
 
 async def run_until_stopped(agent: Runnable, cfg: AgentConfig) -> int:

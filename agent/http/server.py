@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
 from pyconsul.agent.http import acl, agent_routes, catalog, health, kv, session, snapshot
+from pyconsul.agent.http import monitor as monitor_routes
 from pyconsul.agent.http.agent_services import register as register_agent_services
 from pyconsul.agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
 from pyconsul.agent.httpd import web
+from pyconsul.agent.logfeed import feed as log_feed
 
 if TYPE_CHECKING:
     from pyconsul.agent.local.manager import LocalAgent
@@ -78,6 +80,7 @@ def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "d
     # restores) and DEFAULT_MAX_BODY for the rest; MAX_BUFFERED over all requests at once.
     app = web.Application(middlewares=[errors], client_max_size=DEFAULT_MAX_BODY, max_buffered=MAX_BUFFERED)
     agent_routes.register(app, api)
+    monitor_routes.register(app, log_feed())  # GET /v1/agent/monitor: the process's log, streamed
     if local is not None:
         register_agent_services(app, local, node_name, reload, datacenter)  # the agent's own services and checks
     acl.register(app)  # 401 "ACL support disabled" (no ACL system yet: issue 14)

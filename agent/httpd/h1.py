@@ -13,7 +13,8 @@ Contracts:
   a Content-Length body is counted from its head (before it is read) until its handler returns, a
   chunked body as it arrives. A request that would exceed the cap gets 503 unread, and the connection
   closes.
-* Every response carries Content-Length; `Connection: close` is sent whenever we close after it.
+* Every response carries Content-Length; `Connection: close` is sent whenever we close after it. A
+  `StreamResponse` (e.g. `/v1/agent/monitor`) is the exception: chunked, and the connection closes after it.
 * Limits: request line 8 KiB (414); header line 8 KiB, head 64 KiB, 100 fields (431); a request
   head must arrive within 30 s of its first byte and a body may not stall for 30 s (408); an idle
   keep-alive connection is closed after 75 s. Malformed input gets 400 and the connection closes.
@@ -35,7 +36,16 @@ import logging
 import re
 from typing import Any, cast
 
-from pyconsul.agent.httpd.web import REASONS, Application, Handler, Headers, HTTPException, Request, Response
+from pyconsul.agent.httpd.web import (
+    REASONS,
+    Application,
+    Handler,
+    Headers,
+    HTTPException,
+    Request,
+    Response,
+    StreamResponse,
+)
 
 __all__ = ["HTTPServer", "parse_head", "serve"]
 
@@ -238,6 +248,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: _Chunked | None = None
         self.task: asyncio.Task[None] | None = None
         self.eof = self.read_paused = self.write_paused = False
+        self.stream_wake: asyncio.Future[None] | None = None  # a StreamResponse waits on it (see _stream)
 
     # -- asyncio callbacks
 
@@ -254,6 +265,7 @@ class _Connection(asyncio.Protocol):
         self.deadline = None
         self.buf = bytearray()
         self._drop_partial()
+        self._wake_stream()
         if self.task is None:  # else the handler finishes first (see _run)
             self.srv.conns.discard(self)
 
@@ -271,6 +283,7 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        self._wake_stream()  # a client that stops sending ends a streamed response too
         if self.state == _LINGER:
             self._close()
         elif self.state != _BUSY and not self.write_paused:
@@ -284,6 +297,7 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.deadline = None
+        self._wake_stream()
         if self.state < _BUSY:
             self._process()
 
@@ -447,6 +461,7 @@ class _Connection(asyncio.Protocol):
         self.task = self.loop.create_task(self._run(req, handler))
 
     async def _run(self, req: Request, handler: Handler) -> None:
+        streamed = False
         try:
             try:
                 resp = await handler(req)
@@ -457,12 +472,16 @@ class _Connection(asyncio.Protocol):
             except Exception as exc:
                 log.exception("request %s %s failed", req.method, req.path)
                 resp = Response(status=500, text=f"{exc}\n")
+            if isinstance(resp, StreamResponse):
+                streamed = True
+                self.srv.release(req)
+                await self._stream(req, resp)
         finally:
             self.task = None
             self.srv.release(req)
             if self.transport is None:
                 self.srv.conns.discard(self)
-        if self.state == _BUSY:
+        if self.state == _BUSY and not streamed:
             self.state = _HEAD
             self._respond(req, resp)
             if self.state == _HEAD:
@@ -499,6 +518,72 @@ class _Connection(asyncio.Protocol):
             t.write(body)
         if not keep:
             self._close(linger=req._too_large or bool(self.buf))
+
+    def _wake_stream(self) -> None:
+        w = self.stream_wake
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _stream(self, req: Request, resp: StreamResponse) -> None:
+        """Send a StreamResponse: the head now, then every chunk the iterator yields, then close.
+
+        Stops (closing the iterator) when the client goes away or half-closes; waits while the transport is paused
+        (a client reading slower than we write). Invariant: the connection is closed on return.
+        """
+        it, nxt = resp.chunks, None
+        chunked = req.version != (1, 0)
+        try:
+            t = self.transport
+            if t is None or self.state != _BUSY:
+                return
+            lines = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}\r\n"]
+            lines += [f"{k}: {v}\r\n" for k, v in resp.headers.items()]
+            lines += ["Transfer-Encoding: chunked\r\n"] if chunked else []
+            lines += ["Connection: close\r\n", "\r\n"]
+            head = "".join(lines)
+            if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+                log.error("response to %s %s has a header with CR or LF; sending 500", req.method, req.path)
+                t.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            t.write(head.encode("latin-1", "replace"))
+            if req.method == "HEAD":
+                return
+            while self.transport is not None and not self.eof:
+                self.stream_wake = self.loop.create_future()
+                if self.write_paused:
+                    await self.stream_wake  # resume_writing or connection_lost
+                    continue
+                if nxt is None:
+                    nxt = asyncio.ensure_future(anext(it))
+                await asyncio.wait((nxt, self.stream_wake), return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done() or self.transport is None or self.eof:
+                    continue
+                try:
+                    chunk = nxt.result()
+                except StopAsyncIteration:
+                    if chunked:
+                        self.transport.write(b"0\r\n\r\n")
+                    break
+                except Exception:
+                    log.exception("streamed response to %s %s failed", req.method, req.path)
+                    break  # no terminating chunk: the client sees the body cut short
+                finally:
+                    if nxt.done():
+                        nxt = None
+                if chunk:
+                    self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        finally:
+            self.stream_wake = None
+            if nxt is not None:
+                nxt.cancel()
+                await asyncio.wait((nxt,))  # the generator must be idle before aclose()
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("closing the stream of %s %s failed", req.method, req.path)
+            self._close()
 
     def _reject(self, status: int, text: str) -> None:
         if self.transport is not None and self.state < _LINGER:

@@ -20,12 +20,13 @@ so distinct byte strings stay distinct strings (`/a%ff` and `/a%fe` are two path
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 __all__ = [
     "Application", "HTTPException", "HTTPMethodNotAllowed", "HTTPNotFound", "HTTPRequestEntityTooLarge",
-    "Handler", "Headers", "Middleware", "Query", "Request", "Response", "Router", "decode_path", "path_bytes",
+    "Handler", "Headers", "Middleware", "Query", "Request", "Response", "Router", "StreamResponse", "decode_path",
+    "path_bytes",
 ]
 
 REASONS = {
@@ -106,6 +107,24 @@ class Response:
                 self.headers["Content-Type"] = content_type
             elif self.body and "Content-Type" not in self.headers:
                 self.headers["Content-Type"] = "application/octet-stream"
+
+
+class StreamResponse(Response):
+    """A response whose body an async iterator of byte chunks produces while it is being sent.
+
+    The server writes the head at once, then each chunk as it comes (chunked transfer coding; to an
+    HTTP/1.0 client the body simply ends with the connection), and closes the connection after it. It
+    stops iterating, and closes the iterator, when the client goes away or the server shuts down, and
+    waits while the client reads slower than we write (a client that reads nothing for the keep-alive
+    timeout is dropped). The iterator's own buffering decides what happens to data produced meanwhile.
+    """
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: AsyncIterator[bytes], *, status: int = 200, headers: Mapping[str, str] | None = None,
+                 content_type: str | None = None) -> None:
+        super().__init__(status=status, headers=headers, content_type=content_type)
+        self.chunks = chunks
 
 
 def _utf8(text: str) -> bytes:
