@@ -46,6 +46,8 @@ NODE_MAINT_DEFAULT = ("Maintenance mode is enabled for this node, but no reason 
                       "This is a default message.")
 SERVICE_MAINT_DEFAULT = ("Maintenance mode is enabled for this service, but no reason was provided. "
                          "This is a default message.")
+MAX_SERVICES = 16384  # services of one agent (README "Limits"); a new one beyond is refused
+MAX_CHECKS = 65536  # checks of one agent, maintenance checks included
 CONSUL_SERVICE = "consul"
 SERF_CHECK = "serfHealth"
 Source = Literal["api", "file"]
@@ -179,6 +181,11 @@ class LocalState:
         Returns (checks to (re)start, check IDs removed)."""
         specs = list(checks)
         prev = self._services.get(svc.id)
+        if (prev is None or prev.deleted) and len(self.services()) >= MAX_SERVICES:
+            raise BadRequest(f"Too many services on this agent (limit {MAX_SERVICES})")
+        new_checks = sum(1 for sp in specs if self.check_entry(sp.check_id) is None)
+        if new_checks and len(self.checks()) + new_checks > MAX_CHECKS:
+            raise BadRequest(f"Too many checks on this agent (limit {MAX_CHECKS})")
         self._services[svc.id] = ServiceEntry(svc, source, version=self._next())
         removed: list[str] = []
         if replace_existing_checks and prev is not None and not prev.deleted:
@@ -221,6 +228,8 @@ class LocalState:
                 raise BadRequest(f"ServiceID {quote(spec.service_id)} does not exist")
         if is_maintenance(spec.check_id):
             raise BadRequest(f"Check ID {quote(spec.check_id)} is reserved for maintenance mode")
+        if self.check_entry(spec.check_id) is None and len(self.checks()) >= MAX_CHECKS:
+            raise BadRequest(f"Too many checks on this agent (limit {MAX_CHECKS})")
         self._put_check(spec, svc, source)
 
     def _put_check(self, spec: CheckSpec, svc: LocalService | None, source: Source) -> None:

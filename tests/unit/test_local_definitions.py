@@ -91,7 +91,7 @@ def test_json_round_trip_and_catalog_def() -> None:
 def test_readme_limits_match_the_code() -> None:
     from pathlib import Path
 
-    from pyconsul.agent.local import definitions, persist
+    from pyconsul.agent.local import definitions, persist, state
 
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
     table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
@@ -102,3 +102,4 @@ def test_readme_limits_match_the_code() -> None:
     assert rows["Service `Meta`: pairs / key length / value length"].startswith(
         f"{definitions.META_MAX_PAIRS} / {definitions.META_KEY_MAX} / {definitions.META_VALUE_MAX} ")
     assert rows["A persisted service or check file read at start"] == f"{persist.MAX_FILE // 1024 // 1024} MiB"
+    assert rows["Services / checks of one agent"] == f"{state.MAX_SERVICES} / {state.MAX_CHECKS}"

@@ -391,3 +391,19 @@ def test_one_refused_write_does_not_hold_back_the_others() -> None:
         assert [(o.kind, o.id) for o in st.pending(0.0)] == [("register_service", "bad")]
 
     asyncio.run(main())
+
+
+def test_agent_wide_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyconsul.agent.local import state as state_mod
+
+    monkeypatch.setattr(state_mod, "MAX_SERVICES", 2)
+    monkeypatch.setattr(state_mod, "MAX_CHECKS", 2)
+    st = LocalState()
+    _web(st, {"TTL": "10s"})
+    _web(st, {"TTL": "10s"})  # replacing is not adding
+    st.add_service(parse_service({"Name": "db"}, allow_script=False).service, ())
+    with pytest.raises(BadRequest, match="Too many services on this agent"):
+        st.add_service(parse_service({"Name": "third"}, allow_script=False).service, ())
+    st.add_check(parse_check({"Name": "c1", "TTL": "1s"}, allow_script=False))
+    with pytest.raises(BadRequest, match="Too many checks on this agent"):
+        st.add_check(parse_check({"Name": "c2", "TTL": "1s"}, allow_script=False))
