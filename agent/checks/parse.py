@@ -15,8 +15,9 @@ Contract:
   "Interval must be > 0 for Script, HTTP, or TCP checks", "TTL must be not be set for Alias checks",
   "Interval must not be set for Alias checks", "TTL must be > 0 for TTL checks" (the answer to a
   definition with no type at all); "Missing check name"; "Bad check status". Where Consul would
-  silently pick one of several types, we refuse ("Only one check type may be set ..."); gRPC and
-  Docker checks are refused as not supported.
+  silently pick one of several types, we refuse ("Only one check type may be set ..."). Docker checks
+  are refused as not supported; gRPC checks are accepted (kind "grpc") and always report critical,
+  as pyconsul has no gRPC client: the service's health then says so instead of its registration failing.
 - Interval-driven checks (script, HTTP, TCP) with an interval below MIN_INTERVAL (1 s) are clamped to
   it, as Consul's agent does (it logs a warning; so do we).
 - Script checks (`Args`) are refused unless `allow_script`, with Consul's message. The caller decides
@@ -39,6 +40,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pyconsul.agent.checks.schedule import INTERVAL_KINDS
 from pyconsul.agent.checks.spec import STATUSES, CheckKind, CheckSpec
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.flags import parse_duration
@@ -80,6 +82,7 @@ _KEYS: dict[str, str] = {
     "successbeforepassing": "success_before_passing",
     "failuresbeforecritical": "failures_before_critical",
     "grpc": "grpc",
+    "grpcusetls": "grpc_use_tls",
     "dockercontainerid": "docker_container_id",
 }
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 7230 token (method, header names)
@@ -219,6 +222,7 @@ def parse_check(d: Mapping[str, Any], *, service_id: str = "", allow_script: boo
     success_before_passing = _int(f, "success_before_passing")
     failures_before_critical = _int(f, "failures_before_critical")
     grpc = _string(f, "grpc")
+    grpc_use_tls = _bool(f, "grpc_use_tls")
     docker = _string(f, "docker_container_id")
 
     sid = service_id or own_service
@@ -252,27 +256,27 @@ def parse_check(d: Mapping[str, Any], *, service_id: str = "", allow_script: boo
             raise _invalid("Interval must not be set for Alias checks")
     if not interval_check and not is_alias and ttl <= 0:
         raise _invalid("TTL must be > 0 for TTL checks")
-    if grpc:
-        raise _invalid("gRPC checks are not supported by pyconsul")
     if docker:
         raise _invalid("Docker checks are not supported by pyconsul")
     candidates: tuple[tuple[CheckKind, bool], ...] = (
-        ("script", is_script), ("http", bool(http)), ("tcp", bool(tcp)), ("alias", is_alias), ("ttl", ttl > 0))
+        ("script", is_script), ("http", bool(http)), ("tcp", bool(tcp)), ("grpc", bool(grpc)), ("alias", is_alias),
+        ("ttl", ttl > 0))
     kinds = [k for k, on in candidates if on]
     if len(kinds) != 1:
-        raise _invalid("Only one check type may be set: one of Args, HTTP, TCP, TTL or AliasService/AliasNode")
+        raise _invalid("Only one check type may be set: one of Args, HTTP, TCP, GRPC, TTL or AliasService/AliasNode")
     kind = kinds[0]
     if kind == "script" and not allow_script:
         raise BadRequest(SCRIPTS_DISABLED)
-    if kind in ("script", "http", "tcp") and interval < MIN_INTERVAL:
+    if kind in INTERVAL_KINDS and interval < MIN_INTERVAL:
         log.warning("check %r has interval below minimum of %gs; using %gs", check_id, MIN_INTERVAL, MIN_INTERVAL)
         interval = MIN_INTERVAL
     return CheckSpec(
         check_id=check_id, name=name, kind=kind, service_id=sid, notes=notes, status=status or "critical",
-        interval=interval if kind in ("script", "http", "tcp") else 0.0,
-        timeout=max(timeout, 0.0) if kind in ("script", "http", "tcp") else 0.0,
+        interval=interval if kind in INTERVAL_KINDS else 0.0,
+        timeout=max(timeout, 0.0) if kind in INTERVAL_KINDS else 0.0,
         ttl=ttl if kind == "ttl" else 0.0,
         http=http, method=method, header=header, body=body, tls_skip_verify=tls_skip_verify, tcp=tcp, args=args,
+        grpc=grpc, grpc_use_tls=grpc_use_tls,
         alias_node=alias_node, alias_service=alias_service, deregister_critical_service_after=max(dereg, 0.0),
         success_before_passing=success_before_passing, failures_before_critical=failures_before_critical,
     )

@@ -43,6 +43,7 @@ from pyconsul.agent.flags import format_duration
 if TYPE_CHECKING:  # ssl is imported when an https check runs: `pyconsul agent` keeps OpenSSL out by default
     import ssl
 
+GRPC_UNSUPPORTED = "gRPC check {target}: gRPC health checks are not supported by this agent (pyconsul)"
 USER_AGENT = "Consul Health Check"
 ACCEPT = "text/plain, text/*, */*"
 Result = tuple[str, str]

@@ -203,6 +203,8 @@ class CheckRunner:
             return await probes.tcp_check(spec)
         if spec.kind == "script":
             return await probes.script_check(spec)
+        if spec.kind == "grpc":
+            return "critical", probes.GRPC_UNSUPPORTED.format(target=spec.grpc)
         raise ValueError(f"not an interval check: {spec.kind}")
 
     async def _run(self, spec: CheckSpec, gen: int) -> None:

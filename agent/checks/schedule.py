@@ -35,7 +35,7 @@ from pyconsul.agent.checks.spec import CheckSpec
 BUF_SIZE = 4096  # Consul's checks.DefaultBufSize
 DEFAULT_TIMEOUT = 10.0  # HTTP and TCP (Consul's default client/dialer timeout)
 DEFAULT_SCRIPT_TIMEOUT = 30.0  # script checks (Consul's CheckMonitor default)
-INTERVAL_KINDS = frozenset({"script", "http", "tcp"})
+INTERVAL_KINDS = frozenset({"script", "http", "tcp", "grpc"})
 
 
 def timeout_of(spec: CheckSpec) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-CheckKind = Literal["ttl", "http", "tcp", "script", "alias"]
+CheckKind = Literal["ttl", "http", "tcp", "script", "alias", "grpc"]
 Status = Literal["passing", "warning", "critical", "maintenance"]
 STATUSES = ("passing", "warning", "critical")
 
@@ -37,6 +37,8 @@ class CheckSpec:
     tls_skip_verify: bool = False
     tcp: str = ""  # host:port
     args: tuple[str, ...] = ()  # script
+    grpc: str = ""  # grpc: host:port[/service]; accepted and reported critical (no gRPC client in pyconsul)
+    grpc_use_tls: bool = False
     alias_node: str = ""  # alias: "" = this agent's node
     alias_service: str = ""  # alias: a service ID
     deregister_critical_service_after: float = 0.0

@@ -331,6 +331,20 @@ def test_ttl_expiry_and_updates() -> None:
     run(main)
 
 
+def test_grpc_checks_report_critical() -> None:
+    async def main() -> None:
+        sink = Sink()
+        r = CheckRunner(sink, rand=lambda: 0.0)
+        r.start()
+        r.add(CheckSpec(check_id="g", name="g", kind="grpc", grpc="127.0.0.1:50051/svc", interval=1.0))
+        try:
+            status, out = await sink.wait("g")
+            assert status == "critical" and "not supported" in out and "127.0.0.1:50051/svc" in out
+        finally:
+            await r.close()
+    run(main)
+
+
 def test_a_failing_probe_reports_critical_and_keeps_its_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
     async def boom(spec: CheckSpec) -> tuple[str, str]:
         raise RuntimeError("probe exploded")

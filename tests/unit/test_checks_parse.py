@@ -80,7 +80,15 @@ def test_consul_validation_messages() -> None:
     assert bad({"Name": "n", "TTL": "soon"}) == 'Request decode failed: time: invalid duration "soon"'
     assert bad({"Name": "n", "HTTP": "http://x/", "TCP": "a:1", "Interval": "1s"}).startswith(
         "Invalid check: Only one check type may be set")
-    assert "not supported" in bad({"Name": "n", "GRPC": "a:1", "Interval": "1s"})
+    assert "not supported" in bad({"Name": "n", "DockerContainerID": "c1", "Args": ["true"], "Interval": "1s"})
+
+
+def test_grpc_checks_are_accepted() -> None:
+    s = parse_check({"Name": "g", "GRPC": "127.0.0.1:50051/svc", "GRPCUseTLS": True, "Interval": "100ms"},
+                    allow_script=False)
+    assert (s.kind, s.grpc, s.grpc_use_tls, s.interval) == ("grpc", "127.0.0.1:50051/svc", True, MIN_INTERVAL)
+    assert parse_check({"name": "g", "grpc": "h:1", "interval": "5s", "grpc_use_tls": False},
+                       allow_script=False).kind == "grpc"
 
 
 @pytest.mark.parametrize("d", [
