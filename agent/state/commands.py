@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 
+from pyconsul.agent.state.query_defs import PreparedQueryDef
 from pyconsul.agent.state.wire import DecodeError, from_wire, pack, to_wire, unpack
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "KVLock",
     "KVSet",
     "KVUnlock",
+    "PreparedQueryApply",
     "Register",
     "Restore",
     "ServiceAddress",
@@ -72,6 +74,7 @@ class CommandType(IntEnum):
     TOMBSTONE_REAP = 14
     RESTORE = 15
     COORDINATE_BATCH_UPDATE = 16
+    PREPARED_QUERY = 17
 
 
 # ---------------------------------------------------------------- KV
@@ -338,10 +341,24 @@ class CoordinateBatchUpdate:
     updates: tuple[CoordinateUpdate, ...]
 
 
+# ---------------------------------------------------------------- prepared queries
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedQueryApply:
+    """Consul's PreparedQueryRequestType: op "create" (query.id new), "update" (replace; create_index kept) or
+    "delete" (only query.id is read). Result: True; False for an update or delete of an unknown ID (nothing
+    changes); StateError for a name taken by another query or aliasing a query ID, an unknown session, a bad
+    template, or too many queries (state/prepared_queries.py)."""
+
+    op: str
+    query: PreparedQueryDef
+
+
 Command = (
     KVSet | KVCAS | KVDelete | KVDeleteCAS | KVDeleteTree | KVLock | KVUnlock | Txn
     | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap | Restore
-    | CoordinateBatchUpdate
+    | CoordinateBatchUpdate | PreparedQueryApply
 )
 
 _CLASSES: dict[CommandType, type] = {
@@ -361,6 +378,7 @@ _CLASSES: dict[CommandType, type] = {
     CommandType.TOMBSTONE_REAP: TombstoneReap,
     CommandType.RESTORE: Restore,
     CommandType.COORDINATE_BATCH_UPDATE: CoordinateBatchUpdate,
+    CommandType.PREPARED_QUERY: PreparedQueryApply,
 }
 _TAGS: dict[type, CommandType] = {cls: tag for tag, cls in _CLASSES.items()}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyconsul.agent.state import kv
+from pyconsul.agent.state import kv, prepared_queries
 from pyconsul.agent.state.commands import SessionCreate
 from pyconsul.agent.state.results import StateFailure
 from pyconsul.agent.state.tables import Session, Tables, nk
@@ -84,6 +84,7 @@ def destroy(t: Tables, idx: int, session_id: str, now: float) -> bool:
     t.delete("sessions", session_id)
     t.delete("session_deadlines", session_id)
     t.bump("sessions", idx)
+    prepared_queries.drop_session(t, idx, session_id)  # queries bound to the session go with it
     return True
 
 

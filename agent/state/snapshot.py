@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pyconsul.agent.state.query_defs import PreparedQueryDef
 from pyconsul.agent.state.tables import CoordinateEntry, HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
 from pyconsul.agent.state.wire import (
     U64,
@@ -36,6 +37,7 @@ _RECORDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "checks": (HealthCheck, lambda c: (nk(c.node), nk(c.check_id))),
     "sessions": (Session, lambda s: s.id),
     "coordinates": (CoordinateEntry, lambda c: (nk(c.node), c.segment)),  # added later: absent in older snapshots
+    "prepared_queries": (PreparedQueryDef, lambda q: q.id),  # added later too
 }
 _PAIRS: dict[str, type] = {"tombstones": int, "lock_delays": float, "session_deadlines": float, "index": int}
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, restore, sessions, snapshot
+from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, prepared_queries, restore, sessions, snapshot
 from pyconsul.agent.state.catalog_reads import Keep, Tags
 from pyconsul.agent.state.commands import (
     KVCAS,
@@ -45,6 +45,7 @@ from pyconsul.agent.state.commands import (
     KVLock,
     KVSet,
     KVUnlock,
+    PreparedQueryApply,
     Register,
     Restore,
     SessionCreate,
@@ -121,10 +122,11 @@ _HANDLERS: dict[type, Callable[[Tables, int, Any], Any]] = {
     SessionRenew: lambda t, i, c: sessions.renew(t, c.id, c.now),
     TombstoneReap: _reap,
     CoordinateBatchUpdate: coordinates.apply_batch,
+    PreparedQueryApply: prepared_queries.apply,
 }
 
 
-_TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates")
+_TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates", prepared_queries.INDEX)
 
 
 class StateStore:
@@ -343,6 +345,13 @@ class StateStore:
     def node_coordinate(self, node: str, segment: str = "") -> Coord | None:
         """A node's network coordinate, for ?near= sorting (with agent.gossip.coordinate.distance)."""
         return coordinates.node_coordinate(self._t, node, segment)
+
+    # ------------------------------------------------------------ prepared queries (index: "prepared-queries")
+
+    @property
+    def tables(self) -> Tables:
+        """The tables, for the pure read modules (state/prepared_queries.py); read-only by contract."""
+        return self._t
 
     # ------------------------------------------------------------ session reads (index: "sessions")
 
