@@ -117,7 +117,7 @@ def test_checks_run_in_a_real_agent(cluster: Cluster, tmp_path: Path,
     assert wait_for(lambda: status_is(a, "ttl", "critical"), 15, "the TTL to expire")["Output"] == "TTL expired"
 
 
-def test_alias_check_follows_a_local_service(cluster: Cluster, tmp_path: Path) -> None:
+def test_alias_and_grpc_checks(cluster: Cluster, tmp_path: Path) -> None:
     ip = f"{new_block()}.1"
     conf = tmp_path / "fast.json"
     conf.write_text(json.dumps({"performance": {"raft_profile": "fast"}}))
@@ -134,3 +134,10 @@ def test_alias_check_follows_a_local_service(cluster: Cluster, tmp_path: Path) -
     assert code == 200, text
     got = wait_for(lambda: status_is(a, "proxy-alias", "critical"), 15, "the alias following web critical")
     assert got["Output"].startswith('Aliased check "')
+    # a gRPC check is accepted (python-consul2's suite registers one) and reported critical, with the reason
+    code, text = put(a, "/v1/agent/service/register",
+                     {"Name": "g", "Check": {"CheckID": "g-grpc", "GRPC": "127.0.0.1:50051/g", "Interval": "1s",
+                                             "Status": "passing"}})
+    assert code == 200, text
+    got = wait_for(lambda: status_is(a, "g-grpc", "critical"), 15, "the gRPC check critical")
+    assert "not supported" in got["Output"]
