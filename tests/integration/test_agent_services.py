@@ -210,3 +210,27 @@ def test_bad_input_and_script_checks_refused_by_default(cluster: Cluster, tmp_pa
         changed = fut.result(timeout=10)
     assert changed["Port"] == 81 and changed["ContentHash"] != h
     assert not marker.exists(), "no command ran"
+
+
+def test_service_on_a_sh_client_is_found_from_bj_and_leaves_passing_within_a_ttl(cluster: Cluster) -> None:
+    """Issue 12's "done when", over HTTP: a service with a TTL check on an SH client, seen from BJ with
+    ?dc=sh&passing, and gone from ?passing within one TTL once updates stop."""
+    ip = new_block()
+    bj = cluster.agent("bj1", f"{ip}.1", "-server", "-bootstrap", "-datacenter=bj")
+    sh = cluster.agent("sh1", f"{ip}.2", "-server", "-bootstrap", "-datacenter=sh")
+    shc = cluster.agent("shc", f"{ip}.3", "-datacenter=sh", f"-join={ip}.2")
+    bj.cli("join", "-wan", f"{ip}.2")
+    for p in (bj, sh):
+        wait_for(lambda p=p: p.api("/v1/status/leader"), 30, f"{p.name} leader")
+    wait_for(lambda: bj.api("/v1/catalog/datacenters") == ["bj", "sh"], 30, "both DCs known")
+
+    put(shc, "/v1/agent/service/register", {"Name": "web", "Port": 8080, "Check": {"TTL": "3s"}})
+    put(shc, "/v1/agent/check/pass/service:web")
+
+    def passing_from_bj() -> list[str]:
+        return [e["Node"]["Node"] for e in bj.api("/v1/health/service/web?dc=sh&passing")]
+
+    wait_for(lambda: passing_from_bj() == ["shc"], 30, "web passing in SH, seen from BJ")
+    assert bj.api("/v1/health/service/web?passing") == [], "not in BJ's own catalog"
+    wait_for(lambda: passing_from_bj() == [], 3 + 5, "web gone from ?passing within a TTL (plus sync slack)")
+    assert _health_status(sh, "web", "service:web") == "critical"
