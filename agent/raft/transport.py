@@ -34,6 +34,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -263,7 +265,14 @@ class _Peer:
         self.address = address
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_DEPTH)
         self.direct: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        # send_threadsafe: every write to the connection happens under `lock`, through `fd` (a dup of its socket
+        # that only this object closes, under the lock: a closed and reused descriptor number is never written);
+        # `broken` is a connection a partial write from the thread left mid-frame, aborted by the loop
+        self.lock = threading.Lock()
+        self.fd = -1
+        self.broken: asyncio.StreamWriter | None = None
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(self._run())
 
     async def _run(self) -> None:
         """Contract: a batch is dropped only after it was handed to a connection we believed
@@ -285,6 +294,10 @@ class _Peer:
             backoff = 0.01
             try:
                 writer.write(wire.frame([Kind.HELLO, self.t.server_id, self.t.datacenter]))
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    with self.lock:
+                        self.fd = os.dup(sock.fileno())
                 while True:
                     if not pending:
                         self.direct = (reader, writer)
@@ -294,15 +307,21 @@ class _Peer:
                             self.direct = None
                         while not self.queue.empty() and len(pending) < 256:
                             pending.append(self.queue.get_nowait())
-                    if writer.is_closing() or reader.at_eof():
+                    if writer.is_closing() or reader.at_eof() or self.broken is writer:
                         break  # the peer went away while we were idle: reconnect, keep the batch
-                    writer.write(b"".join(pending))
-                    self.t.stats.frames_out += len(pending)
+                    with self.lock:
+                        writer.write(b"".join(pending))
+                        self.t.stats.frames_out += len(pending)
                     pending = []
                     await writer.drain()
             except (OSError, ConnectionError):
                 pass
             finally:
+                with self.lock:
+                    if self.fd >= 0:
+                        os.close(self.fd)
+                    self.fd = -1
+                    self.broken = None
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
@@ -314,14 +333,39 @@ class _Peer:
         d = self.direct
         if d is not None and self.queue.empty():
             reader, writer = d
-            if not writer.is_closing() and not reader.at_eof() and writer.transport.get_write_buffer_size() == 0:
-                writer.write(data)
-                self.t.stats.frames_out += 1
-                return
+            with self.lock:
+                if (not writer.is_closing() and not reader.at_eof() and self.broken is not writer
+                        and writer.transport.get_write_buffer_size() == 0):
+                    writer.write(data)
+                    self.t.stats.frames_out += 1
+                    return
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
             self.t.stats.dropped_queue_full += 1
+
+    def send_threadsafe(self, data: bytes) -> bool:
+        """From any thread: write `data` now if the connection is up and idle with nothing queued or buffered
+        before it (else False: nothing was written; the caller sends it on the loop as usual). A frame only
+        partly taken by the socket (its buffer full: the peer reads nothing) leaves the stream mid-frame: that
+        connection is aborted (by the loop) and never written again; Raft retransmits what it carried."""
+        with self.lock:
+            d = self.direct
+            if d is None or self.fd < 0 or not self.queue.empty():
+                return False
+            reader, writer = d
+            if (writer.is_closing() or reader.at_eof() or self.broken is writer
+                    or writer.transport.get_write_buffer_size()):
+                return False
+            try:
+                n = os.write(self.fd, data)  # non-blocking (the socket's file status is shared with the dup)
+            except OSError:  # BlockingIOError: nothing was written
+                return False
+            if n < len(data):
+                self.broken = writer
+                self.loop.call_soon_threadsafe(writer.transport.abort)
+            self.t.stats.frames_out += 1
+            return True
 
 
 class _Client:
@@ -489,6 +533,13 @@ class Transport:
         if peer is None:
             peer = self._peers[address] = _Peer(self, address)
         peer.send(wire.frame(wire.encode_message(msg)))
+
+    def send_threadsafe(self, address: str, data: bytes) -> bool:
+        """A frame (wire.frame) written from any thread -- the Raft writer thread sends a follower's
+        acknowledgement as soon as its fsync returns, without waiting for the event loop to wake -- if the
+        connection to `address` is up and idle; False (nothing written) otherwise: send it on the loop then."""
+        peer = self._peers.get(address)
+        return peer is not None and peer.send_threadsafe(data)
 
     def forget(self, address: str) -> None:
         peer = self._peers.pop(address, None)

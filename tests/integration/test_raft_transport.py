@@ -133,3 +133,61 @@ async def _shortcut_scenario(ip: str) -> None:
 
 def test_raft_frames_taken_in_data_received() -> None:
     asyncio.run(_shortcut_scenario(new_block()))
+
+
+async def _threadsafe_scenario(ip: str) -> None:
+    """send_threadsafe writes from another thread on an idle connection, refuses (writing nothing) when there
+    is none, and a frame the socket takes only in part (the peer reads nothing) aborts that connection: the
+    stream is never continued mid-frame."""
+    from pyconsul.agent.raft import wire
+
+    got: list[Message] = []
+    a = Transport("a", "bj", (f"{ip}.1", 8300), got.append)
+    b = Transport("b", "bj", (f"{ip}.2", 8300), got.append)
+    await a.start()
+    loop = asyncio.get_running_loop()
+
+    async def until(pred: Any, what: str) -> None:
+        deadline = loop.time() + 5
+        while not pred():
+            assert loop.time() < deadline, what
+            await asyncio.sleep(0.005)
+
+    def frame(term: int) -> bytes:
+        return wire.frame(wire.encode_message(TimeoutNow(term, "b", "a")))
+
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)
+        await asyncio.sleep(3600)
+
+    sink = await asyncio.start_server(never_reads, f"{ip}.3", 8300)
+    try:
+        assert not await asyncio.to_thread(b.send_threadsafe, f"{ip}.1:8300", frame(0)), "no connection yet"
+        b.send(f"{ip}.1:8300", TimeoutNow(1, "b", "a"))
+        await until(lambda: len(got) == 1, "the first message")
+        await until(lambda: b._peers[f"{ip}.1:8300"].direct is not None, "the connection idle")
+        for t in range(2, 12):
+            assert await asyncio.to_thread(b.send_threadsafe, f"{ip}.1:8300", frame(t))
+        b.send(f"{ip}.1:8300", TimeoutNow(12, "b", "a"))  # the loop's writes and the thread's share one stream
+        await until(lambda: len(got) == 12, "every message")
+        assert [m.term for m in got] == list(range(1, 13))
+        # a peer that reads nothing: a large frame is taken in part, and that connection is dropped
+        b.send(f"{ip}.3:8300", TimeoutNow(1, "b", "c"))
+        await until(lambda: bool(stalled) and b._peers[f"{ip}.3:8300"].direct is not None, "connected to the sink")
+        big = wire.frame([wire.Kind.APPEND_REQUEST, 1, "b", "c", 0, 0, [[1, 1, 0, b"x" * (64 << 20)]], 0, 0])
+        assert await asyncio.to_thread(b.send_threadsafe, f"{ip}.3:8300", big)
+        peer = b._peers[f"{ip}.3:8300"]
+        await until(lambda: peer.direct is None or peer.direct[1].is_closing(), "the connection aborted")
+        assert not await asyncio.to_thread(b.send_threadsafe, f"{ip}.3:8300", frame(2))
+    finally:
+        sink.close()
+        for w in stalled:
+            w.close()
+        await a.stop()
+        await b.stop()
+
+
+def test_send_threadsafe() -> None:
+    asyncio.run(_threadsafe_scenario(new_block()))

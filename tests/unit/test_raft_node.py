@@ -332,3 +332,46 @@ def test_a_failed_write_stops_the_loop_loudly(tmp_path: Path) -> None:
         assert isinstance(lead._task.exception(), RaftLoopFailed)
 
     run(tmp_path, body)
+
+
+def test_follower_acknowledgements_leave_from_the_writer_thread_once_durable(tmp_path: Path) -> None:
+    """A transport with send_threadsafe: a follower's AppendResponse is sent by the writer thread right after
+    the fsync (checked at that moment: the entries are in storage), and when the transport refuses one (the
+    connection is busy), it and the rest leave from the loop: every write still commits and applies everywhere."""
+    from pyconsul.agent.raft import wire
+
+    violations: list[str] = []
+    by_thread: list[int] = []
+    refused: list[int] = []
+
+    async def body(c: Cluster) -> None:
+        loop = asyncio.get_running_loop()
+
+        def send_threadsafe(address: str, data: bytes) -> bool:
+            assert threading.current_thread() is not threading.main_thread()
+            msg = wire.decode_message(wire.unframe(data[wire.HEADER.size:]))
+            assert isinstance(msg, AppendResponse)
+            if (len(by_thread) + len(refused)) % 5 == 4:
+                refused.append(msg.match_index)
+                return False
+            st = c.nodes[msg.from_].storage
+            if msg.success and st.stats()["last_index"] < msg.match_index:
+                violations.append(f"{msg.from_} acked {msg.match_index}, stored {st.stats()['last_index']}")
+            by_thread.append(msg.match_index)
+            c.net.log.append(msg)
+            node = c.net.nodes.get(address)
+            if node is not None:
+                loop.call_soon_threadsafe(node.deliver, msg)
+            return True
+
+        for n in c.nodes.values():
+            n._send_threadsafe = send_threadsafe  # what the real Transport offers
+        lead = await c.leader()
+        for i in range(30):  # one at a time (latency-bound, the case this is for), then concurrent
+            await lead.apply(f"k{i}=v".encode())
+        await asyncio.gather(*(lead.apply(f"c{i}=v".encode()) for i in range(100)))
+        await until(lambda: all(len(f.d) == 130 for f in c.fsms.values()), "every server applied 130 writes")
+
+    run(tmp_path, body)
+    assert violations == []
+    assert len(by_thread) >= 20 and refused, (len(by_thread), refused)
