@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyconsul.agent.checks.parse import parse_check
 from pyconsul.agent.checks.spec import CheckSpec
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.state.commands import CheckDefinition, ServiceAddress, ServiceDef
@@ -240,6 +239,8 @@ def parse_service(body: Any, *, allow_script: bool) -> ServiceDefinition:
         raw_checks.extend(d["checks"])
     if len(raw_checks) > MAX_CHECKS:
         raise BadRequest(f"{DECODE}: more than {MAX_CHECKS} checks in one service")
+    from pyconsul.agent.checks.parse import parse_check  # here: parse.py logs (and logging loads threading)
+
     checks = [parse_check(raw, service_id=sid, service_name=name, index=i, count=len(raw_checks),
                           allow_script=allow_script) for i, raw in enumerate(raw_checks)]
     return ServiceDefinition(svc, tuple(checks))
@@ -247,6 +248,8 @@ def parse_service(body: Any, *, allow_script: bool) -> ServiceDefinition:
 
 def parse_check_definition(body: Any, *, allow_script: bool) -> CheckSpec:
     """A check definition (/v1/agent/check/register, config-file `check`) -> CheckSpec."""
+    from pyconsul.agent.checks.parse import parse_check
+
     if not isinstance(body, dict):
         raise BadRequest(f"{DECODE}: expected a JSON object")
     return parse_check(body, allow_script=allow_script)
