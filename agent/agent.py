@@ -277,9 +277,10 @@ class Agent:
         return datacenter_maps(wan.members(), wan.cached_coordinate, self.cfg.datacenter)
 
     def _add_event_coordinate_routes(self, app: Any) -> None:
-        """/v1/event/* and /v1/coordinate/* (agent/http/event.py, coordinate.py)."""
+        """/v1/event/*, /v1/coordinate/* and /v1/query/* (agent/http/event.py, coordinate.py, query.py)."""
         from pyconsul.agent.http import coordinate as coordinate_routes
         from pyconsul.agent.http import event as event_routes
+        from pyconsul.agent.http import query as query_routes
 
         assert self.events is not None and self.backend is not None
         backend = self.backend
@@ -292,6 +293,8 @@ class Agent:
 
         event_routes.register(app, self.events, backend, self.cfg.datacenter)
         coordinate_routes.register(app, backend, datacenters)
+        # /v1/query: prepared queries; failover ranks datacenters by the same WAN coordinates (http/query.py)
+        query_routes.register(app, backend, datacenters, self.cfg.datacenter, self.cfg.node_name)
 
     def _build_server(self, data: Path, lan: Pool) -> ConsulServer:
         """A server's parts -- Raft storage (opened here), server-RPC transport, Raft node, state

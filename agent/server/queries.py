@@ -12,6 +12,7 @@ from typing import Any
 
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.filter.request import request_filter
+from pyconsul.agent.server import prepared_query_reads
 from pyconsul.agent.state.catalog_reads import HEALTH_STATES, Keep
 from pyconsul.agent.state.store import StateStore, kv_entry_json
 from pyconsul.agent.state.tables import SERVICE_EXTINCTION, service_index_name
@@ -157,6 +158,10 @@ QUERIES["coordinate.nodes"] = (lambda st, a: st.coordinates(segment=_segment(a))
 QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), segment=_segment(a)),
                               lambda st, a: st.table_index("coordinates"))
 
+# Prepared queries (agent/state/prepared_queries.py; the failover across datacenters is the caller's:
+# server/prepared_query.py). Index "prepared-queries"; an execute's index also moves with its service.
+QUERIES.update(prepared_query_reads.QUERIES)
+
 # ---------------------------------------------------------------- what a blocked query waits for
 
 
@@ -189,6 +194,7 @@ _WATCH: dict[str, Callable[[StateStore, dict[str, Any]], frozenset[str]]] = {
     "coordinate.nodes": lambda st, a: frozenset({"coordinates"}),
     "coordinate.node": lambda st, a: frozenset({"coordinates"}),
 }
+_WATCH.update(prepared_query_reads.WATCH)
 
 
 def watch_names(store: StateStore, name: str, args: dict[str, Any]) -> frozenset[str] | None:
