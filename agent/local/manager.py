@@ -168,7 +168,7 @@ class LocalAgent:
                 await self._persist_check(spec.check_id)
             for cid in removed:
                 await self.persister.remove_check(cid)
-        log.info("Synced service registration: service=%s", d.service.id)
+        log.info("Registered service: service=%s", d.service.id)
         return d.service
 
     async def deregister_service(self, service_id: str) -> None:
