@@ -30,7 +30,7 @@ def _git(*args: str) -> str:
         r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return ""
-    return r.stdout.strip() if r.returncode == 0 else ""
+    return r.stdout.rstrip() if r.returncode == 0 else ""
 
 
 def cpu_model() -> str:
