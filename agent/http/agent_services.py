@@ -16,9 +16,9 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pyconsul.agent import filter as bexpr
 from pyconsul.agent.errors import BadRequest, NotFound
-from pyconsul.agent.filter.schemas import ENDPOINT_FIELDS
+from pyconsul.agent.filter import Filter
+from pyconsul.agent.filter.request import request_filter
 from pyconsul.agent.http.api import decode_json, json_response, parse_wait
 from pyconsul.agent.httpd import web
 from pyconsul.agent.local.definitions import normalize, quote, service_json
@@ -60,11 +60,9 @@ def check_json(c: LocalCheck, node: str) -> dict[str, Any]:
     }
 
 
-def _compile_filter(request: web.Request, path: str) -> bexpr.Filter:
-    try:
-        return bexpr.compile(request.query.get("filter", ""), ENDPOINT_FIELDS[path])
-    except bexpr.FilterError as exc:
-        raise BadRequest(exc.consul_message) from None
+def _compile_filter(request: web.Request, path: str) -> Filter:
+    """The request's ?filter= for `path` (compiled once per expression, cached); BadRequest with the position."""
+    return request_filter(request.query.get("filter", ""), path)
 
 
 def _enable(request: web.Request) -> bool:
