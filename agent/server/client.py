@@ -11,7 +11,7 @@ from pyconsul.agent.errors import DialFailed, NoLeader, Unavailable
 from pyconsul.agent.gossip.serf import Member
 from pyconsul.agent.raft.transport import Transport
 from pyconsul.agent.server import bootstrap
-from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, bulk_time, remote_dc
+from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, bulk_time, read_time, remote_dc
 from pyconsul.agent.server.forwarding import read_reply, read_request
 from pyconsul.agent.state.results import WriteResult, reply_from_wire
 
@@ -60,7 +60,7 @@ class ClientBackend:
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
                    wait: float = 0.0) -> tuple[Any, ReadMeta]:
         req = read_request(name, args, mode, index, wait)
-        return read_reply(await self._call("read_forward", req, RPC_HOLD_TIMEOUT * 2 + wait))
+        return read_reply(await self._call("read_forward", req, RPC_HOLD_TIMEOUT * 2 + wait + read_time(name)))
 
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
         return await self._call("status", {"what": what, "args": args or {}}, RPC_HOLD_TIMEOUT * 2)

@@ -15,6 +15,16 @@ RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "
 BULK_RATE = 4 * 1024 * 1024  # bytes/s: a forwarded write's timeout grows by its size at this rate (a restore)
 
 
+# A forwarded `snapshot` read serialises, sends and decodes the whole state (hundreds of MiB: seconds each, on a
+# slow machine more than RPC_HOLD_TIMEOUT): it may take this much longer. A dead server still fails it at once.
+SNAPSHOT_READ_EXTRA = 120.0
+
+
+def read_time(name: str) -> float:
+    """Extra seconds a forwarded read of query `name` may take."""
+    return SNAPSHOT_READ_EXTRA if name == "snapshot" else 0.0
+
+
 def bulk_time(n: int) -> float:
     """Extra seconds a forwarded request of `n` bytes may take (streamed, then committed in pieces); none for
     requests under BULK_RATE bytes (every ordinary write)."""

@@ -18,7 +18,14 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, bulk_time, pick_dc_server, remote_dc
+from pyconsul.agent.server.common import (
+    RPC_HOLD_TIMEOUT,
+    ReadMeta,
+    bulk_time,
+    pick_dc_server,
+    read_time,
+    remote_dc,
+)
 from pyconsul.agent.state.results import WriteResult, reply_from_wire
 
 
@@ -63,7 +70,7 @@ class Forwarder:
                    to_leader: bool, last_contact_ms: int | None = None) -> tuple[Any, ReadMeta]:
         method, timeout = ("read", RPC_HOLD_TIMEOUT) if to_leader else ("read_forward", RPC_HOLD_TIMEOUT * 2)
         res = await self.transport.request(address, method, read_request(name, args, mode, index, wait),
-                                           timeout=timeout + wait)
+                                           timeout=timeout + wait + read_time(name))
         return read_reply(res, last_contact_ms)
 
     async def status(self, address: str, what: str, args: dict[str, Any] | None, *, to_leader: bool) -> Any:
