@@ -187,7 +187,8 @@ class Agent:
         cfg = self.cfg
         assert self.lan is not None and self.backend is not None
         self.local = LocalAgent(cfg.node_name, data_dir=self.data_dir, enable_script_checks=cfg.enable_script_checks,
-                                enable_local_script_checks=cfg.enable_local_script_checks)
+                                enable_local_script_checks=cfg.enable_local_script_checks,
+                                check_update_interval=cfg.check_update_interval)
         self.check_runner = CheckRunner(self.local, node_name=cfg.node_name, local_health=self.local.alias_health,
                                         remote_health=catalog_alias_query(self.backend), supervisor=self.supervisor)
         self.local.runner = self.check_runner

@@ -118,6 +118,8 @@ class AgentConfig:
     checks: list[dict[str, object]] = field(default_factory=list)
     enable_script_checks: bool = False  # script checks from the HTTP API and config files (CVE-2018-19653)
     enable_local_script_checks: bool = False  # script checks from config files only
+    # a check whose output changes but not its status is written to the catalog at most this often (Consul's 5m)
+    check_update_interval: float = 300.0
     source_flags: dict[str, object] = field(default_factory=dict)  # the explicit flags, for reload
     pid_file: str | None = None  # written by `pyconsul agent` at start, removed on a clean exit
     # keys of features not built yet (config_schema.LATER_KEYS), type-checked and ignored (one warning per feature)
@@ -252,7 +254,9 @@ class AgentConfig:
 
     def _validate_definitions(self) -> None:
         """Config-file services and checks parse as the agent will load them (script checks need
-        enable_script_checks or enable_local_script_checks)."""
+        enable_script_checks or enable_local_script_checks); check_update_interval is not negative."""
+        if not (math.isfinite(self.check_update_interval) and self.check_update_interval >= 0):
+            raise ConfigError("check_update_interval: must be a duration of 0 or more")
         from pyconsul.agent.errors import BadRequest
         from pyconsul.agent.local.definitions import parse_check_definition, parse_service
 
@@ -325,7 +329,7 @@ KEYS: dict[str, Kind] = {
     "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
     "limits.rpc_max_conns_per_client": "int", "pid_file": "str",
     "sync_coordinate_interval_min": "duration", "sync_coordinate_rate_target": "int",
-    "enable_script_checks": "bool", "enable_local_script_checks": "bool",
+    "enable_script_checks": "bool", "enable_local_script_checks": "bool", "check_update_interval": "duration",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",

@@ -407,3 +407,26 @@ def test_agent_wide_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     st.add_check(parse_check({"Name": "c1", "TTL": "1s"}, allow_script=False))
     with pytest.raises(BadRequest, match="Too many checks on this agent"):
         st.add_check(parse_check({"Name": "c2", "TTL": "1s"}, allow_script=False))
+
+
+def test_check_update_interval_config_and_zero_means_no_deferral(tmp_path: Path) -> None:
+    import json
+
+    from pyconsul.agent.config import ConfigError, build_config
+
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"check_update_interval": "0s", "data_dir": str(tmp_path)}))
+    cfg, _ = build_config({"config-file": [str(conf)]})
+    assert cfg.check_update_interval == 0.0
+    conf.write_text(json.dumps({"check_update_interval": "-1s", "data_dir": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="check_update_interval"):
+        build_config({"config-file": [str(conf)]})
+    st = LocalState(check_update_interval=0.0)
+    _web(st, {"TTL": "10s"})
+    for op in st.pending(0.0):
+        st.mark_done(op)
+    st.update_check("service:web", "passing", "a", now=0.0)
+    for op in st.pending(0.0):
+        st.mark_done(op)
+    assert st.update_check("service:web", "passing", "b", now=1.0)
+    assert [o.kind for o in st.pending(1.0)] == ["register_check"]
