@@ -328,3 +328,20 @@ def test_failover_loop() -> None:
     b = FakeBackend([], {"far": []}, {"nearest_n": 0, "datacenters": ["far"]})  # nobody has one
     res, _ = execute(b)
     assert (res["Datacenter"], res["Nodes"], res["Failovers"]) == ("far", [], 1)
+
+
+def test_readme_limits_rows_match_the_code() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent.filter.regex import MAX_PATTERN_LENGTH
+    from pyconsul.agent.http import query as query_http
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("|")}
+    key = ("`POST /v1/query`, `PUT /v1/query/<id>`: body / entries of each list (`Tags`, `Datacenters`, "
+           "`IgnoreCheckIDs`) / characters of a string")
+    assert rows[key] == f"{query_http.MAX_QUERY_BODY // 1024} KiB / {query_http.MAX_LIST} / {query_http.MAX_STRING}"
+    assert rows["Prepared queries in a datacenter"] == str(pq.MAX_QUERIES)
+    assert rows["Prepared query `Template.Regexp`"] == f"{MAX_PATTERN_LENGTH} characters, RE2 syntax"
