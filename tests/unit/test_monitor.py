@@ -154,3 +154,18 @@ def test_monitor_route_streams_lines_and_lets_go_of_a_closed_client() -> None:
         writer2.close()
 
     asyncio.run(main())
+
+
+def test_readme_limits_match_the_code() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent.cli import services
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split(" | ")[0].lstrip("| ").strip(): line.split(" | ")[1].strip() for line in table.splitlines()
+            if line.startswith("| ")}
+    assert rows["`/v1/agent/monitor` streams at once / lines queued per stream"] == (
+        f"{logfeed.MAX_SUBSCRIBERS} / {logfeed.MAX_QUEUED}")
+    assert rows["A service definition file given to `pyconsul services register\\|deregister`"] == (
+        f"{services.MAX_DEFINITION_FILE // (1024 * 1024)} MiB")
