@@ -105,8 +105,9 @@ class AntiEntropy:
         while True:
             self._wake.clear()
             now = self.clock()
+            full = now >= self._full_due
             try:
-                if now >= self._full_due:
+                if full:
                     asks = self._full_asks
                     await self.sync_full()
                     if asks == self._full_asks:  # else a trigger_full() came meanwhile: go again at once
@@ -121,7 +122,8 @@ class AntiEntropy:
                 self._failures += 1
                 delay = ae.retry_delay(self._failures, self.rng.random())
                 log.warning("Syncing local state failed (retrying in %.1fs): %s", delay, exc or type(exc).__name__)
-                self._full_due = min(self._full_due, self.clock() + delay) if self._full_due else self.clock() + delay
+                retry_at = self.clock() + delay  # a failed full sync is retried then (never at once: no busy loop)
+                self._full_due = retry_at if full else min(self._full_due, retry_at)
             await self._sleep()
 
     async def _sleep(self) -> None:

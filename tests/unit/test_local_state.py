@@ -430,3 +430,31 @@ def test_check_update_interval_config_and_zero_means_no_deferral(tmp_path: Path)
         st.mark_done(op)
     assert st.update_check("service:web", "passing", "b", now=1.0)
     assert [o.kind for o in st.pending(1.0)] == ["register_check"]
+
+
+def test_a_failing_scheduled_full_sync_backs_off_instead_of_spinning() -> None:
+    class Counting(FakeCatalog):
+        reads = 0
+
+        async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                       wait: float = 0.0) -> tuple[Any, Any]:
+            self.reads += 1
+            return await super().read(name, args, mode, index, wait)
+
+    async def main() -> None:
+        st = LocalState()
+        cat = Counting()
+        sync = AntiEntropy(st, cat, NODE, lambda: 1, interval=0.01)  # full syncs due every 10-20 ms
+        task = asyncio.create_task(sync.run())
+        try:
+            async with asyncio.timeout(5):
+                while sync.full_syncs < 2:
+                    await asyncio.sleep(0.01)
+            cat.fail = True  # from now on every scheduled full sync fails
+            before = cat.reads
+            await asyncio.sleep(0.5)
+            assert cat.reads - before <= 2, "retried after retry_delay (1 s), not in a loop"
+        finally:
+            task.cancel()
+
+    asyncio.run(main())
