@@ -121,14 +121,12 @@ def _load_document(path: str) -> Any:
     except OSError as exc:
         raise CLIError(f"Error: open {path}: {(exc.strerror or str(exc)).lower()}") from None
     if p.suffix == ".hcl":
+        from pyconsul.agent.config_hcl import HCLError, parse_hcl  # lazy: python-hcl2 is heavy to import
+
         try:
-            import hcl2  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise CLIError(f"Error: {path}: HCL files need the python-hcl2 package") from None
-        try:
-            return hcl2.loads(text)
-        except Exception as exc:  # the parser raises lark's own exception types
-            raise CLIError(f"Error: {path}: invalid HCL: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+            return parse_hcl(text)
+        except HCLError as exc:
+            raise CLIError(f"Error: {path}: {exc}") from None
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -136,7 +134,7 @@ def _load_document(path: str) -> Any:
 
 
 def _as_list(value: Any) -> list[Any]:
-    """HCL decodes a block as a list of objects; JSON has an object (`service`) or a list (`services`)."""
+    """`service` is one object, `services` a list (HCL blocks come out in the same shapes)."""
     if isinstance(value, list):
         return value
     return [value]
@@ -180,7 +178,7 @@ def cmd_register(args: Sequence[str]) -> int:
     res = common.parse(
         fs, args, "services register [options] [FILE...]",
         "Register one or more services using the local agent API. Services can be registered from standard\n"
-        "  Consul configuration files (JSON, or HCL with python-hcl2 installed) holding a 'service' object or a\n"
+        "  Consul configuration files (JSON or HCL) holding a 'service' object or a\n"
         "  'services' list, or using flags. The service is registered and the command returns. The caller must\n"
         "  remember to call \"pyconsul services deregister\" or a similar API to deregister the service when\n"
         "  complete.\n\n      $ pyconsul services register web.json\n      $ pyconsul services register "

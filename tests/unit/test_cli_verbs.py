@@ -435,3 +435,14 @@ def test_lock_step() -> None:
 def test_join_is_go_path_join() -> None:
     assert recipes.join("a/", ".lock") == "a/.lock"
     assert recipes.join("a//b", "c") == "a/b/c"
+
+
+def test_register_from_hcl_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = fake_api(monkeypatch, lambda m, p: None)
+    f = tmp_path / "svc.hcl"
+    f.write_text('service {\n  name = "web"\n  port = 80\n  tags = ["a"]\n}\nservice {\n  name = "api"\n}\n')
+    assert cli.main(["services", "register", str(f)]) == 0
+    assert [c[3] for c in calls] == [{"Name": "web", "Port": 80, "Tags": ["a"]}, {"Name": "api"}]
+    f.write_text("service {")
+    with pytest.raises(CLIError, match="invalid HCL"):
+        services.services_from_file(str(f))
