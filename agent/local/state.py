@@ -195,12 +195,7 @@ class LocalState:
                     self._remove_check(cid)
                     removed.append(cid)
         for spec in specs:
-            old = self.check_entry(spec.check_id)
             self._put_check(spec, svc, source)
-            if old is not None and old.spec is not None:
-                e = self._checks[spec.check_id]
-                e.check = replace(e.check, status=old.check.status, output=old.check.output)
-                e.critical_since = old.critical_since
         for e in self._checks.values():  # existing checks show the service's new name and tags
             if (not e.deleted and e.check.service_id == svc.id
                     and (e.check.service_name, e.check.service_tags) != (svc.name, svc.tags)):
@@ -233,8 +228,13 @@ class LocalState:
         self._put_check(spec, svc, source)
 
     def _put_check(self, spec: CheckSpec, svc: LocalService | None, source: Source) -> None:
-        check = check_from_spec(spec, svc)
-        e = CheckEntry(check, spec, source, version=self._next())
+        """Add or replace a check; one replacing a running check keeps its status and output (Consul
+        snapshots and restores check state around a re-registration, so re-registering does not flap)."""
+        old = self.check_entry(spec.check_id)
+        e = CheckEntry(check_from_spec(spec, svc), spec, source, version=self._next())
+        if old is not None and old.spec is not None:
+            e.check = replace(e.check, status=old.check.status, output=old.check.output)
+            e.critical_since = old.critical_since
         self._checks[spec.check_id] = e
 
     def remove_check(self, check_id: str) -> None:

@@ -458,3 +458,12 @@ def test_a_failing_scheduled_full_sync_backs_off_instead_of_spinning() -> None:
             task.cancel()
 
     asyncio.run(main())
+
+
+def test_re_registering_a_check_keeps_its_state() -> None:
+    st = LocalState()
+    st.add_check(parse_check({"Name": "disk", "TTL": "1m"}, allow_script=False))
+    st.update_check("disk", "warning", "80%", now=0.0)
+    st.add_check(parse_check({"Name": "disk", "TTL": "2m", "Notes": "new"}, allow_script=False))
+    disk = st.checks()["disk"]
+    assert (disk.status, disk.output, disk.notes) == ("warning", "80%", "new")
