@@ -124,27 +124,26 @@ class LocalAgent:
         file_checks = [parse_check_definition(d, allow_script=self._file_scripts()) for d in checks]
         file_service_ids = {d.service.id for d in file_defs}
         file_check_ids = {s.check_id for s in file_checks} | {s.check_id for d in file_defs for s in d.checks}
-        if self.data_dir is not None:
-            p_services, p_checks = persist.load(self.data_dir)
-            for svc in p_services:
-                if svc.id not in file_service_ids:
-                    self.state.add_service(svc, ())
-            for check, spec in p_checks:
-                if check.check_id in file_check_ids:
-                    continue
-                if check.service_id and self.state.service(check.service_id) is None:
-                    log.warning("skipping persisted check %s: its service %s is gone", check.check_id,
-                                check.service_id)
-                    continue
-                if spec is not None and spec.kind == "script" and not self.enable_script_checks:
-                    log.warning("skipping persisted script check %s: enable_script_checks is off", check.check_id)
-                    continue
-                self.state.restore_check(check, spec)
-                if spec is not None:
-                    self._start_checks([spec])
-        for d in file_defs:
+        p_services, p_checks = persist.load(self.data_dir) if self.data_dir is not None else ([], [])
+        for svc in p_services:
+            if svc.id not in file_service_ids:
+                self.state.add_service(svc, ())
+        for d in file_defs:  # before the persisted checks: an API check may belong to a config-file service
             specs, _ = self.state.add_service(d.service, d.checks, source="file")
             self._start_checks(specs)
+        for check, spec in p_checks:
+            if check.check_id in file_check_ids:
+                continue
+            if check.service_id and self.state.service(check.service_id) is None:
+                log.warning("skipping persisted check %s: its service %s is gone", check.check_id,
+                            check.service_id)
+                continue
+            if spec is not None and spec.kind == "script" and not self.enable_script_checks:
+                log.warning("skipping persisted script check %s: enable_script_checks is off", check.check_id)
+                continue
+            self.state.restore_check(check, spec)
+            if spec is not None:
+                self._start_checks([spec])
         for spec in file_checks:
             self.state.add_check(spec, source="file")
             self._start_checks([spec])

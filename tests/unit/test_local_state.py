@@ -467,3 +467,19 @@ def test_re_registering_a_check_keeps_its_state() -> None:
     st.add_check(parse_check({"Name": "disk", "TTL": "2m", "Notes": "new"}, allow_script=False))
     disk = st.checks()["disk"]
     assert (disk.status, disk.output, disk.notes) == ("warning", "80%", "new")
+
+
+def test_an_api_check_on_a_config_file_service_survives_a_restart(tmp_path: Path) -> None:
+    async def first() -> None:
+        la = LocalAgent("n1", data_dir=tmp_path)
+        la.load([{"name": "web"}], [])
+        await la.register_check({"Name": "extra", "TTL": "1m", "ServiceID": "web"})
+        await la.service_maintenance("web", True, "")
+        la.close()
+
+    asyncio.run(first())
+    la = LocalAgent("n1", data_dir=tmp_path)
+    la.load([{"name": "web"}], [])
+    assert {"extra", "_service_maintenance:web"} <= set(la.checks())
+    assert la.checks()["extra"].service_name == "web"
+    la.close()
