@@ -223,7 +223,7 @@ class Agent:
         setup_logging(new.log_level)
         self.cfg.log_level = new.log_level
         if self.local is not None:
-            n_services, n_checks = self.local.reload(new.services, new.checks,
+            n_services, n_checks = await self.local.reload(new.services, new.checks,
                                                      enable_script_checks=new.enable_script_checks,
                                                      enable_local_script_checks=new.enable_local_script_checks)
             log.info("Reloaded: services changed=%d checks changed=%d", n_services, n_checks)

@@ -275,11 +275,12 @@ class LocalAgent:
 
     # ------------------------------------------------------------ reload, reaping
 
-    def reload(self, services: Sequence[Any], checks: Sequence[Any], *, enable_script_checks: bool,
-               enable_local_script_checks: bool) -> tuple[int, int]:
+    async def reload(self, services: Sequence[Any], checks: Sequence[Any], *, enable_script_checks: bool,
+                     enable_local_script_checks: bool) -> tuple[int, int]:
         """Apply the config files' new service and check definitions: file-defined entries that are gone
-        are removed, new or changed ones (re)added; API-registered ones are untouched. Definitions are
-        parsed first, so a bad one changes nothing (BadRequest). Returns (services, checks) changed."""
+        are removed (with whatever API checks hung on a removed service), new or changed ones (re)added;
+        API-registered entries are untouched. Definitions are parsed first, so a bad one changes nothing
+        (BadRequest). Returns (services, checks) changed."""
         allow = enable_script_checks or enable_local_script_checks
         defs = [parse_service(d, allow_script=allow) for d in services]
         node_checks = [parse_check_definition(d, allow_script=allow) for d in checks]
@@ -288,10 +289,13 @@ class LocalAgent:
         live_services, live_checks = self.state.entries()
         new_ids = {d.service.id for d in defs}
         new_check_ids = {s.check_id for s in node_checks}
+        dropped: list[str] = []  # check IDs removed (their persisted files, if any, go too)
         n_services = n_checks = 0
         for sid, e in live_services.items():
             if e.source == "file" and sid not in new_ids:
-                self._stop_checks(self.state.remove_service(sid))
+                removed = self.state.remove_service(sid)
+                self._stop_checks(removed)
+                dropped += removed
                 n_services += 1
         for cid, ce in live_checks.items():
             if ce.source == "file" and not ce.check.service_id and cid not in new_check_ids \
@@ -301,16 +305,17 @@ class LocalAgent:
                 n_checks += 1
         for d in defs:
             old = self.state.service_entry(d.service.id)
-            old_specs: dict[str, CheckSpec | None] = {}
-            for c in self.state.service_checks(d.service.id):
-                entry = self.state.check_entry(c.check_id)
-                if c.service_id == d.service.id and entry is not None:
-                    old_specs[c.check_id] = entry.spec
+            old_file_specs = {cid: ce.spec for cid, ce in self.state.entries()[1].items()
+                              if ce.source == "file" and ce.check.service_id == d.service.id}
             if old is not None and old.source == "file" and old.service == d.service and \
-                    {s.check_id: s for s in d.checks} == {k: v for k, v in old_specs.items() if v is not None}:
+                    old_file_specs == {s.check_id: s for s in d.checks}:
                 continue
-            specs, removed = self.state.add_service(d.service, d.checks, source="file", replace_existing_checks=True)
-            self._stop_checks(removed)
+            wanted = {s.check_id for s in d.checks}
+            for cid in old_file_specs:
+                if cid not in wanted:
+                    self.state.remove_check(cid)
+                    self._stop_checks([cid])
+            specs, _ = self.state.add_service(d.service, d.checks, source="file")
             self._start_checks(specs)
             n_services += 1
         for spec in node_checks:
@@ -322,6 +327,9 @@ class LocalAgent:
             n_checks += 1
         if n_services or n_checks:
             self._changed()
+        if self.persister is not None:
+            for cid in dropped:
+                await self.persister.remove_check(cid)
         return n_services, n_checks
 
     async def reap_loop(self, interval: float = REAP_INTERVAL) -> None:

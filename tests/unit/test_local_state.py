@@ -330,14 +330,14 @@ def test_config_file_definitions_are_not_persisted_and_reload_applies_the_diff(t
         la.load([{"name": "a", "port": 1}, {"name": "b"}], [{"name": "node-check", "ttl": "10s"}])
         await la.register_service({"Name": "api-one"})
         assert set(la.services()) == {"a", "b", "api-one"}
-        assert la.reload([{"name": "a", "port": 1}], [], enable_script_checks=False,
+        assert await la.reload([{"name": "a", "port": 1}], [], enable_script_checks=False,
                          enable_local_script_checks=False) == (1, 1)
         assert set(la.services()) == {"a", "api-one"} and la.checks() == {}
-        assert la.reload([{"name": "a", "port": 2}, {"name": "c", "check": {"ttl": "5s"}}], [],
+        assert await la.reload([{"name": "a", "port": 2}, {"name": "c", "check": {"ttl": "5s"}}], [],
                          enable_script_checks=False, enable_local_script_checks=False) == (2, 0)
         assert la.services()["a"].port == 2 and "service:c" in la.checks()
         with pytest.raises(BadRequest):  # a bad definition changes nothing
-            la.reload([{"port": 3}], [], enable_script_checks=False, enable_local_script_checks=False)
+            await la.reload([{"port": 3}], [], enable_script_checks=False, enable_local_script_checks=False)
         assert la.services()["a"].port == 2
         la.close()
 
@@ -483,3 +483,19 @@ def test_an_api_check_on_a_config_file_service_survives_a_restart(tmp_path: Path
     assert {"extra", "_service_maintenance:web"} <= set(la.checks())
     assert la.checks()["extra"].service_name == "web"
     la.close()
+
+
+def test_reload_keeps_api_checks_on_a_changed_config_file_service() -> None:
+    async def main() -> None:
+        la = LocalAgent("n1")
+        la.load([{"name": "web", "port": 1, "checks": [{"ttl": "1m", "id": "f1"}, {"ttl": "1m", "id": "f2"}]}], [])
+        await la.register_check({"Name": "extra", "TTL": "1m", "ServiceID": "web"})
+        same = await la.reload([{"name": "web", "port": 1, "checks": [{"ttl": "1m", "id": "f1"},
+                                                                     {"ttl": "1m", "id": "f2"}]}], [],
+                               enable_script_checks=False, enable_local_script_checks=False)
+        assert same == (0, 0), "an unchanged definition is not re-applied"
+        await la.reload([{"name": "web", "port": 2, "checks": [{"ttl": "1m", "id": "f1"}]}], [],
+                        enable_script_checks=False, enable_local_script_checks=False)
+        assert set(la.checks()) == {"f1", "extra"} and la.services()["web"].port == 2
+
+    asyncio.run(main())
