@@ -103,7 +103,8 @@ def run_suite(suite: Suite, junit: Path, pytest_args: Sequence[str] = (),
     agents = junit.parent / f"{junit.stem}-agents"  # the py-consul fixture's agent logs
     agents.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(client), str(suite.path)]),
-           "PYCONSUL_ROOT": str(ROOT), "PYCONSUL_INTEROP_NET": str(suite.net), "PYCONSUL_INTEROP_WORKDIR": str(agents)}
+           "PYCONSUL_ROOT": str(_shim(junit.parent)), "PYCONSUL_INTEROP_NET": str(suite.net),
+           "PYCONSUL_INTEROP_WORKDIR": str(agents)}
     env.pop("CONSUL_HTTP_ADDR", None)
     argv = [sys.executable, "-m", "pytest", "-c", str(suite.path / "pytest.ini"), "--rootdir", str(suite.path),
             "-p", "no:cacheprovider", "-o", "junit_family=xunit1", f"--junitxml={junit}", "-q", "--tb=line",
@@ -120,6 +121,17 @@ def run_suite(suite: Suite, junit: Path, pytest_args: Sequence[str] = (),
     if not junit.exists():
         raise AssertionError(f"{suite.name}: pytest exited {proc.returncode} without a report (collection error?)")
     return parse_junit(junit)
+
+
+def _shim(workdir: Path) -> Path:
+    """A directory whose `pyconsul` is a symlink to this tree: on the agents' PYTHONPATH (the fixtures read it as
+    PYCONSUL_ROOT), it makes them run THIS tree's code even when the installed pyconsul is another checkout."""
+    shim = workdir / "shim"
+    shim.mkdir(exist_ok=True)
+    link = shim / "pyconsul"
+    if not link.is_symlink():
+        link.symlink_to(ROOT, target_is_directory=True)
+    return shim
 
 
 def parse_junit(path: Path) -> Result:

@@ -39,7 +39,7 @@ from requests import RequestException
 
 CONSUL_VERSIONS = ["pyconsul"]
 EMULATED_CONSUL_VERSION = "1.7.0"
-PYCONSUL_ROOT = os.environ["PYCONSUL_ROOT"]  # set by tests/interop/upstream/run.py
+PYCONSUL_ROOT = os.environ["PYCONSUL_ROOT"]  # the agents' PYTHONPATH, set by tests/interop/upstream_suites.py
 
 ConsulInstance = collections.namedtuple("ConsulInstance", ["container", "port", "version"])
 
