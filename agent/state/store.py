@@ -149,6 +149,7 @@ class StateStore:
         try:
             cmd = decode(data)
         except DecodeError as exc:
+            self._abandon()  # like any other entry between a restore's pieces (and as apply_prepared does)
             return StateError(f"undecodable command: {exc}")
         return self._apply_decoded(index, cmd)
 

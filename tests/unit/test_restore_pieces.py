@@ -122,3 +122,15 @@ def test_installing_a_snapshot_resets_the_spool() -> None:
     assert fsm.spool.cur is not None
     fsm.prepare_restore(_state(3))
     assert fsm.spool.cur is None
+
+
+def test_an_undecodable_entry_between_pieces_abandons_the_restore_prepared_or_not() -> None:
+    parts = restore.encoded_pieces(_state(), "r1")
+    junk = bytes((0x92, int(c.CommandType.RESTORE))) + b"\xc1"  # looks like a Restore, does not decode
+    for prepare in (False, True):
+        fsm = StoreFSM()
+        for i, d in enumerate([*parts[:2], junk, *parts[2:]]):
+            out = fsm.apply_prepared(i + 1, d, fsm.prepare(d)) if prepare else fsm.apply(i + 1, d)
+            if i == 2:
+                assert isinstance(out, StateError) and not fsm.snapshot_deferred()
+        assert fsm.store.kv_get("k/1") is None and not fsm.snapshot_deferred() and fsm.spool.cur is None
