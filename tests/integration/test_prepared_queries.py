@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.harness import AgentProc, Cluster, new_block, wait_for
-from tests.integration.test_raft_cluster import http
+from tests.integration.test_raft_cluster import http, start_bj
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +158,33 @@ def test_failover_to_another_datacenter(cluster: Cluster) -> None:
     assert code == 200, out
     res = call(client, "/v1/query/local-only/execute")[2]
     assert (res["Datacenter"], res["Failovers"], res["Nodes"]) == ("bj", 0, [])
+
+
+def test_queries_replicate_block_and_go_with_their_session(cluster: Cluster) -> None:
+    ip = new_block()
+    ps = start_bj(cluster, ip)
+    leader = json.loads(http(ps[0], "/v1/status/leader")[2])
+    follower = next(p for p in ps if f"{p.ip}:8300" != leader)
+    register(follower, "n1", "10.0.0.1", "passing", [])
+
+    # a write through a follower is forwarded to the leader and replicated to every server
+    code, _, out = call(follower, "/v1/query", "POST", {"Name": "q1", "Service": {"Service": "web"}})
+    assert code == 200, out
+    for p in ps:
+        wait_for(lambda p=p: [q["Name"] for q in call(p, "/v1/query?stale")[2]] == ["q1"], 20, f"{p.name} has q1")
+
+    # a blocked list wakes when a query is written, with a higher index
+    code, headers, _ = call(follower, "/v1/query")
+    index = int(headers["X-Consul-Index"])
+    code, _, session = call(ps[2], "/v1/session/create", "PUT", {"Node": "n1", "Checks": []})
+    assert code == 200, session
+    code, _, out = call(ps[2], "/v1/query", "POST", {"Session": session["ID"], "Service": {"Service": "web"}})
+    assert code == 200, out
+    code, headers, listed = call(follower, f"/v1/query?index={index}&wait=10s")
+    assert code == 200 and int(headers["X-Consul-Index"]) > index and len(listed) == 2
+    assert nodes_of(call(ps[1], f"/v1/query/{out['ID']}/execute")[2]) == {"n1"}  # an unnamed query runs by ID
+
+    # destroying the session deletes the query bound to it
+    assert call(ps[0], f"/v1/session/destroy/{session['ID']}", "PUT")[0] == 200
+    wait_for(lambda: [q["Name"] for q in call(follower, "/v1/query")[2]] == ["q1"], 20, "the session's query gone")
+    assert call(ps[0], f"/v1/query/{out['ID']}")[0] == 404
