@@ -28,7 +28,7 @@ def test_readme_server_rpc_limits_match_the_code() -> None:
     assert rows["Server RPC (port 8300) connections"] == (
         f"{lim.max_conns_per_client} per source IP (`limits.rpc_max_conns_per_client`, 0 = none), "
         f"{lim.max_conns} in total")
-    assert rows["Server RPC: HELLO / frame body / idle without Raft traffic"] == (
+    assert rows["Server RPC: HELLO / frame body (a streamed request: all its pieces) / idle without Raft traffic"] == (
         f"{lim.hello_timeout:g} s / {lim.body_timeout:g} s + 1 s per MiB / {lim.idle_timeout:g} s")
     assert rows["Server RPC frames: HELLO, votes, acks, TimeoutNow / forwarded request / forwarded write "
                 "(`apply`, a restore) / AppendEntries / InstallSnapshot"] == " / ".join(
