@@ -46,6 +46,7 @@ NODE_MAINT_DEFAULT = ("Maintenance mode is enabled for this node, but no reason 
                       "This is a default message.")
 SERVICE_MAINT_DEFAULT = ("Maintenance mode is enabled for this service, but no reason was provided. "
                          "This is a default message.")
+DEREGISTER_MIN = 60.0  # Consul's check_deregister_interval_min: a shorter deregister_critical_service_after is raised
 MAX_SERVICES = 16384  # services of one agent (README "Limits"); a new one beyond is refused
 MAX_CHECKS = 65536  # checks of one agent, maintenance checks included
 CONSUL_SERVICE = "consul"
@@ -310,14 +311,16 @@ class LocalState:
         self._checks[check.check_id] = CheckEntry(check, spec, "api", version=self._next())
 
     def reap(self, now: float) -> list[str]:
-        """Services with a check critical for longer than its deregister_critical_service_after."""
+        """Services with a check critical for longer than its deregister_critical_service_after (at least
+        DEREGISTER_MIN, as in Consul)."""
         out: list[str] = []
         for e in self._checks.values():
             s = e.spec
             if (e.deleted or s is None or not s.service_id or not s.deregister_critical_service_after
                     or e.critical_since is None):
                 continue
-            if (now - e.critical_since > s.deregister_critical_service_after and s.service_id not in out
+            after = max(s.deregister_critical_service_after, DEREGISTER_MIN)
+            if (now - e.critical_since > after and s.service_id not in out
                     and self.service(s.service_id) is not None):
                 out.append(s.service_id)
         return out

@@ -168,6 +168,10 @@ def test_reap_after_deregister_critical_service_after() -> None:
     assert st.reap(161.0) == ["web"]
     st.update_check("service:web", "passing", "", now=161.0)
     assert st.reap(1000.0) == []
+    st2 = LocalState()
+    _web(st2, {"TTL": "1s", "DeregisterCriticalServiceAfter": "10s"})  # raised to Consul's 1 min minimum
+    st2.update_check("service:web", "critical", "", now=0.0)
+    assert st2.reap(30.0) == [] and st2.reap(61.0) == ["web"]
 
 
 @pytest.mark.parametrize(("nodes", "factor"), [(1, 1), (128, 1), (129, 2), (256, 2), (257, 3), (1024, 4), (8192, 7)])
