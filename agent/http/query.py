@@ -238,15 +238,22 @@ def register(app: web.Application, backend: Backend, datacenters: prepared_query
     def _not_found(qid: str) -> NotFound:
         return NotFound(f"Cannot modify non-existent prepared query: '{qid}'")
 
-    async def update(request: web.Request) -> web.Response:
+    def _query_id(request: web.Request) -> str:
+        """The ID of a PUT or DELETE; .../execute and .../explain only take GET (405, as Consul)."""
         qid = request.match_info["id"]
+        if qid.endswith(("/execute", "/explain")):
+            raise web.HTTPMethodNotAllowed(request.method, {"GET", "HEAD"})
+        return qid
+
+    async def update(request: web.Request) -> web.Response:
+        qid = _query_id(request)
         q = parse_query(decode_json(await request.read()), qid)
         if not await _write(backend, "update", q):
             raise _not_found(qid)
         return web.Response(text="")
 
     async def delete(request: web.Request) -> web.Response:
-        qid = request.match_info["id"]
+        qid = _query_id(request)
         if not await _write(backend, "delete", PreparedQueryDef(id=qid)):
             raise _not_found(qid)
         return web.Response(text="")

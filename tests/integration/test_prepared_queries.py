@@ -112,6 +112,8 @@ def test_query_crud_execute_explain_and_errors(cluster: Cluster) -> None:
         assert code == 400 and message in text, (body, code, text)
     assert call(a, "/v1/query/web-q/execute?connect=true")[0] == 400
     assert call(a, "/v1/query/web-q/execute?limit=x")[0] == 400
+    assert call(a, "/v1/query/web-q/execute", "PUT", {})[0] == 405
+    assert call(a, "/v1/query/web-q/explain", "DELETE")[0] == 405
     for path in ("/v1/query/nope/execute", "/v1/query/nope/explain", "/v1/query/5a0d4b4d-8a61-4c3f-9d0a-1b2c3d4e5f60"):
         code, _, text = call(a, path)
         assert (code, text) == (404, "Query not found"), path
