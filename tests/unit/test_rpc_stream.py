@@ -129,3 +129,12 @@ def test_a_stalled_streamed_request_is_dropped_and_its_budget_released() -> None
             await a.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_part_frames_have_their_own_small_cap() -> None:
+    part = wire.frame([wire.Kind.PART, wire.MAX_STREAM - wire.STREAM_PIECE, wire.MAX_STREAM,
+                       b"p" * wire.STREAM_PIECE])[wire.HEADER.size:]
+    assert len(part) <= wire.MAX_PART_FRAME  # the largest piece, at the largest offset, fits its cap
+    assert wire.inbound_limit(part[:wire.PEEK], True) == wire.response_limit(part[:wire.PEEK]) == wire.MAX_PART_FRAME
+    assert wire.inbound_limit(part[:wire.PEEK], False) == wire.MAX_SMALL_FRAME  # nothing but HELLO first
+    assert wire.MAX_PART_FRAME < wire.MAX_FRAME
