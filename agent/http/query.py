@@ -50,6 +50,7 @@ MAX_STRING = 1024  # characters of any string field
 META_MAX_PAIRS, META_KEY_MAX, META_VALUE_MAX = 64, 128, 512  # Consul's metadata limits
 REDACTED = "<hidden>"
 _META_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_INT = re.compile(r"[+-]?[0-9]{1,20}")
 DECODE = "Request decode failed"
 INVALID = "Invalid prepared query"
 
@@ -204,10 +205,9 @@ def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", "")
     if not raw:
         return 0
-    try:
-        n = int(raw, 10)
-    except ValueError:
-        raise BadRequest(f'Bad limit: strconv.Atoi: parsing "{raw}": invalid syntax') from None
+    if not _INT.fullmatch(raw):  # Go's strconv.Atoi: an optional sign and ASCII digits, nothing else
+        raise BadRequest(f'Bad limit: strconv.Atoi: parsing "{raw}": invalid syntax')
+    n = int(raw)
     if abs(n) >= 1 << 63:
         raise BadRequest(f'Bad limit: strconv.Atoi: parsing "{raw}": value out of range')
     return max(n, 0)

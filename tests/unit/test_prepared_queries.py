@@ -345,3 +345,22 @@ def test_readme_limits_rows_match_the_code() -> None:
     assert rows[key] == f"{query_http.MAX_QUERY_BODY // 1024} KiB / {query_http.MAX_LIST} / {query_http.MAX_STRING}"
     assert rows["Prepared queries in a datacenter"] == str(pq.MAX_QUERIES)
     assert rows["Prepared query `Template.Regexp`"] == f"{MAX_PATTERN_LENGTH} characters, RE2 syntax"
+
+
+@pytest.mark.parametrize(("raw", "want"), [("", 0), ("3", 3), ("+3", 3), ("-2", 0), ("0", 0)])
+def test_limit_parameter(raw: str, want: int) -> None:
+    from types import SimpleNamespace
+
+    from pyconsul.agent.http.query import _limit
+
+    assert _limit(SimpleNamespace(query={"limit": raw})) == want  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", ["x", "5_0", " 5", "1.5", "99999999999999999999"])
+def test_bad_limit_is_refused_as_go_would(raw: str) -> None:
+    from types import SimpleNamespace
+
+    from pyconsul.agent.http.query import _limit
+
+    with pytest.raises(BadRequest, match=r"Bad limit: strconv\.Atoi"):
+        _limit(SimpleNamespace(query={"limit": raw}))  # type: ignore[arg-type]
