@@ -33,8 +33,11 @@ Every round:
 3. The agent's CPU time (utime + stime from /proc) from t_send until the last answer, divided by N: the agent's
    cost per woken watcher, which does not depend on what else runs on the machine (unlike the latencies: on a
    loaded machine the agent waits for a core), and its share of one core over that span (100 % = it never
-   waited). The bench's own CPU over the same span is printed too. `--nice -10` runs the bench and the agent
-   ahead of other processes, to measure the latencies on a machine others are loading.
+   waited), and how long its event loop thread (and all its threads) waited for a CPU in that span (from
+   /proc/<pid>/task/*/schedstat: time runnable but not running). The bench's own CPU and wait are printed too.
+   `--nice -10` runs the bench and the agent ahead of other processes, to measure the latencies on a machine
+   others are loading: it sets the niceness and, as the kernel groups processes by session for scheduling
+   (autogroup), the bench's and the agent's autogroup niceness (/proc/<pid>/autogroup).
 4. The watchers are re-armed with the new index and the bench waits until the agent is quiet again.
 
 The agent is killed by PID at the end (also on Ctrl-C); the worktree and data dir are removed.
@@ -82,6 +85,33 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def sched(pid: int | str) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) over all threads, from /proc/<pid>/task/*/schedstat
+    (a thread that ended in between is lost)."""
+    run = wait = 0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            a, b = (t / "schedstat").read_text().split()[:2]
+            run, wait = run + int(a), wait + int(b)
+    return run / 1e9, wait / 1e9
+
+
+def main_thread_wait(pid: int) -> float:
+    """Seconds the agent's main thread (the event loop) was runnable but waiting for a CPU."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def autogroup_nice(pid: int | str, nice: int) -> str:
+    """Set the niceness of `pid`'s scheduler autogroup (with kernel.sched_autogroup_enabled, a process's own
+    niceness only ranks it within its session's group); the group as the kernel shows it, or why not."""
+    try:
+        f = Path(f"/proc/{pid}/autogroup")
+        f.write_text(str(nice))
+        return f.read_text().strip()
+    except OSError as exc:
+        return f"unchanged ({exc.strerror})"
 
 
 def self_cpu() -> float:
@@ -231,7 +261,7 @@ async def run(pid: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         await asyncio.sleep(args.kv_probe)
         kv_woken = sum(f.done() for f in futs)
         status = "critical" if r % 2 == 0 else "passing"
-        c0, s0 = cpu_seconds(pid), self_cpu()
+        c0, s0, q0, b0, m0 = cpu_seconds(pid), self_cpu(), sched(pid), sched("self"), main_thread_wait(pid)
         t_send = time.monotonic()
         a = await call(ctl, "PUT", "/v1/catalog/register", registration(status))
         t_ack = time.monotonic()
@@ -239,7 +269,7 @@ async def run(pid: int, args: argparse.Namespace) -> list[dict[str, Any]]:
             raise BenchError(f"catalog register: HTTP {a.status} {a.body[:200]!r}")
         done, pending = await asyncio.wait(futs, timeout=60)
         t_end = time.monotonic()
-        c1, s1 = cpu_seconds(pid), self_cpu()
+        c1, s1, q1, b1, m1 = cpu_seconds(pid), self_cpu(), sched(pid), sched("self"), main_thread_wait(pid)
         answers = [f.result() for f in done if f.exception() is None]
         bad = [x for x in answers if x.status != 200 or x.index <= index or f'"Status":"{status}"'.encode() not in
                x.body.replace(b" ", b"")]
@@ -254,13 +284,18 @@ async def run(pid: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                "max_ms": max(lat) * 1000, "min_ms": min(lat) * 1000,
                "agent_cpu_us_per_watcher": (c1 - c0) / args.watchers * 1e6,
                "agent_cpu_share": (c1 - c0) / max(1e-9, t_end - t_send), "bench_cpu_s": s1 - s0,
-               "rss_open_mib": rss_open, "load": loadavg()}
+               "agent_runqueue_ms": (q1[1] - q0[1]) * 1000, "loop_runqueue_ms": (m1 - m0) * 1000,
+               "bench_runqueue_ms": (b1[1] - b0[1]) * 1000,
+               "span_ms": (t_end - t_send) * 1000, "rss_open_mib": rss_open, "load": loadavg()}
         rounds.append(res)
         print(f"round {r + 1}: -> {status:<8} answered {len(answers)}/{args.watchers} (bad {len(bad)}, "
               f"lost {res['lost']})  from the write sent: p50 {res['p50_ms']:.0f} ms  p99 {res['p99_ms']:.0f} ms  "
               f"max {res['max_ms']:.0f} ms  (first {res['min_ms']:.0f})  write answered at {res['ack_ms']:.0f} ms "
               f"({res['after_ack']} watchers after it)  agent CPU {res['agent_cpu_us_per_watcher']:.0f} us/watcher "
-              f"({res['agent_cpu_share'] * 100:.0f} % of a core over the span)  bench CPU {res['bench_cpu_s']:.2f} s  "
+              f"({res['agent_cpu_share'] * 100:.0f} % of a core over the span; its event loop waited "
+              f"{res['loop_runqueue_ms']:.0f} ms for a CPU, all its threads {res['agent_runqueue_ms']:.0f} ms)  "
+              f"bench CPU {res['bench_cpu_s']:.2f} s (waited "
+              f"{res['bench_runqueue_ms']:.0f} ms)  "
               f"KV write woke {kv_woken}  VmRSS open {rss_open:.1f} MiB  load {res['load']}", flush=True)
         index = max(x.index for x in answers)
     for c in conns:
@@ -283,8 +318,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the bench and the agent at this niceness (e.g. -10 as root, to shield the "
                          "latencies from other load on the machine; default 0: unchanged)")
     args = ap.parse_args(argv)
+    ag = ""
     if args.nice:
+        with contextlib.suppress(OSError):
+            os.setsid()  # a session (so an autogroup) of our own, when we are not a process group leader
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the agent inherits it
+        ag = f"; bench autogroup {autogroup_nice('self', args.nice)}"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = args.watchers + 256
     if hard != resource.RLIM_INFINITY and hard < need:
@@ -296,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     tree = work / "tree"
     git("worktree", "add", "--detach", str(tree), rev)
     print(f"# measured: {rev} (detached worktree); bench RLIMIT_NOFILE {soft} -> {hard}; "
-          f"niceness {os.getpriority(os.PRIO_PROCESS, 0)}; load {loadavg()}")
+          f"niceness {os.getpriority(os.PRIO_PROCESS, 0)}{ag}; load {loadavg()}")
 
     def on_term(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -313,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen(argv_, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=work)
         log.close()
+        if args.nice:
+            print(f"# agent autogroup {autogroup_nice(proc.pid, args.nice)}")
         rounds = asyncio.run(run(proc.pid, args))
 
         def med(key: str) -> float:
@@ -325,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
               f"p50={med('p50_ms'):.0f}ms p99={med('p99_ms'):.0f}ms max={med('max_ms'):.0f}ms; worst max={worst:.0f}ms "
               f"agent_cpu={med('agent_cpu_us_per_watcher'):.0f}us/watcher "
               f"(={med('agent_cpu_us_per_watcher') * args.watchers / 1000:.0f}ms for all) "
+              f"loop_waited_for_cpu={med('loop_runqueue_ms'):.0f}ms "
               f"rss_idle={rounds[0]['rss_idle_mib']:.1f}MiB rss_open={med('rss_open_mib'):.1f}MiB "
               f"kv_write_woke={kv} answers_ok={'yes' if ok else 'NO'} "
               f"goal(all<1s)={'PASS' if worst < 1000 and ok else 'MISS'}")
