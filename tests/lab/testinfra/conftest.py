@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class Agent:
     http_port: int
     venv: str
     expect: int = 0
+    services: list[dict[str, Any]] = field(default_factory=list)  # pyconsul_services declared for it
 
     @property
     def wan_name(self) -> str:
@@ -80,6 +81,7 @@ def _agent(name: str, host: Any, v: dict[str, Any]) -> Agent:
         http_port=int(v.get("pyconsul_http_port", 8500)),
         venv=str(v.get("pyconsul_venv_dir", "/opt/pyconsul/venv")),
         expect=int(v.get("pyconsul_bootstrap_expect", 0) or 0),
+        services=[s for s in v.get("pyconsul_services") or [] if isinstance(s, dict)],
     )
 
 
