@@ -151,6 +151,7 @@ class Plan:
     started: bool = False
     last: Any = None
     failures: int = 0
+    ordered: bool = True  # False for event lists, whose index is a hash of the last event's ID
 
     def on_result(self, index: int, result: Any) -> bool:
         """Record one read's answer; True when the handler should run with it."""
@@ -159,7 +160,9 @@ class Plan:
             return False  # the blocking read timed out with nothing new
         first = not self.started
         self.started = True
-        self.index = 0 if index < self.index else index  # an index going backwards restarts from 0
+        # An index going backwards restarts from 0 (Consul's WaitIndexVal.Next). Not for events: their index is
+        # not ordered, and Consul's reset there hands the handler every buffered event again.
+        self.index = 0 if self.ordered and index < self.index else index
         if not first and result == self.last:
             return False
         self.last = result
@@ -232,7 +235,7 @@ def run_watch(base: str, query: Query, child: Sequence[str], use_shell: bool) ->
 
 
 def _loop(base: str, query: Query, child: Sequence[str], use_shell: bool) -> int:
-    plan = Plan()
+    plan = Plan(ordered=query.type != "event")
     while True:
         params = list(query.params)
         if plan.index:

@@ -446,3 +446,10 @@ def test_register_from_hcl_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     f.write_text("service {")
     with pytest.raises(CLIError, match="invalid HCL"):
         services.services_from_file(str(f))
+
+
+def test_event_plan_keeps_an_unordered_index() -> None:
+    plan = watch.Plan(ordered=False)
+    assert plan.on_result(10, [{"ID": "a"}])
+    assert plan.on_result(3, [{"ID": "b"}]) and plan.index == 3  # a smaller hash is no reset
+    assert not plan.on_result(3, [])
