@@ -56,6 +56,7 @@ def cmd_monitor(args: Sequence[str]) -> int:
 
 
 def _stream(url: str) -> int:
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -76,7 +77,7 @@ def _stream(url: str) -> int:
             for raw in resp:
                 sys.stdout.write(raw.decode("utf-8", "replace"))
                 sys.stdout.flush()
-        except OSError:
+        except (OSError, http.client.HTTPException):  # the agent went away mid-chunk
             pass
     print(f"\n{ENDED}")
     return 1
