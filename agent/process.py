@@ -44,7 +44,7 @@ def setup_logging(level: str) -> None:
             tz = time.strftime("%z", time.localtime(record.created))
             lvl = f"[{record.levelname.replace('WARNING', 'WARN')}]"
             msg = record.getMessage()
-            if record.exc_info and logging.getLogger().isEnabledFor(logging.DEBUG):
+            if record.exc_info and handler.level <= logging.DEBUG:  # the agent's level, not a monitor's
                 msg += "\n" + self.formatException(record.exc_info)
             return f"    {ts}.{ms:03d}{tz} {lvl:<7} {record.name}: {msg}"
 
