@@ -659,7 +659,11 @@ class RaftNode:
         for a in w.acks:  # durable now (an exception above sends none of them)
             if not self._acks_ok or send is None:
                 break
-            a.sent = send(a.address, a.data)
+            try:
+                a.sent = send(a.address, a.data)
+            except Exception:  # never a failed write: the loop sends it (and the rest) as usual
+                log.exception("raft: sending an acknowledgement from the writer thread failed")
+                a.sent = False
             if not a.sent:
                 self._acks_ok = False  # this one and the rest leave from the loop, in order
 

@@ -363,7 +363,8 @@ class _Peer:
                 return False
             if n < len(data):
                 self.broken = writer
-                self.loop.call_soon_threadsafe(writer.transport.abort)
+                with contextlib.suppress(RuntimeError):  # the loop is closed: so is the connection
+                    self.loop.call_soon_threadsafe(writer.transport.abort)
             self.t.stats.frames_out += 1
             return True
 

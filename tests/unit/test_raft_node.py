@@ -337,7 +337,8 @@ def test_a_failed_write_stops_the_loop_loudly(tmp_path: Path) -> None:
 def test_follower_acknowledgements_leave_from_the_writer_thread_once_durable(tmp_path: Path) -> None:
     """A transport with send_threadsafe: a follower's AppendResponse is sent by the writer thread right after
     the fsync (checked at that moment: the entries are in storage), and when the transport refuses one (the
-    connection is busy), it and the rest leave from the loop: every write still commits and applies everywhere."""
+    connection is busy) or raises, it and the rest leave from the loop: every write still commits and applies
+    everywhere, and no Raft loop stops."""
     from pyconsul.agent.raft import wire
 
     violations: list[str] = []
@@ -351,9 +352,13 @@ def test_follower_acknowledgements_leave_from_the_writer_thread_once_durable(tmp
             assert threading.current_thread() is not threading.main_thread()
             msg = wire.decode_message(wire.unframe(data[wire.HEADER.size:]))
             assert isinstance(msg, AppendResponse)
-            if (len(by_thread) + len(refused)) % 5 == 4:
+            calls = len(by_thread) + len(refused)
+            if calls % 5 == 4:
                 refused.append(msg.match_index)
                 return False
+            if calls % 7 == 6:  # a transport bug is not a failed write: the loop sends it
+                refused.append(msg.match_index)
+                raise RuntimeError("send_threadsafe broke")
             st = c.nodes[msg.from_].storage
             if msg.success and st.stats()["last_index"] < msg.match_index:
                 violations.append(f"{msg.from_} acked {msg.match_index}, stored {st.stats()['last_index']}")
@@ -371,6 +376,7 @@ def test_follower_acknowledgements_leave_from_the_writer_thread_once_durable(tmp
             await lead.apply(f"k{i}=v".encode())
         await asyncio.gather(*(lead.apply(f"c{i}=v".encode()) for i in range(100)))
         await until(lambda: all(len(f.d) == 130 for f in c.fsms.values()), "every server applied 130 writes")
+        assert all(n.failed is None for n in c.nodes.values())
 
     run(tmp_path, body)
     assert violations == []
