@@ -65,7 +65,10 @@ def catalog_alias_query(backend: HealthReader) -> Callable[[str, str, int], Any]
 
 
 def truncate_output(output: str, limit: int = MAX_OUTPUT) -> str:
-    """Consul's way of capping a check's output."""
+    """Consul's way of capping a TTL update's output (the first `limit` bytes, marked with the true size).
+    Used only where no runner capped it: a runner's results come already capped (a script's tail, an HTTP
+    body of at most 4 KiB, a TTL update cut by the runner), and cutting them again would lose their end and
+    add a second marker with a wrong size."""
     raw = output.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return output
@@ -209,14 +212,14 @@ class LocalAgent:
                            "not the check name.")
         if e.spec is None or e.spec.kind != "ttl":
             raise BadRequest(f"CheckID {quote(check_id)} does not have associated TTL")
-        output = truncate_output(output)
+        # The runner caps the output itself (once, with its true size); without a runner we do.
         if self.runner is None or not self.runner.ttl_update(check_id, status, output):
-            self.update_check(check_id, status, output)
+            self.update_check(check_id, status, truncate_output(output))
         await self._persist_check(check_id)
 
     def update_check(self, check_id: str, status: str, output: str) -> None:
-        """CheckSink: a runner's result (on the event loop)."""
-        if self.state.update_check(check_id, status, truncate_output(output), self.clock(), self.rng.random()):
+        """CheckSink: a runner's result (on the event loop), already capped by the runner."""
+        if self.state.update_check(check_id, status, output, self.clock(), self.rng.random()):
             self._changed()
 
     async def _persist_check(self, check_id: str) -> None:

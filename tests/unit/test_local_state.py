@@ -503,3 +503,42 @@ def test_reload_keeps_api_checks_on_a_changed_config_file_service() -> None:
         assert set(la.checks()) == {"f1", "extra"} and la.services()["web"].port == 2
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- outputs are capped once, with the true size
+
+
+def test_runner_outputs_are_not_capped_a_second_time() -> None:
+    """The runner already capped these (a script's tail, an HTTP body): the sink stores them as they are."""
+    la = LocalAgent("n1")
+    la.load([], [{"name": "s", "ttl": "1m"}])
+    script_out = "Captured 4096 of 10000 bytes\n...\n" + "z" * 4096
+    la.update_check("s", "passing", script_out)
+    assert la.checks()["s"].output == script_out
+    http_out = "HTTP GET http://127.0.0.1:8080/health: 200 OK Output: " + "b" * 4096
+    la.update_check("s", "critical", http_out)
+    assert la.checks()["s"].output == http_out
+
+
+def test_ttl_update_output_is_capped_once_with_its_true_size() -> None:
+    async def main() -> None:
+        from pyconsul.agent.checks.runner import CheckRunner
+
+        la = LocalAgent("n1")
+        la.load([], [{"name": "t", "ttl": "1m"}])
+        await la.ttl_update("t", "passing", "q" * 5000)  # no runner: the agent caps it
+        out = la.checks()["t"].output
+        assert out == "q" * 4096 + " ... (captured 4096 of 5000 bytes)"
+        runner = CheckRunner(la)
+        la.runner = runner
+        runner.add(parse_check({"Name": "t", "TTL": "1m"}, allow_script=False))
+        runner.start()
+        try:
+            await la.ttl_update("t", "warning", "r" * 6000)  # the runner caps it
+            out = la.checks()["t"].output
+            assert out == "r" * 4096 + " ... (captured 4096 of 6000 bytes)"
+            assert out.count("captured") == 1
+        finally:
+            await runner.close()
+
+    asyncio.run(main())
