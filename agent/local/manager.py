@@ -215,12 +215,20 @@ class LocalAgent:
         # The runner caps the output itself (once, with its true size); without a runner we do.
         if self.runner is None or not self.runner.ttl_update(check_id, status, output):
             self.update_check(check_id, status, truncate_output(output))
-        await self._persist_check(check_id)
+        if self.persister is not None:  # update_check queued the write: done before the answer
+            await self.persister.flush()
 
     def update_check(self, check_id: str, status: str, output: str) -> None:
-        """CheckSink: a runner's result (on the event loop), already capped by the runner."""
+        """CheckSink: a runner's result (on the event loop), already capped by the runner. A TTL check's
+        result is persisted (queued on the persister's thread): an update through the API, and an expiry,
+        so a restarted agent does not show the last API-set status of a check whose TTL ran out."""
         if self.state.update_check(check_id, status, output, self.clock(), self.rng.random()):
             self._changed()
+        if self.persister is None:
+            return
+        e = self.state.check_entry(check_id)
+        if e is not None and e.source == "api" and e.spec is not None and e.spec.kind == "ttl":
+            self.persister.queue_check(e.check, e.spec)
 
     async def _persist_check(self, check_id: str) -> None:
         if self.persister is None:

@@ -8,9 +8,10 @@ with fsutil.atomic_write (a crash leaves the old file or the new one). Files:
     checks/<sha256(id)>    {"Check": <check JSON>, "Spec": <CheckSpec fields> | null}
 
 The check file also holds the check's last status and output, so a TTL check's state and a maintenance
-check survive the restart. `Persister` runs every write on one worker thread, in order (fsync stays off the
-event loop); `load` reads at start-up (before the loop serves requests) and skips, with a warning,
-files that do not parse (a definition refused by this version, a truncated file from another tool).
+check survive the restart (a TTL expiry is written too: `queue_check`, from the runner's report, without
+waiting). `Persister` runs every write on one worker thread, in order (fsync stays off the event loop);
+`load` reads at start-up (before the loop serves requests) and skips, with a warning, files that do not
+parse (a definition refused by this version, a truncated file from another tool).
 """
 
 from __future__ import annotations
@@ -102,6 +103,22 @@ class Persister:
     async def remove_check(self, check_id: str) -> None:
         await self._run(self._remove, self.checks_dir, check_id)
 
+    def queue_check(self, c: LocalCheck, spec: CheckSpec | None) -> None:
+        """save_check without waiting (for callers on the loop that cannot await, e.g. a TTL expiry reported
+        by the check runner): queued behind the writes before it, in order; a failure is logged. `flush()`
+        waits for it."""
+        doc = {"Check": check_to_json(c), "Spec": spec_to_json(spec) if spec is not None else None}
+        try:
+            fut = self._pool.submit(self._write, self.checks_dir, c.check_id, doc)
+        except RuntimeError:  # closed: the agent is stopping
+            log.warning("not persisting check %s: the agent is stopping", c.check_id)
+            return
+        fut.add_done_callback(_log_failure)
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is done."""
+        await self._run(lambda: None)
+
     @staticmethod
     def _write(directory: Path, key: str, doc: dict[str, Any]) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -114,6 +131,11 @@ class Persister:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _log_failure(fut: concurrent.futures.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("persisting a check failed", exc_info=fut.exception())
 
 
 def _read(path: Path) -> Any:

@@ -542,3 +542,31 @@ def test_ttl_update_output_is_capped_once_with_its_true_size() -> None:
             await runner.close()
 
     asyncio.run(main())
+
+
+def test_a_ttl_expiry_is_persisted(tmp_path: Path) -> None:
+    """After a restart a check whose TTL ran out shows critical, not the last status set over the API."""
+    async def first() -> None:
+        from pyconsul.agent.checks.runner import CheckRunner
+
+        la = LocalAgent("n1", data_dir=tmp_path)
+        runner = CheckRunner(la)
+        la.runner = runner
+        runner.start()
+        try:
+            await la.register_check({"Name": "t", "TTL": "300ms"})
+            await la.ttl_update("t", "passing", "fine")
+            deadline = asyncio.get_running_loop().time() + 10
+            while la.checks()["t"].status != "critical":
+                assert asyncio.get_running_loop().time() < deadline, "the TTL never expired"
+                await asyncio.sleep(0.05)
+        finally:
+            await runner.close()
+            la.close()  # waits for the queued writes
+
+    asyncio.run(first())
+    la = LocalAgent("n1", data_dir=tmp_path)
+    la.load([], [])
+    t = la.checks()["t"]
+    assert (t.status, t.output) == ("critical", "TTL expired (last output before timeout follows): fine")
+    la.close()
