@@ -8,6 +8,9 @@ Contracts:
   deregistered with everything on it); a name held by a node with a different non-empty ID is refused.
 - Deregistering a node removes its services, checks and sessions; a service removes its checks; a
   check removal, or a check registered as critical, invalidates the sessions that list it.
+- A check's ServiceName and ServiceTags are copied from its service when the check is written (Consul
+  1.7's ensureCheckTxn); a write of the service alone leaves its checks as they are (ensureServiceTxn does
+  not touch checks). Agents re-send a changed service with all its checks, which refreshes them.
 - Per-service indexes ("service.<name>") move when an instance of that service, one of its checks,
   a node-level check of its node, or its node changes; when the last instance goes, the per-service
   index is dropped and "service_last_extinction" moves (see service_index).

@@ -570,3 +570,30 @@ def test_a_ttl_expiry_is_persisted(tmp_path: Path) -> None:
     t = la.checks()["t"]
     assert (t.status, t.output) == ("critical", "TTL expired (last output before timeout follows): fine")
     la.close()
+
+
+def test_a_service_tag_change_reaches_its_catalog_checks() -> None:
+    """Consul 1.7's catalog copies a service's tags into a check only when the check is (re)registered
+    (ensureCheckTxn; ensureServiceTxn leaves checks alone), and the agent re-sends a changed service with its
+    checks, so the catalog checks' ServiceTags follow the agent's service."""
+    from tests.unit.test_state_support import Harness
+
+    h = Harness()
+    st = LocalState()
+    node = NodeInfo("n1", "10.0.0.1")
+
+    def sync() -> None:
+        for op in st.pending(0.0):
+            h.do(command(op, node, 0.0))
+            st.mark_done(op)
+
+    _web(st, {"TTL": "10s"}, Tags=["v1"])
+    sync()
+    assert [ch["ServiceTags"] for ch in h.store.health_checks(service="web")] == [["v1"]]
+    _web(st, {"TTL": "10s"}, Tags=["v2", "blue"])
+    sync()
+    assert [ch["ServiceTags"] for ch in h.store.health_checks(service="web")] == [["v2", "blue"]]
+    assert st.checks()["service:web"].service_tags == ("v2", "blue")
+    # As in Consul: a catalog write of the service alone leaves its checks' ServiceTags as they were.
+    h.do(c.Register("n1", "10.0.0.1", service=c.ServiceDef(id="web", service="web", tags=("v3",), port=80), now=0.0))
+    assert [ch["ServiceTags"] for ch in h.store.health_checks(service="web")] == [["v2", "blue"]]
