@@ -28,8 +28,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gossip"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from put1 import REPO, TreeSide, checkout, up  # bench/kv/put1.py
+from cluster import REPO  # type: ignore[import-not-found,unused-ignore]  # bench/gossip
+from put1 import TreeSide, checkout, up  # bench/kv/put1.py
 
 import bench as kv  # bench/kv/bench.py
 
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'fol ctxsw':>10}   (medians over {args.rounds} rounds, per PUT)")
     for name, rs in results.items():
         def med(key: str, rs: list[dict[str, Any]] = rs) -> float:
-            return statistics.median(x[key] for x in rs)
+            return float(statistics.median(float(x[key]) for x in rs))
         print(f"{name:<10}{med('rate'):7.0f}{med('p50_ms'):8.2f}{med('leader_cpu_ms'):12.3f}"
               f"{med('followers_cpu_ms'):11.3f}{med('leader_ctx'):11.1f}{med('followers_ctx'):10.1f}")
     return 0
