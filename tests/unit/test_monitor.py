@@ -169,3 +169,47 @@ def test_readme_limits_match_the_code() -> None:
         f"{logfeed.MAX_SUBSCRIBERS} / {logfeed.MAX_QUEUED}")
     assert rows["A service definition file given to `pyconsul services register\\|deregister`"] == (
         f"{services.MAX_DEFINITION_FILE // (1024 * 1024)} MiB")
+
+
+def test_a_client_that_stops_reading_loses_lines_not_memory() -> None:
+    """The server stops writing while the client's socket is full (transport paused); lines logged
+    meanwhile wait in the bounded queue, then are dropped and counted; the stream tells the reader."""
+    import socket
+
+    async def main() -> None:
+        feed, root = _feed("t-feed-slow")
+        app = web.Application(middlewares=[errors])
+        monitor.register(app, feed)
+        server = await h1.serve(app, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", server.port))
+            await loop.sock_sendall(sock, b"GET /v1/agent/monitor HTTP/1.1\r\nHost: x\r\n\r\n")
+            for _ in range(100):
+                if feed.subs:
+                    break
+                await asyncio.sleep(0.05)
+            sub = feed.subs[0]
+            line = "x" * 2000
+            for i in range(5000):  # 10 MB of log while the client reads nothing
+                root.info("%d %s", i, line)
+                if i % 50 == 0:
+                    await asyncio.sleep(0)  # let the stream write what the socket takes
+            assert sub.dropped > 0
+            (conn,) = [c for c in server._srv.conns if c.transport is not None]
+            assert conn.transport is not None
+            buffered = conn.transport.get_write_buffer_size()
+            assert buffered < 2 * 1024 * 1024, buffered  # one batch beyond the high-water mark at most
+            received = b""
+            while b"dropped" not in received:  # reading again: the stream resumes and says what was lost
+                received += await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5)
+            told = int(received.split(b"monitor: dropped ", 1)[1].split(b" ", 1)[0])
+            assert 0 < told <= sub.dropped
+        finally:
+            sock.close()
+            await asyncio.wait_for(server.close(), 10)
+
+    asyncio.run(main())
