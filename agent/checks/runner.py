@@ -16,7 +16,8 @@ Contract:
   `(node, service_id, min_index) -> (index, checks)` that answer once the checks' index passes
   `min_index` (a blocking query; at most some minutes of wait), with every health check of that node
   as AliasCheckState. An alias of a service on this agent (AliasNode empty or our node name) uses
-  `local_health`, one on another node `remote_health`. Query errors: the second failure in a row turns
+  `local_health`, one on another node `remote_health`; an alias on this agent does not count itself (the
+  `check_id` of each AliasCheckState tells it apart). Query errors: the second failure in a row turns
   the alias critical ("Failure checking aliased node or service: ..."); after three, retries back off
   (2 s, 4 s, ... up to 60 s), as Consul's CheckAlias does.
 """
@@ -256,7 +257,7 @@ class CheckRunner:
                 await asyncio.sleep(alias_backoff(attempt))
                 continue
             attempt = 0
-            result = alias_status(checks, "" if local else node, spec.alias_service)
+            result = alias_status(checks, "" if local else node, spec.alias_service, spec.check_id if local else "")
             if result != last:
                 last = result
                 self._report(spec.check_id, *result)

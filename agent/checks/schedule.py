@@ -19,7 +19,8 @@ Consul 1.7 semantics, and where we differ:
   "Captured N of M bytes\\n...\\n"; a TTL update's output keeps the first BUF_SIZE bytes, suffixed
   " ... (captured N of M bytes)".
 - Alias checks mirror the checks of a service (or of a node): critical if any is critical, else warning
-  if any is warning, else passing ("No checks found." when there are none).
+  if any is warning, else passing ("No checks found." when there are none). An alias never counts itself
+  (Consul 1.7 does when it aliases its own node, and then stays critical once it was).
 """
 
 from __future__ import annotations
@@ -114,16 +115,22 @@ class AliasCheckState(NamedTuple):
     name: str
     status: str
     output: str
+    check_id: str = ""
 
 
-def alias_status(checks: Iterable[AliasCheckState], node: str, service_id: str) -> tuple[str, str]:
+def alias_status(checks: Iterable[AliasCheckState], node: str, service_id: str,
+                 exclude: str = "") -> tuple[str, str]:
     """The status and output of an alias of `service_id` on `node` ("" = any node): node checks of that node
-    count too (a service is unhealthy when its node is); a critical check wins over a warning."""
+    count too (a service is unhealthy when its node is); a critical check wins over a warning. `exclude` is
+    the alias check's own ID when the checks are its own node's: an alias of its own node does not count
+    itself (Consul 1.7 does, so once critical such an alias stays critical)."""
     status, output = "passing", "No checks found."
     for chk in checks:
         if node and chk.node != node:
             continue
         if chk.service_id and chk.service_id != service_id:
+            continue
+        if exclude and chk.check_id == exclude:
             continue
         if chk.status in ("critical", "warning"):
             if status != "critical":

@@ -57,7 +57,8 @@ def catalog_alias_query(backend: HealthReader) -> Callable[[str, str, int], Any]
         value, meta = await backend.read("health.node", {"node": node}, "default", min_index,
                                          ALIAS_WAIT if min_index else 0.0)
         checks = [AliasCheckState(str(c.get("Node", node)), str(c.get("ServiceID") or ""), str(c.get("Name", "")),
-                                  str(c.get("Status", "critical")), str(c.get("Output") or ""))
+                                  str(c.get("Status", "critical")), str(c.get("Output") or ""),
+                                  str(c.get("CheckID") or ""))
                   for c in (value or []) if isinstance(c, dict)]
         return int(getattr(meta, "index", 0)), checks
 
@@ -281,7 +282,7 @@ class LocalAgent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ALIAS_WAIT):
                     await waiter.wait()
-        return self.index, [AliasCheckState(self.node_name, c.service_id, c.name, c.status, c.output)
+        return self.index, [AliasCheckState(self.node_name, c.service_id, c.name, c.status, c.output, c.check_id)
                             for c in self.state.checks().values()]
 
     # ------------------------------------------------------------ reload, reaping

@@ -188,3 +188,10 @@ def test_alias_status() -> None:
         ("critical", 'Aliased check "serfHealth" failing: out')
     assert alias_status([c("n1", "db", "critical"), c("n2", "web", "critical")], "n1", "web") == \
         ("passing", "No checks found.")
+
+
+def test_an_alias_of_its_own_node_does_not_count_itself() -> None:
+    me = AliasCheckState("n1", "", "node-alias", "critical", "stale", "node-alias")
+    disk = AliasCheckState("n1", "", "disk", "passing", "", "disk")
+    assert alias_status([me, disk], "", "", exclude="node-alias") == ("passing", "All checks passing.")
+    assert alias_status([me, disk], "", "")[0] == "critical"  # Consul 1.7's way: it counts itself

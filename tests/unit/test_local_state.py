@@ -597,3 +597,34 @@ def test_a_service_tag_change_reaches_its_catalog_checks() -> None:
     # As in Consul: a catalog write of the service alone leaves its checks' ServiceTags as they were.
     h.do(c.Register("n1", "10.0.0.1", service=c.ServiceDef(id="web", service="web", tags=("v3",), port=80), now=0.0))
     assert [ch["ServiceTags"] for ch in h.store.health_checks(service="web")] == [["v2", "blue"]]
+
+
+def test_a_node_alias_check_does_not_count_itself() -> None:
+    """An alias of this node mirrors the node's checks but not itself: once the aliased check recovers, so does
+    the alias (Consul 1.7 counts the alias check too, so it would stay critical for ever)."""
+    async def main() -> None:
+        from pyconsul.agent.checks.runner import CheckRunner
+
+        la = LocalAgent("n1")
+        runner = CheckRunner(la, node_name="n1", local_health=la.alias_health)
+        la.runner = runner
+        runner.start()
+        loop = asyncio.get_running_loop()
+
+        async def alias_becomes(status: str) -> None:
+            deadline = loop.time() + 10
+            while la.checks()["node-alias"].status != status:
+                assert loop.time() < deadline, f"the alias never became {status}: {la.checks()['node-alias']}"
+                await asyncio.sleep(0.02)
+
+        try:
+            await la.register_check({"Name": "disk", "TTL": "1m"})
+            await la.register_check({"Name": "node-alias", "AliasNode": "n1", "Status": "passing"})
+            await alias_becomes("critical")  # disk starts critical
+            await la.ttl_update("disk", "passing", "")
+            await alias_becomes("passing")
+            assert la.checks()["node-alias"].output == "All checks passing."
+        finally:
+            await runner.close()
+
+    asyncio.run(main())
