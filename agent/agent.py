@@ -34,7 +34,7 @@ from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfCo
 from pyconsul.agent.http.server import make_app
 from pyconsul.agent.httpd.h1 import HTTPServer, serve
 from pyconsul.agent.local import ae
-from pyconsul.agent.local.manager import LocalAgent, catalog_alias_query
+from pyconsul.agent.local.manager import DEREGISTER_MIN, REAP_INTERVAL, LocalAgent, catalog_alias_query
 from pyconsul.agent.local.sync import AntiEntropy, NodeInfo
 from pyconsul.agent.process import StartupError, run_until_stopped, setup_logging
 from pyconsul.agent.raft.transport import RpcLimits, Transport
@@ -186,9 +186,14 @@ class Agent:
         """The local services and checks (persisted ones, then the config files'), anti-entropy and reaping."""
         cfg = self.cfg
         assert self.lan is not None and self.backend is not None
+        # PYCONSUL_TEST_REAP_INTERVAL (test-only, like PYCONSUL_TEST_AE_INTERVAL below): seconds between reaps of
+        # services critical for too long, and the least deregister_critical_service_after (Consul's 30 s and 1 min).
+        reap = float(os.environ.get("PYCONSUL_TEST_REAP_INTERVAL", "") or 0)
         self.local = LocalAgent(cfg.node_name, data_dir=self.data_dir, enable_script_checks=cfg.enable_script_checks,
                                 enable_local_script_checks=cfg.enable_local_script_checks,
-                                check_update_interval=cfg.check_update_interval)
+                                check_update_interval=cfg.check_update_interval,
+                                reap_interval=reap if reap > 0 else REAP_INTERVAL,
+                                deregister_min=reap if reap > 0 else DEREGISTER_MIN)
         self.check_runner = CheckRunner(self.local, node_name=cfg.node_name, local_health=self.local.alias_health,
                                         remote_health=catalog_alias_query(self.backend), supervisor=self.supervisor)
         self.local.runner = self.check_runner

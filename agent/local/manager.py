@@ -32,12 +32,12 @@ from pyconsul.agent.checks.spec import STATUSES, CheckSpec
 from pyconsul.agent.errors import BadRequest, NotFound
 from pyconsul.agent.local import persist
 from pyconsul.agent.local.definitions import LocalService, parse_check_definition, parse_service, quote
-from pyconsul.agent.local.state import LocalCheck, LocalState
+from pyconsul.agent.local.state import DEREGISTER_MIN, LocalCheck, LocalState
 from pyconsul.agent.local.sync import AntiEntropy
 
 log = logging.getLogger("agent.local")
 
-__all__ = ["ALIAS_WAIT", "MAX_OUTPUT", "REAP_INTERVAL", "LocalAgent", "Runner", "catalog_alias_query",
+__all__ = ["ALIAS_WAIT", "DEREGISTER_MIN", "MAX_OUTPUT", "REAP_INTERVAL", "LocalAgent", "Runner", "catalog_alias_query",
            "truncate_output"]
 
 REAP_INTERVAL = 30.0  # Consul's check_reap_interval
@@ -88,9 +88,11 @@ class Runner(Protocol):
 class LocalAgent:
     def __init__(self, node_name: str, *, data_dir: Path | None = None, enable_script_checks: bool = False,
                  enable_local_script_checks: bool = False, check_update_interval: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 reap_interval: float = REAP_INTERVAL, deregister_min: float = DEREGISTER_MIN) -> None:
         self.node_name = node_name
-        self.state = LocalState(check_update_interval)
+        self.state = LocalState(check_update_interval, deregister_min)
+        self.reap_interval = reap_interval  # Consul's 30 s; shorter only in tests (PYCONSUL_TEST_REAP_INTERVAL)
         self.persister = persist.Persister(data_dir) if data_dir is not None else None
         self.data_dir = data_dir
         self.enable_script_checks = enable_script_checks
@@ -344,10 +346,10 @@ class LocalAgent:
                 await self.persister.remove_check(cid)
         return n_services, n_checks
 
-    async def reap_loop(self, interval: float = REAP_INTERVAL) -> None:
+    async def reap_loop(self) -> None:
         """Deregister services whose check stayed critical past deregister_critical_service_after."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.reap_interval)
             await self.reap()
 
     async def reap(self) -> list[str]:

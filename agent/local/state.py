@@ -130,8 +130,9 @@ def aggregate_status(checks: Iterable[LocalCheck]) -> str:
 
 
 class LocalState:
-    def __init__(self, check_update_interval: float = 300.0) -> None:
+    def __init__(self, check_update_interval: float = 300.0, deregister_min: float = DEREGISTER_MIN) -> None:
         self.check_update_interval = check_update_interval
+        self.deregister_min = deregister_min  # DEREGISTER_MIN, but for tests (PYCONSUL_TEST_REAP_INTERVAL)
         self._services: dict[str, ServiceEntry] = {}
         self._checks: dict[str, CheckEntry] = {}
         self._version = 0
@@ -312,14 +313,14 @@ class LocalState:
 
     def reap(self, now: float) -> list[str]:
         """Services with a check critical for longer than its deregister_critical_service_after (at least
-        DEREGISTER_MIN, as in Consul)."""
+        `deregister_min`, DEREGISTER_MIN unless a test shortened it, as in Consul)."""
         out: list[str] = []
         for e in self._checks.values():
             s = e.spec
             if (e.deleted or s is None or not s.service_id or not s.deregister_critical_service_after
                     or e.critical_since is None):
                 continue
-            after = max(s.deregister_critical_service_after, DEREGISTER_MIN)
+            after = max(s.deregister_critical_service_after, self.deregister_min)
             if (now - e.critical_since > after and s.service_id not in out
                     and self.service(s.service_id) is not None):
                 out.append(s.service_id)

@@ -234,3 +234,24 @@ def test_service_on_a_sh_client_is_found_from_bj_and_leaves_passing_within_a_ttl
     assert bj.api("/v1/health/service/web?passing") == [], "not in BJ's own catalog"
     wait_for(lambda: passing_from_bj() == [], 3 + 5, "web gone from ?passing within a TTL (plus sync slack)")
     assert _health_status(sh, "web", "service:web") == "critical"
+
+
+def test_a_service_critical_past_deregister_critical_service_after_is_reaped(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deregister_critical_service_after with a real agent. Consul's reap interval (30 s) and least timeout
+    (1 min) are shortened to 1 s by the test-only PYCONSUL_TEST_REAP_INTERVAL."""
+    monkeypatch.setenv("PYCONSUL_TEST_REAP_INTERVAL", "1")
+    ip = new_block()
+    s = _server(cluster, ip)
+    put(s, "/v1/agent/service/register", {"Name": "web", "Port": 80,
+                                          "Check": {"TTL": "1s", "DeregisterCriticalServiceAfter": "2s"}})
+    put(s, "/v1/agent/service/register", {"Name": "db", "Port": 5432, "Check": {"TTL": "1s"}})  # not reaped
+    put(s, "/v1/agent/check/pass/service:web")
+    put(s, "/v1/agent/check/pass/service:db")
+    wait_for(lambda: _catalog_ids(s, "web") == [("srv", "web")], 30, "web in the catalog")
+    wait_for(lambda: _health_status(s, "web", "service:web") == "critical", 15, "web's TTL expired")
+    assert "web" in s.api("/v1/agent/services"), "not reaped as soon as it turns critical"
+    wait_for(lambda: "web" not in s.api("/v1/agent/services"), 15, "web reaped from the agent")
+    wait_for(lambda: _catalog_ids(s, "web") == [], 15, "web gone from the catalog")
+    assert "service:web" not in s.api("/v1/agent/checks")
+    assert _health_status(s, "db", "service:db") == "critical" and "db" in s.api("/v1/agent/services")
