@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 
 MAX_QUEUED = 512  # lines per subscriber (Consul's monitor buffers 512)
 MAX_SUBSCRIBERS = 64  # monitor streams at once
@@ -60,6 +59,7 @@ class Subscription:
         self.dropped = 0  # lines this reader missed, in total
         self._unreported = 0  # missed lines not yet announced to the reader
         self._ready = asyncio.Event()
+        self.closed = False
 
     def offer(self, line: str) -> None:
         """Called with the feed's subs_lock held, from any thread."""
@@ -75,22 +75,31 @@ class Subscription:
             except RuntimeError:  # the loop is closed: nobody reads any more
                 pass
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The stream's body: batches of lines, as they come, until the subscription is closed."""
-        try:
-            while True:
-                await self._ready.wait()
-                with self.feed.subs_lock:
-                    self._ready.clear()
-                    batch = list(self.queue)
-                    self.queue.clear()
-                    missed, self._unreported = self._unreported, 0
-                text = "".join(batch)
-                if missed:
-                    text = f"[WARN] monitor: dropped {missed} log lines: this reader fell behind\n" + text
-                yield text.encode("utf-8", "replace")
-        finally:
-            self.feed.unsubscribe(self)
+    def lines(self) -> Subscription:
+        """The stream's body: an async iterator of batches of lines, as they come. Its aclose() (which the
+        HTTP server calls when the stream ends, even if it never started) unsubscribes."""
+        return self
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.closed:
+            raise StopAsyncIteration
+        await self._ready.wait()
+        with self.feed.subs_lock:
+            self._ready.clear()
+            batch = list(self.queue)
+            self.queue.clear()
+            missed, self._unreported = self._unreported, 0
+        text = "".join(batch)
+        if missed:
+            text = f"[WARN] monitor: dropped {missed} log lines: this reader fell behind\n" + text
+        return text.encode("utf-8", "replace")
+
+    async def aclose(self) -> None:
+        self.closed = True
+        self.feed.unsubscribe(self)
 
 
 class LogFeed(logging.Handler):

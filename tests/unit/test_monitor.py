@@ -213,3 +213,35 @@ def test_a_client_that_stops_reading_loses_lines_not_memory() -> None:
             await asyncio.wait_for(server.close(), 10)
 
     asyncio.run(main())
+
+
+def test_http10_client_gets_the_stream_unchunked_and_head_gets_no_body() -> None:
+    async def main() -> None:
+        feed, root = _feed("t-feed-http10")
+        app = web.Application(middlewares=[errors])
+        monitor.register(app, feed)
+        server = await h1.serve(app, "127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /v1/agent/monitor HTTP/1.0\r\n\r\n")
+            status, headers = await _head(reader)
+            assert status == 200 and "transfer-encoding" not in headers and headers["connection"] == "close"
+            root.info("plain")
+            assert await asyncio.wait_for(reader.readline(), 5) == b"[INFO] t-feed-http10: plain\n"
+            writer.close()
+
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"HEAD /v1/agent/monitor HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _ = await _head(reader)
+            assert status == 200
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, no body
+            writer.close()
+            for _ in range(100):
+                if not feed.subs:
+                    break
+                await asyncio.sleep(0.05)
+            assert feed.subs == []
+        finally:
+            await asyncio.wait_for(server.close(), 10)
+
+    asyncio.run(main())
