@@ -222,3 +222,16 @@ def test_readme_documents_the_limits_of_these_routes() -> None:
         f"{catalog.MAX_REGISTER_CHECKS} / under {catalog.MAX_DURATION / (365 * 86400):g} years")
     for endpoint in ("/v1/catalog/node-services/<n>", "/v1/health/checks/<s>", "/v1/health/state/<state>"):
         assert f"`GET {endpoint}`" in readme
+
+
+def test_parameters_of_later_versions_are_ignored_as_consul_1_7_does() -> None:
+    """?peer= (peering, Consul 1.14) and ?merge-central-config mean nothing to Consul 1.7, whose handlers ignore
+    parameters they do not read: the same read, with the same arguments, as without them."""
+    backend, out = call([
+        ("GET", "/v1/health/service/web?peer=non-existent-peer", None),
+        ("GET", "/v1/catalog/service/web?peer=unknown-peer&merge-central-config", None),
+        ("GET", "/v1/health/service/web", None),
+        ("GET", "/v1/catalog/service/web", None),
+    ])
+    assert [s for s, _ in out] == [200, 200, 200, 200], out
+    assert [(n, a) for n, a, _ in backend.reads[:2]] == [(n, a) for n, a, _ in backend.reads[2:]]
