@@ -44,6 +44,7 @@ from pyconsul.agent.supervise import Supervisor
 from pyconsul.agent.tags import agent_tags
 
 if TYPE_CHECKING:
+    from pyconsul.agent.dns.server import DNSServer
     from pyconsul.agent.server.server import ConsulServer
 
 log = logging.getLogger("agent")
@@ -77,6 +78,7 @@ class Agent:
         self.local: LocalAgent | None = None  # this agent's services and checks (agent/local)
         self.anti_entropy: AntiEntropy | None = None
         self.check_runner: CheckRunner | None = None
+        self.dns: DNSServer | None = None  # the DNS interface (agent/dns), when ports.dns > 0
 
     def _pools(self) -> Pools:
         return (("local", self.lan, self.cfg.ports.serf_lan), ("remote", self.wan, self.cfg.ports.serf_wan))
@@ -134,6 +136,8 @@ class Agent:
                     f"Failed to start HTTP server on {cfg.client_addr}:{cfg.ports.http}: {exc.strerror}"
                 ) from None
             log.info("Started HTTP server: address=%s:%d network=tcp", cfg.client_addr, cfg.ports.http)
+        if cfg.ports.dns > 0:
+            await self._start_dns()
         if cfg.start_join:
             n, errs = await self.lan.join(list(cfg.start_join), cfg.ports.serf_lan)
             if n == 0:
@@ -302,6 +306,50 @@ class Agent:
         # /v1/query: prepared queries; failover ranks datacenters by the same WAN coordinates (http/query.py)
         query_routes.register(app, backend, datacenters, self.cfg.datacenter, self.cfg.node_name)
 
+    async def _start_dns(self) -> None:
+        """The DNS interface on ports.dns at addresses.dns (else the client addresses), UDP and TCP."""
+        from pyconsul.agent.dns.server import DNSServer
+        from pyconsul.agent.dns.views import Views
+
+        cfg = self.cfg
+        backend = self.backend
+        assert backend is not None and self.facade is not None
+        dns = DNSServer(cfg.dns_config, cfg.datacenter,
+                        lambda changed: Views(backend, cfg.dns_config, cfg.datacenter, self.supervisor, changed,
+                                              self._dns_prepared_query))
+        addrs = cfg.dns_addr.split() if cfg.dns_addr else cfg.client_addrs()
+        try:
+            await dns.start(addrs, cfg.ports.dns)
+        except OSError as exc:
+            raise StartupError(f"Failed to start DNS server on {' '.join(addrs)}:{cfg.ports.dns}: "
+                               f"{exc.strerror}") from None
+        self.dns = dns
+        self.facade.dns_stats = dns.info
+        log.info("Started DNS server: address=%s:%d network=udp+tcp", " ".join(addrs), cfg.ports.dns)
+
+    async def _dns_prepared_query(self, dc: str, name: str) -> tuple[tuple[Any, ...], float | None] | None:
+        """<name>.query[.<dc>].<domain>: execute the prepared query (with its failover) as this agent's node."""
+        from pyconsul.agent.dns.resolver import instances_from_health
+        from pyconsul.agent.flags import parse_duration
+        from pyconsul.agent.server import prepared_query
+
+        assert self.backend is not None
+        result, _ = await prepared_query.execute(self.backend, self._dns_dc_maps, self.cfg.datacenter, name,
+                                                 agent_node=self.cfg.node_name)
+        ttl_text = (result.get("DNS") or {}).get("TTL") or ""
+        try:
+            ttl = parse_duration(ttl_text) if ttl_text else None
+        except ValueError:
+            ttl = None
+        return instances_from_health(result.get("Nodes") or []), ttl
+
+    async def _dns_dc_maps(self) -> list[dict[str, Any]]:
+        if self.server is not None:
+            return self._coordinate_datacenters()
+        assert self.backend is not None
+        out: list[dict[str, Any]] = await self.backend.status("coordinate_datacenters")
+        return out
+
     def _build_server(self, data: Path, lan: Pool) -> ConsulServer:
         """A server's parts -- Raft storage (opened here), server-RPC transport, Raft node, state
         machine -- built and wired to each other and to the ConsulServer that runs them."""
@@ -431,6 +479,8 @@ class Agent:
                 await t
         if self.runner is not None:
             await self.runner.close()
+        if self.dns is not None:
+            await self.dns.close()
         if self.check_runner is not None:
             await self.check_runner.close()
         if self.local is not None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from pyconsul.agent.config_error import ConfigError
 from pyconsul.agent.config_hcl import HCLError, parse_hcl
 from pyconsul.agent.config_schema import LATER_KEYS, Kind, unbuilt_warnings
+from pyconsul.agent.dns.config import DNSConfig, SOAConfig, normalize_domain
 from pyconsul.agent.flags import FlagSet, format_duration, parse_duration
 from pyconsul.agent.gossip.config import GossipConfig
 from pyconsul.agent.raft.config import RaftConfig
@@ -122,6 +123,9 @@ class AgentConfig:
     check_update_interval: float = 300.0
     source_flags: dict[str, object] = field(default_factory=dict)  # the explicit flags, for reload
     pid_file: str | None = None  # written by `pyconsul agent` at start, removed on a clean exit
+    # the DNS interface (agent/dns): domain, alt_domain, recursors, addresses.dns and the dns_config keys
+    dns_config: DNSConfig = field(default_factory=DNSConfig)
+    dns_addr: str | None = None  # addresses.dns: listen here instead of client_addr (space-separated list)
     # keys of features not built yet (config_schema.LATER_KEYS), type-checked and ignored (one warning per feature)
     ignored: dict[str, object] = field(default_factory=dict)
 
@@ -247,6 +251,13 @@ class AgentConfig:
         if self.raft_profile not in ("consul", "fast"):
             got = _show(self.raft_profile)
             raise ConfigError(f'performance.raft_profile: must be "consul" or "fast", got {got}')
+        try:
+            self.dns_config.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.dns_addr is not None and not all(_is_ip(a) for a in self.dns_addr.split()):
+            raise ConfigError(f"addresses.dns: not an IP address or a space-separated list of them: "
+                              f"{_show(self.dns_addr)}")
         self.gossip_lan.validate("gossip_lan.")
         self.gossip_wan.validate("gossip_wan.")
         self._validate_definitions()
@@ -330,6 +341,14 @@ KEYS: dict[str, Kind] = {
     "limits.rpc_max_conns_per_client": "int", "pid_file": "str",
     "sync_coordinate_interval_min": "duration", "sync_coordinate_rate_target": "int",
     "enable_script_checks": "bool", "enable_local_script_checks": "bool", "check_update_interval": "duration",
+    # the DNS interface (agent/dns; DNS_KEYS below land in AgentConfig.dns_config)
+    "domain": "str", "alt_domain": "str", "recursors": "list", "addresses.dns": "str",
+    "dns_config.allow_stale": "bool", "dns_config.max_stale": "duration", "dns_config.node_ttl": "duration",
+    "dns_config.service_ttl": "object", "dns_config.enable_truncate": "bool", "dns_config.only_passing": "bool",
+    "dns_config.recursor_timeout": "duration", "dns_config.udp_answer_limit": "int",
+    "dns_config.a_record_limit": "int", "dns_config.enable_additional_node_meta_txt": "bool",
+    "dns_config.soa.refresh": "int", "dns_config.soa.retry": "int", "dns_config.soa.expire": "int",
+    "dns_config.soa.min_ttl": "int",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -343,7 +362,8 @@ _OBJECTS = frozenset(k.rsplit(".", n)[0] for k in [*KEYS, *LATER_KEYS] for n in 
 _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier",
             "performance.raft_profile": "raft_profile",
             "autopilot.cleanup_dead_servers": "autopilot_cleanup_dead_servers",
-            "advertise_addrs.rpc": "advertise_addr_rpc", "limits.rpc_max_conns_per_client": "rpc_max_conns_per_client"}
+            "advertise_addrs.rpc": "advertise_addr_rpc", "limits.rpc_max_conns_per_client": "rpc_max_conns_per_client",
+            "addresses.dns": "dns_addr"}
 
 
 class _BadValue(Exception):
@@ -644,11 +664,15 @@ def from_flat(flat: Mapping[str, object]) -> AgentConfig:
     """Build an AgentConfig from merged flat keys (no validation beyond types)."""
     cfg = AgentConfig()
     gossip: dict[str, dict[str, object]] = {"gossip_lan": {}, "gossip_wan": {}}
+    dns: dict[str, object] = {}
     for key, value in flat.items():
         if key.startswith(IGNORED_PREFIX):
             cfg.ignored[key.removeprefix(IGNORED_PREFIX)] = value
             continue
         group, _, sub = key.partition(".")
+        if group == "dns_config" or key in ("domain", "alt_domain", "recursors"):
+            dns[sub if group == "dns_config" else key] = value
+            continue
         if group == "ports":
             setattr(cfg.ports, sub, value)
         elif group in gossip:
@@ -656,10 +680,34 @@ def from_flat(flat: Mapping[str, object]) -> AgentConfig:
         else:
             setattr(cfg, key, value)
     cfg.datacenter = cfg.datacenter.lower()
+    cfg.dns_config = dns_config_from(dns)
     base_lan = GossipConfig.local() if cfg.dev else GossipConfig.lan()
     cfg.gossip_lan = replace(base_lan, **gossip["gossip_lan"])  # type: ignore[arg-type]
     cfg.gossip_wan = replace(GossipConfig.wan(), **gossip["gossip_wan"])  # type: ignore[arg-type]
     return cfg
+
+
+def dns_config_from(keys: Mapping[str, object]) -> DNSConfig:
+    """DNSConfig from the flat DNS keys (without their "dns_config." prefix); a bad service_ttl is a ConfigError."""
+    soa = {k.removeprefix("soa."): v for k, v in keys.items() if k.startswith("soa.")}
+    other: dict[str, object] = {k: v for k, v in keys.items() if not k.startswith("soa.")}
+    for key in ("domain", "alt_domain"):
+        if key in other:
+            other[key] = normalize_domain(str(other[key]))
+    if "recursors" in other:
+        other["recursors"] = tuple(other["recursors"])  # type: ignore[arg-type]
+    ttls = other.pop("service_ttl", None)
+    if ttls is not None:
+        if not isinstance(ttls, dict):
+            raise ConfigError("dns_config.service_ttl: expected an object of durations")
+        parsed: dict[str, float] = {}
+        for name, value in ttls.items():
+            try:
+                parsed[str(name).lower()] = float(coerce("duration", value))  # type: ignore[arg-type]
+            except _BadValue as exc:
+                raise ConfigError(f"dns_config.service_ttl.{name}: {exc}") from None
+        other["service_ttl"] = parsed
+    return replace(DNSConfig(), soa=replace(SOAConfig(), **soa), **other)  # type: ignore[arg-type]
 
 
 def validate_paths(paths: Sequence[str]) -> tuple[AgentConfig, list[str]]:

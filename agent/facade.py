@@ -76,6 +76,7 @@ class AgentFacade:
         self.backend = backend
         self._leave = leave
         self.local: LocalView | None = None  # the agent's services and checks (agent/local), for Stats.agent
+        self.dns_stats: Callable[[], dict[str, str]] | None = None  # the DNS server's counters (agent/dns)
 
     def _pool(self, wan: bool) -> GossipPool:
         if wan:
@@ -127,6 +128,8 @@ class AgentFacade:
         }
         if self.wan is not None:
             stats["serf_wan"] = self.wan.stats()
+        if self.dns_stats is not None:
+            stats["dns"] = self.dns_stats()
         return {
             "Config": {
                 "Datacenter": cfg.datacenter,

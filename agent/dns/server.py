@@ -1,0 +1,324 @@
+"""The DNS server: UDP and TCP on ports.dns at every client address, answering from dns/resolver.py.
+
+Hot path (UDP): an answer cache keyed by the query's bytes after its ID (flags, question, EDNS record: the
+same bytes always get the same answer) holds a few wire encodings of the answer (different shuffles of the
+instances) and serves them in turn with the query's ID patched in, inside datagram_received: no task, no
+parsing. A miss parses the query (dns/codec.py), resolves it against the catalog view (dns/views.py) and
+fills the cache; when the view lacks the name the query waits for one read (concurrent misses for one name
+share it). A view change drops every cached answer built from it.
+
+Malformed queries are answered FORMERR/NOTIMP/REFUSED (or dropped: too short, or not a query) and counted by
+reason in `stats` (`pyconsul info`, section dns). Names outside the domain go to `recursors` (UDP, then TCP
+when the UDP answer is truncated; each recursor in turn within recursor_timeout; SERVFAIL when none answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from pyconsul.agent.dns import codec
+from pyconsul.agent.dns import resolver as r
+from pyconsul.agent.dns.config import (
+    MAX_CACHED_ANSWERS,
+    MAX_PENDING_PER_NAME,
+    MAX_TCP_CONNECTIONS,
+    TCP_IDLE_TIMEOUT,
+    DNSConfig,
+    parse_recursor,
+)
+from pyconsul.agent.dns.views import Views
+
+log = logging.getLogger("agent.dns")
+
+VARIANTS = 4  # precomputed shuffles of a multi-instance answer, served in turn
+MAX_RESOLVE_ROUNDS = 4  # views one question may need filled (a service, then the "consul" NS list, ...)
+
+
+class _Cached:
+    __slots__ = ("n", "wires")
+
+    def __init__(self, wires: list[bytes]) -> None:
+        self.wires = wires
+        self.n = 0
+
+
+class DNSServer:
+    def __init__(self, cfg: DNSConfig, local_dc: str, views_factory: Callable[[Callable[[r.ViewKey], None]], Views],
+                 *, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.local_dc = local_dc
+        self.views = views_factory(self._view_changed)
+        self.rng = rng or random.Random()
+        self.cache: dict[bytes, _Cached] = {}
+        self.by_view: dict[r.ViewKey, set[bytes]] = defaultdict(set)
+        self.stats: dict[str, int] = defaultdict(int)
+        self.errors: dict[str, int] = defaultdict(int)
+        self.transports: list[asyncio.DatagramTransport] = []
+        self.tcp_servers: list[asyncio.Server] = []
+        self.tcp_conns = 0
+        self.recursors = [parse_recursor(x) for x in cfg.recursors]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending_counts: dict[r.ViewKey, int] = {}
+
+    # -------------------------------------------------------- lifecycle
+
+    async def start(self, addrs: list[str], port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for a in addrs:
+                t, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), local_addr=(a, port))
+                self.transports.append(t)
+                self.tcp_servers.append(await asyncio.start_server(self._tcp_client, a, port, backlog=128))
+        except OSError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        for t in self.transports:
+            t.close()
+        for s in self.tcp_servers:
+            s.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await self.views.close()
+
+    def info(self) -> dict[str, str]:
+        """The `pyconsul info` dns section."""
+        out = {k: str(v) for k, v in sorted(self.stats.items())}
+        out.update({f"errors_{k}": str(v) for k, v in sorted(self.errors.items())})
+        out["cached_answers"] = str(len(self.cache))
+        out["watched_views"] = str(len(self.views.entries))
+        out.update({f"views_{k}": str(v) for k, v in self.views.stats.items()})
+        return out
+
+    # -------------------------------------------------------- cache
+
+    def _view_changed(self, key: r.ViewKey) -> None:
+        for ck in self.by_view.pop(key, ()):
+            self.cache.pop(ck, None)
+
+    def _store(self, ck: bytes, wires: list[bytes], depends: tuple[r.ViewKey, ...]) -> None:
+        if len(self.cache) >= MAX_CACHED_ANSWERS:
+            self.cache.pop(next(iter(self.cache)))  # FIFO; stale by_view members are harmless
+        self.cache[ck] = _Cached(wires)
+        for key in depends:
+            self.by_view[key].add(ck)
+
+    # -------------------------------------------------------- UDP
+
+    def udp_received(self, data: bytes, addr: Any, transport: asyncio.DatagramTransport) -> None:
+        """The hot path: a cached answer with the ID patched in, or the slow path."""
+        c = self.cache.get(data[2:])
+        if c is not None:
+            c.n += 1
+            w = c.wires[c.n % len(c.wires)]
+            transport.sendto(data[:2] + w[2:], addr)
+            self.stats["udp_cache_hits"] += 1
+            return
+        self.stats["udp_queries"] += 1
+        self._answer(data, False, lambda w: transport.sendto(w, addr))
+
+    def _answer(self, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+        try:
+            q = codec.parse_query(data, tcp)
+        except codec.Drop as exc:
+            self.errors[f"dropped_{exc.reason}"] += 1
+            return
+        except codec.BadQuery as exc:
+            self.errors[exc.reason] += 1
+            send(codec.error_response(data, exc.rcode))
+            return
+        if self._try(q, data, tcp, send):
+            return
+        task = asyncio.get_running_loop().create_task(self._slow(q, data, tcp, send))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _try(self, q: codec.Query, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> bool:
+        """Answer `q` now if the view has what it needs; False if a view must be filled first."""
+        result = r.resolve(q.question, self.views, self.cfg, self.local_dc, time.time(), self.rng)
+        if isinstance(result, r.Need):
+            return False
+        if isinstance(result, r.Recurse):
+            return False
+        wire = self._encode(q, result)
+        send(wire)
+        self.stats[f"rcode_{result.rcode}"] += 1
+        if result.depends and result.rcode != r.SERVFAIL and ("query" not in (k[0] for k in result.depends)):
+            wires = [wire]
+            if len(result.groups) > 1:
+                for _ in range(VARIANTS - 1):
+                    again = r.resolve(q.question, self.views, self.cfg, self.local_dc, time.time(), self.rng)
+                    if isinstance(again, r.Answer):
+                        wires.append(self._encode(q, again))
+            self._store((b"T" if tcp else b"") + data[2:], wires, result.depends)
+        return True
+
+    def _encode(self, q: codec.Query, a: r.Answer) -> bytes:
+        return codec.encode_answer(q, a, recursion_available=bool(self.recursors),
+                                   enable_truncate=self.cfg.enable_truncate)
+
+    async def _slow(self, q: codec.Query, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+        try:
+            for _ in range(MAX_RESOLVE_ROUNDS):
+                result = r.resolve(q.question, self.views, self.cfg, self.local_dc, time.time(), self.rng)
+                if isinstance(result, r.Recurse):
+                    send(await self._recurse(q, data, tcp))
+                    return
+                if isinstance(result, r.Need):
+                    fut = self.views.fill(result.key)
+                    if self._pending(result.key, +1) > MAX_PENDING_PER_NAME:
+                        self._pending(result.key, -1)
+                        self.errors["overload"] += 1
+                        send(codec.error_response(data, r.SERVFAIL))
+                        return
+                    try:
+                        await asyncio.shield(fut)
+                    finally:
+                        self._pending(result.key, -1)
+                    continue
+                self._try(q, data, tcp, send)
+                return
+            send(codec.error_response(data, r.SERVFAIL))
+        except Exception:
+            log.exception("dns: failed to answer a query")
+            self.errors["internal"] += 1
+            with contextlib.suppress(Exception):
+                send(codec.error_response(data, r.SERVFAIL))
+
+    def _pending(self, key: r.ViewKey, delta: int) -> int:
+        counts = self._pending_counts
+        n = counts.get(key, 0) + delta
+        if n <= 0:
+            counts.pop(key, None)
+        else:
+            counts[key] = n
+        return n
+
+    # -------------------------------------------------------- TCP
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.tcp_conns >= MAX_TCP_CONNECTIONS:
+            self.errors["tcp_refused"] += 1
+            writer.close()
+            return
+        self.tcp_conns += 1
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
+                    (n,) = struct.unpack("!H", head)
+                    data = await asyncio.wait_for(reader.readexactly(n), TCP_IDLE_TIMEOUT)
+                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                    return
+                self.stats["tcp_queries"] += 1
+                done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+                def send(w: bytes, done: asyncio.Future[bytes] = done) -> None:
+                    if not done.done():
+                        done.set_result(w)
+
+                self._answer(data, True, send)
+                try:
+                    wire = await asyncio.wait_for(done, 30.0)
+                except TimeoutError:
+                    return  # dropped (not a query): close, as there is nothing to say
+                writer.write(struct.pack("!H", len(wire)) + wire)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.tcp_conns -= 1
+            writer.close()
+
+    # -------------------------------------------------------- recursors
+
+    async def _recurse(self, q: codec.Query, data: bytes, tcp: bool) -> bytes:
+        """Forward the query to each recursor in turn (UDP; TCP when the answer is truncated or we were asked
+        over TCP); the first answer wins, with our client's ID. SERVFAIL when none answers in time."""
+        self.stats["recursed"] += 1
+        timeout = self.cfg.recursor_timeout
+        for host, port in self.recursors:
+            try:
+                if not tcp:
+                    reply = await _udp_exchange(data, host, port, timeout)
+                    if len(reply) >= 4 and not reply[2] & 0x02:
+                        return reply
+                reply = await asyncio.wait_for(_tcp_exchange(data, host, port), timeout)
+                return reply
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                log.debug("dns: recursor %s:%d failed: %s", host, port, exc)
+                continue
+        self.errors["recursor_failed"] += 1
+        return codec.error_response(data, r.SERVFAIL)
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a selector transport: not a DatagramTransport subclass
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        try:
+            self.server.udp_received(data, addr, self.transport)
+        except Exception:
+            log.exception("dns: failed to answer a datagram")
+            self.server.errors["internal"] += 1
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("dns: UDP error: %s", exc)
+
+
+class _Exchange(asyncio.DatagramProtocol):
+    def __init__(self, qid: bytes, done: asyncio.Future[bytes]) -> None:
+        self.qid = qid
+        self.done = done
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if data[:2] == self.qid and not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+async def _udp_exchange(data: bytes, host: str, port: int, timeout: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Exchange(data[:2], done), remote_addr=(host, port))
+    try:
+        transport.sendto(data)
+        return await asyncio.wait_for(done, timeout)
+    finally:
+        transport.close()
+
+
+async def _tcp_exchange(data: bytes, host: str, port: int) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(struct.pack("!H", len(data)) + data)
+        await writer.drain()
+        (n,) = struct.unpack("!H", await reader.readexactly(2))
+        reply = await reader.readexactly(n)
+        if reply[:2] != data[:2]:
+            raise ValueError("recursor answered another ID")
+        return reply
+    finally:
+        writer.close()
