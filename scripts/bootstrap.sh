@@ -7,9 +7,10 @@ export DEBIAN_FRONTEND=noninteractive
 
 # systemd: for systemd-analyze (tests/lab/test_systemd_unit.py verifies the role's unit); it does not become
 # PID 1 here. debootstrap + systemd-container: lab hosts with `lab_init: systemd` (lab/nspawn.py) boot
-# systemd as PID 1 in a systemd-nspawn container on a debootstrapped Debian root.
+# systemd as PID 1 in a systemd-nspawn container on a debootstrapped Debian root. bind9-dnsutils: dig, for the DNS
+# interface's tests (tests/integration/test_dns.py).
 APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl openssh-server openssh-client nftables iptables
-              systemd debootstrap systemd-container)
+              systemd debootstrap systemd-container bind9-dnsutils)
 
 say() { printf '==> %s\n' "$*"; }
 
