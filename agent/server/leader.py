@@ -36,6 +36,7 @@ from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
 from pyconsul.agent.raft.messages import Configuration
 from pyconsul.agent.server import autopilot, bootstrap
 from pyconsul.agent.state import commands as c
+from pyconsul.agent.state import restore
 from pyconsul.agent.state.results import WriteResult
 from pyconsul.agent.state.sessions import SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER
 from pyconsul.agent.state.tombstone_gc import TombstoneGC
@@ -166,6 +167,10 @@ class LeaderDuties:
             mine.sort(key=lambda m: m.tags.get("id") != self.node_id)  # this server first
             for m in mine:
                 await self._register(m)
+            restoring = getattr(self.store(), "restoring", None)  # (the state store's; not every test fake's)
+            if restoring is not None and restoring():  # earlier terms are all applied once a write of ours is
+                # a restore in pieces its leader did not finish: end it, so snapshots resume (state/restore.py)
+                await self.propose_local(c.encode(restore.abort()))
         finally:
             if self.raft.is_leader and self.term() == term:
                 self.established_term = term

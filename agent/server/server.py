@@ -39,6 +39,7 @@ from pyconsul.agent.server.rpc import RPCMethods
 from pyconsul.agent.state import restore
 from pyconsul.agent.state.commands import Restore, is_restore
 from pyconsul.agent.state.commands import decode as decode_command
+from pyconsul.agent.state.commands import encode as encode_command
 from pyconsul.agent.state.results import StateError, WriteResult
 from pyconsul.agent.state.snapshot import load as snapshot_load
 from pyconsul.agent.state.store import StateStore
@@ -156,6 +157,7 @@ class ConsulServer:
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._store_seen: StateStore | None = None  # the store of the last wake-up (a restore replaces it)
         self._lan_changed = asyncio.Event()
+        self._restore_lock = asyncio.Lock()  # restores in pieces on this leader: one at a time
         # status requests answered by the agent around this server (wired by agent.py): "event_fire" (a user
         # event for our LAN, from another datacenter's ?dc=), "coordinate_datacenters" (the WAN view) and
         # "coordinate_update" (Consul's Coordinate.Update; a hook may be a coroutine function)
@@ -369,10 +371,12 @@ class ConsulServer:
         return answer(await self.raft.apply(data))
 
     async def _restore(self, data: bytes) -> WriteResult:
-        """A Restore (PUT /v1/snapshot): one entry when its state fits in one piece, else proposed as consecutive
-        pieces (state/restore.py), answered with the last one's result once every piece is applied here. A
-        failure (lost leadership) is the caller's to retry whole: a restore started again replaces the state
-        again. Pieces are only ever made here: one sent to us is refused."""
+        """A Restore (PUT /v1/snapshot): one entry when its state fits in one piece, else proposed as pieces
+        (state/restore.py), restore.WINDOW at a time, each group once the previous one is applied here (so
+        heartbeats never queue behind more than one AppendEntries batch of it), one restore at a time; answered
+        with the last piece's result. A failure half-way (lost leadership, a timeout) proposes the abort when it
+        still can (else the next leader does) and is the caller's to retry whole: a restore started again
+        replaces the state again. Pieces are only ever made here: one sent to us is refused."""
         try:
             cmd = await asyncio.to_thread(decode_command, data)  # a copy of up to hundreds of MiB: off the loop
         except ValueError:  # DecodeError: the state machine refuses it as it would any undecodable entry
@@ -387,9 +391,23 @@ class ConsulServer:
         parts = await asyncio.to_thread(restore.encoded_pieces, state, uuid.uuid4().hex)
         size = len(state)
         del state
-        log.info("restoring a snapshot of %d bytes in %d pieces through the log", size, len(parts))
-        results = await self.raft.apply_all(parts, timeout=30.0 + size / restore.MIN_RATE)
-        return answer(results[-1])
+        timeout = 30.0 + size / restore.MIN_RATE
+        async with self._restore_lock:
+            log.info("restoring a snapshot of %d bytes in %d pieces through the log", size, len(parts))
+            result: Any = None
+            try:
+                async with asyncio.timeout(timeout):
+                    for i in range(0, len(parts), restore.WINDOW):
+                        results = await self.raft.apply_all(parts[i:i + restore.WINDOW], timeout=timeout)
+                        parts[i:i + restore.WINDOW] = [b""] * len(results)  # the log holds them now
+                        result = results[-1]
+                        for r in results:
+                            answer(r)  # a refused piece (CommandRejected) ends the restore
+            except Exception:
+                with contextlib.suppress(Exception):  # not leader any more: the next leader aborts it
+                    await self.raft.apply(encode_command(restore.abort()), timeout=RPC_HOLD_TIMEOUT)
+                raise
+        return answer(result)
 
     async def _duty_write(self, data: bytes) -> WriteResult:
         """The leader's own writes (catalog reconcile, session expiry, tombstone reaps): on this server

@@ -10,12 +10,15 @@ different states (Raft's commit rule decides which pieces exist). The cost: the 
 more until the next compaction.
 
 Contract (pure; the rules in `step` are the same on the loop side, StateStore, and the thread side, Spool):
-- The leader proposes the pieces of one restore at consecutive indexes, nothing in between
-  (server.py, RaftNode.apply_all): Restore(state=piece, id=<restore id>, offset, total); offsets start
-  at 0 and follow each other; `total` is the state's length, at most MAX_TOTAL.
+- The leader proposes the pieces of one restore in order, a few at a time (server.py: each group once the
+  previous one committed, so heartbeats never wait behind more than one AppendEntries batch of them):
+  Restore(state=piece, id=<restore id>, offset, total); offsets start at 0 and follow each other; `total`
+  is the state's length, at most MAX_TOTAL. Other commands may come between pieces: they apply to the
+  state as it is, which the last piece then replaces (the restore takes effect at that index).
 - A piece at offset 0 starts a restore (abandoning any other in progress); a piece that does not continue
-  the restore in progress is refused (StateError) and ends it; any other state command abandons a restore
-  in progress (its remaining pieces were lost with a leader: they never follow another entry).
+  the restore in progress is refused (StateError) and ends it; a one-entry Restore, an undecodable entry
+  and the abort command (`abort()`: proposed by a leader whose restore failed half-way, and by a new
+  leader that finds one in progress) end it too.
 - The piece completing `total` decodes the whole state and swaps it in, with the same result and table
   indexes as a one-entry Restore at its index. Decoding is the worker thread's job (Spool, in log order,
   via the Raft driver's prepare hook); the loop only keeps the bookkeeping (Pending without the bytes).
@@ -39,7 +42,20 @@ MAX_TOTAL = 1024 * 1024 * 1024  # the largest state a restore may announce (HTTP
 MIN_RATE = 4 * 1024 * 1024  # bytes/s: a restore's timeouts grow by its size at this rate (forwarding, committing)
 
 
+WINDOW = 4  # pieces proposed at once (16 MiB: one AppendEntries batch), the next group after they commit
+ABORT_ID = "-"  # Restore(b"", id=ABORT_ID): end the restore in progress, if any
+
+
+def abort() -> Restore:
+    return Restore(b"", id=ABORT_ID)
+
+
+def is_abort(cmd: Restore) -> bool:
+    return cmd.id == ABORT_ID and not cmd.state and cmd.offset == 0 and cmd.total == 0
+
+
 def is_piece(cmd: Restore) -> bool:
+    """A piece of a restore (or the abort): any Restore but a one-entry one."""
     return bool(cmd.id) or cmd.total > 0
 
 

@@ -149,7 +149,7 @@ class StateStore:
         try:
             cmd = decode(data)
         except DecodeError as exc:
-            self._abandon()  # like any other entry between a restore's pieces (and as apply_prepared does)
+            self._abandon()  # ends a restore in progress (state/restore.py), as apply_prepared does
             return StateError(f"undecodable command: {exc}")
         return self._apply_decoded(index, cmd)
 
@@ -157,11 +157,14 @@ class StateStore:
         """Private on purpose: replicas only ever see decoded bytes (an int `now` in a command object
         would become a float on the wire and make this replica's snapshot differ)."""
         if isinstance(cmd, Restore):
+            if restore.is_abort(cmd):
+                self._abandon()
+                return True
             if restore.is_piece(cmd):
                 return self._restore_piece(index, restore.meta_of(cmd), cmd.state)
             self._abandon()
             return self._restore(index, cmd)
-        self._abandon()
+        self.abandoned = ""  # other commands leave a restore in progress as it is (state/restore.py)
         t = self._t
         handler = _HANDLERS.get(type(cmd))
         if handler is None:
@@ -193,7 +196,7 @@ class StateStore:
             cmd = decode(data)
         except DecodeError as exc:
             return StateError(f"undecodable command: {exc}")
-        if not isinstance(cmd, Restore):
+        if not isinstance(cmd, Restore) or restore.is_abort(cmd):
             return None
         if restore.is_piece(cmd):
             return spool.add(cmd) if spool is not None else None

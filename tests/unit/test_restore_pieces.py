@@ -63,19 +63,35 @@ def test_prepared_on_the_spool_equals_the_plain_apply() -> None:
     assert fsm.spool.cur is None
 
 
-def test_another_command_between_pieces_abandons_the_restore() -> None:
+def test_other_commands_between_pieces_apply_and_the_restore_replaces_them_at_its_last_piece() -> None:
+    parts = restore.encoded_pieces(_state(), "r1")
+    plain, fsm = _old(), StoreFSM()
+    fsm.store = _old()
+    entries = [*parts[:3], c.encode(c.KVSet("between", b"y")), *parts[3:]]
+    for i, d in enumerate(entries):
+        assert plain.apply(10 + i, d) is True
+        assert fsm.apply_prepared(10 + i, d, fsm.prepare(d)) is True
+        if i == 3:
+            assert plain.kv_get("between") is not None and plain.restoring()  # applied to the state as it is
+    assert plain.kv_get("between") is None and plain.kv_get("k/3") is not None  # then replaced
+    assert fsm.store.snapshot() == plain.snapshot()
+
+
+def test_the_abort_ends_a_restore_in_progress() -> None:
     parts = restore.encoded_pieces(_state(), "r1")
     fsm = StoreFSM()
     fsm.store = _old()
-    prepared = [fsm.prepare(d) for d in parts[:3]]
-    for i, (d, p) in enumerate(zip(parts[:3], prepared, strict=True)):
-        fsm.apply_prepared(10 + i, d, p)
+    for i, d in enumerate(parts[:3]):
+        fsm.apply_prepared(10 + i, d, fsm.prepare(d))
     assert fsm.snapshot_deferred() and fsm.spool.cur is not None
-    assert fsm.apply(13, c.encode(c.KVSet("new", b"y"))) is True  # a new leader's first write
-    assert not fsm.snapshot_deferred() and fsm.spool.cur is None  # abandoned: the pieces' bytes are freed
+    abort = c.encode(restore.abort())
+    assert fsm.prepare(abort) is None  # nothing to prepare
+    assert fsm.apply(13, abort) is True
+    assert not fsm.snapshot_deferred() and fsm.spool.cur is None  # ended: the pieces' bytes are freed
     out = fsm.apply(14, parts[3])  # a late piece is refused and changes nothing
     assert isinstance(out, StateError) and "does not continue" in out.message
-    assert fsm.store.kv_get("old") is not None and fsm.store.kv_get("new") is not None
+    assert fsm.store.kv_get("old") is not None
+    assert fsm.apply(15, abort) is True and fsm.store.kv_get("old") is not None  # with nothing under way: no-op
 
 
 def test_a_new_restore_replaces_one_in_progress_and_gaps_are_refused() -> None:
@@ -134,3 +150,42 @@ def test_an_undecodable_entry_between_pieces_abandons_the_restore_prepared_or_no
             if i == 2:
                 assert isinstance(out, StateError) and not fsm.snapshot_deferred()
         assert fsm.store.kv_get("k/1") is None and not fsm.snapshot_deferred() and fsm.spool.cur is None
+
+
+@pytest.mark.parametrize("restoring", [True, False])
+def test_a_new_leader_aborts_a_restore_its_predecessor_left_half_way(restoring: bool) -> None:
+    import asyncio
+    from typing import Any
+
+    from pyconsul.agent.gossip.serf import Member, MemberStatus
+    from pyconsul.agent.raft.messages import Configuration
+    from pyconsul.agent.server.leader import LeaderDuties
+
+    writes: list[Any] = []
+
+    async def write(data: bytes) -> Any:
+        writes.append(c.decode(data))
+        return True
+
+    class Store:
+        def restoring(self) -> bool:
+            return restoring
+
+        def expired_sessions(self, now: float) -> list[str]:
+            return []
+
+        def next_session_deadline(self) -> float | None:
+            return None
+
+    class Raft:
+        is_leader, leader_id = True, "id1"
+
+        def change_config(self, add: Any = None, remove: str | None = None) -> int:
+            return 1
+
+    me = Member("s1", "127.0.0.1", 8301, {"role": "consul", "dc": "bj", "id": "id1", "port": "8300"},
+                MemberStatus.ALIVE)
+    duties = LeaderDuties(Raft(), lambda: Configuration(), "bj", "id1", lambda: [me], lambda: Store(), write)
+    asyncio.run(duties.establish(duties.term()))
+    assert isinstance(writes[0], c.Register)  # after a write of its own: every earlier entry is applied
+    assert (restore.abort() in writes) == restoring

@@ -78,8 +78,8 @@ def test_readme_large_state_limits_match_the_code() -> None:
     from pyconsul.agent.state import archive, restore
 
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
-    assert f"| `PUT /v1/snapshot` state restored (committed through the Raft log in consecutive " \
-           f"{_size(restore.PIECE)} pieces, every server switches at the last one; no Raft snapshot is taken in " \
-           f"between) | {_size(archive.MAX_STATE)} (the decompression cap above; the archive itself must fit the " \
-           f"{_size(MAX_ARCHIVE)} body) |" in readme
+    assert f"| `PUT /v1/snapshot` state restored (committed through the Raft log in {_size(restore.PIECE)} " \
+           f"pieces, {_size(restore.PIECE * restore.WINDOW)} at a time, every server switches at the last one; no " \
+           f"Raft snapshot is taken in between) | {_size(archive.MAX_STATE)} (the decompression cap above; the " \
+           f"archive itself must fit the {_size(MAX_ARCHIVE)} body) |" in readme
     assert archive.MAX_STATE <= restore.MAX_TOTAL <= wire.MAX_STREAM
