@@ -32,10 +32,11 @@ def cmd_monitor(args: Sequence[str]) -> int:
     fs.bool("log-json", False, "Output logs in JSON format.")
     res = common.parse(
         fs, args, "monitor [options]",
-        "Shows recent log messages of an agent, and attaches to the agent, outputting log messages as\n"
-        "  they occur in real time. The monitor lets you listen for log levels that may be filtered out of\n"
-        "  the agent's own log. For example your agent may only be logging at INFO level, but with the\n"
-        "  monitor you can see the DEBUG level logs.")
+        "Attaches to an agent and prints its log messages as they occur (earlier ones are not shown). The\n"
+        "  monitor lets you listen for log levels that may be filtered out of the agent's own log: your agent\n"
+        "  may only be logging at INFO level, but with the monitor you can see the DEBUG level logs. If this\n"
+        "  reader falls behind, the agent drops lines and says how many. Ends with SIGINT/SIGTERM (exit 0) or\n"
+        "  when the agent ends the stream (exit 1).")
     common.no_positional(res, "monitor")
     query = {"loglevel": res.str("log-level").lower()}
     if res.bool("log-json"):
