@@ -7,9 +7,10 @@ token), `-dev` and `-log-level trace`, the wait for a leader, the service-regist
 what they yield, one fresh agent per test.
 What differs, and why:
 - one process on loopback instead of a container: `-bind` gets its own 127.x.y.z address (so gossip and server
-  RPC keep Consul's default ports without colliding), HTTP listens on 127.0.0.1:<free port> because the tests
-  build `Consul(port=...)` with the default host, and the JSON config goes in a file (-config-file) instead of
-  the CONSUL_LOCAL_CONFIG environment variable of the Docker image;
+  RPC keep Consul's default ports without colliding), HTTP listens on 127.0.0.1 because the tests build
+  `Consul(port=...)` with the default host, on port 8500 when it is free (as inside the container, where some
+  tests aim HTTP checks at http://localhost:8500, the agent itself), else on a free port; the JSON config goes
+  in a file (-config-file) instead of the CONSUL_LOCAL_CONFIG environment variable of the Docker image;
 - one version parameter, "pyconsul", whose reported version is 1.7.0 (the Consul whose behaviour pyconsul
   implements; `should_skip` compares against it) instead of the three Consul images;
 - the startup probe (register `test-service`, wait until /v1/health/service lists it) does not fail the
@@ -73,6 +74,7 @@ def _bind_address() -> str:
 
 def _free(ip: str, port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the agent binds: TIME_WAIT is no obstacle
         try:
             s.bind((ip, port))
         except OSError:
@@ -110,7 +112,9 @@ def start_consul_container(version: str, acl_master_token: str | None = None):
     config_file = os.path.join(workdir, "local.json")
     with open(config_file, "w", encoding="utf-8") as f:
         json.dump(config, f)
-    http_port = _free_port()
+    # Consul's own port when it is free (one agent at a time): some tests aim HTTP checks at
+    # http://localhost:8500, the agent itself inside upstream's container.
+    http_port = 8500 if _free("127.0.0.1", 8500, socket.SOCK_STREAM) else _free_port()
     log = open(os.path.join(workdir, "agent.log"), "wb")  # noqa: SIM115 -- closed with the process
     argv = [sys.executable, "-m", "pyconsul.agent", "agent", "-dev", "-client=127.0.0.1", "-log-level", "trace",
             f"-bind={_bind_address()}", f"-http-port={http_port}", f"-config-file={config_file}",
