@@ -37,6 +37,9 @@ PLAIN_UDP_SIZE = 512
 MAX_EDNS_UDP_SIZE = 65507 - 28  # what fits one IPv4 UDP datagram... less the IP and UDP headers
 
 
+_TOO_BIG = b"\0" * 65536  # _encode's answer that fits no limit
+
+
 class Drop(Exception):
     """Not worth an answer (too short to carry an ID, or itself a response)."""
 
@@ -184,6 +187,9 @@ def _encode(query: Query, answer: r.Answer, groups: Sequence[tuple[tuple[r.RR, .
     m.additional = _section([rr for g in groups for rr in g[1]] + list(answer.extra))
     if query.edns:
         m.use_edns(0, payload=max(PLAIN_UDP_SIZE, query.question.edns_size or PLAIN_UDP_SIZE))
-    return m.to_wire()
+    try:
+        return m.to_wire(max_size=65535)  # we trim ourselves (dnspython would stop at the EDNS payload size)
+    except dns.exception.TooBig:
+        return _TOO_BIG
 
 

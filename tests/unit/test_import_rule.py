@@ -64,6 +64,8 @@ EXPLICIT_CORES = [
     "agent/local/definitions.py",
     "agent/local/state.py",
     "agent/local/ae.py",
+    "agent/dns/resolver.py",
+    "agent/dns/config.py",
     "chaos/history.py",
     "chaos/generator.py",
     "chaos/nemesis/grudge.py",
