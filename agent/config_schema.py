@@ -85,7 +85,7 @@ LATER_KEYS: dict[str, Kind] = {
     "enable_central_service_config": "bool", "enable_syslog": "bool", "syslog_facility": "str",
     "log_file": "str", "log_json": "bool", "log_rotate_bytes": "int", "log_rotate_duration": "duration",
     "rejoin_after_leave": "bool", "raft_protocol": "int", "session_ttl_min": "duration",
-    "check_update_interval": "duration", "discard_check_output": "bool", "translate_wan_addrs": "bool",
+    "discard_check_output": "bool", "translate_wan_addrs": "bool",
     "server_name": "str", "addresses.http": "str", "http_config.response_headers": "map",
     "http_config.block_endpoints": "list", "http_config.allow_write_http_from": "list",
     "performance.leave_drain_time": "duration", "performance.rpc_hold_timeout": "duration",
