@@ -27,12 +27,23 @@ def test_agent_from_hcl_config_dir(cluster: Cluster, tmp_path: Path) -> None:
         'primary_datacenter = "hcl-dc"\n'
     )
     (conf / "20-more.json").write_text('{"log_level": "DEBUG"}')
+    (conf / "30-services.hcl").write_text(
+        'service {\n  name = "web"\n  port = 80\n  tags = ["v1"]\n  check { ttl = "30s" }\n}\n'
+        'service {\n  id = "db-1"\n  name = "db"\n  port = 5432\n}\n'
+        'services = [ { name = "cache", port = 6379 } ]\n'
+    )
     pid_file = tmp_path / "agent.pid"
     p = cluster.agent("h1", f"{ip}.1", "-server", "-bootstrap-expect=1", f"-config-dir={conf}",
                       f"-pid-file={pid_file}", '-hcl=node_meta = { rack = "r1" }')
     assert pid_file.read_text() == f"{p.pid}\n"
     self_ = p.api("/v1/agent/self")
     assert self_["Config"]["Datacenter"] == "hcl-dc"
+    # repeated `service` blocks and a `services` list: three services, the block's check with its service
+    services = p.api("/v1/agent/services")
+    assert {(v["Service"], v["Port"]) for v in services.values()} == {("web", 80), ("db", 5432), ("cache", 6379)}
+    assert services["web"]["Tags"] == ["v1"] and "db-1" in services
+    checks = p.api("/v1/agent/checks")
+    assert [c["ServiceID"] for c in checks.values()] == ["web"]
     log = p.log()
     assert "ACLs are not built yet (issue 14): acl.enabled, acl.tokens.master, primary_datacenter" in log
     assert "TLS (HTTPS, verify_*) is not built yet (issue 14): ports.https" in log
