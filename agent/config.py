@@ -476,8 +476,9 @@ def _set_key(out: dict[str, object], key: str, value: object) -> None:
 IGNORED_PREFIX = "ignored:"  # flat keys of features not built yet (from_flat puts them in AgentConfig.ignored)
 
 
-def load_config_file(path: str | Path) -> dict[str, object]:
-    """Read one Consul config file (JSON, or HCL when the name ends in `.hcl`) into flat keys."""
+def load_config_file(path: str | Path, fmt: str = "") -> dict[str, object]:
+    """Read one Consul config file (JSON, or HCL when the name ends in `.hcl`; `fmt` "json" or "hcl",
+    Consul's -config-format, decides for every file instead) into flat keys."""
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -485,7 +486,7 @@ def load_config_file(path: str | Path) -> dict[str, object]:
         raise ConfigError(f"Error reading {name}: {(exc.strerror or str(exc)).lower()}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"Error parsing {name}: file is not valid UTF-8") from None
-    if name.endswith(".hcl"):
+    if fmt == "hcl" or (not fmt and name.endswith(".hcl")):
         return load_hcl(text, name)
     try:
         doc = json.loads(text)
@@ -513,8 +514,8 @@ def load_hcl(text: str, name: str) -> dict[str, object]:
         raise ConfigError(f"Error parsing {name}: {exc}") from None
 
 
-def load_config_dir(path: str | Path) -> list[tuple[str, dict[str, object]]]:
-    """Load every `*.json` and `*.hcl` file of a directory in lexical order.
+def load_config_dir(path: str | Path, fmt: str = "") -> list[tuple[str, dict[str, object]]]:
+    """Load every `*.json` and `*.hcl` file of a directory in lexical order (with `fmt`: every file).
 
     Other files and subdirectories are ignored, as Consul does.
     """
@@ -522,15 +523,15 @@ def load_config_dir(path: str | Path) -> list[tuple[str, dict[str, object]]]:
         entries = sorted(p for p in Path(path).iterdir() if p.is_file())
     except OSError as exc:
         raise ConfigError(f"Error reading {path}: {(exc.strerror or str(exc)).lower()}") from None
-    return [(str(p), load_config_file(p)) for p in entries if p.suffix in (".json", ".hcl")]
+    return [(str(p), load_config_file(p, fmt)) for p in entries if fmt or p.suffix in (".json", ".hcl")]
 
 
-def load_sources(paths: Sequence[str]) -> tuple[dict[str, object], list[str]]:
+def load_sources(paths: Sequence[str], fmt: str = "") -> tuple[dict[str, object], list[str]]:
     """Load files and directories in order; return merged flat keys and the files loaded."""
     merged: dict[str, object] = {}
     loaded: list[str] = []
     for p in paths:
-        items = load_config_dir(p) if Path(p).is_dir() else [(p, load_config_file(p))]
+        items = load_config_dir(p, fmt) if Path(p).is_dir() else [(p, load_config_file(p, fmt))]
         for name, keys in items:
             merge(merged, keys)
             loaded.append(name)
@@ -614,6 +615,8 @@ def agent_flagset() -> FlagSet:
     fs.string_list("config-dir", "Directory whose *.json and *.hcl files are loaded in lexical order. Repeatable.",
                    dest="config-file")
     fs.string_list("hcl", "HCL config fragment, applied after the files and flags. Repeatable.")
+    fs.string("config-format", "", "Format of every config file, json or hcl, whatever its name (default: by "
+              "extension; a directory then contributes all its files).")
     fs.bool("dev", False, "Development mode: an in-memory single-server cluster on 127.0.0.1.")
     return fs
 
@@ -633,13 +636,16 @@ def build_config(argv_flags: Mapping[str, object]) -> tuple[AgentConfig, list[st
     flat: dict[str, object] = _dev_defaults() if dev else {}
     paths = argv_flags.get("config-file", [])
     assert isinstance(paths, list)
-    from_files, loaded = load_sources([str(p) for p in paths])
+    fmt = str(argv_flags.get("config-format", ""))
+    if fmt not in ("", "json", "hcl"):
+        raise ConfigError(f'-config-format: must be "json" or "hcl", got {_show(fmt)}')
+    from_files, loaded = load_sources([str(p) for p in paths], fmt)
     merge(flat, from_files)
     flag_keys: dict[str, object] = {}
     for flag, value in argv_flags.items():
         if flag in FLAG_KEYS:
             flag_keys[FLAG_KEYS[flag]] = value
-        elif flag not in ("dev", "config-file", "hcl"):
+        elif flag not in ("dev", "config-file", "hcl", "config-format"):
             raise ConfigError(f"-{flag}: not an agent flag")
     merge(flat, flag_keys)
     fragments = argv_flags.get("hcl", [])

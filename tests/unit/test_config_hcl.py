@@ -187,3 +187,17 @@ def test_built_keys_are_not_also_listed_as_unbuilt() -> None:
 
     # a feature that lands moves its keys from config_schema.LATER_KEYS to config.KEYS
     assert not set(KEYS) & set(LATER_KEYS)
+
+
+def test_config_format_decides_for_every_file(tmp_path: Path) -> None:
+    (tmp_path / "agent.conf").write_text('datacenter = "fmt"\n')
+    (tmp_path / "b.json").write_text('log_level = "DEBUG"\n')  # HCL in a .json file: -config-format wins
+    cfg, _ = build_config({"config-file": [str(tmp_path)], "config-format": "hcl", "data-dir": str(tmp_path)})
+    assert cfg.datacenter == "fmt" and cfg.log_level == "DEBUG"
+    assert cfg.config_files == [str(tmp_path / "agent.conf"), str(tmp_path / "b.json")]
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        build_config({"config-file": [str(tmp_path / "agent.conf")], "config-format": "json", "data-dir": "/x"})
+    with pytest.raises(ConfigError, match='-config-format: must be "json" or "hcl", got "yaml"'):
+        build_config({"config-format": "yaml", "data-dir": "/x"})
+    with pytest.raises(ConfigError, match=r"b\.json: invalid JSON"):  # by extension: agent.conf skipped, b.json JSON
+        build_config({"config-file": [str(tmp_path)], "data-dir": str(tmp_path)})
