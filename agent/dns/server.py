@@ -156,14 +156,15 @@ class DNSServer:
         wire = self._encode(q, result)
         send(wire)
         self.stats[f"rcode_{result.rcode}"] += 1
-        if result.depends and result.rcode != r.SERVFAIL and ("query" not in (k[0] for k in result.depends)):
+        if (not tcp and result.depends and result.rcode != r.SERVFAIL
+                and "query" not in (k[0] for k in result.depends)):
             wires = [wire]
             if len(result.groups) > 1:
                 for _ in range(VARIANTS - 1):
                     again = r.resolve(q.question, self.views, self.cfg, self.local_dc, time.time(), self.rng)
                     if isinstance(again, r.Answer):
                         wires.append(self._encode(q, again))
-            self._store((b"T" if tcp else b"") + data[2:], wires, result.depends)
+            self._store(data[2:], wires, result.depends)
         return True
 
     def _encode(self, q: codec.Query, a: r.Answer) -> bytes:
