@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dns.edns
 import dns.exception
@@ -28,6 +29,12 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+from dns.rdtypes.ANY.CNAME import CNAME
+from dns.rdtypes.ANY.NS import NS
+from dns.rdtypes.ANY.PTR import PTR
+from dns.rdtypes.ANY.SOA import SOA
+from dns.rdtypes.ANY.TXT import TXT
+from dns.rdtypes.IN.SRV import SRV
 
 from pyconsul.agent.dns import resolver as r
 
@@ -95,40 +102,36 @@ def parse_query(data: bytes, tcp: bool = False) -> Query:
     return Query(qid, bool(flags & RD), r.Question(name, int(q.rdtype), tcp, edns_size), msg.edns >= 0, msg)
 
 
-def error_response(data: bytes, rcode: int) -> bytes:
+def error_response(data: bytes, rcode: int, *, recursion_available: bool = False) -> bytes:
     """A header-only answer carrying the query's ID, opcode and RD bit and `rcode` (FORMERR, NOTIMP, ...)."""
     qid, flags = struct.unpack_from("!HH", data)
-    return HEADER.pack(qid, QR | (flags & 0x7800) | (flags & RD) | (rcode & 0xF), 0, 0, 0, 0)
+    ra = RA if recursion_available else 0
+    return HEADER.pack(qid, QR | (flags & 0x7800) | (flags & RD) | ra | (rcode & 0xF), 0, 0, 0, 0)
 
 
-def _rdata(rtype: int, data: object) -> dns.rdata.Rdata:
+def _rdata(rtype: int, data: Any) -> dns.rdata.Rdata:
+    """One record's data (resolver.RR's fourth item) as a dnspython Rdata."""
     IN = dns.rdataclass.IN
     rt = dns.rdatatype.RdataType.make(rtype)
     if rtype in (r.A, r.AAAA):
         return dns.rdata.from_text(IN, rt, str(data))
     if rtype in (r.NS, r.CNAME, r.PTR):
-        from dns.rdtypes.ANY.CNAME import CNAME
-        from dns.rdtypes.ANY.NS import NS
-        from dns.rdtypes.ANY.PTR import PTR
-
-        cls = {r.NS: NS, r.CNAME: CNAME, r.PTR: PTR}[rtype]
-        return cls(IN, rt, dns.name.from_text(str(data)))
+        cls: Any = {r.NS: NS, r.CNAME: CNAME, r.PTR: PTR}[rtype]
+        out: dns.rdata.Rdata = cls(IN, rt, dns.name.from_text(str(data)))
+        return out
     if rtype == r.SRV:
-        from dns.rdtypes.IN.SRV import SRV
-
-        prio, weight, port, target = data  # type: ignore[misc]
-        return SRV(IN, rt, prio, weight, port, dns.name.from_text(target))
+        srv: Any = SRV
+        out = srv(IN, rt, int(data[0]), int(data[1]), int(data[2]), dns.name.from_text(str(data[3])))
+        return out
     if rtype == r.TXT:
-        from dns.rdtypes.ANY.TXT import TXT
-
-        strings = tuple(s.encode()[:255] for s in data)  # type: ignore[attr-defined]
-        return TXT(IN, rt, strings)
+        txt: Any = TXT
+        out = txt(IN, rt, tuple(str(x).encode()[:255] for x in data))
+        return out
     if rtype == r.SOA:
-        from dns.rdtypes.ANY.SOA import SOA
-
-        mname, rname, serial, refresh, retry, expire, minimum = data  # type: ignore[misc]
-        return SOA(IN, rt, dns.name.from_text(mname), dns.name.from_text(rname), serial, refresh, retry,
-                   expire, minimum)
+        soa: Any = SOA
+        out = soa(IN, rt, dns.name.from_text(str(data[0])), dns.name.from_text(str(data[1])),
+                  *(int(x) for x in data[2:7]))
+        return out
     raise ValueError(f"cannot encode record type {rtype}")
 
 

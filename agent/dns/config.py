@@ -50,11 +50,15 @@ class DNSConfig:
     recursor_timeout: float = 2.0
 
     def service_ttl_of(self, name: str) -> int:
-        """Seconds of TTL for records of service `name`: its own entry, else "*"'s, else 0."""
+        """Seconds of TTL for records of service `name`: its own entry, else the longest matching prefix
+        entry ("web-*"; "*" matches every name), else 0."""
         ttl = self.service_ttl.get(name)
         if ttl is None:
-            ttl = self.service_ttl.get("*", 0.0)
-        return int(ttl)
+            best = -1
+            for key, value in self.service_ttl.items():
+                if key.endswith("*") and name.startswith(key[:-1]) and len(key) > best:
+                    best, ttl = len(key), value
+        return int(ttl or 0)
 
     def validate(self) -> None:
         """Raise ValueError naming the key that is wrong."""

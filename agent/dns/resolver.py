@@ -239,7 +239,10 @@ def _dispatch(ctx: _Ctx, labels: list[str]) -> Answer:
         if kind == "query":
             if n == 1:
                 return _nxdomain(ctx)
-            return _query(ctx, dc or ctx.local_dc, ".".join(labels[:-1]))
+            parts = labels[:-1]
+            if len(parts) >= 2 and parts[0].startswith("_") and parts[-1].startswith("_"):
+                return _query(ctx, dc or ctx.local_dc, ".".join(parts[:-1])[1:])  # RFC 2782: _<query>._tcp
+            return _query(ctx, dc or ctx.local_dc, ".".join(parts))
         if kind == "addr":
             return _addr(ctx, labels[0]) if n == 2 else _nxdomain(ctx)
         if dc:
@@ -271,9 +274,20 @@ def _addr_records(owner: str, address: str, qtype: int, ttl: int) -> list[RR]:
 
 
 def _meta_txt(owner: str, meta: Sequence[tuple[str, str]], ttl: int) -> list[RR]:
-    """Node meta as RFC 1464 TXT strings ("key=value"; a key alone when the value is empty)... Consul writes
-    "key=" for an empty value, and so do we."""
-    return [(owner, TXT, ttl, (f"{k}={v}",)) for k, v in meta]
+    """Node meta as TXT records: RFC 1464 "key=value" (key escaped), or the bare value for keys starting
+    with "rfc1035-" (Consul's makeTXTRecordFromNodeMeta)."""
+    return [(owner, TXT, ttl, (v if k.lower().startswith("rfc1035-") else rfc1464(k, v),)) for k, v in meta]
+
+
+def rfc1464(key: str, value: str) -> str:
+    """RFC 1464 attribute=value: "`" and "=" in the key, and its leading and trailing spaces, are quoted
+    with "`"; "`" in the value is doubled."""
+    key = key.replace("`", "``").replace("=", "`=")
+    stripped = key.lstrip(" ")
+    key = "` " * (len(key) - len(stripped)) + stripped
+    stripped = key.rstrip(" ")
+    key = stripped + "` " * (len(key) - len(stripped))
+    return key + "=" + value.replace("`", "``")
 
 
 def _instances(ctx: _Ctx, dc: str, name: str, tag: str) -> list[Instance] | Failed:
@@ -301,8 +315,12 @@ def _instance_records(ctx: _Ctx, instances: Sequence[Instance], ttl: int) -> Ans
     q = ctx.q
     groups: list[tuple[tuple[RR, ...], tuple[RR, ...]]] = []
     if q.qtype == SRV:
+        handled: set[tuple[str, str, int]] = set()
         for inst in instances:
-            groups.append(_srv_group(ctx, inst, ttl))
+            key = (inst.node, inst.address, inst.port)  # one service on one port of a node: one record
+            if key not in handled:
+                handled.add(key)
+                groups.append(_srv_group(ctx, inst, ttl))
     else:
         seen: set[str] = set()
         for inst in instances:
@@ -331,10 +349,10 @@ def _srv_group(ctx: _Ctx, inst: Instance, ttl: int) -> tuple[tuple[RR, ...], tup
     weight = inst.weight_warning if inst.status == "warning" else inst.weight_passing
     extra: list[RR] = []
     node_target = _fqdn_node(ctx, inst.node, inst.datacenter)
-    if inst.address and inst.address != inst.node_address:
+    if inst.address:  # the service's own address: an IP as <hex>.addr.<dc>, a hostname as itself
         try:
             ip = ipaddress.ip_address(inst.address)
-        except ValueError:  # a hostname: the SRV points at it
+        except ValueError:
             target = inst.address.rstrip(".") + "."
         else:
             target = f"{ip.packed.hex()}.addr.{inst.datacenter}.{ctx.domain}"
@@ -342,7 +360,7 @@ def _srv_group(ctx: _Ctx, inst: Instance, ttl: int) -> tuple[tuple[RR, ...], tup
     else:
         target = node_target
         extra.extend(_addr_records(target, inst.node_address, ANY, ttl))
-    if ctx.cfg.enable_additional_node_meta_txt and target == node_target:
+    if ctx.cfg.enable_additional_node_meta_txt:
         extra.extend(_meta_txt(node_target, inst.node_meta, ttl))
     srv: RR = (q.name, SRV, ttl, (1, max(0, min(weight, 65535)), inst.port, target))
     return (srv,), tuple(extra)

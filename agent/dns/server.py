@@ -247,23 +247,28 @@ class DNSServer:
     # -------------------------------------------------------- recursors
 
     async def _recurse(self, q: codec.Query, data: bytes, tcp: bool) -> bytes:
-        """Forward the query to each recursor in turn (UDP; TCP when the answer is truncated or we were asked
-        over TCP); the first answer wins, with our client's ID. SERVFAIL when none answers in time."""
+        """Forward the query to each recursor in turn, over the client's transport (Consul's handleRecurse): the
+        first answer that is NOERROR or NXDOMAIN (or truncated: the client retries over TCP) is passed on as
+        is; SERVFAIL (with RA) when none gives one within recursor_timeout each."""
         self.stats["recursed"] += 1
         timeout = self.cfg.recursor_timeout
         for host, port in self.recursors:
             try:
-                if not tcp:
+                if tcp:
+                    reply = await asyncio.wait_for(_tcp_exchange(data, host, port), timeout)
+                else:
                     reply = await _udp_exchange(data, host, port, timeout)
-                    if len(reply) >= 4 and not reply[2] & 0x02:
-                        return reply
-                reply = await asyncio.wait_for(_tcp_exchange(data, host, port), timeout)
-                return reply
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, struct.error) as exc:
                 log.debug("dns: recursor %s:%d failed: %s", host, port, exc)
                 continue
+            if len(reply) < codec.HEADER.size:
+                continue
+            truncated = bool(reply[2] & 0x02)
+            if (reply[3] & 0xF) in (r.NOERROR, r.NXDOMAIN) or truncated:
+                return reply
+            log.debug("dns: recursor %s:%d answered rcode %d", host, port, reply[3] & 0xF)
         self.errors["recursor_failed"] += 1
-        return codec.error_response(data, r.SERVFAIL)
+        return codec.error_response(data, r.SERVFAIL, recursion_available=True)
 
 
 class _UDP(asyncio.DatagramProtocol):

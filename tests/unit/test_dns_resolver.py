@@ -259,3 +259,29 @@ def test_config_validation() -> None:
     assert parse_recursor("127.0.0.1:5353") == ("127.0.0.1", 5353)
     assert parse_recursor("[::1]:53") == ("::1", 53)
     assert parse_recursor("::1") == ("::1", 53)
+
+
+def test_node_meta_txt_encoding() -> None:
+    assert r.rfc1464("a=b", "x`y") == "a`=b=x``y"
+    assert r.rfc1464(" k ", "v") == "` k` =v"
+    node = r.NodeRecord("n9", "10.0.0.9", "dc1", (("rfc1035-raw", "v=spf1 -all"), ("zone", "a")))
+    res = ask("n9.node.consul.", r.TXT, view={("node", "dc1", "n9"): node})
+    assert sorted(rr[3][0] for rr in answers(res)) == ["v=spf1 -all", "zone=a"]
+
+
+def test_service_ttl_prefix_wildcards() -> None:
+    cfg = DNSConfig(service_ttl={"*": 1, "db-*": 2, "db-main*": 3, "db-main": 4})
+    assert [cfg.service_ttl_of(n) for n in ("web", "db-x", "db-main2", "db-main")] == [1, 2, 3, 4]
+    assert DNSConfig().service_ttl_of("web") == 0
+
+
+def test_prepared_query_rfc2782_name() -> None:
+    view = {("query", "dc1", "q1"): ((inst("n1", "10.0.0.1"),), None)}
+    res = ask("_q1._tcp.query.consul.", r.SRV, view=view)
+    assert [rr[3][3] for rr in answers(res)] == ["n1.node.dc1.consul."]
+
+
+def test_srv_dedups_one_port_of_a_node() -> None:
+    same = inst("n1", "10.0.0.1")
+    view = {("service", "dc1", "dup"): (same, same, inst("n1", "10.0.0.1", port=81))}
+    assert sorted(rr[3][2] for rr in answers(ask("dup.service.consul.", r.SRV, view=view))) == [80, 81]
