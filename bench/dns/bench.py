@@ -71,7 +71,11 @@ dnspython (UDP, from this process on the first CPU) every `--poll-ms` (default 1
 address is gone: t_gone - t0, p50 and max over the rounds, plus when the HTTP answer came. The check is then
 passed again and the bench waits until the instance is back before the next round.
 
-Every process (agent, dnsmasq, dnsperf) is killed by PID at the end (also on Ctrl-C / SIGTERM); the worktree and
+`--profile DIR` samples the agent with py-spy (`py-spy record -r 500 --nonblocking -f raw`, on the client's CPU)
+during each of its throughput phases and prints the frames with the most samples: where its DNS path spends
+its time.
+
+Every process (agent, dnsmasq, dnsperf, py-spy) is killed by PID at the end (also on Ctrl-C / SIGTERM); the worktree and
 files are removed.
 """
 
@@ -525,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pin", action="store_true", help="no taskset: servers and dnsperf float")
     ap.add_argument("--critical-rounds", type=int, default=10, help="rounds of critical -> gone (0 skips)")
     ap.add_argument("--poll-ms", type=float, default=1.0, help="DNS poll interval while waiting (default 1 ms)")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="sample the agent with py-spy (pip install py-spy) during its throughput phases; collapsed "
+                         "stacks into this directory, the top frames printed")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (dnsperf -v outputs, logs)")
     args = ap.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
@@ -605,7 +612,12 @@ def main(argv: list[str] | None = None) -> int:
                         assert proc is not None
                         if proc.poll() is not None:
                             raise BenchError(f"{s} exited ({proc.returncode})")
+                        spy = None
+                        if args.profile and s == "pyconsul" and kind == "throughput":
+                            spy = start_py_spy(proc.pid, args)
                         ph = run_dnsperf(s, proc.pid, ip, w, files[w], kind, args, work / f"{s}-{w}-{kind}-{r}.out")
+                        if spy is not None:
+                            show_profile(spy, args.profile / f"pyconsul-{w}-{r + 1}.txt")
                         ph.extra["round"] = r + 1
                         phases.append(ph)
                         show(ph)
@@ -657,6 +669,48 @@ def report(phases: list[Phase], workloads: list[str], kinds: list[str]) -> None:
                   f"per_core={dc:.0f}; pyconsul qps={p:.0f} p99={med(w, kind, 'pyconsul', 'p99_ms'):.3f}ms "
                   f"per_core={pc:.0f}; ratio={p / d if d else math.nan:.2f}x "
                   f"(per core {pc / dc if dc else math.nan:.2f}x) {' '.join(goals)}", flush=True)
+
+
+def start_py_spy(pid: int, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], Path]:
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"raw-{pid}-{time.monotonic_ns()}.txt"
+    cmd = ["py-spy", "record", "-p", str(pid), "-r", "500", "-d", str(args.duration), "-f", "raw", "-o", str(out),
+           "--nonblocking"]
+    if args.client_cpu is not None:
+        cmd = ["taskset", "-c", str(args.client_cpu), *cmd]
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd[cmd.index("py-spy")] = spy_bin
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out
+
+
+def show_profile(spy: tuple[subprocess.Popen[bytes], Path], dest: Path, top: int = 12) -> None:
+    """The py-spy samples' top frames: by own time (the leaf) and by time inside (anywhere on the stack)."""
+    proc, raw = spy
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    kill(proc)
+    if not raw.exists():
+        print("# py-spy wrote nothing")
+        return
+    raw.rename(dest)
+    leaf: dict[str, int] = {}
+    inside: dict[str, int] = {}
+    total = 0
+    for line in dest.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(n)
+        leaf[frames[-1]] = leaf.get(frames[-1], 0) + int(n)
+        for f in set(frames):
+            inside[f] = inside.get(f, 0) + int(n)
+    print(f"# py-spy: {total} samples of the agent (collapsed stacks in {dest})")
+    # "inside": only the DNS server's and dnspython's frames (the event loop and the CLI are on every stack)
+    inside = {f: n for f, n in inside.items() if "agent/dns/" in f or "(dns/" in f}
+    for label, table in (("own", leaf), ("inside", inside)):
+        for f, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"#   {label:<6} {100 * n / max(total, 1):5.1f} %  {f}")
 
 
 def dnsperf_version() -> str:
