@@ -643,21 +643,18 @@ class Transport:
                     del obj
                     if body is None:
                         continue
-                    streamed, conn.stream_bytes = conn.stream_bytes, 0  # now the request's, until it is served
-                    try:
-                        obj = await asyncio.to_thread(wire.unframe, body)
-                    except BaseException:
-                        self._streaming -= streamed
-                        raise
+                    # its bytes stay the connection's (released if it ends) until a request takes them over
+                    streamed = conn.stream_bytes
+                    obj = await asyncio.to_thread(wire.unframe, body)
                     del body
                     if obj[0] != Kind.REQUEST:
-                        self._streaming -= streamed
                         raise WireError("a streamed frame that is not a request")
                 # no local keeps a frame alive while this loop waits for the next one (each connection would
                 # otherwise hold its last frame: 6 idle peers x 40 MiB)
                 if obj[0] == Kind.REQUEST:
                     rid, method, args = wire.decode_request(obj)
                     del obj
+                    conn.stream_bytes = 0  # a streamed request's bytes: released by _serve, or just below
                     if self._take(conn, 0 if streamed else n):
                         asyncio.get_running_loop().create_task(self._serve(conn, 0 if streamed else n, rid, method,
                                                                            args, streamed))

@@ -138,3 +138,29 @@ def test_part_frames_have_their_own_small_cap() -> None:
     assert wire.inbound_limit(part[:wire.PEEK], True) == wire.response_limit(part[:wire.PEEK]) == wire.MAX_PART_FRAME
     assert wire.inbound_limit(part[:wire.PEEK], False) == wire.MAX_SMALL_FRAME  # nothing but HELLO first
     assert wire.MAX_PART_FRAME < wire.MAX_FRAME
+
+
+def test_a_malformed_streamed_request_releases_its_budget() -> None:
+    ip = new_block()
+
+    async def handler(method: str, args: Any) -> Any:
+        return None
+
+    async def main() -> None:
+        a = Transport("a", "bj", (f"{ip}.1", 8300), lambda m: None, handler)
+        await a.start()
+        try:
+            reader, writer = await asyncio.open_connection(f"{ip}.1", 8300)
+            writer.write(wire.frame([wire.Kind.HELLO, "x", "bj"]))
+            body = wire.frame([wire.Kind.REQUEST, -1, "apply", b"z" * 1000])[wire.HEADER.size:]  # a bad request id
+            for off, piece in ((0, body[:500]), (500, body[500:])):
+                writer.write(wire.frame([wire.Kind.PART, off, len(body), piece]))
+            await writer.drain()
+            async with asyncio.timeout(10):
+                assert await reader.read() == b""  # dropped: a malformed frame
+            assert a.stats.bad_frames == 1 and a._streaming == 0
+            writer.close()
+        finally:
+            await a.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
