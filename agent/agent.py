@@ -33,6 +33,7 @@ from pyconsul.agent.gossip.pool import Pool
 from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect, UserEventReceived
 from pyconsul.agent.http.server import make_app
 from pyconsul.agent.httpd.h1 import HTTPServer, serve
+from pyconsul.agent.httpd.web import Application
 from pyconsul.agent.local import ae
 from pyconsul.agent.local.manager import DEREGISTER_MIN, REAP_INTERVAL, LocalAgent, catalog_alias_query
 from pyconsul.agent.local.sync import AntiEntropy, NodeInfo
@@ -42,6 +43,7 @@ from pyconsul.agent.rejoin import MemberSnapshots, Pools
 from pyconsul.agent.server.client import ClientBackend
 from pyconsul.agent.supervise import Supervisor
 from pyconsul.agent.tags import agent_tags
+from pyconsul.agent.tlsutil import TLSConfigError
 
 if TYPE_CHECKING:
     from pyconsul.agent.dns.server import DNSServer
@@ -60,6 +62,7 @@ class Agent:
         self.lan: Pool | None = None
         self.wan: Pool | None = None
         self.runner: HTTPServer | None = None
+        self.https: HTTPServer | None = None  # ports.https
         self.lan_keyring: Keyring | None = None
         self.wan_keyring: Keyring | None = None
         self.stopped = asyncio.Event()
@@ -125,10 +128,13 @@ class Agent:
         self._start_local()
         self.facade = AgentFacade(cfg, self.node_id, self.lan, self.wan, self.server, self.backend, self.leave)
         self.facade.local = self.local
-        if cfg.ports.http > 0:
+        if cfg.ports.http > 0 or cfg.ports.https > 0:
             app = make_app(self.facade, self.backend, cfg.datacenter, cfg.node_name, local=self.local,
                            reload=self.reload)
             self._add_event_coordinate_routes(app)
+        if cfg.ports.https > 0 and cfg.tls.cert_file:  # the same API over TLS (agent/tlsutil.py)
+            self.https = await self._start_https(app)
+        if cfg.ports.http > 0:
             try:
                 self.runner = await serve(app, cfg.client_addrs(), cfg.ports.http)
             except OSError as exc:
@@ -306,6 +312,22 @@ class Agent:
         # /v1/query: prepared queries; failover ranks datacenters by the same WAN coordinates (http/query.py)
         query_routes.register(app, backend, datacenters, self.cfg.datacenter, self.cfg.node_name)
 
+    async def _start_https(self, app: Application) -> HTTPServer:
+        cfg = self.cfg
+        try:
+            ctx = cfg.tls.https_server_context()
+        except TLSConfigError as exc:
+            raise StartupError(f"Failed to start HTTPS server: {exc}") from None
+        addrs = cfg.https_addr.split() if cfg.https_addr else cfg.client_addrs()
+        try:
+            server = await serve(app, addrs, cfg.ports.https, ssl=ctx)
+        except OSError as exc:
+            raise StartupError(f"Failed to start HTTPS server on {' '.join(addrs)}:{cfg.ports.https}: "
+                               f"{exc.strerror}") from None
+        log.info("Started HTTPS server: address=%s:%d network=tcp verify_incoming=%s", " ".join(addrs),
+                 cfg.ports.https, cfg.tls.incoming_https_verified())
+        return server
+
     async def _start_dns(self) -> None:
         """The DNS interface on ports.dns at addresses.dns (else the client addresses), UDP and TCP."""
         from pyconsul.agent.dns.server import DNSServer
@@ -479,6 +501,8 @@ class Agent:
                 await t
         if self.runner is not None:
             await self.runner.close()
+        if self.https is not None:
+            await self.https.close()
         if self.dns is not None:
             await self.dns.close()
         if self.check_runner is not None:

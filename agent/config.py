@@ -32,6 +32,8 @@ from pyconsul.agent.dns.config import DNSConfig, SOAConfig, normalize_domain
 from pyconsul.agent.flags import FlagSet, format_duration, parse_duration
 from pyconsul.agent.gossip.config import GossipConfig
 from pyconsul.agent.raft.config import RaftConfig
+from pyconsul.agent.tlsutil import KEYS as TLS_KEYS
+from pyconsul.agent.tlsutil import TLSConfig, TLSConfigError
 
 # Re-exported: the presets live beside their cores (pure modules), the agent's config embeds them.
 __all__ = ["AgentConfig", "ConfigError", "GossipConfig", "Ports", "RaftConfig"]
@@ -52,6 +54,7 @@ class Ports:
     serf_lan: int = 8301
     serf_wan: int = 8302
     server: int = 8300
+    https: int = -1  # the HTTP API over TLS (agent/tlsutil.py); -1: off, Consul's default
 
 
 @dataclass
@@ -126,6 +129,9 @@ class AgentConfig:
     # the DNS interface (agent/dns): domain, alt_domain, recursors, addresses.dns and the dns_config keys
     dns_config: DNSConfig = field(default_factory=DNSConfig)
     dns_addr: str | None = None  # addresses.dns: listen here instead of client_addr (space-separated list)
+    # TLS: ca_file, cert_file, verify_* ... (top-level keys, agent/tlsutil.py); HTTPS at https_addr or client_addr
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    https_addr: str | None = None  # addresses.https (space-separated list)
     # keys of features not built yet (config_schema.LATER_KEYS), type-checked and ignored (one warning per feature)
     ignored: dict[str, object] = field(default_factory=dict)
 
@@ -214,7 +220,7 @@ class AgentConfig:
                               f"{_show(self.client_addr)}")
         for f in fields(Ports):
             port = getattr(self.ports, f.name)
-            disabled = port == -1 and f.name in ("dns", "http")
+            disabled = port == -1 and f.name in ("dns", "http", "https")
             if not disabled and not 1 <= port <= 65535:
                 raise ConfigError(f"ports.{f.name}: {port} is not a valid port")
         for name in ("retry_interval", "retry_interval_wan"):
@@ -260,6 +266,13 @@ class AgentConfig:
                               f"{_show(self.dns_addr)}")
         self.gossip_lan.validate("gossip_lan.")
         self.gossip_wan.validate("gossip_wan.")
+        if self.https_addr is not None and not all(_is_ip(a) for a in self.https_addr.split()):
+            raise ConfigError(f"addresses.https: not an IP address or a space-separated list of them: "
+                              f"{_show(self.https_addr)}")
+        try:
+            self.tls.validate()
+        except TLSConfigError as exc:
+            raise ConfigError(str(exc)) from None
         self._validate_definitions()
         return self._warnings()
 
@@ -291,6 +304,7 @@ class AgentConfig:
             warnings.append(f"bootstrap_expect = {n}: an even number of servers adds no failure tolerance")
         if self.bootstrap and not self.dev:
             warnings.append("bootstrap mode enabled: enable it on one server only, and only when necessary")
+        warnings.extend(self.tls.warnings(self.ports.https))
         warnings.extend(unbuilt_warnings(self.ignored))
         return warnings
 
@@ -327,7 +341,7 @@ KEYS: dict[str, Kind] = {
     "server": "bool", "bootstrap_expect": "int", "bootstrap": "bool",
     "bind_addr": "str", "advertise_addr": "str", "advertise_addr_wan": "str", "client_addr": "str",
     "ports.dns": "int", "ports.http": "int", "ports.serf_lan": "int", "ports.serf_wan": "int",
-    "ports.server": "int",
+    "ports.server": "int", "ports.https": "int", "addresses.https": "str",
     "start_join": "list", "retry_join": "list", "retry_interval": "duration", "retry_max": "int",
     "start_join_wan": "list", "retry_join_wan": "list", "retry_interval_wan": "duration",
     "retry_max_wan": "int",
@@ -349,6 +363,8 @@ KEYS: dict[str, Kind] = {
     "dns_config.a_record_limit": "int", "dns_config.enable_additional_node_meta_txt": "bool",
     "dns_config.soa.refresh": "int", "dns_config.soa.retry": "int", "dns_config.soa.expire": "int",
     "dns_config.soa.min_ttl": "int",
+    # TLS (agent/tlsutil.py; they land in AgentConfig.tls)
+    **TLS_KEYS,
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -363,7 +379,7 @@ _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_mult
             "performance.raft_profile": "raft_profile",
             "autopilot.cleanup_dead_servers": "autopilot_cleanup_dead_servers",
             "advertise_addrs.rpc": "advertise_addr_rpc", "limits.rpc_max_conns_per_client": "rpc_max_conns_per_client",
-            "addresses.dns": "dns_addr"}
+            "addresses.dns": "dns_addr", "addresses.https": "https_addr"}
 
 
 class _BadValue(Exception):
@@ -679,7 +695,9 @@ def from_flat(flat: Mapping[str, object]) -> AgentConfig:
         if group == "dns_config" or key in ("domain", "alt_domain", "recursors"):
             dns[sub if group == "dns_config" else key] = value
             continue
-        if group == "ports":
+        if key in TLS_KEYS:
+            setattr(cfg.tls, key, value)
+        elif group == "ports":
             setattr(cfg.ports, sub, value)
         elif group in gossip:
             gossip[group][sub] = value

@@ -23,14 +23,7 @@ Kind = Literal["str", "int", "bool", "duration", "list", "map", "object"]
 FEATURES: tuple[tuple[str, str], ...] = (
     ("acl", "ACLs are not built yet (issue 14)"),
     ("primary_datacenter", "ACLs are not built yet (issue 14)"),
-    ("ports.https", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
-    ("addresses.https", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
-    ("verify_", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
-    ("ca_", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
-    ("cert_file", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
-    ("key_file", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
-    ("tls_", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
-    ("auto_encrypt", "TLS (HTTPS, verify_*) is not built yet (issue 14)"),
+    ("auto_encrypt", "auto_encrypt (certificates from the servers) is not built"),
     ("dns_config", "these DNS settings are not built (answers are cached until the catalog changes)"),
     ("connect", "Connect (service mesh) is not built"),
     ("ports.grpc", "gRPC (Connect/xDS) is not built"),
@@ -55,12 +48,7 @@ LATER_KEYS: dict[str, Kind] = {
     "acl.tokens.master": "str", "acl.tokens.initial_management": "str", "acl.tokens.agent": "str",
     "acl.tokens.agent_master": "str", "acl.tokens.agent_recovery": "str", "acl.tokens.default": "str",
     "acl.tokens.replication": "str",
-    # TLS (issue 14)
-    "ports.https": "int", "addresses.https": "str",
-    "verify_incoming": "bool", "verify_incoming_rpc": "bool", "verify_incoming_https": "bool",
-    "verify_outgoing": "bool", "verify_server_hostname": "bool",
-    "ca_file": "str", "ca_path": "str", "cert_file": "str", "key_file": "str", "tls_min_version": "str",
-    "tls_cipher_suites": "str", "tls_prefer_server_cipher_suites": "bool",
+    # TLS: the others are built (tlsutil.KEYS)
     "auto_encrypt.tls": "bool", "auto_encrypt.allow_tls": "bool",
     # DNS settings pyconsul does not have (the others are config.KEYS)
     "dns_config.use_cache": "bool", "dns_config.cache_max_age": "duration", "dns_config.disable_compression": "bool",

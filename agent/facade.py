@@ -147,6 +147,9 @@ class AgentFacade:
                 "SerfPortLAN": cfg.ports.serf_lan,
                 "SerfPortWAN": cfg.ports.serf_wan,
                 "HTTPPort": cfg.ports.http,
+                "HTTPSPort": cfg.ports.https,
+                "VerifyIncoming": cfg.tls.verify_incoming, "VerifyOutgoing": cfg.tls.verify_outgoing,
+                "VerifyServerHostname": cfg.tls.verify_server_hostname,
                 "EncryptKey": "hidden" if cfg.encrypt else "",
             },
             "Coord": self.lan.coordinate().to_json(),  # the LAN coordinate (Consul: of the default segment)

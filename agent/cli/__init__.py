@@ -9,6 +9,7 @@
     catalog.py   catalog datacenters|nodes|services
     operator.py  operator raft list-peers|remove-peer
     snapshot.py  snapshot save|restore|inspect
+    tls.py       tls ca create, tls cert create
     services.py  services register|deregister
     maint.py     maint, reload
     recipes.py   the lock and semaphore recipes (sessions + KV) behind lock.py (lock)
@@ -43,6 +44,7 @@ from pyconsul.agent.cli import (
     rtt,
     services,
     snapshot,
+    tls,
     watch,
 )
 from pyconsul.agent.cli.common import CLIError, Exit
@@ -58,6 +60,7 @@ COMMANDS: dict[str, tuple[common.Command, str]] = {
     "catalog": (catalog.cmd_catalog, "Interact with the catalog"),
     "operator": (operator.cmd_operator, "Provides cluster-level tools for Consul operators"),
     "snapshot": (snapshot.cmd_snapshot, "Saves, restores and inspects snapshots of the servers' state"),
+    "tls": (tls.cmd_tls, "Builtin helpers for creating CAs and certificates"),
 }
 
 

@@ -59,6 +59,7 @@ HEAD_TIMEOUT = 30.0  # from the first byte of a request to the end of its head (
 BODY_TIMEOUT = 30.0  # longest silence while a body is arriving (408)
 KEEPALIVE_TIMEOUT = 75.0  # idle connection between requests (closed silently)
 LINGER_TIMEOUT = 2.0  # draining the peer after we shut down our side
+TLS_HANDSHAKE_TIMEOUT = 10.0  # HTTPS: from accept to the end of the TLS handshake (then closed)
 MAX_PENDING = 256 * 1024  # input buffered while a handler runs; beyond it we stop reading the socket
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -238,6 +239,7 @@ class _Connection(asyncio.Protocol):
         self.srv, self.loop = srv, srv.loop
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
+        self.tls = False  # an HTTPS connection (serve(ssl=...))
         self.buf = bytearray()
         self.state = _HEAD
         self.scan = 0  # where to resume looking for the end of a head
@@ -256,6 +258,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) else None
+        self.tls = transport.get_extra_info("sslcontext") is not None
         self.srv.conns.add(self)
         self.deadline = self.loop.time() + HEAD_TIMEOUT  # the first request must come soon
 
@@ -288,7 +291,7 @@ class _Connection(asyncio.Protocol):
             self._close()
         elif self.state != _BUSY and not self.write_paused:
             self._process()
-        return True  # keep our side open to answer what was already sent
+        return not self.tls  # keep our side open to answer what was already sent (TLS cannot: asyncio closes)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -651,10 +654,14 @@ class HTTPServer:
         await self._server.wait_closed()
 
 
-async def serve(app: Application, host: str | list[str] | None, port: int, *, backlog: int = 1024) -> HTTPServer:
+async def serve(app: Application, host: str | list[str] | None, port: int, *, backlog: int = 1024,
+                ssl: Any = None) -> HTTPServer:
     """Listen on host:port, or on each of several hosts (port 0: any free port); raises OSError if an
-    address cannot be bound."""
+    address cannot be bound. `ssl`: an ssl.SSLContext serves HTTPS (agent/tlsutil.py); a TLS handshake
+    must finish within TLS_HANDSHAKE_TIMEOUT, and the connection exists for the app only once it has."""
     loop = asyncio.get_running_loop()
     srv = _Server(app, loop)
-    server = await loop.create_server(lambda: _Connection(srv), host, port, reuse_address=True, backlog=backlog)
+    tls: dict[str, Any] = {"ssl": ssl, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT} if ssl is not None else {}
+    server = await loop.create_server(lambda: _Connection(srv), host, port, reuse_address=True, backlog=backlog,
+                                      **tls)
     return HTTPServer(server, srv, loop.create_task(srv.sweep()))

@@ -366,7 +366,7 @@ def test_weakly_typed_integers(tmp_path: Path, value: object, want: int) -> None
         ({"retry_interval": [1]}, "retry_interval: expected a duration, got [1]"),
         ({"ports": 8500}, "ports: expected an object, got 8500"),
         ({"ports": {"gopher": 70}}, "ports.gopher: unknown configuration key"),
-        ({"ports": {"https": "x"}}, 'ports.https: expected an integer, got "x"'),  # not built, still type-checked
+        ({"ports": {"https": "x"}}, 'ports.https: expected an integer, got "x"'),
         ({"acl": {"tokens": {"master": 1}}}, "acl.tokens.master: expected a string, got 1"),
         ({"acl": {"tokens": "x"}}, 'acl.tokens: expected an object, got "x"'),
         ({"node_meta": {"rack": 1}}, 'node_meta: expected an object of strings, got {"rack": 1}'),

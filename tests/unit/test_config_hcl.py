@@ -119,8 +119,8 @@ def test_hcl_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
 
 def test_unbuilt_features_warn_once_per_feature_naming_the_keys(tmp_path: Path) -> None:
     doc = {"primary_datacenter": "dc1", "acl": {"enabled": True, "tokens": {"agent": "t"}},
-           "ports": {"https": 8501, "grpc": -1}, "verify_incoming": True, "verify_outgoing": False,
-           "ca_file": "/ca.pem", "connect": {"enabled": True, "ca_config": {"x": 1}},
+           "ports": {"grpc": -1}, "auto_encrypt": {"tls": True, "allow_tls": False},
+           "connect": {"enabled": True, "ca_config": {"x": 1}},
            "telemetry": {"prometheus_retention_time": "1m"}, "recursors": ["1.1.1.1"],
            "dns_config": {"allow_stale": True, "use_cache": True}, "node_meta": {"rack": "r1"}}
     (tmp_path / "a.json").write_text(json.dumps(doc))
@@ -130,9 +130,9 @@ def test_unbuilt_features_warn_once_per_feature_naming_the_keys(tmp_path: Path) 
     acl = [w for w in warnings if w.startswith("ACLs are not built yet (issue 14)")]
     assert acl == ["ACLs are not built yet (issue 14): primary_datacenter, acl.enabled, acl.tokens.agent "
                    "accepted and ignored"]
-    tls = [w for w in warnings if w.startswith("TLS")]
-    assert len(tls) == 1 and "ports.https, verify_incoming, ca_file" in tls[0]
-    assert "verify_outgoing" not in tls[0]  # false: the feature stays off, nothing is ignored
+    tls = [w for w in warnings if w.startswith("auto_encrypt")]  # TLS is built (agent/tlsutil.py); this is not
+    assert len(tls) == 1 and "auto_encrypt.tls" in tls[0]
+    assert "allow_tls" not in tls[0]  # false: the feature stays off, nothing is ignored
     assert not any("ports.grpc" in w for w in warnings)  # -1: off
     assert any("Connect" in w and "connect.enabled, connect.ca_config" in w for w in warnings)
     assert any("DNS" in w and "dns_config.use_cache" in w for w in warnings)
@@ -142,7 +142,7 @@ def test_unbuilt_features_warn_once_per_feature_naming_the_keys(tmp_path: Path) 
 
 def test_disabled_features_give_no_warning(tmp_path: Path) -> None:
     flat = parse_config_object({"acl": {"enabled": False}, "ports": {"https": -1, "grpc_tls": -1}})
-    assert flat == {"ignored:acl.enabled": False, "ignored:ports.https": -1, "ignored:ports.grpc_tls": -1}
+    assert flat == {"ignored:acl.enabled": False, "ports.https": -1, "ignored:ports.grpc_tls": -1}
     (tmp_path / "a.json").write_text(json.dumps({"acl": {"enabled": False}, "ports": {"https": -1}}))
     _, warnings = build_config({"config-file": [str(tmp_path / "a.json")], "data-dir": str(tmp_path)})
     assert warnings == []
