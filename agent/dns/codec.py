@@ -102,6 +102,33 @@ def parse_query(data: bytes, tcp: bool = False) -> Query:
     return Query(qid, bool(flags & RD), r.Question(name, int(q.rdtype), tcp, edns_size), msg.edns >= 0, msg)
 
 
+def cache_key(data: bytes) -> bytes | None:
+    """What identifies a query's answer, cheaply: the bytes after the ID up to the end of the question, plus,
+    for a query with one OPT record, its payload size and flags, without its options (a client's EDNS cookie
+    differs per query; our answers never depend on options). None when the packet has another shape (then it
+    is parsed in full). Queries with equal keys have equal answers, but for their IDs."""
+    n = len(data)
+    i = 12
+    while i < n:
+        length = data[i]
+        if length == 0:
+            break
+        if length & 0xC0:
+            return None
+        i += length + 1
+    end = i + 5  # the root label, qtype, qclass
+    if end > n or data[4:6] != b"\x00\x01" or data[6:10] != b"\x00\x00\x00\x00":
+        return None
+    ar = data[11] | data[10] << 8
+    if end == n:
+        return data[2:end] if ar == 0 else None
+    if ar != 1 or end + 11 > n or data[end] != 0 or data[end + 1:end + 3] != b"\x00\x29":
+        return None
+    if end + 11 + (data[end + 9] << 8 | data[end + 10]) != n:  # the OPT's rdata must end the packet
+        return None
+    return data[2:end] + data[end + 3:end + 9]
+
+
 def error_response(data: bytes, rcode: int, *, recursion_available: bool = False) -> bytes:
     """A header-only answer carrying the query's ID, opcode and RD bit and `rcode` (FORMERR, NOTIMP, ...)."""
     qid, flags = struct.unpack_from("!HH", data)

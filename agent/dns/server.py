@@ -1,15 +1,16 @@
 """The DNS server: UDP and TCP on ports.dns at every client address, answering from dns/resolver.py.
 
-Hot path (UDP): an answer cache keyed by the query's bytes after its ID (flags, question, EDNS record: the
-same bytes always get the same answer) holds a few wire encodings of the answer (different shuffles of the
-instances) and serves them in turn with the query's ID patched in, inside datagram_received: no task, no
-parsing. A miss parses the query (dns/codec.py), resolves it against the catalog view (dns/views.py) and
-fills the cache; when the view lacks the name the query waits for one read (concurrent misses for one name
-share it). A view change drops every cached answer built from it.
+Hot path (UDP): an answer cache keyed by the query's bytes after its ID up to the end of the question, plus
+its EDNS payload size and flags (codec.cache_key: equal keys always get the same answer; a client's EDNS
+cookie does not matter) holds a few wire encodings of the answer (different shuffles of the instances) and
+serves them in turn with the query's ID patched in, inside datagram_received: no task, no full parse. A miss
+parses the query (dns/codec.py) and resolves it against the catalog view (dns/views.py); when the view lacks
+a name the query waits for one read (concurrent misses for one name share it). A view change drops every
+cached answer built from it; an answer is cached only when every view it was built from is current.
 
 Malformed queries are answered FORMERR/NOTIMP/REFUSED (or dropped: too short, or not a query) and counted by
-reason in `stats` (`pyconsul info`, section dns). Names outside the domain go to `recursors` (UDP, then TCP
-when the UDP answer is truncated; each recursor in turn within recursor_timeout; SERVFAIL when none answers).
+reason in `stats` (`pyconsul info`, section dns). Names outside the domain go to `recursors` (over the
+client's transport, each recursor in turn within recursor_timeout; SERVFAIL when none answers).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ class DNSServer:
 
     def udp_received(self, data: bytes, addr: Any, transport: asyncio.DatagramTransport) -> None:
         """The hot path: a cached answer with the ID patched in, or the slow path."""
-        c = self.cache.get(data[2:])
+        key = codec.cache_key(data)
+        c = self.cache.get(key) if key is not None else None
         if c is not None:
             c.n += 1
             w = c.wires[c.n % len(c.wires)]
@@ -146,25 +148,28 @@ class DNSServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _try(self, q: codec.Query, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> bool:
-        """Answer `q` now if the view has what it needs; False if a view must be filled first."""
-        result = r.resolve(q.question, self.views, self.cfg, self.local_dc, time.time(), self.rng)
-        if isinstance(result, r.Need):
-            return False
-        if isinstance(result, r.Recurse):
+    def _try(self, q: codec.Query, data: bytes, tcp: bool, send: Callable[[bytes], None],
+             view: r.View | None = None) -> bool:
+        """Answer `q` now if the view has what it needs; False if a view must be filled (or recursion) first.
+        The answer is cached (UDP) only when every view it was built from is current in self.views."""
+        v = view or self.views
+        result = r.resolve(q.question, v, self.cfg, self.local_dc, time.time(), self.rng)
+        if isinstance(result, r.Need | r.Recurse):
             return False
         wire = self._encode(q, result)
         send(wire)
         self.stats[f"rcode_{result.rcode}"] += 1
         if (not tcp and result.depends and result.rcode != r.SERVFAIL
-                and "query" not in (k[0] for k in result.depends)):
+                and all(k[0] != "query" and self.views.get(k) is v.get(k) for k in result.depends)):
             wires = [wire]
             if len(result.groups) > 1:
                 for _ in range(VARIANTS - 1):
-                    again = r.resolve(q.question, self.views, self.cfg, self.local_dc, time.time(), self.rng)
+                    again = r.resolve(q.question, v, self.cfg, self.local_dc, time.time(), self.rng)
                     if isinstance(again, r.Answer):
                         wires.append(self._encode(q, again))
-            self._store(data[2:], wires, result.depends)
+            key = codec.cache_key(data)
+            if key is not None:
+                self._store(key, wires, result.depends)
         return True
 
     def _encode(self, q: codec.Query, a: r.Answer) -> bytes:
@@ -172,9 +177,12 @@ class DNSServer:
                                    enable_truncate=self.cfg.enable_truncate)
 
     async def _slow(self, q: codec.Query, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+        """A miss: fill the views the question needs (one shared read each), then answer from what was read."""
+        got: dict[r.ViewKey, Any] = {}
+        view = _Overlay(got, self.views)
         try:
             for _ in range(MAX_RESOLVE_ROUNDS):
-                result = r.resolve(q.question, self.views, self.cfg, self.local_dc, time.time(), self.rng)
+                result = r.resolve(q.question, view, self.cfg, self.local_dc, time.time(), self.rng)
                 if isinstance(result, r.Recurse):
                     send(await self._recurse(q, data, tcp))
                     return
@@ -186,11 +194,11 @@ class DNSServer:
                         send(codec.error_response(data, r.SERVFAIL))
                         return
                     try:
-                        await asyncio.shield(fut)
+                        got[result.key] = await asyncio.shield(fut)
                     finally:
                         self._pending(result.key, -1)
                     continue
-                self._try(q, data, tcp, send)
+                self._try(q, data, tcp, send, view)
                 return
             send(codec.error_response(data, r.SERVFAIL))
         except Exception:
@@ -269,6 +277,18 @@ class DNSServer:
             log.debug("dns: recursor %s:%d answered rcode %d", host, port, reply[3] & 0xF)
         self.errors["recursor_failed"] += 1
         return codec.error_response(data, r.SERVFAIL, recursion_available=True)
+
+
+class _Overlay:
+    """The views, with the values this question's own reads returned laid over them."""
+
+    def __init__(self, got: dict[r.ViewKey, Any], views: Views) -> None:
+        self.got = got
+        self.views = views
+
+    def get(self, key: r.ViewKey) -> Any:
+        value = self.views.get(key)
+        return self.got.get(key, r.MISSING) if value is r.MISSING else value
 
 
 class _UDP(asyncio.DatagramProtocol):

@@ -1,17 +1,26 @@
 """The catalog view the DNS resolver reads: one entry per (kind, datacenter, name) asked for, kept fresh.
 
-An entry is filled by a read through the agent's backend (`health.service`, `catalog.node`, `catalog.nodes`;
-`?stale` when dns_config.allow_stale, re-read from the leader when the answering server's last contact is
-older than max_stale; `?dc=` forwarding for other datacenters) and then watched: a supervised task runs a
-long-lived blocking read of the same query and, when the index moves, replaces the entry and calls
-`on_change(key)` (the server drops cached answers built from it). So a check going critical reaches DNS
-answers one blocking-query wake-up after the server applies it.
+An entry is filled on demand by one read through the agent's backend (`health.service`, `catalog.node`,
+`catalog.nodes`; `?stale` when dns_config.allow_stale, re-read from the leader when the answering server's
+last contact is older than max_stale; `?dc=` forwarding for other datacenters). Concurrent misses for one key
+share that read.
 
-Bounds: at most MAX_WATCHED_NAMES entries (a new name beyond that evicts the least recently asked one); an
-entry not asked for in WATCH_IDLE seconds is dropped with its watcher. Concurrent misses for one key share
-one fill. A failed read gives a `Failed` entry (SERVFAIL) that is retried on the next question after a second.
-Prepared queries (`query` keys) are executed per question (their result depends on the asking node) and kept
-for QUERY_TTL seconds only.
+Freshness: per datacenter in use, three change detectors run long-lived blocking reads of the catalog's
+`checks`, `services` and `nodes` indexes (health.state / catalog.services / catalog.nodes with a filter that
+matches nothing, so each wake-up moves a few bytes). When one of them moves, every entry of that datacenter it
+can affect is dropped (`on_change(key)`: the server drops the cached answers built from it) and is read again
+when next asked for. So a check going critical leaves DNS answers one blocking-query wake-up plus one read
+after the servers apply it, and the number of blocking reads is 3 per datacenter however many names are
+asked for (a client agent's forwarded requests in flight are bounded). When a detector starts, or recovers
+from a failed read, it drops its datacenter's entries too (a change may have been missed). A read that
+overlaps a detected change is done again, so it cannot store what the change replaced.
+
+Bounds: at most MAX_WATCHED_NAMES entries (a new name beyond that evicts the least recently asked one);
+entries not asked for in WATCH_IDLE seconds are dropped, and a datacenter's detectors stop when it has no
+entries left. A failed read gives a `Failed` entry (SERVFAIL), read again on the next question after
+FAILED_RETRY. An entry is also read again after MAX_AGE whatever the detectors say (a lagging server behind a
+stale read cannot pin an old answer). Prepared queries (`query` keys) are executed per question (the answer
+depends on the asking node and the query's own failover) and kept QUERY_TTL seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,23 +41,32 @@ from pyconsul.agent.supervise import Supervisor
 
 log = logging.getLogger("agent.dns")
 
-BLOCK_WAIT = 60.0  # seconds one blocking read waits before it is renewed (and the idle check runs)
+BLOCK_WAIT = 60.0  # seconds one blocking read of a detector waits before it is renewed (and idle entries go)
 FAILED_RETRY = 1.0  # a Failed entry is read again after this long
 QUERY_TTL = 1.0
-RETRY_BACKOFF = (0.2, 5.0)  # a watcher whose read fails retries after this, doubling up to the second
+MAX_AGE = 300.0
+RETRY_BACKOFF = (0.2, 5.0)  # a detector whose read fails retries after this, doubling up to the second
+MAX_FILL_ROUNDS = 3  # reads of one entry while changes keep overlapping them
 
 QueryExec = Callable[[str, str], Awaitable[tuple[tuple[r.Instance, ...], float | None] | None]]
 
+# detector -> (query, args, the entry kinds a change can affect)
+_NOTHING = {"filter": 'Node == ""'}
+DETECTORS: dict[str, tuple[str, dict[str, Any], frozenset[str]]] = {
+    "checks": ("health.state", {"state": "any", "filter": 'CheckID == ""'}, frozenset({"service", "query"})),
+    "services": ("catalog.services", {"filter": 'ServiceName == ""'}, frozenset({"service", "query"})),
+    "nodes": ("catalog.nodes", _NOTHING, frozenset({"service", "query", "node", "nodes"})),
+}
+
 
 class _Entry:
-    __slots__ = ("filled", "task", "used", "value", "when")
+    __slots__ = ("filled", "used", "value", "when")
 
     def __init__(self) -> None:
         self.value: Any = r.MISSING
         self.used = time.monotonic()
         self.when = 0.0
-        self.filled: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.filled: asyncio.Future[Any] | None = None  # done with the value read
 
 
 class Views:
@@ -59,71 +78,83 @@ class Views:
         self.supervisor = supervisor
         self.on_change = on_change
         self.query_exec = query_exec
-        self.entries: dict[r.ViewKey, _Entry] = {}
-        self.stats = {"fills": 0, "fill_errors": 0, "updates": 0, "evicted": 0}
+        self.entries: OrderedDict[r.ViewKey, _Entry] = OrderedDict()
+        self.generation: dict[str, int] = {}  # per datacenter: detected changes so far
+        self.detectors: dict[str, list[asyncio.Task[None]]] = {}
+        self._fills: set[asyncio.Task[None]] = set()
+        self.stats = {"fills": 0, "fill_errors": 0, "changes": 0, "dropped": 0, "evicted": 0,
+                      "detector_errors": 0}
 
     # -------------------------------------------------------- the resolver's View
 
     def get(self, key: r.ViewKey) -> Any:
         e = self.entries.get(key)
-        if e is None:
+        if e is None or e.value is r.MISSING:
             return r.MISSING
         now = time.monotonic()
         e.used = now
-        if isinstance(e.value, r.Failed) and now - e.when > FAILED_RETRY:
-            return r.MISSING
-        if key[0] == "query" and now - e.when > QUERY_TTL:
+        self.entries.move_to_end(key)
+        age = now - e.when
+        if (age > MAX_AGE or (isinstance(e.value, r.Failed) and age > FAILED_RETRY)
+                or (key[0] == "query" and age > QUERY_TTL)):
             return r.MISSING
         return e.value
 
     # -------------------------------------------------------- filling
 
-    def fill(self, key: r.ViewKey) -> asyncio.Future[None]:
-        """A future done when `key` has a value (or a Failed); shared by concurrent callers."""
+    def fill(self, key: r.ViewKey) -> asyncio.Future[Any]:
+        """A future done with the value read for `key` (or a Failed); shared by concurrent callers. The value
+        answers the questions that waited for it even if a change drops the entry meanwhile."""
         e = self.entries.get(key)
         if e is None:
-            if len(self.entries) >= MAX_WATCHED_NAMES:
-                self._evict()
+            while len(self.entries) >= MAX_WATCHED_NAMES:
+                old, _ = self.entries.popitem(last=False)
+                self.stats["evicted"] += 1
+                self.on_change(old)
             e = self.entries[key] = _Entry()
-        if e.filled is None or (e.filled.done() and self.get(key) is r.MISSING):
+        if e.filled is None or e.filled.done():
             e.filled = asyncio.get_running_loop().create_future()
-            if e.task is not None:
-                e.task.cancel()
-            e.task = self.supervisor.spawn(f"dns-view:{key[0]}:{key[1]}:{key[2]}", self._run(key, e))
+            task = asyncio.get_running_loop().create_task(self._fill(key, e), name=f"dns-fill:{key[0]}:{key[2]}")
+            self._fills.add(task)
+            task.add_done_callback(self._fills.discard)
+        if key[0] != "query":
+            self._ensure_detectors(key[1])
         return e.filled
 
-    def _evict(self) -> None:
-        oldest = min(self.entries, key=lambda k: self.entries[k].used)
-        self._drop(oldest)
-        self.stats["evicted"] += 1
+    async def _fill(self, key: r.ViewKey, e: _Entry) -> None:
+        kind, dc, name = key
+        REQUEST_DC.set("" if dc == self.local_dc else dc)  # this task's own context
+        value: Any = r.MISSING
+        try:
+            for _ in range(MAX_FILL_ROUNDS):
+                gen = self.generation.get(dc, 0)
+                value = await self._read_value(kind, dc, name)
+                if self.generation.get(dc, 0) == gen:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except NotFound:
+            value = None
+        except Exception as exc:
+            self.stats["fill_errors"] += 1
+            log.debug("dns: reading %s failed: %s", key, exc)
+            value = r.Failed(_describe(exc))
+        finally:
+            self.stats["fills"] += 1
+            if self.entries.get(key) is e and value is not r.MISSING:
+                changed = e.value is not r.MISSING
+                e.value, e.when = value, time.monotonic()
+                if changed:
+                    self.on_change(key)
+            if e.filled is not None and not e.filled.done():
+                e.filled.set_result(r.Failed("read cancelled") if value is r.MISSING else value)
 
-    def _drop(self, key: r.ViewKey) -> None:
-        e = self.entries.pop(key, None)
-        if e is None:
-            return
-        if e.task is not None and e.task is not asyncio.current_task():
-            e.task.cancel()
-        if e.filled is not None and not e.filled.done():
-            e.filled.set_result(None)
-        self.on_change(key)
-
-    def _set(self, key: r.ViewKey, e: _Entry, value: Any) -> None:
-        changed = e.value is not r.MISSING and value != e.value
-        e.value, e.when = value, time.monotonic()
-        if e.filled is not None and not e.filled.done():
-            e.filled.set_result(None)
-        if changed:
-            self.stats["updates"] += 1
-            self.on_change(key)
-
-    async def close(self) -> None:
-        tasks = [e.task for e in self.entries.values() if e.task is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
-        self.entries.clear()
+    async def _read_value(self, kind: str, dc: str, name: str) -> Any:
+        if kind == "query":
+            return await self.query_exec(dc, name) if self.query_exec is not None else None
+        query, args, convert = _QUERIES[kind](name)
+        value, _ = await self._read(query, args, 0, 0.0)
+        return convert(value)
 
     async def _read(self, name: str, args: dict[str, Any], index: int, wait: float) -> tuple[Any, Any]:
         mode = "stale" if self.cfg.allow_stale else "default"
@@ -132,56 +163,67 @@ class Views:
             value, meta = await self.backend.read(name, args, "default", 0, 0.0)
         return value, meta
 
-    async def _run(self, key: r.ViewKey, e: _Entry) -> None:
-        kind, dc, name = key
-        REQUEST_DC.set("" if dc == self.local_dc else dc)  # this task's own context
-        if kind == "query":
-            await self._run_query(key, e)
+    # -------------------------------------------------------- change detection
+
+    def _ensure_detectors(self, dc: str) -> None:
+        tasks = self.detectors.get(dc)
+        if tasks and not all(t.done() for t in tasks):
             return
-        query, args, convert = _QUERIES[kind](name)
+        self.detectors[dc] = [self.supervisor.spawn(f"dns-detect:{dc}:{what}", self._detect(dc, what))
+                              for what in DETECTORS]
+
+    def _invalidate(self, dc: str, kinds: frozenset[str]) -> None:
+        self.generation[dc] = self.generation.get(dc, 0) + 1
+        for key in [k for k in self.entries if k[1] == dc and k[0] in kinds]:
+            e = self.entries[key]
+            if e.filled is not None and not e.filled.done():
+                continue  # a read in flight: it sees the generation move and reads again
+            del self.entries[key]
+            self.stats["dropped"] += 1
+            self.on_change(key)
+
+    def _idle(self, dc: str) -> bool:
+        """Drop entries nobody asked for in WATCH_IDLE; True when the datacenter has none left."""
+        now = time.monotonic()
+        for key in [k for k, e in self.entries.items() if k[1] == dc and now - e.used > WATCH_IDLE]:
+            del self.entries[key]
+            self.on_change(key)
+        return not any(k[1] == dc for k in self.entries)
+
+    async def _detect(self, dc: str, what: str) -> None:
+        """Block on one catalog index of `dc`; each move drops the entries it can affect."""
+        REQUEST_DC.set("" if dc == self.local_dc else dc)
+        query, args, kinds = DETECTORS[what]
         index = 0
         backoff = RETRY_BACKOFF[0]
-        first = True
         while True:
             try:
-                value, meta = await self._read(query, args, index, BLOCK_WAIT if index else 0.0)
+                _, meta = await self._read(query, args, index, BLOCK_WAIT if index else 0.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.stats["fill_errors"] += 1
-                if first:
-                    self.stats["fills"] += 1
-                    self._set(key, e, r.Failed(_describe(exc)))
-                    return  # the next question after FAILED_RETRY starts a new fill
-                log.debug("dns: watch of %s failed: %s", key, exc)
+                self.stats["detector_errors"] += 1
+                log.debug("dns: change detector %s/%s failed: %s", dc, what, exc)
+                index = 0
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF[1])
-                index = 0
                 continue
             backoff = RETRY_BACKOFF[0]
-            if first:
-                self.stats["fills"] += 1
-            first = False
-            self._set(key, e, convert(value))
-            index = meta.index if meta.index >= index else 0
-            if time.monotonic() - e.used > WATCH_IDLE:
-                self._drop(key)
+            if meta.index != index:  # a change, or (index 0) a fresh start that may have missed one
+                self.stats["changes"] += 1
+                self._invalidate(dc, kinds)
+            index = meta.index
+            if self._idle(dc):
                 return
 
-    async def _run_query(self, key: r.ViewKey, e: _Entry) -> None:
-        self.stats["fills"] += 1
-        if self.query_exec is None:
-            self._set(key, e, None)
-            return
-        try:
-            self._set(key, e, await self.query_exec(key[1], key[2]))
-        except asyncio.CancelledError:
-            raise
-        except NotFound:
-            self._set(key, e, None)
-        except Exception as exc:
-            self.stats["fill_errors"] += 1
-            self._set(key, e, r.Failed(_describe(exc)))
+    async def close(self) -> None:
+        tasks = [t for ts in self.detectors.values() for t in ts] + list(self._fills)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self.entries.clear()
 
 
 def _describe(exc: BaseException) -> str:

@@ -98,7 +98,8 @@ def question(name: str, qtype: str, *, edns: int | None = None, tcp: bool = Fals
 
 def group(i: int) -> tuple[tuple[r.RR, ...], tuple[r.RR, ...]]:
     target = f"node-with-a-longish-name-{i}.node.dc1.consul."
-    return (("big.service.consul.", r.SRV, 0, (1, 1, 8000 + i, target)),), ((target, r.A, 0, f"10.0.{i // 250}.{i % 250}"),)
+    srv: r.RR = ("big.service.consul.", r.SRV, 0, (1, 1, 8000 + i, target))
+    return (srv,), ((target, r.A, 0, f"10.0.{i // 250}.{i % 250}"),)
 
 
 @pytest.mark.parametrize(("edns", "tcp", "limit"), [(None, False, 512), (1232, False, 1232), (None, True, 65535)])
@@ -140,3 +141,27 @@ def test_over_64k_over_tcp_is_trimmed() -> None:
     wire = codec.encode_answer(q, ans, recursion_available=False, enable_truncate=True)
     assert 60000 < len(wire) <= 65535
     assert dns.message.from_wire(wire).flags & dns.flags.TC
+
+
+def test_cache_key_ignores_id_and_edns_options_only() -> None:
+    def wire(qid: int, name: str = "web.service.consul", qtype: str = "A", **kw: object) -> bytes:
+        m = dns.message.make_query(name, qtype, **kw)  # type: ignore[arg-type]
+        m.id = qid
+        return m.to_wire()
+
+    cookie = [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345678")]
+    other = [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"87654321")]
+    assert codec.cache_key(wire(1)) == codec.cache_key(wire(2)) is not None
+    assert codec.cache_key(wire(1, use_edns=0, options=cookie)) == codec.cache_key(wire(2, use_edns=0, options=other))
+    distinct = {codec.cache_key(w) for w in (wire(1), wire(1, qtype="SRV"), wire(1, name="WEB.service.consul"),
+                                             wire(1, use_edns=0), wire(1, use_edns=0, payload=4096))}
+    assert len(distinct) == 5 and None not in distinct
+    good = wire(1, use_edns=0)
+    assert codec.cache_key(good[:-1]) is None and codec.cache_key(good + b"x") is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_cache_key_total(data: bytes) -> None:
+    codec.cache_key(data)  # never raises
+    outcome(data)
