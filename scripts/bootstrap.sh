@@ -8,9 +8,11 @@ export DEBIAN_FRONTEND=noninteractive
 # systemd: for systemd-analyze (tests/lab/test_systemd_unit.py verifies the role's unit); it does not become
 # PID 1 here. debootstrap + systemd-container: lab hosts with `lab_init: systemd` (lab/nspawn.py) boot
 # systemd as PID 1 in a systemd-nspawn container on a debootstrapped Debian root. bind9-dnsutils: dig, for the DNS
-# interface's tests (tests/integration/test_dns.py).
+# interface's tests (tests/integration/test_dns.py). dnsmasq-base: the role's DNS forwarding
+# (tests/integration/test_role_dns_forwarding.py, lab hosts share the machine's /usr) and bench/dns's peer;
+# dnsperf: bench/dns.
 APT_PACKAGES=(python3 python3-venv python3-pip serf iproute2 procps curl openssh-server openssh-client nftables iptables
-              systemd debootstrap systemd-container bind9-dnsutils)
+              systemd debootstrap systemd-container bind9-dnsutils dnsmasq-base dnsperf)
 
 say() { printf '==> %s\n' "$*"; }
 
