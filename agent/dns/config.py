@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 # Bounds (README "Limits"): what a single query may make the agent do.
 MAX_UDP_ANSWER_LIMIT = 1000  # udp_answer_limit is capped here (Consul's maxUDPAnswerLimit is 8 for non-EDNS)
 MAX_RECURSORS = 16
-MAX_QUERY_BYTES = 65535  # a TCP message's length prefix cannot say more; UDP datagrams are read up to this
 MAX_TCP_CONNECTIONS = 512  # concurrent DNS-over-TCP connections; further ones are closed at once
 TCP_IDLE_TIMEOUT = 10.0  # seconds a DNS-over-TCP connection may stay idle (Consul/miekg: 8 s read timeout)
 MAX_WATCHED_NAMES = 4096  # catalog views kept fresh by blocking queries (services + nodes, per datacenter)

@@ -285,3 +285,26 @@ def test_srv_dedups_one_port_of_a_node() -> None:
     same = inst("n1", "10.0.0.1")
     view = {("service", "dc1", "dup"): (same, same, inst("n1", "10.0.0.1", port=81))}
     assert sorted(rr[3][2] for rr in answers(ask("dup.service.consul.", r.SRV, view=view))) == [80, 81]
+
+
+def test_readme_limits_match_the_code() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent.dns import codec, views
+    from pyconsul.agent.dns import config as dns_config
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("|")}
+    assert rows["DNS answer size: plain UDP / EDNS0 UDP / TCP"] == (
+        f"{codec.PLAIN_UDP_SIZE} B and at most {r.MAX_PLAIN_UDP_ANSWERS} instances (`udp_answer_limit`, 1 to "
+        f"{dns_config.MAX_UDP_ANSWER_LIMIT}, default {DNSConfig().udp_answer_limit}) / the client's payload size, "
+        f"at most {codec.MAX_EDNS_UDP_SIZE} B / 65535 B")
+    assert rows["DNS catalog views kept (names asked for, per kind and datacenter) / cached wire answers"] == (
+        f"{dns_config.MAX_WATCHED_NAMES} (idle {dns_config.WATCH_IDLE:g} s) / {dns_config.MAX_CACHED_ANSWERS}")
+    assert views.MAX_AGE <= dns_config.WATCH_IDLE
+    assert rows["DNS queries waiting for one name's first read"] == str(dns_config.MAX_PENDING_PER_NAME)
+    assert rows["DNS-over-TCP connections / idle time per connection"] == (
+        f"{dns_config.MAX_TCP_CONNECTIONS} / {dns_config.TCP_IDLE_TIMEOUT:g} s")
+    assert rows["`recursors`"] == str(dns_config.MAX_RECURSORS)
