@@ -16,10 +16,11 @@ from a failed read, it drops its datacenter's entries too (a change may have bee
 overlaps a detected change is done again, so it cannot store what the change replaced.
 
 Bounds: at most MAX_WATCHED_NAMES entries (a new name beyond that evicts the least recently asked one);
-entries not asked for in WATCH_IDLE seconds are dropped, and a datacenter's detectors stop when it has no
-entries left. A failed read gives a `Failed` entry (SERVFAIL), read again on the next question after
-FAILED_RETRY. An entry is also read again after MAX_AGE whatever the detectors say (a lagging server behind a
-stale read cannot pin an old answer). Prepared queries (`query` keys) are executed per question (the answer
+a sweep every SWEEP_INTERVAL seconds drops entries not asked for in WATCH_IDLE seconds, and entries read more
+than MAX_AGE seconds ago whatever the detectors say (so a stale read answered by a lagging server just after a
+detected change cannot pin an old answer), with the answers built from them; a datacenter's detectors stop
+when it has no entries left. A failed read gives a `Failed` entry (SERVFAIL), read again on the next question
+after FAILED_RETRY. Prepared queries (`query` keys) are executed per question (the answer
 depends on the asking node and the query's own failover) and kept QUERY_TTL seconds.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -44,7 +46,8 @@ log = logging.getLogger("agent.dns")
 BLOCK_WAIT = 60.0  # seconds one blocking read of a detector waits before it is renewed (and idle entries go)
 FAILED_RETRY = 1.0  # a Failed entry is read again after this long
 QUERY_TTL = 1.0
-MAX_AGE = 300.0
+MAX_AGE = 30.0
+SWEEP_INTERVAL = 5.0
 RETRY_BACKOFF = (0.2, 5.0)  # a detector whose read fails retries after this, doubling up to the second
 MAX_FILL_ROUNDS = 3  # reads of one entry while changes keep overlapping them
 
@@ -82,7 +85,8 @@ class Views:
         self.generation: dict[str, int] = {}  # per datacenter: detected changes so far
         self.detectors: dict[str, list[asyncio.Task[None]]] = {}
         self._fills: set[asyncio.Task[None]] = set()
-        self.stats = {"fills": 0, "fill_errors": 0, "changes": 0, "dropped": 0, "evicted": 0,
+        self._sweeper: asyncio.Task[None] | None = None
+        self.stats = {"fills": 0, "fill_errors": 0, "changes": 0, "dropped": 0, "evicted": 0, "aged": 0,
                       "detector_errors": 0}
 
     # -------------------------------------------------------- the resolver's View
@@ -169,8 +173,11 @@ class Views:
         tasks = self.detectors.get(dc)
         if tasks and not all(t.done() for t in tasks):
             return
-        self.detectors[dc] = [self.supervisor.spawn(f"dns-detect:{dc}:{what}", self._detect(dc, what))
+        self.detectors[dc] = [self.supervisor.spawn(f"dns-detect:{dc}:{what}",
+                                                    functools.partial(self._detect, dc, what), restart=True)
                               for what in DETECTORS]
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = self.supervisor.spawn("dns-sweep", self._sweep, restart=True)
 
     def _invalidate(self, dc: str, kinds: frozenset[str]) -> None:
         self.generation[dc] = self.generation.get(dc, 0) + 1
@@ -182,13 +189,23 @@ class Views:
             self.stats["dropped"] += 1
             self.on_change(key)
 
-    def _idle(self, dc: str) -> bool:
-        """Drop entries nobody asked for in WATCH_IDLE; True when the datacenter has none left."""
-        now = time.monotonic()
-        for key in [k for k, e in self.entries.items() if k[1] == dc and now - e.used > WATCH_IDLE]:
-            del self.entries[key]
-            self.on_change(key)
-        return not any(k[1] == dc for k in self.entries)
+    async def _sweep(self) -> None:
+        """Drop idle and old entries (and the answers built from them); stop the detectors of datacenters
+        that have no entries left."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for key, e in list(self.entries.items()):
+                if e.filled is not None and not e.filled.done():
+                    continue
+                if now - e.used > WATCH_IDLE or now - e.when > MAX_AGE:
+                    del self.entries[key]
+                    self.stats["aged"] += 1
+                    self.on_change(key)
+            used = {k[1] for k in self.entries}
+            for dc in [d for d in self.detectors if d not in used]:
+                for t in self.detectors.pop(dc):
+                    t.cancel()
 
     async def _detect(self, dc: str, what: str) -> None:
         """Block on one catalog index of `dc`; each move drops the entries it can affect."""
@@ -213,11 +230,11 @@ class Views:
                 self.stats["changes"] += 1
                 self._invalidate(dc, kinds)
             index = meta.index
-            if self._idle(dc):
-                return
 
     async def close(self) -> None:
         tasks = [t for ts in self.detectors.values() for t in ts] + list(self._fills)
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
         for t in tasks:
             t.cancel()
         for t in tasks:

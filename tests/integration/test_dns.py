@@ -8,6 +8,7 @@ malformed packets (answered with errors, counted in `pyconsul info`, the agent k
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import struct
@@ -225,6 +226,16 @@ def test_dns_single_datacenter(cluster: Cluster, stub: StubUpstream) -> None:
             except TimeoutError:
                 break
     assert set(rcodes) <= {1, 4, 5} and 1 in rcodes and 4 in rcodes  # FORMERR, NOTIMP
+    with socket.create_connection((server.ip, PORT), timeout=5) as conn:  # over TCP: a bad message, then a good one
+        junk = good[:12] + b"\x05abc"
+        conn.sendall(struct.pack("!H", len(junk)) + junk + struct.pack("!H", len(good)) + good)
+        replies = []
+        for _ in range(2):
+            (n,) = struct.unpack("!H", conn.recv(2, socket.MSG_WAITALL))
+            replies.append(dns.message.from_wire(conn.recv(n, socket.MSG_WAITALL)))
+    assert replies[0].rcode() == dns.rcode.FORMERR and addrs(replies[1]) == {"10.1.0.1"}
+    with socket.create_connection((server.ip, PORT), timeout=5) as conn:
+        conn.sendall(b"\x10\x00half a message")  # then hang up
     assert addrs(ask(server, "web.service.consul")) == {"10.1.0.1"}
     stats = server.api("/v1/agent/self")["Stats"]["dns"]
     assert int(stats["errors_malformed"]) >= 2 and int(stats["errors_opcode"]) >= 1
@@ -239,7 +250,7 @@ def test_dns_across_datacenters(cluster: Cluster) -> None:
     sh = cluster.agent("sh1", f"{ip}.2", "-server", "-bootstrap", "-datacenter=SH", f"-dns-port={PORT}")
     bj.cli("join", "-wan", f"{ip}.2")
     for p in (bj, sh):
-        wait_for(lambda p=p: p.api("/v1/status/leader"), 20, f"{p.name} leader")
+        wait_for(functools.partial(p.api, "/v1/status/leader"), 20, f"{p.name} leader")
     register(sh, "shweb", "10.3.0.1", "web")
     register(bj, "bjweb", "10.4.0.1", "web")
     wait_for(lambda: addrs(ask(bj, "web.service.sh.consul")) == {"10.3.0.1"}, 30, "SH's web through BJ's DNS")
