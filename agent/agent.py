@@ -38,6 +38,7 @@ from pyconsul.agent.local import ae
 from pyconsul.agent.local.manager import DEREGISTER_MIN, REAP_INTERVAL, LocalAgent, catalog_alias_query
 from pyconsul.agent.local.sync import AntiEntropy, NodeInfo
 from pyconsul.agent.process import StartupError, run_until_stopped, setup_logging
+from pyconsul.agent.raft.rpctls import RpcTLS
 from pyconsul.agent.raft.transport import RpcLimits, Transport
 from pyconsul.agent.rejoin import MemberSnapshots, Pools
 from pyconsul.agent.server.client import ClientBackend
@@ -189,8 +190,17 @@ class Agent:
                 raise StartupError(f"Raft storage is corrupt, refusing to start: {exc}") from None
             self.backend = self.server
         else:
-            self._client_transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, 0))  # requests only
+            self._client_transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, 0),  # requests only
+                                               tls=self._rpc_tls())
             self.backend = ClientBackend(self._client_transport, self.lan.members, cfg.datacenter)
+
+    def _rpc_tls(self) -> RpcTLS | None:
+        """TLS for server RPC (agent/raft/rpctls.py), or None when nothing asks for it (ssl then stays unloaded)."""
+        cfg = self.cfg
+        try:
+            return RpcTLS.from_config(cfg.tls, cfg.datacenter, cfg.dns_config.domain)
+        except TLSConfigError as exc:
+            raise StartupError(f"Failed to set up TLS for server RPC: {exc}") from None
 
     def _start_local(self) -> None:
         """The local services and checks (persisted ones, then the config files'), anti-entropy and reaping."""
@@ -382,7 +392,7 @@ class Agent:
         cfg = self.cfg
         fsm = StoreFSM()
         transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, cfg.ports.server),
-                              limits=RpcLimits(max_conns_per_client=cfg.rpc_max_conns_per_client))
+                              limits=RpcLimits(max_conns_per_client=cfg.rpc_max_conns_per_client), tls=self._rpc_tls())
         storage = RaftStorage.open(data / "raft")
         raft = RaftNode(self.node_id, cfg.raft_config(), storage, fsm, transport, rng=random.Random())
         server = ConsulServer(cfg, self.node_id, lan.members, transport, raft, fsm,

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyconsul.agent import errors
-from pyconsul.agent.raft import wire
+from pyconsul.agent.raft import rpctls, wire
 from pyconsul.agent.raft.messages import WireMessage
 from pyconsul.agent.raft.wire import Kind, WireError
 
@@ -94,6 +94,7 @@ class TransportStats:
     requests_refused: int = 0  # over the in-flight caps: answered Unavailable("too many requests")
     slow_readers: int = 0  # a reply not taken by the client in time: connection dropped
     replies_dropped: int = 0  # over the unsent reply caps: replaced by Unavailable
+    tls_refused: int = 0  # TLS (rpctls.py): plaintext when TLS is required, a failed or slow handshake
 
     def as_map(self) -> dict[str, str]:
         """For /v1/agent/self Stats (`pyconsul info`)."""
@@ -285,7 +286,7 @@ class _Peer:
         while True:
             try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our cancellation (stop() hangs)
                 async with asyncio.timeout(2.0):
-                    reader, writer = await asyncio.open_connection(host, int(port), local_addr=self.t.local_addr())
+                    reader, writer = await rpctls.dial(self.t.tls, host, int(port), self.t.local_addr(), True)
             except (OSError, TimeoutError, ValueError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -294,7 +295,8 @@ class _Peer:
             backoff = 0.01
             try:
                 writer.write(wire.frame([Kind.HELLO, self.t.server_id, self.t.datacenter]))
-                sock = writer.get_extra_info("socket")
+                # a TLS stream cannot take raw writes: no send_threadsafe shortcut over it
+                sock = writer.get_extra_info("socket") if writer.get_extra_info("sslcontext") is None else None
                 if sock is not None:
                     with self.lock:
                         self.fd = os.dup(sock.fileno())
@@ -393,7 +395,7 @@ class _Client:
                 return self.writer
             host, _, port = self.address.rpartition(":")
             async with asyncio.timeout(2.0):
-                reader, writer = await asyncio.open_connection(host, int(port), local_addr=self.t.local_addr())
+                reader, writer = await rpctls.dial(self.t.tls, host, int(port), self.t.local_addr(), False)
             writer.write(wire.frame([Kind.HELLO, self.t.server_id, self.t.datacenter]))
             self.writer = writer
             self.pending = {}  # this connection's requests: the old one's reader fails only its own
@@ -474,6 +476,7 @@ class Transport:
         on_request: Callable[[str, Any], Awaitable[Any]] | None = None,
         on_peer_lost: Callable[[str], None] | None = None,
         limits: RpcLimits | None = None,
+        tls: rpctls.RpcTLS | None = None,
     ) -> None:
         self.server_id = server_id
         self.on_peer_lost = on_peer_lost
@@ -491,6 +494,8 @@ class Transport:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.limits = limits or RpcLimits()
+        self.tls = tls  # TLS on this port and when dialling (rpctls.py); None: plaintext only
+        self._mux: rpctls.Listener | None = None  # the listener when TLS is on (first byte RPC_TLS: TLS)
         self._per_ip: dict[str, int] = {}
         self._inflight = 0
         self._inflight_bytes = 0
@@ -510,12 +515,18 @@ class Transport:
         def factory() -> _Inbound:  # asyncio.start_server's, with our protocol
             return _Inbound(asyncio.StreamReader(limit=16 * 1024, loop=loop), self._accept, loop)
 
+        if self.tls is not None and self.tls.listens():
+            self._mux = rpctls.Listener(self, self.tls, factory)
+            await self._mux.start(self.bind[0], self.bind[1])
+            return
         self._server = await loop.create_server(factory, self.bind[0], self.bind[1], reuse_address=True)
 
     async def stop(self) -> None:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        if self._mux is not None:
+            await self._mux.close()
         tasks = [p.task for p in self._peers.values()] + [c.reader_task for c in self._clients.values()
                                                           if c.reader_task is not None] + list(self._conns)
         for t in tasks:

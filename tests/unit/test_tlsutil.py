@@ -160,9 +160,7 @@ def test_config_file_keys_reach_the_tls_settings(pki: Path, tmp_path: Path) -> N
     cfg, warnings = build_config({"config-file": [str(tmp_path / "c.json")], "data-dir": str(tmp_path)})
     assert warnings == ["ports.https = 8501 without cert_file and key_file: the HTTPS server is not started"]
     assert TLSConfig().enabled() is False  # defaults: the agent never loads ssl
-    rpc = TLSConfig(ca_file=str(pki / "consul-agent-ca.pem"), verify_outgoing=True, verify_server_hostname=True)
-    assert rpc.warnings(-1) == ["TLS on server RPC (port 8300) is not built yet: verify_outgoing, "
-                                "verify_server_hostname accepted and ignored"]
+    assert TLSConfig(ca_file=str(pki / "consul-agent-ca.pem"), verify_outgoing=True).warnings(-1) == []
 
 
 # ---------------------------------------------------------------- contexts
@@ -193,12 +191,12 @@ def test_context_versions_ciphers_and_preference(pki: Path) -> None:
     assert all(name.startswith("TLS_") for name in CIPHER_SUITES)
 
 
-def test_client_context_checks_the_server_name_only_when_asked(pki: Path) -> None:
+def test_client_context_verifies_the_chain_only_when_asked(pki: Path) -> None:
     ca = str(pki / "consul-agent-ca.pem")
     ctx = TLSConfig(ca_file=ca, verify_outgoing=True).rpc_client_context()
     assert ctx.verify_mode == ssl.CERT_REQUIRED and not ctx.check_hostname
     ctx = TLSConfig(ca_file=ca, verify_server_hostname=True).rpc_client_context()
-    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and not ctx.check_hostname  # the name: agent/raft/rpctls.py
     ctx = TLSConfig().rpc_client_context()
     assert ctx.verify_mode == ssl.CERT_NONE
     assert server_name("dc1", "consul.") == "server.dc1.consul"
@@ -213,3 +211,30 @@ def test_bad_files_are_reported_by_key(pki: Path, tmp_path: Path) -> None:
                   key_file=str(pki / "dc1-client-consul-0-key.pem")).https_server_context()
     with pytest.raises(TLSConfigError, match="ca_file/ca_path: cannot load"):
         TLSConfig(ca_file=str(tmp_path / "junk.pem")).rpc_client_context()
+
+
+def test_rpc_tls_name_rule_and_when_it_is_on(pki: Path) -> None:
+    from pyconsul.agent.raft.rpctls import RpcTLS
+
+    ca = str(pki / "consul-agent-ca.pem")
+    assert RpcTLS.from_config(TLSConfig(), "dc1", "consul.") is None  # nothing asked: plaintext, ssl unused
+    rt = RpcTLS.from_config(_server_cfg(pki, verify_incoming_rpc=True, verify_server_hostname=True), "dc1",
+                            "consul.")
+    assert rt is not None and rt.listens() and rt.require_tls and rt.verify_name and rt.domain == "consul"
+    assert rt.server_ctx is not None and rt.server_ctx.verify_mode == ssl.CERT_REQUIRED
+    assert rt.client_ctx is not None  # verify_server_hostname implies verify_outgoing
+    only_out = RpcTLS.from_config(TLSConfig(ca_file=ca, verify_outgoing=True), "dc1", "consul")
+    assert only_out is not None and not only_out.listens() and only_out.server_ctx is None
+
+    def cert(*names: str) -> dict[str, object]:
+        return {"subjectAltName": (*(("DNS", n) for n in names), ("IP Address", "127.0.0.1"))}
+
+    assert rt.name_ok(cert("server.dc1.consul", "localhost"), same_dc=True)
+    assert rt.name_ok(cert("SERVER.DC1.CONSUL"), same_dc=True)
+    assert not rt.name_ok(cert("client.dc1.consul", "localhost"), same_dc=True)
+    assert not rt.name_ok(cert("server.dc2.consul"), same_dc=True)
+    assert rt.name_ok(cert("server.dc2.consul"), same_dc=False)  # a forwarded request may cross datacenters
+    assert not rt.name_ok(cert("server.dc1.consul.evil"), same_dc=False)
+    assert not rt.name_ok(cert("x.server.dc1.consul"), same_dc=True)
+    assert not rt.name_ok({"subject": ((("commonName", "server.dc1.consul"),),)}, same_dc=True)  # SANs only
+    assert not rt.name_ok(None, same_dc=True) and not rt.name_ok({}, same_dc=False)
