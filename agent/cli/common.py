@@ -61,8 +61,9 @@ def default_http_addr(environ: Mapping[str, str] | None = None) -> str:
     return DEFAULT_HTTP_ADDR
 
 
-def parse_http_addr(value: str) -> str:
-    """`host:port`, `http://host:port` or `https://host:port` -> base URL without a trailing slash."""
+def parse_http_addr(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """`host:port`, `http://host:port` or `https://host:port` -> base URL without a trailing slash
+    (`host:port` is https when $CONSUL_HTTP_SSL is true, as Consul's CLI)."""
     value = value.strip()
     if not value:
         raise CLIError("Error: -http-addr must not be empty")
@@ -71,7 +72,45 @@ def parse_http_addr(value: str) -> str:
         if scheme not in ("http", "https"):
             raise CLIError(f"Error: unsupported -http-addr scheme {scheme!r} (use http or https)")
         return value.rstrip("/")
-    return "http://" + value.rstrip("/")
+    env = os.environ if environ is None else environ
+    scheme = "https" if env.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true", "t", "yes") else "http"
+    return f"{scheme}://" + value.rstrip("/")
+
+
+TLS_ENVS = ("CONSUL_CACERT", "CONSUL_CAPATH", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_HTTP_SSL_VERIFY")
+
+
+def https_context(environ: Mapping[str, str] | None = None) -> Any:
+    """The ssl.SSLContext for https:// agent addresses from Consul's CLI variables ($CONSUL_CACERT,
+    $CONSUL_CAPATH, $CONSUL_CLIENT_CERT, $CONSUL_CLIENT_KEY, $CONSUL_HTTP_SSL_VERIFY=false), or None when none
+    is set (the system's trust store then applies)."""
+    env = os.environ if environ is None else environ
+    if not any(env.get(name) for name in TLS_ENVS):
+        return None
+    import ssl
+
+    try:
+        ctx = ssl.create_default_context(cafile=env.get("CONSUL_CACERT") or None,
+                                         capath=env.get("CONSUL_CAPATH") or None)
+        if env.get("CONSUL_CLIENT_CERT"):
+            ctx.load_cert_chain(env["CONSUL_CLIENT_CERT"], env.get("CONSUL_CLIENT_KEY") or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise CLIError(f"Error loading the TLS files named by $CONSUL_CACERT/$CONSUL_CLIENT_CERT...: {exc}") from None
+    if env.get("CONSUL_HTTP_SSL_VERIFY", "").lower() in ("0", "false", "f", "no"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def opener() -> Any:
+    """A urllib opener without proxies, with https_context() for https:// addresses."""
+    import urllib.request
+
+    handlers: list[Any] = [urllib.request.ProxyHandler({})]
+    ctx = https_context()
+    if ctx is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    return urllib.request.build_opener(*handlers)
 
 
 def dial_error(method: str, url: str, reason: object) -> str:
@@ -123,9 +162,8 @@ def api_request(
         req.add_header("Content-Type", "application/octet-stream")
     elif data is not None:
         req.add_header("Content-Type", "application/json")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(req, timeout=timeout) as resp:
+        with opener().open(req, timeout=timeout) as resp:
             payload: bytes = resp.read()
     except urllib.error.HTTPError as exc:
         text = exc.read().decode("utf-8", "replace").strip()
@@ -162,9 +200,8 @@ def api_read(
 
     pairs = sorted(query.items() if isinstance(query, Mapping) else query or (), key=lambda kv: kv[0])
     url = base_url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
+        with opener().open(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
             payload: bytes = resp.read()
             index = _index_header(resp.headers.get("X-Consul-Index"))
     except urllib.error.HTTPError as exc:
@@ -229,8 +266,9 @@ def parse(fs: FlagSet, args: Sequence[str], synopsis: str, description: str) -> 
 
 def http_flags(fs: FlagSet) -> None:
     fs.string("http-addr", default_http_addr(),
-              "Address of the agent's HTTP API: host:port or http://host:port. "
-              "Defaults to $CONSUL_HTTP_ADDR, then $PYCONSUL_HTTP_ADDR.")
+              "Address of the agent's HTTP API: host:port, http://host:port or https://host:port. "
+              "Defaults to $CONSUL_HTTP_ADDR, then $PYCONSUL_HTTP_ADDR. For HTTPS: $CONSUL_HTTP_SSL, "
+              "$CONSUL_CACERT, $CONSUL_CAPATH, $CONSUL_CLIENT_CERT, $CONSUL_CLIENT_KEY, $CONSUL_HTTP_SSL_VERIFY.")
     fs.string("token", "", "ACL token (accepted and ignored).")
 
 

@@ -61,9 +61,8 @@ def _stream(url: str) -> int:
     import urllib.error
     import urllib.request
 
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        resp = opener.open(urllib.request.Request(url, method="GET"), timeout=30.0)
+        resp = common.opener().open(urllib.request.Request(url, method="GET"), timeout=30.0)
     except urllib.error.HTTPError as exc:
         text = exc.read().decode("utf-8", "replace").strip()
         raise CLIError(f"Error starting monitor: Unexpected response code: {exc.code} ({text})") from None

@@ -4,7 +4,10 @@ a client without a certificate signed by the CA is refused at the handshake; py-
 from __future__ import annotations
 
 import json
+import os
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +17,7 @@ import consul
 import pytest
 
 from pyconsul.agent.cli.tls import CertSpec, create_ca, create_cert
-from tests.harness import Cluster, new_block, wait_for
+from tests.harness import ROOT, Cluster, new_block, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +84,17 @@ def test_https_beside_http_and_verify_incoming(cluster: Cluster, tmp_path: Path)
     assert c.kv.put("tls/y", "via-py-consul") is True
     _, item = consul.Consul(host=f"{ip}.1", port=8500).kv.get("tls/y")
     assert item is not None and item["Value"] == b"via-py-consul"
+    # the CLI with Consul's variables: an https:// address, the CA and a client certificate
+    env = {**os.environ, "CONSUL_HTTP_ADDR": f"https://{ip}.1:8501", "CONSUL_CACERT": pki["ca"],
+           "CONSUL_CLIENT_CERT": pki["cli"], "CONSUL_CLIENT_KEY": pki["cli_key"]}
+    cli = [sys.executable, "-m", "pyconsul.agent", "kv", "get", "tls/y"]
+    cp = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert (cp.returncode, cp.stdout) == (0, "via-py-consul\n"), cp.stderr
+    env["CONSUL_HTTP_ADDR"] = f"{ip}.1:8501"
+    env["CONSUL_HTTP_SSL"] = "true"
+    del env["CONSUL_CLIENT_CERT"], env["CONSUL_CLIENT_KEY"]
+    cp = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert cp.returncode == 1 and f'Get "https://{ip}.1:8501/v1/kv/tls/y' in cp.stderr  # no client cert: refused
     # the agent process loaded ssl because TLS is configured (and only then: test_agent_api)
     with open(f"/proc/{p.pid}/maps") as f:
         assert "_ssl." in f.read()

@@ -238,3 +238,21 @@ def test_rpc_tls_name_rule_and_when_it_is_on(pki: Path) -> None:
     assert not rt.name_ok(cert("x.server.dc1.consul"), same_dc=True)
     assert not rt.name_ok({"subject": ((("commonName", "server.dc1.consul"),),)}, same_dc=True)  # SANs only
     assert not rt.name_ok(None, same_dc=True) and not rt.name_ok({}, same_dc=False)
+
+
+def test_cli_https_settings_from_consuls_variables(pki: Path) -> None:
+    from pyconsul.agent.cli.common import CLIError, https_context, parse_http_addr
+
+    assert parse_http_addr("10.0.0.1:8501", {"CONSUL_HTTP_SSL": "true"}) == "https://10.0.0.1:8501"
+    assert parse_http_addr("10.0.0.1:8500", {}) == "http://10.0.0.1:8500"
+    assert parse_http_addr("http://10.0.0.1:8500", {"CONSUL_HTTP_SSL": "true"}) == "http://10.0.0.1:8500"
+    assert https_context({}) is None
+    ctx = https_context({"CONSUL_CACERT": str(pki / "consul-agent-ca.pem"),
+                         "CONSUL_CLIENT_CERT": str(pki / "dc1-cli-consul-0.pem"),
+                         "CONSUL_CLIENT_KEY": str(pki / "dc1-cli-consul-0-key.pem")})
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] == 1
+    loose = https_context({"CONSUL_HTTP_SSL_VERIFY": "false"})
+    assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
+    with pytest.raises(CLIError, match="Error loading the TLS files"):
+        https_context({"CONSUL_CACERT": str(pki / "nope.pem")})
