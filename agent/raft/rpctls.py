@@ -150,7 +150,8 @@ class Listener:
             self.sock.close()
 
     async def _accept_loop(self) -> None:
-        """Never ends but by close(): a failed accept (EMFILE, ...) is logged and retried after a pause."""
+        """Never ends but by close(): a failed accept (EMFILE, ...) is logged and retried after a pause. Like the
+        transport's own tasks it lives and dies with the transport (Transport.stop), not under agent/supervise.py."""
         loop = asyncio.get_running_loop()
         assert self.sock is not None
         while True:
@@ -160,6 +161,10 @@ class Listener:
                 raise
             except OSError as exc:
                 self.t._warn.warn("accept", "server RPC: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            except Exception:  # a bug: logged, and the port keeps accepting
+                log.exception("server RPC: accept failed")
                 await asyncio.sleep(0.1)
                 continue
             ip = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
@@ -220,6 +225,8 @@ class Listener:
             handed = True
         except OSError:
             return
+        except Exception:  # a bug: never silent; this connection is dropped
+            log.exception("server RPC: setting up a connection from %s failed", ip)
         finally:
             n = self.pending.get(ip, 1) - 1
             if n:
