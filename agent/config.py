@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from pyconsul.agent.acl.config import KEYS as ACL_KEYS
+from pyconsul.agent.acl.config import ACLConfig, ACLConfigError
 from pyconsul.agent.config_error import ConfigError
 from pyconsul.agent.config_hcl import HCLError, parse_hcl
 from pyconsul.agent.config_schema import LATER_KEYS, Kind, unbuilt_warnings
@@ -132,6 +134,8 @@ class AgentConfig:
     # TLS: ca_file, cert_file, verify_* ... (top-level keys, agent/tlsutil.py); HTTPS at https_addr or client_addr
     tls: TLSConfig = field(default_factory=TLSConfig)
     https_addr: str | None = None  # addresses.https (space-separated list)
+    # ACLs (agent/acl/config.py: the `acl { ... }` block)
+    acl: ACLConfig = field(default_factory=ACLConfig)
     # keys of features not built yet (config_schema.LATER_KEYS), type-checked and ignored (one warning per feature)
     ignored: dict[str, object] = field(default_factory=dict)
 
@@ -207,6 +211,10 @@ class AgentConfig:
             raise ConfigError("bootstrap_expect and bootstrap are mutually exclusive")
         if self.bootstrap and not self.server:
             raise ConfigError("bootstrap requires server mode")
+        try:
+            self.acl.validate()
+        except ACLConfigError as exc:
+            raise ConfigError(str(exc)) from None
         for name in ("bind_addr", "advertise_addr", "advertise_addr_wan"):
             value = getattr(self, name)
             if value is not None and not _is_ip(value):
@@ -365,6 +373,8 @@ KEYS: dict[str, Kind] = {
     "dns_config.soa.min_ttl": "int",
     # TLS (agent/tlsutil.py; they land in AgentConfig.tls)
     **TLS_KEYS,
+    # ACLs (agent/acl/config.py; they land in AgentConfig.acl)
+    **ACL_KEYS,
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",
@@ -697,6 +707,8 @@ def from_flat(flat: Mapping[str, object]) -> AgentConfig:
             continue
         if key in TLS_KEYS:
             setattr(cfg.tls, key, value)
+        elif key in ACL_KEYS:
+            cfg.acl.set_key(key, value)
         elif group == "ports":
             setattr(cfg.ports, sub, value)
         elif group in gossip:

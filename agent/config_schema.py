@@ -21,8 +21,8 @@ Kind = Literal["str", "int", "bool", "duration", "list", "map", "object"]
 
 # (key prefix, feature): the first matching prefix names the feature a key belongs to.
 FEATURES: tuple[tuple[str, str], ...] = (
-    ("acl", "ACLs are not built yet (issue 14)"),
-    ("primary_datacenter", "ACLs are not built yet (issue 14)"),
+    ("acl", "these ACL keys are not built (the acl { } block's Consul 1.7 keys are)"),
+    ("primary_datacenter", "ACL replication across datacenters is not built"),
     ("auto_encrypt", "auto_encrypt (certificates from the servers) is not built"),
     ("dns_config", "these DNS settings are not built (answers are cached until the catalog changes)"),
     ("connect", "Connect (service mesh) is not built"),
@@ -42,12 +42,9 @@ LATER_KEYS: dict[str, Kind] = {
     "primary_datacenter": "str", "acl_datacenter": "str", "acl_default_policy": "str", "acl_down_policy": "str",
     "acl_master_token": "str", "acl_agent_token": "str", "acl_agent_master_token": "str", "acl_token": "str",
     "acl_replication_token": "str", "acl_ttl": "duration", "acl_enforce_version_8": "bool",
-    "acl.enabled": "bool", "acl.default_policy": "str", "acl.down_policy": "str", "acl.policy_ttl": "duration",
-    "acl.role_ttl": "duration", "acl.token_ttl": "duration", "acl.enable_token_persistence": "bool",
-    "acl.enable_token_replication": "bool", "acl.enable_key_list_policy": "bool",
-    "acl.tokens.master": "str", "acl.tokens.initial_management": "str", "acl.tokens.agent": "str",
-    "acl.tokens.agent_master": "str", "acl.tokens.agent_recovery": "str", "acl.tokens.default": "str",
-    "acl.tokens.replication": "str",
+    # (the acl { } block's Consul 1.7 keys are built: agent/acl/config.py; these are not)
+    "acl.enable_token_replication": "bool", "acl.tokens.initial_management": "str",
+    "acl.tokens.agent_recovery": "str",
     # TLS: the others are built (tlsutil.KEYS)
     "auto_encrypt.tls": "bool", "auto_encrypt.allow_tls": "bool",
     # DNS settings pyconsul does not have (the others are config.KEYS)

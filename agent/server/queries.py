@@ -12,7 +12,7 @@ from typing import Any
 
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.filter.request import request_filter
-from pyconsul.agent.server import prepared_query_reads
+from pyconsul.agent.server import acl_reads, prepared_query_reads
 from pyconsul.agent.state.catalog_reads import HEALTH_STATES, Keep
 from pyconsul.agent.state.store import StateStore, kv_entry_json
 from pyconsul.agent.state.tables import SERVICE_EXTINCTION, service_index_name
@@ -161,6 +161,7 @@ QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), s
 # Prepared queries (agent/state/prepared_queries.py; the failover across datacenters is the caller's:
 # server/prepared_query.py). Index "prepared-queries"; an execute's index also moves with its service.
 QUERIES.update(prepared_query_reads.QUERIES)
+QUERIES.update(acl_reads.QUERIES)  # ACLs (agent/server/acl_reads.py; index "acl-tokens", "acl-policies")
 
 # ---------------------------------------------------------------- what a blocked query waits for
 
@@ -195,6 +196,7 @@ _WATCH: dict[str, Callable[[StateStore, dict[str, Any]], frozenset[str]]] = {
     "coordinate.node": lambda st, a: frozenset({"coordinates"}),
 }
 _WATCH.update(prepared_query_reads.WATCH)
+_WATCH.update(acl_reads.WATCH)
 
 
 def watch_names(store: StateStore, name: str, args: dict[str, Any]) -> frozenset[str] | None:

@@ -19,11 +19,15 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 
+from pyconsul.agent.state.acl_defs import ACLPolicy, ACLToken
 from pyconsul.agent.state.query_defs import PreparedQueryDef
 from pyconsul.agent.state.wire import DecodeError, from_wire, pack, to_wire, unpack
 
 __all__ = [
     "KVCAS",
+    "ACLBootstrap",
+    "ACLPolicyApply",
+    "ACLTokenApply",
     "CheckDef",
     "CheckDefinition",
     "Command",
@@ -75,6 +79,10 @@ class CommandType(IntEnum):
     RESTORE = 15
     COORDINATE_BATCH_UPDATE = 16
     PREPARED_QUERY = 17
+    ACL_TOKEN = 18
+    ACL_POLICY = 19
+    # 20: reserved for ACL roles (issue 14)
+    ACL_BOOTSTRAP = 21
 
 
 # ---------------------------------------------------------------- KV
@@ -355,10 +363,41 @@ class PreparedQueryApply:
     query: PreparedQueryDef
 
 
+# ---------------------------------------------------------------- ACLs (state/acl.py)
+
+
+@dataclass(frozen=True, slots=True)
+class ACLTokenApply:
+    """op "create" (accessor and secret new), "update" (same secret and locality; create_index kept) or "delete"
+    (only token.accessor_id is read; the anonymous token cannot be deleted). Policy links by ID or name must name
+    existing policies. Result: True; False for an update or delete of an unknown accessor."""
+
+    op: str
+    token: ACLToken
+
+
+@dataclass(frozen=True, slots=True)
+class ACLPolicyApply:
+    """op "create", "update" or "delete" (only policy.id is read). Names are unique; the builtin
+    global-management policy cannot be deleted, renamed or given other rules. Result as ACLTokenApply."""
+
+    op: str
+    policy: ACLPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class ACLBootstrap:
+    """Create the first management token (linked to global-management) once: refused after a bootstrap unless
+    reset_index equals the index of that bootstrap (Consul's acl-bootstrap-reset). Result: True."""
+
+    token: ACLToken
+    reset_index: int = 0
+
+
 Command = (
     KVSet | KVCAS | KVDelete | KVDeleteCAS | KVDeleteTree | KVLock | KVUnlock | Txn
     | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap | Restore
-    | CoordinateBatchUpdate | PreparedQueryApply
+    | CoordinateBatchUpdate | PreparedQueryApply | ACLTokenApply | ACLPolicyApply | ACLBootstrap
 )
 
 _CLASSES: dict[CommandType, type] = {
@@ -379,6 +418,9 @@ _CLASSES: dict[CommandType, type] = {
     CommandType.RESTORE: Restore,
     CommandType.COORDINATE_BATCH_UPDATE: CoordinateBatchUpdate,
     CommandType.PREPARED_QUERY: PreparedQueryApply,
+    CommandType.ACL_TOKEN: ACLTokenApply,
+    CommandType.ACL_POLICY: ACLPolicyApply,
+    CommandType.ACL_BOOTSTRAP: ACLBootstrap,
 }
 _TAGS: dict[type, CommandType] = {cls: tag for tag, cls in _CLASSES.items()}
 

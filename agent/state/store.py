@@ -31,10 +31,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from pyconsul.agent.state import acl as acl_state
 from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, prepared_queries, restore, sessions, snapshot
 from pyconsul.agent.state.catalog_reads import Keep, Tags
 from pyconsul.agent.state.commands import (
     KVCAS,
+    ACLBootstrap,
+    ACLPolicyApply,
+    ACLTokenApply,
     Command,
     Coord,
     CoordinateBatchUpdate,
@@ -123,10 +127,14 @@ _HANDLERS: dict[type, Callable[[Tables, int, Any], Any]] = {
     TombstoneReap: _reap,
     CoordinateBatchUpdate: coordinates.apply_batch,
     PreparedQueryApply: prepared_queries.apply,
+    ACLTokenApply: acl_state.apply_token,
+    ACLPolicyApply: acl_state.apply_policy,
+    ACLBootstrap: acl_state.apply_bootstrap,
 }
 
 
-_TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates", prepared_queries.INDEX)
+_TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates", prepared_queries.INDEX,
+           acl_state.TOKENS, acl_state.POLICIES)
 
 
 class StateStore:
