@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import struct
 import time
 from collections import defaultdict
@@ -39,6 +40,9 @@ from pyconsul.agent.dns.views import Views
 
 log = logging.getLogger("agent.dns")
 
+UDP_BATCH = 64  # datagrams read per readiness of a UDP socket before the loop runs other work
+UDP_SOCKET_BUFFER = 4 * 1024 * 1024  # asked for SO_RCVBUF/SO_SNDBUF (the kernel caps it at net.core.*mem_max)
+MAX_UDP_QUERY = 4096  # bytes of a UDP query read; the rest of a longer datagram is cut (then FORMERR)
 VARIANTS = 4  # precomputed shuffles of a multi-instance answer, served in turn
 MAX_RESOLVE_ROUNDS = 4  # views one question may need filled (a service, then the "consul" NS list, ...)
 
@@ -62,7 +66,7 @@ class DNSServer:
         self.by_view: dict[r.ViewKey, set[bytes]] = defaultdict(set)
         self.stats: dict[str, int] = defaultdict(int)
         self.errors: dict[str, int] = defaultdict(int)
-        self.transports: list[asyncio.DatagramTransport] = []
+        self.udp: list[_UDPEndpoint] = []
         self.tcp_servers: list[asyncio.Server] = []
         self.tcp_conns = 0
         self.recursors = [parse_recursor(x) for x in cfg.recursors]
@@ -75,16 +79,15 @@ class DNSServer:
         loop = asyncio.get_running_loop()
         try:
             for a in addrs:
-                t, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), local_addr=(a, port))
-                self.transports.append(t)
+                self.udp.append(_UDPEndpoint(self, loop, a, port))
                 self.tcp_servers.append(await asyncio.start_server(self._tcp_client, a, port, backlog=128))
         except OSError:
             await self.close()
             raise
 
     async def close(self) -> None:
-        for t in self.transports:
-            t.close()
+        for u in self.udp:
+            u.close()
         for s in self.tcp_servers:
             s.close()
         tasks = list(self._tasks)
@@ -119,10 +122,12 @@ class DNSServer:
 
     # -------------------------------------------------------- UDP
 
-    def udp_received(self, data: bytes, addr: Any, transport: asyncio.DatagramTransport) -> None:
+    def udp_received(self, data: bytes, addr: Any, transport: _UDPEndpoint) -> None:
         """The hot path: a cached answer with the ID patched in, or the slow path."""
-        key = codec.cache_key(data)
-        c = self.cache.get(key) if key is not None else None
+        c = self.cache.get(data[2:])  # a query without EDNS options is its own key (codec.cache_key)
+        if c is None:
+            key = codec.cache_key(data)
+            c = self.cache.get(key) if key is not None else None
         if c is not None:
             c.n += 1
             w = c.wires[c.n % len(c.wires)]
@@ -291,24 +296,56 @@ class _Overlay:
         return self.got.get(key, r.MISSING) if value is r.MISSING else value
 
 
-class _UDP(asyncio.DatagramProtocol):
-    def __init__(self, server: DNSServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+class _UDPEndpoint:
+    """One UDP socket read straight from the event loop's selector: each readiness drains up to UDP_BATCH
+    datagrams (asyncio's datagram transport takes one per loop iteration, which costs more than answering
+    from the cache), and answers go out with a non-blocking sendto (dropped, and counted, when the socket's
+    send buffer is full: the client retries, as after any lost datagram)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a selector transport: not a DatagramTransport subclass
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        assert self.transport is not None
+    def __init__(self, server: DNSServer, loop: asyncio.AbstractEventLoop, addr: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            self.server.udp_received(data, addr, self.transport)
-        except Exception:
-            log.exception("dns: failed to answer a datagram")
-            self.server.errors["internal"] += 1
+            self.sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_SOCKET_BUFFER)
+            self.sock.bind((addr.strip("[]"), port))
+            loop.add_reader(self.sock.fileno(), self._readable)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.server = server
+        self.loop = loop
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("dns: UDP error: %s", exc)
+    def _readable(self) -> None:
+        recv, server = self.sock.recvfrom, self.server
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recv(MAX_UDP_QUERY)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. an ICMP error for an earlier answer: nothing to do with this socket's state
+                continue
+            try:
+                server.udp_received(data, addr, self)
+            except Exception:
+                log.exception("dns: failed to answer a datagram")
+                server.errors["internal"] += 1
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.server.errors["udp_send_dropped"] += 1
+        except OSError as exc:
+            log.debug("dns: UDP send to %s failed: %s", addr, exc)
+            self.server.errors["udp_send_failed"] += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class _Exchange(asyncio.DatagramProtocol):

@@ -165,3 +165,13 @@ def test_cache_key_ignores_id_and_edns_options_only() -> None:
 def test_cache_key_total(data: bytes) -> None:
     codec.cache_key(data)  # never raises
     outcome(data)
+
+
+def test_cache_key_of_a_query_without_options_is_its_bytes() -> None:
+    for kw in ({}, {"use_edns": 0}, {"use_edns": 0, "payload": 4096}):
+        w = dns.message.make_query("web.service.consul", "A", **kw).to_wire()  # type: ignore[arg-type]
+        assert codec.cache_key(w) == w[2:]
+    plain = dns.message.make_query("web.service.consul", "A", use_edns=0).to_wire()
+    cookie = [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345678")]
+    with_cookie = dns.message.make_query("web.service.consul", "A", use_edns=0, options=cookie).to_wire()
+    assert codec.cache_key(with_cookie) == plain[2:]
