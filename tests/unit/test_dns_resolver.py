@@ -308,3 +308,6 @@ def test_readme_limits_match_the_code() -> None:
     assert rows["DNS-over-TCP connections / idle time per connection"] == (
         f"{dns_config.MAX_TCP_CONNECTIONS} / {dns_config.TCP_IDLE_TIMEOUT:g} s")
     assert rows["`recursors`"] == str(dns_config.MAX_RECURSORS)
+    from pyconsul.agent.dns import server
+
+    assert rows["DNS query over UDP: bytes read"] == str(server.MAX_UDP_QUERY)
