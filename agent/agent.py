@@ -253,6 +253,10 @@ class Agent:
                                                      enable_local_script_checks=new.enable_local_script_checks)
             log.info("Reloaded: services changed=%d checks changed=%d", n_services, n_checks)
         self.cfg.services, self.cfg.checks = new.services, new.checks
+        if self.dns is not None and new.dns_config != self.cfg.dns_config:
+            self.dns.reload(new.dns_config)  # Consul reloads dns_config, domains and recursors too
+            self.cfg.dns_config = new.dns_config
+            log.info("Reloaded DNS settings")
 
     def _start_events_and_coordinates(self) -> None:
         """User events (fired into the LAN pool, taken from it) and the periodic coordinate sync."""

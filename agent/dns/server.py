@@ -98,6 +98,15 @@ class DNSServer:
                 await task
         await self.views.close()
 
+    def reload(self, cfg: DNSConfig) -> None:
+        """New settings (SIGHUP / `pyconsul reload`): every cached answer is dropped; the views stay."""
+        self.cfg = cfg
+        self.views.cfg = cfg
+        self.recursors = [parse_recursor(x) for x in cfg.recursors]
+        self.cache.clear()
+        self.by_view.clear()
+        self.stats["reloads"] += 1
+
     def info(self) -> dict[str, str]:
         """The `pyconsul info` dns section."""
         out = {k: str(v) for k, v in sorted(self.stats.items())}

@@ -262,3 +262,20 @@ def test_dns_across_datacenters(cluster: Cluster) -> None:
     assert ask(bj, "web.service.nowhere.consul").rcode() == dns.rcode.SERVFAIL
     out = dig(bj, "web.service.sh.consul", "+short")
     assert out.split() == ["10.3.0.1"]
+
+
+def test_dns_settings_reload(cluster: Cluster, tmp_path: Any) -> None:
+    ip = new_block()
+    conf = tmp_path / "dns.json"
+    conf.write_text('{"dns_config": {"only_passing": false, "service_ttl": {"*": "5s"}}}')
+    server = cluster.agent("r1", f"{ip}.1", "-server", "-bootstrap", f"-dns-port={PORT}", f"-config-file={conf}")
+    wait_for(lambda: server.api("/v1/status/leader"), 20, "a leader")
+    register(server, "ok1", "10.5.0.1", "api")
+    register(server, "warn1", "10.5.0.2", "api", "warning")
+    wait_for(lambda: addrs(ask(server, "api.service.consul")) == {"10.5.0.1", "10.5.0.2"}, 20, "both instances")
+    assert {rr.ttl for rr in ask(server, "api.service.consul").answer} == {5}
+    conf.write_text('{"dns_config": {"only_passing": true, "service_ttl": {"api": "30s"}}, "domain": "example"}')
+    server.cli("reload")
+    wait_for(lambda: addrs(ask(server, "api.service.example")) == {"10.5.0.1"}, 10, "only_passing after reload")
+    assert {rr.ttl for rr in ask(server, "api.service.example").answer} == {30}
+    assert ask(server, "api.service.consul").rcode() == dns.rcode.REFUSED  # no longer our domain
