@@ -256,3 +256,23 @@ def test_cli_https_settings_from_consuls_variables(pki: Path) -> None:
     assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
     with pytest.raises(CLIError, match="Error loading the TLS files"):
         https_context({"CONSUL_CACERT": str(pki / "nope.pem")})
+
+
+def test_readme_limits_table_states_the_tls_timeouts() -> None:
+    from pyconsul.agent.httpd import h1
+    from pyconsul.agent.raft import rpctls
+    from pyconsul.agent.raft.transport import RpcLimits
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| What")}
+
+    def secs(x: float) -> str:
+        return f"{x:g} s"
+
+    assert rows["HTTPS (`ports.https`): TLS handshake, from accept"] == secs(h1.TLS_HANDSHAKE_TIMEOUT)
+    key = ("Server RPC with TLS on: first byte (RPC_TLS or a HELLO) / TLS handshake; connections before their "
+           "handshake count toward the connection limits")
+    assert rows[key] == f"{secs(RpcLimits().hello_timeout)} / {secs(rpctls.TLS_HANDSHAKE_TIMEOUT)}"
+    assert rpctls.RPC_TLS == 3  # Consul's pool.RPCTLS
