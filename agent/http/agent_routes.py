@@ -6,12 +6,13 @@ from typing import Any
 
 from pyconsul.agent.errors import BadRequest, Internal
 from pyconsul.agent.http.api import AgentAPI, canonical_keys, decode_json, flag, json_response, member_json
+from pyconsul.agent.http.authz import redact
 from pyconsul.agent.httpd import web
 
 
 def register(app: web.Application, api: AgentAPI) -> None:
     async def self_(request: web.Request) -> web.Response:
-        return json_response(api.self_info())
+        return json_response(redact(api.self_info()))  # tokens and the gossip key never shown
 
     async def members(request: web.Request) -> web.Response:
         wan = flag(request, "wan")

@@ -11,8 +11,9 @@ from pyconsul.agent.errors import DialFailed, NoLeader, Unavailable
 from pyconsul.agent.gossip.serf import Member
 from pyconsul.agent.raft.transport import Transport
 from pyconsul.agent.server import bootstrap
+from pyconsul.agent.server.acl_enforce import write_args
 from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta, bulk_time, read_time, remote_dc
-from pyconsul.agent.server.forwarding import read_reply, read_request
+from pyconsul.agent.server.forwarding import read_reply, read_request, read_request_status, request_token
 from pyconsul.agent.state.results import WriteResult, reply_from_wire
 
 
@@ -22,6 +23,7 @@ class ClientBackend:
         self.members = members
         self.datacenter = datacenter
         self.rng = random.Random()
+        self.agent_token = ""  # acl.tokens.agent: what the agent's own requests carry (wired by agent.py)
 
     def _servers(self) -> list[str]:
         out = []
@@ -54,13 +56,15 @@ class ClientBackend:
         raise last
 
     async def write(self, data: bytes) -> WriteResult:
-        return reply_from_wire(await self._call("apply_forward", data, RPC_HOLD_TIMEOUT * 2 + bulk_time(len(data)),
+        args = write_args(data, request_token(self.agent_token))  # the server enforces the caller's token
+        return reply_from_wire(await self._call("apply_forward", args, RPC_HOLD_TIMEOUT * 2 + bulk_time(len(data)),
                                                 write=True))
 
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
                    wait: float = 0.0) -> tuple[Any, ReadMeta]:
-        req = read_request(name, args, mode, index, wait)
+        req = read_request(name, args, mode, index, wait, request_token(self.agent_token))
         return read_reply(await self._call("read_forward", req, RPC_HOLD_TIMEOUT * 2 + wait + read_time(name)))
 
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
-        return await self._call("status", {"what": what, "args": args or {}}, RPC_HOLD_TIMEOUT * 2)
+        return await self._call("status", read_request_status(what, args, request_token(self.agent_token)),
+                                RPC_HOLD_TIMEOUT * 2)

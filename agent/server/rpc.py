@@ -11,6 +11,10 @@ Methods (see forwarding.py for the shapes):
                  apply_forward, read_forward or status; runs it with REQUEST_DC set.
 - remove_self    leader only: a leaving server asks to be removed from the Raft configuration.
 Requests arriving over RPC run in a fresh context, so REQUEST_DC is "" (local) unless `dc` sets it.
+ACL tokens (acl_enforce.py): a write's argument is the command bytes, or [bytes, token]; a read's or a
+status's map may hold "token". Each handler sets REQUEST_TOKEN to it ("" without one: the anonymous token),
+so this server enforces the caller's token, and "apply" (the leader) checks the command again: a raw RPC
+client without a valid token writes nothing once ACLs are on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pyconsul.agent.errors import BadRequest, NotLeader
+from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN, read_token, split_write
 from pyconsul.agent.server.common import REQUEST_DC, ReadMeta
 from pyconsul.agent.state.results import WriteResult, reply_to_wire
 
@@ -40,12 +45,17 @@ class Local(Protocol):
                    wait: float = 0.0) -> tuple[Any, ReadMeta]: ...
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any: ...
     def remove_server(self, server_id: str) -> None: ...
+    def acl_enabled(self) -> bool: ...
+    async def check_write(self, data: bytes) -> None: ...
 
 
 def _bytes(args: Any, method: str) -> bytes:
-    if not isinstance(args, bytes):
+    """A write's command bytes; sets REQUEST_TOKEN to the token sent with them."""
+    w = split_write(args)
+    if w is None:
         raise BadRequest(f"{method} takes bytes")
-    return args
+    REQUEST_TOKEN.set(w[1])
+    return w[0]
 
 
 def _map(args: Any, method: str) -> dict[str, Any]:
@@ -58,6 +68,7 @@ def _read_args(a: dict[str, Any]) -> tuple[str, dict[str, Any], str, int, float]
     q = a.get("args")
     if not isinstance(a.get("name"), str) or not isinstance(q, dict):
         raise BadRequest("read takes a map with a query name and its arguments")
+    REQUEST_TOKEN.set(read_token(a))
     return a["name"], q, str(a.get("mode", "default")), int(a.get("index", 0)), float(a.get("wait", 0.0))
 
 
@@ -88,6 +99,8 @@ class RPCMethods:
     async def apply(self, args: Any) -> Any:
         data = _bytes(args, "apply")
         self._leader_only()
+        if self.local.acl_enabled():
+            await self.local.check_write(data)
         return reply_to_wire(await self.local.apply_local(data))
 
     async def read(self, args: Any) -> Any:
@@ -106,6 +119,7 @@ class RPCMethods:
 
     async def status(self, args: Any) -> Any:
         a = _map(args, "status")
+        REQUEST_TOKEN.set(read_token(a))
         extra = a.get("args")
         return await self.local.status(str(a.get("what")), extra if isinstance(extra, dict) else None)
 

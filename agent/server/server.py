@@ -26,12 +26,20 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from pyconsul.agent.config import AgentConfig
-from pyconsul.agent.errors import BadRequest, CommandRejected, Internal, LeadershipLost, NoLeader, NotLeader
+from pyconsul.agent.errors import (
+    BadRequest,
+    CommandRejected,
+    Internal,
+    LeadershipLost,
+    NoLeader,
+    NotLeader,
+    PermissionDenied,
+)
 from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
 from pyconsul.agent.raft.messages import Configuration, Role, Server, SoftState, Suffrage
 from pyconsul.agent.raft.node import RaftNode
 from pyconsul.agent.raft.transport import Transport
-from pyconsul.agent.server import bootstrap, queries
+from pyconsul.agent.server import acl_enforce, bootstrap, queries
 from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta
 from pyconsul.agent.server.forwarding import Forwarder
 from pyconsul.agent.server.leader import LeaderDuties
@@ -162,6 +170,11 @@ class ConsulServer:
         # event for our LAN, from another datacenter's ?dc=), "coordinate_datacenters" (the WAN view) and
         # "coordinate_update" (Consul's Coordinate.Update; a hook may be a coroutine function)
         self.status_hooks: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        # ACLs (wired by agent.py): the token resolver (None or not enabled(): nothing is enforced) and the
+        # token this server's own forwarded requests carry (acl.tokens.agent); acl_enforce.py has the rules
+        self.acl: Any = None
+        self.forward.agent_token = ""
+        self._acl_lookup = acl_enforce.StoreLookup(lambda: self.store)
 
     @property
     def store(self) -> StateStore:
@@ -414,10 +427,41 @@ class ConsulServer:
         only (NotLeader otherwise), never held back by establishment (they are what establishes it)."""
         return answer(await self.raft.apply(data))
 
+    def acl_enabled(self) -> bool:
+        acl = self.acl
+        return acl is not None and bool(acl.enabled())
+
+    async def authorizer(self) -> Any:
+        """The Authorizer of the request being served (acl_enforce.REQUEST_TOKEN), or None when nothing is
+        to be enforced: ACLs off, or an in-process caller (no token in the context)."""
+        acl = self.acl
+        token = acl_enforce.REQUEST_TOKEN.get()
+        if acl is None or token is None or not acl.enabled():
+            return None
+        return await acl.resolve(token)
+
+    async def check_write(self, data: bytes) -> None:
+        """PermissionDenied unless the request's token may apply command `data` (ACLs on only)."""
+        authz = await self.authorizer()
+        if authz is None:
+            return
+        if is_restore(data):  # not decoded here: a restore may be hundreds of MiB
+            if not authz.snapshot():
+                raise PermissionDenied()
+            return
+        try:
+            cmd = decode_command(data)
+        except ValueError:
+            return  # the state machine refuses what it cannot decode
+        acl_enforce.check_write(authz, cmd, self._acl_lookup)
+
     async def write(self, data: bytes) -> WriteResult:
         """Commit a command through Raft (forwarding to the leader, or to another datacenter for
         `?dc=`); the command's typed result. Raises CommandRejected if the state machine refused it,
-        NoLeader if no leader took it within RPC_HOLD_TIMEOUT."""
+        NoLeader if no leader took it within RPC_HOLD_TIMEOUT. With ACLs on, the request's token must
+        allow the command (acl_enforce.check_write); the leader checks it again."""
+        if self.acl is not None and self.acl_enabled():
+            await self.check_write(data)
         remote = self.forward.dc_server()
         if remote:
             return await self.forward.write(remote, data, to_leader=False)
@@ -458,11 +502,16 @@ class ConsulServer:
                     raise NoLeader()
                 return await self.forward.read(addr, name, args, mode, index, wait, to_leader=True,
                                                last_contact_ms=last_contact_ms(raft.ms_since_leader_contact()))
+        authz = await self.authorizer() if self.acl is not None else None
+        if authz is not None and name == "snapshot" and not authz.snapshot():
+            raise PermissionDenied()
         if index:
             await self.wait_for_change(index, name, args, wait)
         if mode != "stale" and (mode == "consistent" or not raft.lease_ok()):
             await raft.read_index()
         value = queries.run(self.store, name, args)
+        if authz is not None:  # after every wake: a blocking query shows only what the token may read
+            value = acl_enforce.filter_read(authz, name, value)
         meta = self._meta(queries.index_of(self.store, name, args))
         if name == "snapshot":
             # the query captured the state (cheap); serialising it takes seconds for hundreds of MiB, so it
@@ -521,6 +570,10 @@ class ConsulServer:
         remote = self.forward.dc_server()
         if remote:
             return await self.forward.status(remote, what, args, to_leader=False)
+        if self.acl is not None:
+            authz = await self.authorizer()
+            if authz is not None:
+                acl_enforce.check_status(authz, what, args or {})
         hook = self.status_hooks.get(what)
         if hook is not None:
             result = hook(args or {})

@@ -57,6 +57,12 @@ class FakeLocal:
     def remove_server(self, server_id: str) -> None:
         self.calls.append(("remove_server", server_id))
 
+    def acl_enabled(self) -> bool:
+        return False
+
+    async def check_write(self, data: bytes) -> None:
+        self.calls.append(("check_write", data))
+
 
 def dispatch(local: FakeLocal, method: str, args: Any) -> Any:
     async def go() -> Any:
