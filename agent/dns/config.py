@@ -19,6 +19,7 @@ MAX_WATCHED_NAMES = 4096  # catalog views kept fresh by blocking queries (servic
 WATCH_IDLE = 300.0  # a view nobody asked for in this many seconds stops being watched and is dropped
 MAX_CACHED_ANSWERS = 20000  # wire answers kept for repeated identical queries (FIFO eviction)
 MAX_PENDING_PER_NAME = 256  # queries waiting for one view's first fill; more get SERVFAIL
+MAX_SLOW_QUERIES = 1024  # queries waiting for reads or recursors, all names; more get SERVFAIL
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pyconsul.agent.dns import resolver as r
 from pyconsul.agent.dns.config import (
     MAX_CACHED_ANSWERS,
     MAX_PENDING_PER_NAME,
+    MAX_SLOW_QUERIES,
     MAX_TCP_CONNECTIONS,
     TCP_IDLE_TIMEOUT,
     DNSConfig,
@@ -157,6 +158,10 @@ class DNSServer:
             send(codec.error_response(data, exc.rcode))
             return
         if self._try(q, data, tcp, send):
+            return
+        if len(self._tasks) >= MAX_SLOW_QUERIES:  # e.g. a flood of distinct names, each needing a read
+            self.errors["overload"] += 1
+            send(codec.error_response(data, r.SERVFAIL))
             return
         task = asyncio.get_running_loop().create_task(self._slow(q, data, tcp, send))
         self._tasks.add(task)

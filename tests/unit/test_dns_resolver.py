@@ -304,7 +304,8 @@ def test_readme_limits_match_the_code() -> None:
     assert rows["DNS catalog views kept (names asked for, per kind and datacenter) / cached wire answers"] == (
         f"{dns_config.MAX_WATCHED_NAMES} (idle {dns_config.WATCH_IDLE:g} s) / {dns_config.MAX_CACHED_ANSWERS}")
     assert views.MAX_AGE <= dns_config.WATCH_IDLE
-    assert rows["DNS queries waiting for one name's first read"] == str(dns_config.MAX_PENDING_PER_NAME)
+    assert rows["DNS queries waiting for one name's first read / for reads or recursors in all"] == (
+        f"{dns_config.MAX_PENDING_PER_NAME} / {dns_config.MAX_SLOW_QUERIES}")
     assert rows["DNS-over-TCP connections / idle time per connection"] == (
         f"{dns_config.MAX_TCP_CONNECTIONS} / {dns_config.TCP_IDLE_TIMEOUT:g} s")
     assert rows["`recursors`"] == str(dns_config.MAX_RECURSORS)
