@@ -252,6 +252,9 @@ class DNSServer:
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     return
                 self.stats["tcp_queries"] += 1
+                if len(data) < codec.HEADER.size or data[2] & 0x80:  # not a query: nothing to answer, hang up
+                    self.errors["dropped_tcp"] += 1
+                    return
                 done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
                 def send(w: bytes, done: asyncio.Future[bytes] = done) -> None:
@@ -262,7 +265,7 @@ class DNSServer:
                 try:
                     wire = await asyncio.wait_for(done, 30.0)
                 except TimeoutError:
-                    return  # dropped (not a query): close, as there is nothing to say
+                    return
                 writer.write(struct.pack("!H", len(wire)) + wire)
                 await writer.drain()
         except ConnectionError:
