@@ -2,8 +2,8 @@
 agent answers itself.
 
 - request_token(request): the token a request carries, as Consul 1.7's parseToken: `?token=` first, then the
-  `X-Consul-Token` header, then `Authorization: Bearer <token>`; "" for none (the anonymous token: the
-  resolver answers acl.tokens.default for it). At most acl_enforce.MAX_TOKEN bytes (else 403 "ACL not found",
+  `X-Consul-Token` header, then `Authorization: Bearer <token>`; with none, the agent's acl.tokens.default
+  (Consul's UserToken), else "" (the anonymous token). At most acl_enforce.MAX_TOKEN bytes (else 403 "ACL not found",
   as an unknown token).
 - The `errors` middleware (agent/http/server.py) sets acl_enforce.REQUEST_TOKEN for every request, so the
   server that answers a read or applies a write -- here, or over server RPC -- enforces that token
@@ -46,6 +46,7 @@ class Resolver(Protocol):
 
     async def resolve(self, secret: str | None) -> Authorizer: ...
     def enabled(self) -> bool: ...
+    def default_token(self) -> str: ...
 
 
 class LocalView(Protocol):
@@ -96,6 +97,10 @@ def request_token(request: web.Request) -> str:
                     tok = parts[1].strip()
     if len(tok) > MAX_TOKEN:
         raise PermissionDenied("ACL not found")
+    if not tok:  # Consul: the agent's acl.tokens.default, sent as such to the servers
+        conf = _APPS.get(request.app)
+        if conf is not None and conf.resolver is not None and conf.resolver.enabled():
+            tok = conf.resolver.default_token()
     return tok
 
 

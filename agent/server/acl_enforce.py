@@ -14,13 +14,15 @@ server resolves and enforces it (Consul 1.7 does the same in its RPC endpoints).
   node write when it changes the node, service write for its service, service or node write per check;
   deregister: the service's / check's / node's write; sessions: session write on the session's node;
   coordinates: node write; prepared queries: query write on the new and the stored name; restore and
-  tombstone reaps: management). Commands this module does not know (ACL commands) need acl write.
+  tombstone reaps: management; ACL bootstrap: anyone, once). Other commands (ACL tokens, policies) need acl
+  write.
 - filter_read(authz, name, value): the value the token may see (Consul's aclFilter): KV entries and key
   names the token cannot read are dropped (never leaked), catalog/health rows by node and service read,
   sessions by session read, coordinates by node read, prepared queries by query read (results of an
   execute by service and node read); a single object the token cannot see reads as absent (None / []).
-  `snapshot` needs management (PermissionDenied otherwise); names under "acl." are answered as they are
-  (the ACL endpoints check acl read / the token itself). An unknown query name needs management.
+  `snapshot` needs management (PermissionDenied otherwise); ACL reads need acl read, except those keyed by a
+  secret (acl.resolve, acl.token_self: knowing it is the proof) and acl.bootstrap_index. An unknown query
+  name needs acl read (management).
 """
 
 from __future__ import annotations
@@ -37,8 +39,17 @@ if TYPE_CHECKING:  # client agents import this module and never load the store
     from pyconsul.agent.state.store import StateStore
 
 __all__ = [
-    "MAX_TOKEN", "REQUEST_TOKEN", "Lookup", "StoreLookup", "check_status", "check_write", "filter_read", "read_token",
-    "split_write", "write_args",
+    "MAX_TOKEN",
+    "REQUEST_TOKEN",
+    "Lookup",
+    "StoreLookup",
+    "WithToken",
+    "check_status",
+    "check_write",
+    "filter_read",
+    "read_token",
+    "split_write",
+    "write_args",
 ]
 
 REQUEST_TOKEN: ContextVar[str | None] = ContextVar("pyconsul_request_token", default=None)
@@ -114,6 +125,30 @@ def read_token(a: dict[str, Any]) -> str:
     return t if isinstance(t, str) and len(t) <= MAX_TOKEN else ""
 
 
+class WithToken:
+    """A Backend whose every read, write and status runs under `token()` (REQUEST_TOKEN), for in-process
+    callers that must be enforced as a token: the DNS interface with acl.tokens.default, as Consul's DNS
+    server (wrap the backend handed to agent/dns/views.Views: `WithToken(backend, resolver.default_token)`)."""
+
+    def __init__(self, backend: Any, token: Callable[[], str]) -> None:
+        self.backend = backend
+        self.token = token
+
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, Any]:
+        REQUEST_TOKEN.set(self.token())  # the calling task's own context (each DNS fill runs in its own task)
+        value, meta = await self.backend.read(name, args, mode, index, wait)
+        return value, meta
+
+    async def write(self, data: bytes) -> Any:
+        REQUEST_TOKEN.set(self.token())
+        return await self.backend.write(data)
+
+    async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
+        REQUEST_TOKEN.set(self.token())
+        return await self.backend.status(what, args)
+
+
 # ---------------------------------------------------------------- writes
 
 
@@ -145,6 +180,8 @@ def check_write(authz: Authorizer, cmd: Any, lookup: Lookup) -> None:
         ok = _query_ok(authz, cmd, lookup)
     elif isinstance(cmd, c.Restore | c.TombstoneReap):
         ok = authz.snapshot()
+    elif isinstance(cmd, c.ACLBootstrap):
+        ok = True  # open until done: the state machine refuses a second bootstrap
     else:
         ok = authz.acl_write()
     if not ok:
@@ -279,6 +316,9 @@ def _lst(value: Any, keep: Any) -> Any:
     return [x for x in value if keep(x)] if isinstance(value, list) else value
 
 
+_ACL_BY_SECRET = frozenset({"acl.resolve", "acl.token_self", "acl.bootstrap_index"})
+
+
 def filter_read(authz: Authorizer, name: str, value: Any) -> Any:
     """What of read `name`'s answer `value` the token may see (see the module docstring)."""
     a = authz
@@ -312,8 +352,10 @@ def filter_read(authz: Authorizer, name: str, value: Any) -> Any:
         if not a.snapshot():
             raise _deny()
         return value
-    if name.startswith("acl."):
+    if name in _ACL_BY_SECRET:  # the caller proves it knows the secret
         return value
+    if name.startswith("acl.") and not a.acl_read():
+        raise _deny()
     if not a.acl_read():  # a read this module does not know: management only
         raise _deny()
     return value

@@ -23,7 +23,7 @@ class ClientBackend:
         self.members = members
         self.datacenter = datacenter
         self.rng = random.Random()
-        self.agent_token = ""  # acl.tokens.agent: what the agent's own requests carry (wired by agent.py)
+        self.agent_token: Callable[[], str] = str  # acl.tokens.agent: what our own requests carry (agent.py)
 
     def _servers(self) -> list[str]:
         out = []

@@ -53,11 +53,11 @@ def read_request_status(what: str, args: dict[str, Any] | None, token: str) -> d
     return req
 
 
-def request_token(agent_token: str) -> str:
+def request_token(agent_token: Callable[[], str]) -> str:
     """The token a forwarded request carries: the one of the request being served (acl_enforce.REQUEST_TOKEN),
-    or for the agent's own requests `agent_token` (acl.tokens.agent)."""
+    or for the agent's own requests `agent_token()` (acl.tokens.agent)."""
     t = REQUEST_TOKEN.get()
-    return agent_token if t is None else t
+    return agent_token() if t is None else t
 
 
 def read_reply(res: Any, last_contact_ms: int | None = None) -> tuple[Any, ReadMeta]:
@@ -74,7 +74,7 @@ class Forwarder:
         self.datacenter = datacenter
         self.wan_members = wan_members
         self.rng = rng or random.Random()
-        self.agent_token = ""  # acl.tokens.agent: what this server's own forwarded requests carry
+        self.agent_token: Callable[[], str] = str  # acl.tokens.agent: what our own forwarded requests carry
 
     def dc_server(self) -> str:
         """For a request aimed at another datacenter (`?dc=`): one of its servers, else "".

@@ -170,10 +170,10 @@ class ConsulServer:
         # event for our LAN, from another datacenter's ?dc=), "coordinate_datacenters" (the WAN view) and
         # "coordinate_update" (Consul's Coordinate.Update; a hook may be a coroutine function)
         self.status_hooks: dict[str, Callable[[dict[str, Any]], Any]] = {}
-        # ACLs (wired by agent.py): the token resolver (None or not enabled(): nothing is enforced) and the
-        # token this server's own forwarded requests carry (acl.tokens.agent); acl_enforce.py has the rules
+        # ACLs (wired by agent.py): the token resolver (None or not enabled(): nothing is enforced); our own
+        # forwarded requests carry self.forward.agent_token() (acl.tokens.agent); acl_enforce.py has the rules
         self.acl: Any = None
-        self.forward.agent_token = ""
+        self.forward.agent_token = lambda: str(self.acl.agent_token()) if self.acl is not None else ""
         self._acl_lookup = acl_enforce.StoreLookup(lambda: self.store)
 
     @property

@@ -285,6 +285,9 @@ class Resolver:
     def enabled(self) -> bool:
         return self.on
 
+    def default_token(self) -> str:
+        return ""
+
 
 def _app(resolver: Resolver | None) -> tuple[web.Application, list[str | None]]:
     app = web.Application(middlewares=[errors])
@@ -356,3 +359,95 @@ def test_agent_self_redaction() -> None:
     assert out["DebugConfig"]["ACLDefaultPolicy"] == "deny"
     assert out["DebugConfig"]["EmptyToken"] == ""
     assert out["Config"] == {"NodeName": "n1"}
+
+
+# ---------------------------------------------------------------- the token on forwarded requests
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    async def request(self, address: str, method: str, args: Any, timeout: float = 10.0) -> Any:
+        self.sent.append((method, args))
+        if method.startswith("read"):
+            return {"value": None, "index": 1}
+        from pyconsul.agent.state.results import reply_to_wire
+        return reply_to_wire(True)
+
+
+def test_forwarded_requests_carry_the_callers_token_or_the_agent_token() -> None:
+    from pyconsul.agent.server.forwarding import Forwarder
+
+    t = _Transport()
+    fwd = Forwarder(t, "dc1")
+
+    async def go() -> None:
+        await fwd.write("a", b"cmd", to_leader=True)  # an in-process caller, no agent token: bytes as before
+        fwd.agent_token = lambda: "agent-secret"
+        await fwd.write("a", b"cmd", to_leader=True)
+        ae.REQUEST_TOKEN.set("user-secret")
+        await fwd.write("a", b"cmd", to_leader=False)
+        await fwd.read("a", "kv.get", {"key": "k"}, "default", 0, 0.0, to_leader=True)
+        await fwd.status("a", "remove_peer", {"id": "x"}, to_leader=True)
+
+    asyncio.run(go())
+    assert t.sent[0] == ("apply", b"cmd")
+    assert t.sent[1] == ("apply", [b"cmd", "agent-secret"])
+    assert t.sent[2] == ("apply_forward", [b"cmd", "user-secret"])
+    assert t.sent[3][1]["token"] == "user-secret"
+    assert t.sent[4][1]["token"] == "user-secret"
+
+
+def test_rpc_handlers_enforce_the_token_they_received() -> None:
+    from pyconsul.agent.server.rpc import RPCMethods
+
+    class Local:
+        is_leader = True
+        leader_id = "me"
+
+        def __init__(self) -> None:
+            self.tokens: list[str | None] = []
+
+        def acl_enabled(self) -> bool:
+            return True
+
+        async def check_write(self, data: bytes) -> None:
+            self.tokens.append(ae.REQUEST_TOKEN.get())
+            if ae.REQUEST_TOKEN.get() != "good":
+                raise PermissionDenied()
+
+        async def apply_local(self, data: bytes) -> Any:
+            return True
+
+        async def read(self, *a: Any) -> Any:
+            self.tokens.append(ae.REQUEST_TOKEN.get())
+            from pyconsul.agent.server.common import ReadMeta
+            return None, ReadMeta(1, True, 0)
+
+    local = Local()
+    rpc = RPCMethods(local)  # type: ignore[arg-type]
+
+    async def call(method: str, args: Any) -> Any:
+        return await asyncio.create_task(rpc.dispatch(method, args))  # a task per request, as the transport
+
+    with pytest.raises(PermissionDenied):
+        asyncio.run(call("apply", b"cmd"))  # a raw client without a token: anonymous, refused
+    asyncio.run(call("apply", [b"cmd", "good"]))
+    asyncio.run(call("read", {"name": "kv.get", "args": {}, "token": "r"}))
+    assert local.tokens == ["", "good", "r"]
+
+
+def test_with_token_backend_runs_reads_under_the_token() -> None:
+    seen: list[str | None] = []
+
+    class B:
+        async def read(self, *a: Any) -> Any:
+            seen.append(ae.REQUEST_TOKEN.get())
+            return None, None
+
+    async def go() -> None:
+        await ae.WithToken(B(), lambda: "dflt").read("catalog.nodes", {})
+
+    asyncio.run(go())
+    assert seen == ["dflt"]
