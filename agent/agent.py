@@ -32,7 +32,7 @@ from pyconsul.agent.gossip.keyring import Keyring
 from pyconsul.agent.gossip.pool import Pool
 from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect, UserEventReceived
 from pyconsul.agent.http.server import make_app
-from pyconsul.agent.httpd.h1 import HTTPServer, serve
+from pyconsul.agent.httpd.h1 import ConnLimit, HTTPServer, serve
 from pyconsul.agent.httpd.web import Application
 from pyconsul.agent.local import ae
 from pyconsul.agent.local.manager import DEREGISTER_MIN, REAP_INTERVAL, LocalAgent, catalog_alias_query
@@ -64,6 +64,8 @@ class Agent:
         self.wan: Pool | None = None
         self.runner: HTTPServer | None = None
         self.https: HTTPServer | None = None  # ports.https
+        # limits.http_max_conns_per_client, one count for the HTTP and HTTPS listeners together (as Consul)
+        self.http_limit = ConnLimit(cfg.http_max_conns_per_client)
         self.lan_keyring: Keyring | None = None
         self.wan_keyring: Keyring | None = None
         self.stopped = asyncio.Event()
@@ -129,6 +131,7 @@ class Agent:
         self._start_local()
         self.facade = AgentFacade(cfg, self.node_id, self.lan, self.wan, self.server, self.backend, self.leave)
         self.facade.local = self.local
+        self.facade.http_stats = self.http_limit.stats
         if cfg.ports.http > 0 or cfg.ports.https > 0:
             app = make_app(self.facade, self.backend, cfg.datacenter, cfg.node_name, local=self.local,
                            reload=self.reload)
@@ -137,7 +140,7 @@ class Agent:
             self.https = await self._start_https(app)
         if cfg.ports.http > 0:
             try:
-                self.runner = await serve(app, cfg.client_addrs(), cfg.ports.http)
+                self.runner = await serve(app, cfg.client_addrs(), cfg.ports.http, limit=self.http_limit)
             except OSError as exc:
                 raise StartupError(
                     f"Failed to start HTTP server on {cfg.client_addr}:{cfg.ports.http}: {exc.strerror}"
@@ -334,7 +337,7 @@ class Agent:
             raise StartupError(f"Failed to start HTTPS server: {exc}") from None
         addrs = cfg.https_addr.split() if cfg.https_addr else cfg.client_addrs()
         try:
-            server = await serve(app, addrs, cfg.ports.https, ssl=ctx)
+            server = await serve(app, addrs, cfg.ports.https, ssl=ctx, limit=self.http_limit)
         except OSError as exc:
             raise StartupError(f"Failed to start HTTPS server on {' '.join(addrs)}:{cfg.ports.https}: "
                                f"{exc.strerror}") from None

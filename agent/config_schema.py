@@ -74,7 +74,7 @@ LATER_KEYS: dict[str, Kind] = {
     "server_name": "str", "addresses.http": "str", "http_config.response_headers": "map",
     "http_config.block_endpoints": "list", "http_config.allow_write_http_from": "list",
     "performance.leave_drain_time": "duration", "performance.rpc_hold_timeout": "duration",
-    "limits.http_max_conns_per_client": "int", "limits.rpc_rate": "int", "limits.rpc_max_burst": "int",
+    "limits.rpc_rate": "int", "limits.rpc_max_burst": "int",
     "watches": "object",
 }
 

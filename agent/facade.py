@@ -77,6 +77,7 @@ class AgentFacade:
         self._leave = leave
         self.local: LocalView | None = None  # the agent's services and checks (agent/local), for Stats.agent
         self.dns_stats: Callable[[], dict[str, str]] | None = None  # the DNS server's counters (agent/dns)
+        self.http_stats: Callable[[], dict[str, str]] | None = None  # HTTP(S) connection counters (httpd ConnLimit)
 
     def _pool(self, wan: bool) -> GossipPool:
         if wan:
@@ -130,6 +131,8 @@ class AgentFacade:
             stats["serf_wan"] = self.wan.stats()
         if self.dns_stats is not None:
             stats["dns"] = self.dns_stats()
+        if self.http_stats is not None:
+            stats["http"] = self.http_stats()
         return {
             "Config": {
                 "Datacenter": cfg.datacenter,

@@ -18,6 +18,13 @@ Contracts:
 * Limits: request line 8 KiB (414); header line 8 KiB, head 64 KiB, 100 fields (431); a request
   head must arrive within 30 s of its first byte and a body may not stall for 30 s (408); an idle
   keep-alive connection is closed after 75 s. Malformed input gets 400 and the connection closes.
+  A connection that sends nothing at all is closed 30 s after accept (the head timeout), so a
+  slowloris client holds a connection for at most 30 s whatever it trickles.
+* Connections per client IP (`ConnLimit`, Consul's `limits.http_max_conns_per_client`, default 200,
+  0 = no limit), shared by every listener given the same ConnLimit: one beyond it is closed at once,
+  nothing read or written (Consul 1.7's go-connlimit `HTTPConnStateFunc`; later Consul versions write a
+  429 first), and counted in `refused`. An HTTPS connection is counted once its TLS handshake is done
+  (asyncio creates the protocol then); the handshake itself is bounded by TLS_HANDSHAKE_TIMEOUT.
 * A handler still running when its client disconnects is left to finish (blocking queries take
   minutes; its response is dropped). `HTTPServer.close()` cancels running handlers.
 * No traceback ever reaches a client: an unexpected exception becomes a 500 with its message.
@@ -47,7 +54,7 @@ from pyconsul.agent.httpd.web import (
     StreamResponse,
 )
 
-__all__ = ["HTTPServer", "parse_head", "serve"]
+__all__ = ["ConnLimit", "HTTPServer", "parse_head", "serve"]
 
 log = logging.getLogger("agent.httpd")
 
@@ -193,14 +200,54 @@ class _Chunked:
 
 # ---------------------------------------------------------------- the connection
 
+
+class ConnLimit:
+    """Open connections per client IP, shared by the listeners it is given to (HTTP and HTTPS, as Consul's
+    one httpConnLimiter). `max_per_ip` 0: no limit. Counters: `open` (all IPs) and `refused`."""
+
+    __slots__ = ("max_per_ip", "per_ip", "refused")
+
+    def __init__(self, max_per_ip: int = 200) -> None:
+        if max_per_ip < 0:
+            raise ValueError(f"max_per_ip must be >= 0: {max_per_ip}")
+        self.max_per_ip = max_per_ip
+        self.per_ip: dict[str, int] = {}
+        self.refused = 0
+
+    def acquire(self, ip: str) -> bool:
+        n = self.per_ip.get(ip, 0)
+        if self.max_per_ip and n >= self.max_per_ip:
+            self.refused += 1
+            return False
+        self.per_ip[ip] = n + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        n = self.per_ip.get(ip, 0) - 1
+        if n > 0:
+            self.per_ip[ip] = n
+        else:
+            self.per_ip.pop(ip, None)
+
+    @property
+    def open(self) -> int:
+        return sum(self.per_ip.values())
+
+    def stats(self) -> dict[str, str]:
+        """For `pyconsul info` (section http)."""
+        return {"conns_open": str(self.open), "conns_refused": str(self.refused),
+                "max_conns_per_client": str(self.max_per_ip)}
+
+
 _HEAD, _BODY, _CHUNKED, _BUSY, _LINGER, _CLOSED = range(6)
 
 
 class _Server:
     """What all connections of one listening server share."""
 
-    def __init__(self, app: Application, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, app: Application, loop: asyncio.AbstractEventLoop, limit: ConnLimit | None = None) -> None:
         self.app, self.loop = app, loop
+        self.limit = limit if limit is not None else ConnLimit(0)
         self.router = app.router
         self.max_buffered = app.max_buffered
         self.buffered = 0  # request-body bytes reserved by requests being received or handled
@@ -239,6 +286,7 @@ class _Connection(asyncio.Protocol):
         self.srv, self.loop = srv, srv.loop
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
+        self.counted = False  # holds a place in the server's ConnLimit (released in connection_lost)
         self.tls = False  # an HTTPS connection (serve(ssl=...))
         self.buf = bytearray()
         self.state = _HEAD
@@ -258,12 +306,23 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) else None
+        if self.remote is not None:
+            if not self.srv.limit.acquire(self.remote):  # over limits.http_max_conns_per_client
+                self.state = _CLOSED
+                self.transport.close()
+                self.transport = None
+                return
+            self.counted = True
         self.tls = transport.get_extra_info("sslcontext") is not None
         self.srv.conns.add(self)
         self.deadline = self.loop.time() + HEAD_TIMEOUT  # the first request must come soon
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.counted:
+            self.counted = False
+            assert self.remote is not None
+            self.srv.limit.release(self.remote)
         self.state = _CLOSED
         self.deadline = None
         self.buf = bytearray()
@@ -632,6 +691,7 @@ class HTTPServer:
 
     def __init__(self, server: asyncio.Server, srv: _Server, sweeper: asyncio.Task[None]) -> None:
         self._server, self._srv, self._sweeper = server, srv, sweeper
+        self.limit = srv.limit
         self.port = int(server.sockets[0].getsockname()[1]) if server.sockets else 0
 
     @property
@@ -655,12 +715,13 @@ class HTTPServer:
 
 
 async def serve(app: Application, host: str | list[str] | None, port: int, *, backlog: int = 1024,
-                ssl: Any = None) -> HTTPServer:
+                ssl: Any = None, limit: ConnLimit | None = None) -> HTTPServer:
     """Listen on host:port, or on each of several hosts (port 0: any free port); raises OSError if an
     address cannot be bound. `ssl`: an ssl.SSLContext serves HTTPS (agent/tlsutil.py); a TLS handshake
-    must finish within TLS_HANDSHAKE_TIMEOUT, and the connection exists for the app only once it has."""
+    must finish within TLS_HANDSHAKE_TIMEOUT, and the connection exists for the app only once it has.
+    `limit`: connections per client IP (None: no limit; pass one ConnLimit to several listeners to share it)."""
     loop = asyncio.get_running_loop()
-    srv = _Server(app, loop)
+    srv = _Server(app, loop, limit)
     tls: dict[str, Any] = {"ssl": ssl, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT} if ssl is not None else {}
     server = await loop.create_server(lambda: _Connection(srv), host, port, reuse_address=True, backlog=backlog,
                                       **tls)

@@ -345,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     try:
         conf = work / "fast.json"
-        conf.write_text(json.dumps({"performance": {"raft_profile": "fast"}}))
+        # all watchers come from one address: lift limits.http_max_conns_per_client (default 200 per client IP)
+        conf.write_text(json.dumps({"performance": {"raft_profile": "fast"},
+                                    "limits": {"http_max_conns_per_client": 0}}))
         log = open(work / "agent.log", "wb")  # noqa: SIM115 -- closed with the process
         argv_ = [sys.executable, "-c", launch_code(tree), "agent", "-server", "-bootstrap-expect=1", "-node=bench",
                  f"-bind={IP}", f"-client={IP}", f"-data-dir={work / 'data'}", f"-config-file={conf}"]
