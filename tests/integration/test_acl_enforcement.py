@@ -1,0 +1,143 @@
+"""ACL enforcement with real agents (issue 14 item 1): a server and a client agent with acl.enabled.
+
+default_policy=deny: an anonymous KV write is 403 (through the server and through the client, whose forwarded
+write the server enforces), a `key_prefix "app/" write` token writes app/x but not other/x, KV listings show only
+readable keys, the keyring, snapshot, join and agent/self need their rights, and a raw server-RPC client without
+a token writes nothing. default_policy=allow: everything keeps working without a token.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from pyconsul.agent.raft import wire
+from pyconsul.agent.state import commands as c
+from tests.harness import AgentProc, Cluster, new_block, wait_for
+from tests.integration.test_raft_cluster import fast
+
+pytestmark = pytest.mark.integration
+
+MASTER = "0b7e1f5c-6d6a-4c55-9a7e-3f2d1c0b9a88"
+
+
+def call(p: AgentProc, path: str, method: str = "GET", body: bytes | None = None, token: str = "",
+         header: str = "X-Consul-Token") -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://{p.http}{path}", data=body, method=method)
+    if token:
+        req.add_header(header, f"Bearer {token}" if header == "Authorization" else token)
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def acl_config(cluster: Cluster, policy: str) -> str:
+    path = cluster.tmp / f"acl-{policy}.json"
+    path.write_text(json.dumps({"acl": {"enabled": True, "default_policy": policy, "tokens": {"master": MASTER}}}))
+    return f"-config-file={path}"
+
+
+def start(cluster: Cluster, policy: str) -> tuple[AgentProc, AgentProc]:
+    ip = new_block()
+    acl = acl_config(cluster, policy)
+    server = cluster.agent("s1", f"{ip}.1", "-server", "-bootstrap-expect=1", fast(cluster), acl, wait=False)
+    client = cluster.agent("c1", f"{ip}.2", f"-join={ip}.1", fast(cluster), acl, wait=False)
+    for p in (server, client):  # /v1/agent/self needs agent:read: the harness's own wait cannot be used
+        wait_for(lambda p=p: call(p, "/v1/agent/self", token=MASTER)[0] == 200, 20, f"agent {p.name} HTTP")
+    # the leader has created the master token once a write with it succeeds
+    wait_for(lambda: call(server, "/v1/kv/ready", "PUT", b"1", MASTER)[0] == 200, 30, "the master token works")
+    return server, client
+
+
+def make_token(p: AgentProc, name: str, rules: str) -> str:
+    status, body = call(p, "/v1/acl/policy", "PUT", json.dumps({"Name": name, "Rules": rules}).encode(), MASTER)
+    assert status == 200, body
+    status, body = call(p, "/v1/acl/token", "PUT", json.dumps({"Policies": [{"Name": name}]}).encode(), MASTER)
+    assert status == 200, body
+    secret: str = json.loads(body)["SecretID"]
+    return secret
+
+
+def raw_rpc(server: AgentProc, method: str, args: Any) -> list[Any]:
+    """One request on the server's RPC port, as any process that reaches 8300 could send it."""
+    with socket.create_connection((server.ip, 8300), timeout=10) as s:
+        s.sendall(wire.frame([wire.Kind.HELLO, "outsider", "dc1"]))
+        s.sendall(wire.frame([wire.Kind.REQUEST, 1, method, args]))
+        f = s.makefile("rb")
+        while True:
+            n = wire.HEADER.unpack(f.read(wire.HEADER.size))[0]
+            obj = wire.unframe(f.read(n))
+            if obj[0] == wire.Kind.RESPONSE:
+                return obj
+
+
+def test_default_deny(cluster: Cluster) -> None:
+    server, client = start(cluster, "deny")
+    for p in (server, client):  # anonymous: nothing
+        status, body = call(p, "/v1/kv/app/x", "PUT", b"v")
+        assert (status, body) == (403, b"Permission denied\n")
+        assert call(p, "/v1/kv/ready")[0] == 404  # unreadable reads as absent
+    app = make_token(server, "app-write", 'key_prefix "app/" { policy = "write" }')
+    for p in (server, client):
+        assert call(p, "/v1/kv/app/x", "PUT", b"v", app) == (200, b"true")
+        assert call(p, "/v1/kv/other/x", "PUT", b"v", app)[0] == 403
+        assert call(p, "/v1/kv/app/y?token=" + app, "PUT", b"v")[0] == 200  # ?token=
+        assert call(p, "/v1/kv/app/z", "PUT", b"v", app, header="Authorization")[0] == 200  # Bearer
+        assert call(p, "/v1/kv/?recurse", "DELETE", None, app)[0] == 403  # key_write_prefix ""
+    assert call(server, "/v1/kv/secret/s", "PUT", b"s", MASTER)[0] == 200
+    for p in (server, client):  # listings show only what the token may read, never other key names
+        status, body = call(p, "/v1/kv/?keys", token=app)
+        assert status == 200 and json.loads(body) == ["app/x", "app/y", "app/z"]
+        status, body = call(p, "/v1/kv/?recurse", token=app)
+        assert sorted(e["Key"] for e in json.loads(body)) == ["app/x", "app/y", "app/z"]
+        status, body = call(p, "/v1/kv/?keys", token=MASTER)
+        assert "secret/s" in json.loads(body)
+        assert call(p, "/v1/kv/secret/s", token=app)[0] == 404
+    assert call(client, "/v1/kv/?keys&index=1&wait=1s", token=app)[0] == 200  # blocking reads filter too
+    # the agent's own endpoints
+    for p in (server, client):
+        assert call(p, "/v1/operator/keyring", token=app)[0] == 403
+        assert call(p, "/v1/operator/keyring", token=MASTER)[0] == 200
+        assert call(p, "/v1/agent/join/127.0.0.1", "PUT", token=app)[0] == 403
+        assert call(p, "/v1/agent/self", token=app)[0] == 403
+        assert call(p, "/v1/snapshot", token=app)[0] == 403
+        assert call(p, "/v1/operator/raft/configuration", token=app)[0] == 403
+        assert call(p, "/v1/status/leader")[0] == 200  # no ACL, as Consul
+        assert call(p, "/v1/catalog/nodes", token=app) == (200, b"[]")  # no node:read: no node shown
+    status, body = call(server, "/v1/agent/self", token=MASTER)
+    assert status == 200 and MASTER.encode() not in body
+    ring = make_token(server, "ring-read", 'keyring = "read"')
+    assert call(client, "/v1/operator/keyring", token=ring)[0] == 200
+    assert call(client, "/v1/operator/keyring", "PUT", b'{"Key": "x"}', ring)[0] == 403
+    assert call(server, "/v1/snapshot", token=MASTER)[0] == 200
+    # a raw server-RPC client: no token is the anonymous token, and an unknown one is refused
+    cmd = c.encode(c.KVSet("other/raw", b"x"))
+    for args in (cmd, [cmd, "not-a-token"]):
+        reply = raw_rpc(server, "apply_forward", args)
+        assert reply[2] is False and reply[3]["code"] == "permission_denied", reply
+    reply = raw_rpc(server, "read_forward", {"name": "kv.list", "args": {"prefix": ""}, "mode": "default",
+                                             "index": 0, "wait": 0.0})
+    assert reply[2] is True and reply[3]["value"] == []  # nothing readable for anonymous
+    assert raw_rpc(server, "apply_forward", [cmd, app])[3]["code"] == "permission_denied"
+    assert raw_rpc(server, "apply_forward", [c.encode(c.KVSet("app/raw", b"x")), app])[2] is True
+    assert call(server, "/v1/kv/other/raw", token=MASTER)[0] == 404
+
+
+def test_default_allow_keeps_everything_working(cluster: Cluster) -> None:
+    server, client = start(cluster, "allow")
+    for p in (server, client):
+        assert call(p, "/v1/kv/other/x", "PUT", b"v") == (200, b"true")
+        assert call(p, "/v1/operator/keyring")[0] == 200
+        assert call(p, "/v1/agent/self")[0] == 200
+        assert "other/x" in json.loads(call(p, "/v1/kv/?keys")[1])
+    deny = make_token(server, "deny-other", 'key_prefix "other/" { policy = "deny" }')
+    assert call(client, "/v1/kv/other/y", "PUT", b"v", deny)[0] == 403
+    assert call(client, "/v1/kv/free/y", "PUT", b"v", deny)[0] == 200
+    assert "other/x" not in json.loads(call(client, "/v1/kv/?keys", token=deny)[1])
