@@ -101,10 +101,12 @@ def run_suite(suite: Suite, junit: Path, pytest_args: Sequence[str] = (),
     """Run the suite's tests against pyconsul agents; the per-test outcomes from its junit xml."""
     client = ensure_client(suite)
     agents = junit.parent / f"{junit.stem}-agents"  # the py-consul fixture's agent logs
-    agents.mkdir(parents=True, exist_ok=True)
+    tmp = junit.parent / f"{junit.stem}-tmp"  # TMPDIR: python-consul2's fixture makes its agents' dirs with mkdtemp
+    for d in (agents, tmp):
+        d.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(client), str(suite.path)]),
            "PYCONSUL_ROOT": str(_shim(junit.parent)), "PYCONSUL_INTEROP_NET": str(suite.net),
-           "PYCONSUL_INTEROP_WORKDIR": str(agents)}
+           "PYCONSUL_INTEROP_WORKDIR": str(agents), "TMPDIR": str(tmp)}
     env.pop("CONSUL_HTTP_ADDR", None)
     argv = [sys.executable, "-m", "pytest", "-c", str(suite.path / "pytest.ini"), "--rootdir", str(suite.path),
             "-p", "no:cacheprovider", "-o", "junit_family=xunit1", f"--junitxml={junit}", "-q", "--tb=line",
