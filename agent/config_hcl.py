@@ -9,8 +9,9 @@ The result has the shapes of the equivalent Consul JSON document, so one key tab
 
 Where python-hcl2 (an HCL2 parser) differs from the HCL1 Consul 1.7 reads (README "HCL config files"):
 - block labels (`service "web" { }`) are refused here (Consul's keys have none);
-- a quoted name inside a block body (`node_meta { "a-b" = "x" }`) is a syntax error in HCL2: use an object,
-  `node_meta = { "a-b" = "x" }`;
+- a quoted name inside a block body (`node_meta { "a-b" = "x" }`, `service_ttl { "*" = "5s" }`, common in
+  Consul's docs) is a syntax error in HCL2; parse_hcl rewrites such a block into the object it means
+  (`node_meta = { "a-b" = "x" }`) and parses again (at most MAX_REWRITES times);
 - expressions, functions and `${...}` interpolation are not evaluated: a string keeps them as literal text
   (a non-string key given an expression is a type error naming the key); a number in exponent form is read;
 - an attribute given twice, or a block and an attribute of the same name, keep the LAST one (HCL1 merged).
@@ -19,7 +20,7 @@ Where python-hcl2 (an HCL2 parser) differs from the HCL1 Consul 1.7 reads (READM
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import hcl2
 
@@ -33,25 +34,69 @@ _OPTIONS = hcl2.SerializationOptions(with_comments=False, explicit_blocks=True, 
                                      strip_string_quotes=True)
 
 
+MAX_REWRITES = 64  # blocks with quoted names rewritten into objects, per text
+_BLOCK_HEAD = re.compile(r"(?:^|[\s{}])([A-Za-z_][A-Za-z0-9_-]*)\s*$")
+
+
 class HCLError(ValueError):
     """Why an HCL text is invalid; one line, with the line and column when the parser gives them."""
 
 
 def parse_hcl(text: str) -> dict[str, Any]:
     """Parse HCL text into a JSON-shaped document; raise HCLError."""
-    try:
-        raw = hcl2.loads(text, serialization_options=_OPTIONS)
-    except Exception as exc:  # lark's UnexpectedInput family, or python-hcl2's own errors
-        line, col = getattr(exc, "line", None), getattr(exc, "column", None)
-        where = f" at line {line} column {col}" if isinstance(line, int) and line > 0 else ""
-        token = getattr(exc, "token", None)
-        what = f": unexpected {str(token)!r}" if token is not None else ""
-        if not where and not what:
-            what = ": " + (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise HCLError(f"invalid HCL{where}{what}") from None
+    for _ in range(MAX_REWRITES):
+        try:
+            raw = hcl2.loads(text, serialization_options=_OPTIONS)
+            break
+        except Exception as exc:  # lark's UnexpectedInput family, or python-hcl2's own errors
+            rewritten = _quoted_name_block_as_object(text, exc)
+            if rewritten is None:
+                _raise(exc)
+            text = rewritten
+    else:
+        raise HCLError(f"invalid HCL: more than {MAX_REWRITES} blocks with quoted names")
     if not isinstance(raw, dict):
         raise HCLError("invalid HCL: the top level is not a body")
     return _body(raw, "")
+
+
+def _quoted_name_block_as_object(text: str, exc: Exception) -> str | None:
+    """When the parser stopped at a quoted name (`"*" = ...`) inside a block `NAME { ... }`, the text with
+    that block written as an object, `NAME = { ... }`; None when the error is anything else."""
+    token = getattr(exc, "token", None)
+    line, col = getattr(exc, "line", None), getattr(exc, "column", None)
+    if getattr(token, "type", None) != "DBLQUOTE" or not isinstance(line, int) or not isinstance(col, int):
+        return None
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines):
+        return None
+    pos = sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
+    if text[pos : pos + 1] != '"' or not re.match(r'"(?:[^"\\\n]|\\.)*"\s*=', text[pos:]):
+        return None
+    depth = 0  # find the `{` that opens the enclosing block (strings with braces before it are rare in configs)
+    for i in range(pos - 1, -1, -1):
+        if text[i] == "}":
+            depth += 1
+        elif text[i] == "{":
+            if depth:
+                depth -= 1
+                continue
+            head = _BLOCK_HEAD.search(text[:i])  # `NAME {`: a block (an object is `NAME = {`)
+            if head is None:
+                return None
+            return text[: head.end(1)] + " =" + text[head.end(1) :]
+    return None
+
+
+def _raise(exc: Exception) -> NoReturn:
+    """The parser's error as one HCLError line."""
+    line, col = getattr(exc, "line", None), getattr(exc, "column", None)
+    where = f" at line {line} column {col}" if isinstance(line, int) and line > 0 else ""
+    token = getattr(exc, "token", None)
+    what = f": unexpected {str(token)!r}" if token is not None else ""
+    if not where and not what:
+        what = ": " + (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    raise HCLError(f"invalid HCL{where}{what}") from None
 
 
 def _is_block(v: object) -> bool:

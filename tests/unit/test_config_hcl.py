@@ -80,6 +80,16 @@ check { id = "c1"
     }
 
 
+def test_quoted_names_in_a_block_read_as_the_object_consul_means() -> None:
+    # HCL1 (Consul) allows them, HCL2 only in objects: parse_hcl rewrites the block `NAME {` to `NAME = {`
+    doc = parse_hcl('dns_config {\n  service_ttl {\n    "*" = "5s"\n    "web" = "1s"\n  }\n  node_ttl = "3s"\n}\n'
+                    'node_meta { "rack-id" = "r1" }\n'
+                    'service { name = "a"\n  meta { "k-1" = "v" } }\nservice { name = "b" }\n')
+    assert doc == {"dns_config": {"service_ttl": {"*": "5s", "web": "1s"}, "node_ttl": "3s"},
+                   "node_meta": {"rack-id": "r1"},
+                   "services": [{"name": "a", "meta": {"k-1": "v"}}, {"name": "b"}]}
+
+
 def test_one_service_block_stays_an_object_and_list_keys_stay_lists() -> None:
     assert parse_hcl('service { name = "web" }') == {"service": {"name": "web"}}
     assert parse_hcl('checks { ttl = "1s" }') == {"checks": [{"ttl": "1s"}]}
@@ -95,7 +105,8 @@ def test_values_strings_numbers_heredocs() -> None:
     ('ports { dns = 1', "invalid HCL at line 1 column"),
     ('ports { dns = 1 }\nports { http = 2 }', "ports: 2 blocks, expected one"),
     ('service "web" { port = 1 }', "service: block labels are not supported"),
-    ('node_meta { "a-b" = "x" }', "invalid HCL at line 1 column 13"),
+    ('node_meta { "a-b" 1 }', "invalid HCL at line 1 column 13"),
+    ('"k" = 1', "invalid HCL at line 1 column 1"),
 ])
 def test_bad_hcl_messages(text: str, fragment: str) -> None:
     with pytest.raises(HCLError) as info:
