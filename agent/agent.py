@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent import datadir
+from pyconsul.agent.acl.resolver import TokenResolver
 from pyconsul.agent.checks.runner import CheckRunner
 from pyconsul.agent.config import AgentConfig, ConfigError
 from pyconsul.agent.events import AgentEvents
@@ -31,6 +32,7 @@ from pyconsul.agent.facade import AgentFacade, force_leave
 from pyconsul.agent.gossip.keyring import Keyring
 from pyconsul.agent.gossip.pool import Pool
 from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus, SerfConfig, SerfEffect, UserEventReceived
+from pyconsul.agent.http.authz import configure as configure_acl
 from pyconsul.agent.http.server import make_app
 from pyconsul.agent.httpd.h1 import ConnLimit, HTTPServer, serve
 from pyconsul.agent.httpd.web import Application
@@ -85,6 +87,7 @@ class Agent:
         self.anti_entropy: AntiEntropy | None = None
         self.check_runner: CheckRunner | None = None
         self.dns: DNSServer | None = None  # the DNS interface (agent/dns), when ports.dns > 0
+        self.acl: TokenResolver | None = None  # ACL token resolution (agent/acl), built with the backend
 
     def _pools(self) -> Pools:
         return (("local", self.lan, self.cfg.ports.serf_lan), ("remote", self.wan, self.cfg.ports.serf_wan))
@@ -127,14 +130,17 @@ class Agent:
                                               cfg.ports.serf_wan, cfg.advertise_addr_wan or adv, self.wan_keyring,
                                               cfg.reconnect_timeout_wan)
         await self._start_backend()
+        self.acl = self._start_acl()
         self._start_events_and_coordinates()
         self._start_local()
         self.facade = AgentFacade(cfg, self.node_id, self.lan, self.wan, self.server, self.backend, self.leave)
         self.facade.local = self.local
         self.facade.http_stats = self.http_limit.stats
+        self.facade.acl = self.acl
         if cfg.ports.http > 0 or cfg.ports.https > 0:
             app = make_app(self.facade, self.backend, cfg.datacenter, cfg.node_name, local=self.local,
-                           reload=self.reload)
+                           reload=self.reload, acl_resolver=self.acl)
+            configure_acl(app, self.acl if cfg.acl.enabled else None, cfg.node_name, self.local)
             self._add_event_coordinate_routes(app)
         if cfg.ports.https > 0 and cfg.tls.cert_file:  # the same API over TLS (agent/tlsutil.py)
             self.https = await self._start_https(app)
@@ -308,6 +314,39 @@ class Agent:
         if wan is None:
             return datacenter_maps([], lambda name: None, self.cfg.datacenter)
         return datacenter_maps(wan.members(), wan.cached_coordinate, self.cfg.datacenter)
+
+    def _start_acl(self) -> TokenResolver:
+        """The token resolver (agent/acl/resolver.py): servers read their own state, clients ask a server (cached
+        acl.token_ttl, acl.down_policy when none answers). Wired into the server (enforcement), the client
+        backend (the agent token its own requests carry) and, by start(), the HTTP app. A server also runs the
+        leader's ACL setup (the builtin policy, the anonymous and master tokens)."""
+        from pyconsul.agent.acl import leader as acl_leader
+        from pyconsul.agent.http.acl import load_tokens
+        from pyconsul.agent.server.acl_reads import resolve_local
+
+        cfg = self.cfg
+        server, backend = self.server, self.backend
+        if server is not None:
+            async def lookup(secret: str) -> dict[str, Any] | None:
+                return resolve_local(server.store, secret)
+        else:
+            assert backend is not None
+
+            async def lookup(secret: str) -> dict[str, Any] | None:
+                value, _ = await backend.read("acl.resolve", {"secret": secret}, "stale")
+                return value if isinstance(value, dict) else None
+        resolver = TokenResolver(cfg.acl, lookup, node_name=cfg.node_name, caching=server is None,
+                                 data_dir=str(self.data_dir) if self.data_dir else None)
+        if cfg.acl.enabled and cfg.acl.enable_token_persistence and self.data_dir is not None:
+            load_tokens(self.data_dir, resolver)
+        if isinstance(backend, ClientBackend):
+            backend.agent_token = resolver.agent_token
+        if server is not None:
+            server.acl = resolver
+            if cfg.acl.enabled:
+                self.spawn(lambda: acl_leader.run(lambda: server.is_leader, lambda: server.store.tables, server.write,
+                                                  cfg.acl.master, time.time), "acl-leader", restart=True)
+        return resolver
 
     def _add_event_coordinate_routes(self, app: Any) -> None:
         """/v1/event/*, /v1/coordinate/* and /v1/query/* (agent/http/event.py, coordinate.py, query.py)."""

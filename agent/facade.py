@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from pyconsul.agent import __version__
+from pyconsul.agent.acl.resolver import TokenResolver
 from pyconsul.agent.config import AgentConfig
 from pyconsul.agent.errors import Internal
 from pyconsul.agent.gossip.coordinate import Coordinate
@@ -78,6 +79,7 @@ class AgentFacade:
         self.local: LocalView | None = None  # the agent's services and checks (agent/local), for Stats.agent
         self.dns_stats: Callable[[], dict[str, str]] | None = None  # the DNS server's counters (agent/dns)
         self.http_stats: Callable[[], dict[str, str]] | None = None  # HTTP(S) connection counters (httpd ConnLimit)
+        self.acl: TokenResolver | None = None  # ACL token resolution (agent/acl/resolver.py), set by the agent
 
     def _pool(self, wan: bool) -> GossipPool:
         if wan:

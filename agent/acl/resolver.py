@@ -48,8 +48,9 @@ class _Entry:
 
 class TokenResolver:
     def __init__(self, cfg: ACLConfig, lookup: Lookup, *, node_name: str = "", caching: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, data_dir: str | None = None) -> None:
         self.cfg = cfg
+        self.data_dir = data_dir  # where PUT /v1/agent/token/* persists tokens (acl.enable_token_persistence)
         self._lookup = lookup
         self._node = node_name
         self._caching = caching

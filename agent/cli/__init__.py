@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 
 from pyconsul.agent.cli import (
+    acl,
     agent,
     catalog,
     common,
@@ -53,7 +54,7 @@ from pyconsul.agent.config import ConfigError
 __all__ = ["COMMANDS", "main", "run", "usage"]
 
 COMMANDS: dict[str, tuple[common.Command, str]] = {
-    **agent.COMMANDS, **members.COMMANDS, **keyring.COMMANDS, **info.COMMANDS,
+    **acl.COMMANDS, **agent.COMMANDS, **members.COMMANDS, **keyring.COMMANDS, **info.COMMANDS,
     **maint.COMMANDS, **lock.COMMANDS, **watch.COMMANDS, **monitor.COMMANDS, **event.COMMANDS, **rtt.COMMANDS,
     "services": (services.cmd_services, "Interact with services"),
     "kv": (kv.cmd_kv, "Interact with the key-value store"),

@@ -18,6 +18,8 @@ from pyconsul.agent.flags import FlagError, FlagSet, HelpRequested, ParseResult
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
 HTTP_ADDR_ENVS = ("CONSUL_HTTP_ADDR", "PYCONSUL_HTTP_ADDR")
+HTTP_TOKEN_ENVS = ("CONSUL_HTTP_TOKEN", "PYCONSUL_HTTP_TOKEN")
+_TOKEN: list[str] = [""]  # the ACL token every request of this command sends (set by http_addr from -token / env)
 
 # Query parameters: a mapping, or (name, value) pairs when a name repeats (`node-meta`).
 Query: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -158,6 +160,8 @@ def api_request(
     if raw is None and body is not None:
         data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method.upper())
+    if _TOKEN[0]:
+        req.add_header("X-Consul-Token", _TOKEN[0])
     if raw is not None:
         req.add_header("Content-Type", "application/octet-stream")
     elif data is not None:
@@ -201,7 +205,10 @@ def api_read(
     pairs = sorted(query.items() if isinstance(query, Mapping) else query or (), key=lambda kv: kv[0])
     url = base_url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
     try:
-        with opener().open(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
+        get = urllib.request.Request(url, method="GET")
+        if _TOKEN[0]:
+            get.add_header("X-Consul-Token", _TOKEN[0])
+        with opener().open(get, timeout=timeout) as resp:
             payload: bytes = resp.read()
             index = _index_header(resp.headers.get("X-Consul-Index"))
     except urllib.error.HTTPError as exc:
@@ -269,7 +276,8 @@ def http_flags(fs: FlagSet) -> None:
               "Address of the agent's HTTP API: host:port, http://host:port or https://host:port. "
               "Defaults to $CONSUL_HTTP_ADDR, then $PYCONSUL_HTTP_ADDR. For HTTPS: $CONSUL_HTTP_SSL, "
               "$CONSUL_CACERT, $CONSUL_CAPATH, $CONSUL_CLIENT_CERT, $CONSUL_CLIENT_KEY, $CONSUL_HTTP_SSL_VERIFY.")
-    fs.string("token", "", "ACL token (accepted and ignored).")
+    fs.string("token", "", "ACL token to use in the request (sent as X-Consul-Token). Defaults to "
+              "$CONSUL_HTTP_TOKEN, then $PYCONSUL_HTTP_TOKEN.")
 
 
 def server_flags(fs: FlagSet) -> None:
@@ -319,5 +327,15 @@ def no_args(res: ParseResult) -> None:
 
 
 def http_addr(res: ParseResult) -> str:
-    """The agent's base URL from the `-http-addr` flag of `http_flags`."""
+    """The agent's base URL from the `-http-addr` flag of `http_flags`; also takes the ACL token of `-token`
+    (else $CONSUL_HTTP_TOKEN, $PYCONSUL_HTTP_TOKEN) that every request of this command then sends."""
+    set_token(res.str("token"))
     return parse_http_addr(res.str("http-addr"))
+
+
+def set_token(flag: str, environ: Mapping[str, str] | None = None) -> str:
+    """The ACL token requests send: `flag` if given, else the first of HTTP_TOKEN_ENVS set."""
+    env = os.environ if environ is None else environ
+    token = flag or next((env[name] for name in HTTP_TOKEN_ENVS if env.get(name)), "")
+    _TOKEN[0] = token
+    return token

@@ -26,6 +26,7 @@ from pyconsul.agent.httpd import web
 from pyconsul.agent.logfeed import feed as log_feed
 
 if TYPE_CHECKING:
+    from pyconsul.agent.acl.resolver import TokenResolver
     from pyconsul.agent.local.manager import LocalAgent
 
 __all__ = ["ERROR_STATUS", "error_status", "errors", "make_app", "member_json"]
@@ -85,7 +86,8 @@ async def errors(request: web.Request, handler: Any) -> web.Response:
 
 def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1",
              node_name: str = "", local: LocalAgent | None = None,
-             reload: Callable[[], Awaitable[None]] | None = None) -> web.Application:
+             reload: Callable[[], Awaitable[None]] | None = None,
+             acl_resolver: TokenResolver | None = None) -> web.Application:
     # Body limits (README "Limits"): routes with their own max_body (KV values, transactions, snapshot
     # restores) and DEFAULT_MAX_BODY for the rest; MAX_BUFFERED over all requests at once.
     app = web.Application(middlewares=[errors], client_max_size=DEFAULT_MAX_BODY, max_buffered=MAX_BUFFERED)
@@ -93,7 +95,8 @@ def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "d
     monitor_routes.register(app, log_feed())  # GET /v1/agent/monitor: the process's log, streamed
     if local is not None:
         register_agent_services(app, local, node_name, reload, datacenter)  # the agent's own services and checks
-    acl.register(app)  # 401 "ACL support disabled" (no ACL system yet: issue 14)
+    # the ACL system (http/acl.py) with acl.enabled, else 401 "ACL support disabled" as Consul
+    acl.register(app, acl_resolver, backend, data_dir=acl_resolver.data_dir if acl_resolver is not None else None)
     if backend is not None:
         kv.register(app, backend)
         catalog.register(app, backend, datacenter, node_name)
