@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyconsul.agent.acl.authz import Authorizer
 from pyconsul.agent.errors import PermissionDenied
 from pyconsul.agent.state import commands as c
+from pyconsul.agent.state.results import TxnResult, WriteResult
 
 if TYPE_CHECKING:  # client agents import this module and never load the store
     from pyconsul.agent.state.store import StateStore
@@ -47,6 +49,7 @@ __all__ = [
     "check_status",
     "check_write",
     "filter_read",
+    "filter_write_result",
     "read_token",
     "split_write",
     "write_args",
@@ -186,6 +189,14 @@ def check_write(authz: Authorizer, cmd: Any, lookup: Lookup) -> None:
         ok = authz.acl_write()
     if not ok:
         raise _deny()
+
+
+def filter_write_result(authz: Authorizer, result: WriteResult) -> WriteResult:
+    """A write's result as the token may see it: a transaction's get-tree entries it cannot read are left out
+    (its get-tree needed key_list on the prefix; the keys below may still be denied)."""
+    if isinstance(result, TxnResult) and result.results:
+        return replace(result, results=tuple(e for e in result.results if authz.key_read(e.key)))
+    return result
 
 
 def _txn_op_ok(authz: Authorizer, op: c.TxnOp) -> bool:

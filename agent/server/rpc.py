@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pyconsul.agent.errors import BadRequest, NotLeader
-from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN, read_token, split_write
+from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN, filter_write_result, read_token, split_write
 from pyconsul.agent.server.common import REQUEST_DC, ReadMeta
 from pyconsul.agent.state.results import WriteResult, reply_to_wire
 
@@ -46,7 +46,7 @@ class Local(Protocol):
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any: ...
     def remove_server(self, server_id: str) -> None: ...
     def acl_enabled(self) -> bool: ...
-    async def check_write(self, data: bytes) -> None: ...
+    async def check_write(self, data: bytes) -> Any: ...
 
 
 def _bytes(args: Any, method: str) -> bytes:
@@ -100,7 +100,9 @@ class RPCMethods:
         data = _bytes(args, "apply")
         self._leader_only()
         if self.local.acl_enabled():
-            await self.local.check_write(data)
+            authz = await self.local.check_write(data)
+            if authz is not None:
+                return reply_to_wire(filter_write_result(authz, await self.local.apply_local(data)))
         return reply_to_wire(await self.local.apply_local(data))
 
     async def read(self, args: Any) -> Any:

@@ -440,20 +440,22 @@ class ConsulServer:
             return None
         return await acl.resolve(token)
 
-    async def check_write(self, data: bytes) -> None:
-        """PermissionDenied unless the request's token may apply command `data` (ACLs on only)."""
+    async def check_write(self, data: bytes) -> Any:
+        """PermissionDenied unless the request's token may apply command `data` (ACLs on only); the token's
+        Authorizer (None: nothing enforced) for acl_enforce.filter_write_result."""
         authz = await self.authorizer()
         if authz is None:
-            return
+            return None
         if is_restore(data):  # not decoded here: a restore may be hundreds of MiB
             if not authz.snapshot():
                 raise PermissionDenied()
-            return
+            return authz
         try:
             cmd = decode_command(data)
         except ValueError:
-            return  # the state machine refuses what it cannot decode
+            return authz  # the state machine refuses what it cannot decode
         acl_enforce.check_write(authz, cmd, self._acl_lookup)
+        return authz
 
     async def write(self, data: bytes) -> WriteResult:
         """Commit a command through Raft (forwarding to the leader, or to another datacenter for
@@ -461,7 +463,12 @@ class ConsulServer:
         NoLeader if no leader took it within RPC_HOLD_TIMEOUT. With ACLs on, the request's token must
         allow the command (acl_enforce.check_write); the leader checks it again."""
         if self.acl is not None and self.acl_enabled():
-            await self.check_write(data)
+            authz = await self.check_write(data)
+            if authz is not None:
+                return acl_enforce.filter_write_result(authz, await self._write(data))
+        return await self._write(data)
+
+    async def _write(self, data: bytes) -> WriteResult:
         remote = self.forward.dc_server()
         if remote:
             return await self.forward.write(remote, data, to_leader=False)

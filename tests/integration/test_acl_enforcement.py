@@ -48,9 +48,10 @@ def start(cluster: Cluster, policy: str) -> tuple[AgentProc, AgentProc]:
     ip = new_block()
     acl = acl_config(cluster, policy)
     server = cluster.agent("s1", f"{ip}.1", "-server", "-bootstrap-expect=1", fast(cluster), acl, wait=False)
+    # /v1/agent/self needs agent:read: the harness's own wait cannot be used
+    wait_for(lambda: call(server, "/v1/agent/self", token=MASTER)[0] == 200, 20, "agent s1 HTTP")
     client = cluster.agent("c1", f"{ip}.2", f"-join={ip}.1", fast(cluster), acl, wait=False)
-    for p in (server, client):  # /v1/agent/self needs agent:read: the harness's own wait cannot be used
-        wait_for(lambda p=p: call(p, "/v1/agent/self", token=MASTER)[0] == 200, 20, f"agent {p.name} HTTP")
+    wait_for(lambda: call(client, "/v1/agent/self", token=MASTER)[0] == 200, 20, "agent c1 HTTP")
     # the leader has created the master token once a write with it succeeds
     wait_for(lambda: call(server, "/v1/kv/ready", "PUT", b"1", MASTER)[0] == 200, 30, "the master token works")
     return server, client

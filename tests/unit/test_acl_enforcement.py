@@ -451,3 +451,14 @@ def test_with_token_backend_runs_reads_under_the_token() -> None:
 
     asyncio.run(go())
     assert seen == ["dflt"]
+
+
+def test_txn_get_tree_results_leave_out_unreadable_keys() -> None:
+    from pyconsul.agent.state.results import TxnResult
+    from pyconsul.agent.state.tables import KVEntry
+
+    res = TxnResult(results=(KVEntry("app/a"), KVEntry("app/secret/b")))
+    a = Fake(key=("app/a",))
+    out = ae.filter_write_result(a, res)
+    assert isinstance(out, TxnResult) and [e.key for e in out.results] == ["app/a"]
+    assert ae.filter_write_result(a, True) is True
