@@ -58,7 +58,7 @@ def _fail(msg: str) -> RulesError:
 
 
 def _access(res: str, value: Any) -> str:
-    if not isinstance(value, str) or value not in LEVEL or (value == LIST and res != "key"):
+    if not isinstance(value, str) or value not in LEVEL or (value == LIST and res not in ("key", "key_prefix")):
         raise _fail(f"Invalid {res} policy: {value!r}")
     return value
 
