@@ -1,5 +1,5 @@
 """An agent started from an HCL config directory, as Consul's documentation and client suites start one: the
-HCL keys take effect, keys of features not built yet only warn, and -pid-file is written and removed."""
+HCL keys take effect (the acl block too), keys of features not built yet only warn, and -pid-file is written and removed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster, new_block
+from tests.harness import Cluster, new_block, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,11 +45,13 @@ def test_agent_from_hcl_config_dir(cluster: Cluster, tmp_path: Path) -> None:
     checks = p.api("/v1/agent/checks")
     assert [c["ServiceID"] for c in checks.values()] == ["web"]
     log = p.log()
-    assert "ACLs are not built yet (issue 14): acl.enabled, acl.tokens.master, primary_datacenter" in log
+    assert "ACL replication across datacenters is not built: primary_datacenter accepted and ignored" in log
     assert "ports.https = 8501 without cert_file and key_file: the HTTPS server is not started" in log
-    # ACLs are off, so the ACL endpoints answer as Consul's do with ACLs disabled
+    # the acl block is built (agent/acl): ACLs are on, the anonymous token may not list tokens, the master may
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://{p.http}/v1/acl/tokens", timeout=5)
-    assert info.value.code == 401 and info.value.read() == b"ACL support disabled"
+    assert info.value.code == 403 and info.value.read() == b"Permission denied\n"
+    tokens = wait_for(lambda: p.api("/v1/acl/tokens?token=root"), 20, "the master token (acl.tokens.master)")
+    assert "root" in {t["SecretID"] for t in tokens}
     assert p.stop() == 0
     assert not os.path.exists(pid_file)
