@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -36,8 +35,19 @@ from pyconsul.agent.httpd import web
 from pyconsul.agent.server.acl_enforce import MAX_TOKEN, REQUEST_TOKEN
 
 __all__ = [
-    "REQUEST_AUTHZ", "Resolver", "acl_enabled", "authorizer_for", "configure", "enforce", "filter_response",
-    "redact", "request_token", "require", "route_allowed",
+    "REQUEST_AUTHZ",
+    "REQUEST_TOKEN",
+    "Resolver",
+    "acl_enabled",
+    "authorizer_for",
+    "begin",
+    "configure",
+    "enforce",
+    "filter_response",
+    "redact",
+    "request_token",
+    "require",
+    "route_allowed",
 ]
 
 
@@ -63,7 +73,12 @@ class _AppACL:
     local: LocalView | None
 
 
-_APPS: weakref.WeakKeyDictionary[web.Application, _AppACL] = weakref.WeakKeyDictionary()
+_ATTR = "_pyconsul_acl"  # the app's _AppACL (an attribute: read on every request, cheaper than a mapping)
+
+
+def _conf(app: web.Application) -> _AppACL | None:
+    conf: _AppACL | None = getattr(app, _ATTR, None)
+    return conf
 
 # the Authorizer of the HTTP request being served (set by enforce(); unset with ACLs off)
 REQUEST_AUTHZ: ContextVar[Authorizer | None] = ContextVar("pyconsul_request_authz", default=None)
@@ -71,17 +86,30 @@ REQUEST_AUTHZ: ContextVar[Authorizer | None] = ContextVar("pyconsul_request_auth
 
 def configure(app: web.Application, resolver: Resolver | None, node_name: str,
               local: LocalView | None = None) -> None:
-    _APPS[app] = _AppACL(resolver, node_name, local)
+    setattr(app, _ATTR, _AppACL(resolver, node_name, local))
 
 
 def acl_enabled(app: web.Application) -> bool:
     """Cheap: whether this app enforces ACLs (a configured resolver that is enabled)."""
-    conf = _APPS.get(app)
+    conf = _conf(app)
     return conf is not None and conf.resolver is not None and conf.resolver.enabled()
+
+
+def begin(request: web.Request) -> tuple[str, bool]:
+    """For the `errors` middleware, on every request: (the request's token, whether ACLs are enforced here)."""
+    conf = _conf(request.app)
+    on = conf is not None and conf.resolver is not None and conf.resolver.enabled()
+    return _token(request, conf if on else None), on
 
 
 def request_token(request: web.Request) -> str:
     """The request's token (see the module docstring); "" for none."""
+    conf = _conf(request.app)
+    on = conf is not None and conf.resolver is not None and conf.resolver.enabled()
+    return _token(request, conf if on else None)
+
+
+def _token(request: web.Request, conf: _AppACL | None) -> str:
     tok = ""
     if "token=" in request.query_string:
         tok = request.query.get("token", "")
@@ -97,10 +125,8 @@ def request_token(request: web.Request) -> str:
                     tok = parts[1].strip()
     if len(tok) > MAX_TOKEN:
         raise PermissionDenied("ACL not found")
-    if not tok:  # Consul: the agent's acl.tokens.default, sent as such to the servers
-        conf = _APPS.get(request.app)
-        if conf is not None and conf.resolver is not None and conf.resolver.enabled():
-            tok = conf.resolver.default_token()
+    if not tok and conf is not None and conf.resolver is not None:
+        tok = conf.resolver.default_token()  # Consul: the agent's acl.tokens.default, sent as such to servers
     return tok
 
 
@@ -109,7 +135,7 @@ async def authorizer_for(request: web.Request) -> Authorizer:
     current = REQUEST_AUTHZ.get()
     if current is not None:
         return current
-    conf = _APPS.get(request.app)
+    conf = _conf(request.app)
     if conf is None or conf.resolver is None or not conf.resolver.enabled():
         return ALLOW_ALL
     token = REQUEST_TOKEN.get()
@@ -231,7 +257,7 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], Rule], ...] = tuple(
 
 def route_allowed(authz: Authorizer, request: web.Request, body: bytes = b"") -> bool:
     """Whether the first ROUTES rule matching the request (if any) allows it; `body`: the request's."""
-    conf = _APPS.get(request.app) or _AppACL(None, "", None)
+    conf = _conf(request.app) or _AppACL(None, "", None)
     method = "GET" if request.method == "HEAD" else request.method
     for m, pattern, rule in _ROUTES:
         if (m == method or m == "*") and pattern.match(request.path):

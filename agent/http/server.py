@@ -21,7 +21,7 @@ from pyconsul.agent.http import acl, agent_routes, catalog, health, kv, session,
 from pyconsul.agent.http import monitor as monitor_routes
 from pyconsul.agent.http.agent_services import register as register_agent_services
 from pyconsul.agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
-from pyconsul.agent.http.authz import acl_enabled, enforce, request_token
+from pyconsul.agent.http.authz import REQUEST_TOKEN, begin, enforce
 from pyconsul.agent.httpd import web
 from pyconsul.agent.logfeed import feed as log_feed
 
@@ -55,7 +55,6 @@ def error_status(exc: BaseException) -> int:
 
 
 async def errors(request: web.Request, handler: Any) -> web.Response:
-    from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN
     from pyconsul.agent.server.common import REQUEST_DC
 
     token = REQUEST_DC.set(request.query.get("dc", "").strip().lower())
@@ -63,8 +62,9 @@ async def errors(request: web.Request, handler: Any) -> web.Response:
     try:
         # ACLs (http/authz.py): the request's token travels with its reads and writes (the answering server
         # enforces it); enforce() runs only when ACLs are on (no extra await otherwise)
-        acl_token = REQUEST_TOKEN.set(request_token(request))
-        if acl_enabled(request.app):
+        secret, acl_on = begin(request)
+        acl_token = REQUEST_TOKEN.set(secret)
+        if acl_on:
             return await enforce(request, handler)
         resp: web.Response = await handler(request)
         return resp

@@ -457,18 +457,16 @@ class ConsulServer:
         acl_enforce.check_write(authz, cmd, self._acl_lookup)
         return authz
 
-    async def write(self, data: bytes) -> WriteResult:
+    async def write(self, data: bytes, *, checked: bool = False) -> WriteResult:
         """Commit a command through Raft (forwarding to the leader, or to another datacenter for
         `?dc=`); the command's typed result. Raises CommandRejected if the state machine refused it,
         NoLeader if no leader took it within RPC_HOLD_TIMEOUT. With ACLs on, the request's token must
-        allow the command (acl_enforce.check_write); the leader checks it again."""
-        if self.acl is not None and self.acl_enabled():
+        allow the command (acl_enforce.check_write); the leader checks it again. With them off: no extra
+        await on this path."""
+        if not checked and self.acl is not None and self.acl_enabled():
             authz = await self.check_write(data)
-            if authz is not None:
-                return acl_enforce.filter_write_result(authz, await self._write(data))
-        return await self._write(data)
-
-    async def _write(self, data: bytes) -> WriteResult:
+            result = await self.write(data, checked=True)
+            return result if authz is None else acl_enforce.filter_write_result(authz, result)
         remote = self.forward.dc_server()
         if remote:
             return await self.forward.write(remote, data, to_leader=False)
@@ -509,7 +507,7 @@ class ConsulServer:
                     raise NoLeader()
                 return await self.forward.read(addr, name, args, mode, index, wait, to_leader=True,
                                                last_contact_ms=last_contact_ms(raft.ms_since_leader_contact()))
-        authz = await self.authorizer() if self.acl is not None else None
+        authz = await self.authorizer() if self.acl is not None and self.acl_enabled() else None
         if authz is not None and name == "snapshot" and not authz.snapshot():
             raise PermissionDenied()
         if index:
