@@ -90,6 +90,19 @@ def test_bootstrap_policy_token_enforced_from_a_client_and_deletion(cluster: Clu
     assert all(t["SecretID"] != "<hidden>" for t in listed)
     assert call(client, "/v1/acl/tokens", token=secret)[0] == 403
 
+    # the CLI: -token, or CONSUL_HTTP_TOKEN
+    out = client.cli("acl", "policy", "list", f"-token={root}").stdout
+    assert "app-write:" in out and "global-management:" in out
+    created = json.loads(client.cli("acl", "token", "create", "-description=cli", "-policy-name=app-write",
+                                    "-format=json", f"-token={root}").stdout)
+    assert created["Policies"][0]["Name"] == "app-write"
+    denied = client.cli("acl", "token", "list", check=False)
+    assert denied.returncode == 1 and "403" in denied.stderr
+    read = client.cli("acl", "token", "read", f"-id={created['AccessorID']}", f"-token={root}").stdout
+    assert f"AccessorID:       {created['AccessorID']}" in read and "- app-write" in read
+    assert "deleted successfully" in client.cli("acl", "token", "delete", f"-id={created['AccessorID']}",
+                                                f"-token={root}").stdout
+
     # deletion: refused on the client within token_ttl (its cache), at once on the servers
     code, done = call(a, f"/v1/acl/token/{accessor}", "DELETE", token=root)
     assert (code, done) == (200, True)

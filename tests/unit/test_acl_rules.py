@@ -152,3 +152,18 @@ def test_decision_matches_a_direct_reading_of_the_rules(prefixes: dict[str, str]
         rule = prefixes[max(matching, key=len)] if matching else None
     assert a.key_read(key) is (rule in ("read", "write"))
     assert a.key_write(key) is (rule == "write")
+
+
+def test_readme_limits_rows_match_the_code() -> None:
+    from pathlib import Path
+
+    from pyconsul.agent.acl import resolver
+    from pyconsul.agent.http import acl as http_acl
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    kib = rules.MAX_RULES_BYTES // 1024
+    assert f"| ACL policy `Rules` / a name in a rule | {kib} KiB / {rules.MAX_NAME} B |" in table
+    assert (f"policy links per token / `Datacenters` per policy | 128 characters `[A-Za-z0-9_-]` / "
+            f"{http_acl.MAX_DESCRIPTION} B / {http_acl.MAX_LINKS} / 64 |") in table
+    assert f"compiled authorizers kept by any agent) | {resolver.MAX_CACHED} |" in table
