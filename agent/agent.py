@@ -390,8 +390,13 @@ class Agent:
         from pyconsul.agent.dns.views import Views
 
         cfg = self.cfg
-        backend = self.backend
+        backend: Any = self.backend
         assert backend is not None and self.facade is not None
+        acl = self.acl
+        if acl is not None and acl.enabled():  # DNS reads as acl.tokens.default (Consul), enforced by the servers
+            from pyconsul.agent.server.acl_enforce import WithToken
+
+            backend = WithToken(backend, acl.default_token)
         dns = DNSServer(cfg.dns_config, cfg.datacenter,
                         lambda changed: Views(backend, cfg.dns_config, cfg.datacenter, self.supervisor, changed,
                                               self._dns_prepared_query))

@@ -14,6 +14,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import dns.message
+import dns.query
+import dns.rdatatype
 import pytest
 
 from pyconsul.agent.raft import wire
@@ -64,6 +67,12 @@ def make_token(p: AgentProc, name: str, rules: str) -> str:
     assert status == 200, body
     secret: str = json.loads(body)["SecretID"]
     return secret
+
+
+def dns_addrs(p: AgentProc, name: str) -> set[str]:
+    """A answers of the agent's DNS interface (port 8600) for `name`."""
+    msg = dns.query.udp(dns.message.make_query(name, "A"), p.ip, port=8600, timeout=5)
+    return {rr.address for s in msg.answer if s.rdtype == dns.rdatatype.A for rr in s}
 
 
 def raw_rpc(server: AgentProc, method: str, args: Any) -> list[Any]:
@@ -129,6 +138,12 @@ def test_default_deny(cluster: Cluster) -> None:
     assert raw_rpc(server, "apply_forward", [cmd, app])[3]["code"] == "permission_denied"
     assert raw_rpc(server, "apply_forward", [c.encode(c.KVSet("app/raw", b"x")), app])[2] is True
     assert call(server, "/v1/kv/other/raw", token=MASTER)[0] == 404
+    # DNS answers as acl.tokens.default (none here: the anonymous token, which may read no node or service)
+    status, body = call(server, "/v1/catalog/service/consul", token=MASTER)
+    assert status == 200 and json.loads(body)  # the server's "consul" service is there
+    for p in (server, client):
+        assert dns_addrs(p, "consul.service.consul") == set()
+        assert dns_addrs(p, "s1.node.consul") == set()
 
 
 def test_default_allow_keeps_everything_working(cluster: Cluster) -> None:
@@ -142,3 +157,5 @@ def test_default_allow_keeps_everything_working(cluster: Cluster) -> None:
     assert call(client, "/v1/kv/other/y", "PUT", b"v", deny)[0] == 403
     assert call(client, "/v1/kv/free/y", "PUT", b"v", deny)[0] == 200
     assert "other/x" not in json.loads(call(client, "/v1/kv/?keys", token=deny)[1])
+    for p in (server, client):
+        wait_for(lambda p=p: dns_addrs(p, "consul.service.consul") == {server.ip}, 20, "DNS answers (allow)")
