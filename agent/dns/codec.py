@@ -131,6 +131,17 @@ def cache_key(data: bytes) -> bytes | None:
     return data[2:end + 9] + b"\x00\x00"  # as the same query without options
 
 
+def folded_key(key: bytes) -> tuple[bytes, int]:
+    """A cache key with its question name in lower case (DNS names are ASCII case-insensitive, and label
+    lengths, at most 63, are never letters), and the offset in the wire message where the question name ends.
+    Questions told apart by letter case only (a resolver's 0x20 randomisation) share one answer, whose wire
+    form differs from another spelling's in the question name's bytes alone: answers point at them."""
+    j = 10  # the question name starts after the flags and counts (the key has no ID)
+    while key[j]:
+        j += key[j] + 1
+    return key[:10] + key[10:j].lower() + key[j:], j + 3
+
+
 def error_response(data: bytes, rcode: int, *, recursion_available: bool = False) -> bytes:
     """A header-only answer carrying the query's ID, opcode and RD bit and `rcode` (FORMERR, NOTIMP, ...)."""
     qid, flags = struct.unpack_from("!HH", data)

@@ -3,7 +3,9 @@
 Hot path (UDP): an answer cache keyed by the query's bytes after its ID up to the end of the question, plus
 its EDNS payload size and flags (codec.cache_key: equal keys always get the same answer; a client's EDNS
 cookie does not matter) holds a few wire encodings of the answer (different shuffles of the instances) and
-serves them in turn with the query's ID patched in, inside datagram_received: no task, no full parse. A miss
+serves them in turn with the query's ID patched in, inside the socket's read callback: no task, no full
+parse. The same question in another letter case (0x20 randomisation) is answered from the same entry, its
+spelling patched into the question section (codec.folded_key), which the answer's names point at. A miss
 parses the query (dns/codec.py) and resolves it against the catalog view (dns/views.py); when the view lacks
 a name the query waits for one read (concurrent misses for one name share it). A view change drops every
 cached answer built from it; an answer is cached only when every view it was built from is current.
@@ -49,10 +51,11 @@ MAX_RESOLVE_ROUNDS = 4  # views one question may need filled (a service, then th
 
 
 class _Cached:
-    __slots__ = ("n", "wires")
+    __slots__ = ("folded", "n", "wires")
 
-    def __init__(self, wires: list[bytes]) -> None:
+    def __init__(self, wires: list[bytes], folded: bytes) -> None:
         self.wires = wires
+        self.folded = folded  # its key in DNSServer.folded
         self.n = 0
 
 
@@ -63,7 +66,8 @@ class DNSServer:
         self.local_dc = local_dc
         self.views = views_factory(self._view_changed)
         self.rng = rng or random.Random()
-        self.cache: dict[bytes, _Cached] = {}
+        self.cache: dict[bytes, _Cached] = {}  # codec.cache_key -> answer
+        self.folded: dict[bytes, _Cached] = {}  # codec.folded_key -> an answer to one of its spellings
         self.by_view: dict[r.ViewKey, set[bytes]] = defaultdict(set)
         self.stats: dict[str, int] = defaultdict(int)
         self.errors: dict[str, int] = defaultdict(int)
@@ -105,6 +109,7 @@ class DNSServer:
         self.views.cfg = cfg
         self.recursors = [parse_recursor(x) for x in cfg.recursors]
         self.cache.clear()
+        self.folded.clear()
         self.by_view.clear()
         self.stats["reloads"] += 1
 
@@ -121,12 +126,19 @@ class DNSServer:
 
     def _view_changed(self, key: r.ViewKey) -> None:
         for ck in self.by_view.pop(key, ()):
-            self.cache.pop(ck, None)
+            self._drop(ck)
+
+    def _drop(self, ck: bytes) -> None:
+        c = self.cache.pop(ck, None)
+        if c is not None and self.folded.get(c.folded) is c:
+            del self.folded[c.folded]
 
     def _store(self, ck: bytes, wires: list[bytes], depends: tuple[r.ViewKey, ...]) -> None:
         if len(self.cache) >= MAX_CACHED_ANSWERS:
-            self.cache.pop(next(iter(self.cache)))  # FIFO; stale by_view members are harmless
-        self.cache[ck] = _Cached(wires)
+            self._drop(next(iter(self.cache)))  # FIFO; stale by_view members are harmless
+        folded, _ = codec.folded_key(ck)
+        c = self.cache[ck] = _Cached(wires, folded)
+        self.folded[folded] = c
         for key in depends:
             self.by_view[key].add(ck)
 
@@ -138,6 +150,15 @@ class DNSServer:
         if c is None:
             key = codec.cache_key(data)
             c = self.cache.get(key) if key is not None else None
+            if c is None and key is not None:
+                folded, qend = codec.folded_key(key)
+                f = self.folded.get(folded)
+                if f is not None:  # the same question in another letter case: its spelling patched in
+                    f.n += 1
+                    w = f.wires[f.n % len(f.wires)]
+                    transport.sendto(data[:2] + w[2:12] + data[12:qend] + w[qend:], addr)
+                    self.stats["udp_cache_hits"] += 1
+                    return
         if c is not None:
             c.n += 1
             w = c.wires[c.n % len(c.wires)]

@@ -175,3 +175,28 @@ def test_cache_key_of_a_query_without_options_is_its_bytes() -> None:
     cookie = [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345678")]
     with_cookie = dns.message.make_query("web.service.consul", "A", use_edns=0, options=cookie).to_wire()
     assert codec.cache_key(with_cookie) == plain[2:]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), min_size=18, max_size=18), st.sampled_from(["A", "SRV"]))
+def test_another_spelling_is_the_cached_answer_with_its_question_patched_in(flips: list[bool], qtype: str) -> None:
+    base = "web.service.consul."
+    spelled = "".join(c.upper() if f else c for c, f in zip(base, flips, strict=False)) + base[len(flips):]
+
+    def answer_for(name: str) -> tuple[bytes, bytes]:
+        data = dns.message.make_query(name, qtype).to_wire()
+        q = codec.parse_query(data)
+        groups = tuple(group(i) for i in range(3)) if qtype == "SRV" else tuple(
+            (((name, r.A, 0, f"10.0.0.{i}"),), ()) for i in range(3))
+        return data, codec.encode_answer(q, r.Answer(r.NOERROR, groups), recursion_available=False,
+                                         enable_truncate=False)
+
+    data_a, wire_a = answer_for(base)
+    data_b, wire_b = answer_for(spelled)
+    key_a, key_b = codec.cache_key(data_a), codec.cache_key(data_b)
+    assert key_a is not None and key_b is not None
+    (fold_a, qend), (fold_b, _) = codec.folded_key(key_a), codec.folded_key(key_b)
+    assert fold_a == fold_b
+    patched = data_b[:2] + wire_a[2:12] + data_b[12:qend] + wire_a[qend:]  # what the hot path sends
+    assert patched == wire_b
+    assert dns.message.from_wire(patched).question[0].name.to_text() == spelled
