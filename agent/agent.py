@@ -66,6 +66,7 @@ class Agent:
         self.wan: Pool | None = None
         self.runner: HTTPServer | None = None
         self.https: HTTPServer | None = None  # ports.https
+        self.http_app: Application | None = None  # the /v1 API (its router: tests/unit/test_openapi_routes.py)
         # limits.http_max_conns_per_client, one count for the HTTP and HTTPS listeners together (as Consul)
         self.http_limit = ConnLimit(cfg.http_max_conns_per_client)
         self.lan_keyring: Keyring | None = None
@@ -142,6 +143,7 @@ class Agent:
                            reload=self.reload, acl_resolver=self.acl)
             configure_acl(app, self.acl if cfg.acl.enabled else None, cfg.node_name, self.local)
             self._add_event_coordinate_routes(app)
+            self.http_app = app
         if cfg.ports.https > 0 and cfg.tls.cert_file:  # the same API over TLS (agent/tlsutil.py)
             self.https = await self._start_https(app)
         if cfg.ports.http > 0:

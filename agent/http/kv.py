@@ -82,6 +82,8 @@ def register(app: web.Application, backend: Backend) -> None:
         q = request.query
         flags = parse_uint(q, "flags", 0)
         cmd: c.Command
+        if ("acquire" in q and not q["acquire"]) or ("release" in q and not q["release"]):
+            raise BadRequest("Missing session: ?acquire= and ?release= need a session ID")
         if "acquire" in q:
             cmd = c.KVLock(key, value, flags, q["acquire"], now=time.time())
         elif "release" in q:
