@@ -26,8 +26,12 @@ Workloads (dnsperf's data files; dnsperf cycles through them): `a10` / `srv10` /
 question, `web10.service.consul A` and so on; `a1000`: the 1,000 services' A questions in turn; `a1000x`: the
 same questions in 50,000 spellings that differ in letter case only (`sVc-0042.SErvice.consUL A`; names are
 case-insensitive, so the answers are a1000's): more distinct query bytes than pyconsul's answer cache holds
-(MAX_CACHED_ANSWERS, 20,000, FIFO), so every query takes its resolver path (parse, resolve against the
-catalog view, encode): the cost of a cache miss. Every query
+(MAX_CACHED_ANSWERS, 20,000) unless it folds case (it does since 0c9755e); `a1000w`: a1000's questions while
+the bench writes the catalog `--churn` times a second during pyconsul's phases (a check of node `churn-node`,
+service `churn`, toggled between passing and warning through `PUT /v1/catalog/register`, from a thread with
+one keep-alive connection): the agent drops cached answers when the catalog views behind them change, so this
+is the cost of answering from a catalog that changes (the agent's CPU for the writes counts in its qps per
+core; the writes done are printed). Every query
 carries EDNS0 (dnsperf `-e`, 4,096-byte payload) unless `--no-edns`; with EDNS both servers answer all 100
 instances of `web100` A (without it, Consul answers at most `udp_answer_limit` = 3 records to a plain UDP
 client and dnsmasq a truncated answer with TC=1: not the same work).
@@ -115,7 +119,7 @@ DNSMASQ_IP = "127.99.53.2"
 DNS_PORT = 8600
 HTTP_PORT = 8500
 DC = "dc1"
-WORKLOADS = ("a10", "srv10", "a100", "srv100", "a1000", "a1000x")
+WORKLOADS = ("a10", "srv10", "a100", "srv100", "a1000", "a1000x", "a1000w")
 MIXED_CASE_QUERIES = 50_000  # a1000x: distinct question bytes, more than the agent's answer cache holds
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -256,7 +260,8 @@ def query_files(work: Path) -> dict[str, Path]:
     for name, lines in (("a10", ["web10.service.consul A"]), ("srv10", ["web10.service.consul SRV"]),
                         ("a100", ["web100.service.consul A"]), ("srv100", ["web100.service.consul SRV"]),
                         ("a1000", [f"svc-{k:04d}.service.consul A" for k in range(1000)]),
-                        ("a1000x", mixed_case())):
+                        ("a1000x", mixed_case()),
+                        ("a1000w", [f"svc-{k:04d}.service.consul A" for k in range(1000)])):
         p = work / f"{name}.txt"
         p.write_text("\n".join(lines) + "\n")
         out[name] = p
@@ -365,9 +370,16 @@ def run_dnsperf(server: str, pid: int, ip: str, workload: str, path: Path, kind:
         argv.append("-e")
     if args.client_cpu is not None:
         argv = ["taskset", "-c", str(args.client_cpu), *argv]
+    churn = Churn(args.churn) if workload.endswith("w") and server == "pyconsul" and args.churn > 0 else None
     c0, q0, t0 = cpu_seconds(pid), runqueue_wait(pid), time.monotonic()
-    with open(out, "wb") as f:
-        r = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, timeout=args.duration + 60, check=False)
+    if churn is not None:
+        churn.start()
+    try:
+        with open(out, "wb") as f:
+            r = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, timeout=args.duration + 60, check=False)
+    finally:
+        if churn is not None:
+            churn.stop()
     c1, q1, t1 = cpu_seconds(pid), runqueue_wait(pid), time.monotonic()
     raw = out.read_bytes()
     if r.returncode != 0:
@@ -390,14 +402,57 @@ def run_dnsperf(server: str, pid: int, ip: str, workload: str, path: Path, kind:
     if lat:
         ph.p50_ms, ph.p99_ms, ph.max_ms = percentile(lat, 50), percentile(lat, 99), max(lat)
     ph.extra["latencies"] = len(lat)
+    if churn is not None:
+        ph.extra["writes"] = churn.done
+        ph.extra["write_errors"] = churn.errors
     return ph
+
+
+class Churn:
+    """Catalog writes at `rate` a second from a thread (one keep-alive connection) until stop()."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.done = 0
+        self.errors = 0
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.thread.join(30)
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(AGENT_IP, HTTP_PORT, timeout=10)
+        x = Instance("churn", "churn-node", "127.205.0.2")
+        t_next = time.monotonic()
+        while not self.halt.is_set():
+            body = json.dumps(registration(x, "warning" if self.done % 2 == 0 else "passing")).encode()
+            try:
+                conn.request("PUT", "/v1/catalog/register", body)
+                resp = conn.getresponse()
+                resp.read()
+                self.done += resp.status == 200
+                self.errors += resp.status != 200
+            except (OSError, http.client.HTTPException):
+                self.errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(AGENT_IP, HTTP_PORT, timeout=10)
+            t_next += 1 / self.rate
+            self.halt.wait(max(0.0, t_next - time.monotonic()))
+        conn.close()
 
 
 def show(ph: Phase) -> None:
     print(f"{ph.workload:<7}{ph.kind:<11}{ph.server:<9} qps {ph.qps:9.0f}  p50 {ph.p50_ms:7.3f} ms  "
           f"p99 {ph.p99_ms:7.3f} ms  max {ph.max_ms:7.2f} ms  lost {ph.lost}  resp {ph.resp_bytes:.0f} B  "
           f"server CPU {ph.cpu_s:.2f} s of {ph.wall_s:.1f} s ({ph.per_core:.0f} q per CPU-s; waited "
-          f"{ph.runq_ms:.0f} ms for its core)  [{ph.rcodes}]  load {ph.load}", flush=True)
+          f"{ph.runq_ms:.0f} ms for its core)  [{ph.rcodes}]  load {ph.load}"
+          + (f"  catalog writes {ph.extra['writes']} ({ph.extra['write_errors']} failed)" if "writes" in ph.extra
+             else ""), flush=True)
 
 
 # ---- critical -> gone from DNS --------------------------------------------------------------------------------
@@ -528,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-edns", action="store_true", help="plain 512-byte UDP queries (no dnsperf -e)")
     ap.add_argument("--no-pin", action="store_true", help="no taskset: servers and dnsperf float")
     ap.add_argument("--critical-rounds", type=int, default=10, help="rounds of critical -> gone (0 skips)")
+    ap.add_argument("--churn", type=float, default=10.0,
+                    help="catalog writes a second during pyconsul's a1000w phases (default 10)")
     ap.add_argument("--poll-ms", type=float, default=1.0, help="DNS poll interval while waiting (default 1 ms)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="sample the agent with py-spy (pip install py-spy) during its throughput phases; collapsed "
@@ -599,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         servers = {"dnsmasq": (dm, DNSMASQ_IP), "pyconsul": (agent, AGENT_IP)}
         # Every question twice (pyconsul fills its views and answer cache), not measured; a1000x's 50,000
         # spellings miss the cache by design, a1000's questions fill the same views.
-        for w in dict.fromkeys("a1000" if w == "a1000x" else w for w in workloads):
+        for w in dict.fromkeys("a1000" if w.startswith("a1000") else w for w in workloads):
             for proc, ip in servers.values():
                 assert proc is not None
                 warm = ["dnsperf", "-s", ip, "-p", str(DNS_PORT), "-d", str(files[w]), "-n", "2", "-q", "20"]
