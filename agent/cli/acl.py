@@ -1,4 +1,4 @@
-"""`pyconsul acl bootstrap|token|policy ...`: Consul 1.7's ACL commands over /v1/acl/* (agent/http/acl.py).
+"""`pyconsul acl bootstrap|token|policy|role ...`: Consul 1.7's ACL commands over /v1/acl/* (agent/http/acl.py).
 
 The token comes from -token, else $CONSUL_HTTP_TOKEN / $PYCONSUL_HTTP_TOKEN (common.http_addr). Output is
 Consul's "pretty" form, or the API's JSON with -format=json. Rules: `-rules=@file`, `-rules=-` (stdin) or
@@ -51,10 +51,21 @@ def token_lines(t: Mapping[str, Any]) -> list[str]:
     lines = [f"AccessorID:       {t.get('AccessorID', '')}", f"SecretID:         {t.get('SecretID', '')}",
              f"Description:      {t.get('Description', '')}", f"Local:            {str(t.get('Local', False)).lower()}",
              f"Create Time:      {_created(str(t.get('CreateTime', '')))}"]
-    policies = t.get("Policies") or []
-    if policies:
+    for key in ("Policies", "Roles"):
+        links = t.get(key) or []
+        if links:
+            lines.append(f"{key}:")
+            lines += [f"   {p.get('ID', '')} - {p.get('Name', '')}" for p in links]
+    return lines
+
+
+def role_lines(r: Mapping[str, Any]) -> list[str]:
+    lines = [f"ID:           {r.get('ID', '')}", f"Name:         {r.get('Name', '')}",
+             f"Description:  {r.get('Description', '')}"]
+    links = r.get("Policies") or []
+    if links:
         lines.append("Policies:")
-        lines += [f"   {p.get('ID', '')} - {p.get('Name', '')}" for p in policies]
+        lines += [f"   {p.get('ID', '')} - {p.get('Name', '')}" for p in links]
     return lines
 
 
@@ -120,8 +131,16 @@ def cmd_bootstrap(args: Sequence[str]) -> int:
 # ---------------------------------------------------------------- tokens
 
 
-def _links(res: ParseResult) -> list[dict[str, str]]:
-    return ([{"ID": i} for i in res.list("policy-id")] + [{"Name": n} for n in res.list("policy-name")])
+def _links(res: ParseResult, kind: str = "policy") -> list[dict[str, str]]:
+    return [{"ID": i} for i in res.list(f"{kind}-id")] + [{"Name": n} for n in res.list(f"{kind}-name")]
+
+
+def _link_flags(fs: FlagSet, *, roles: bool = True) -> None:
+    fs.string_list("policy-id", "ID of a policy to use. May be specified multiple times")
+    fs.string_list("policy-name", "Name of a policy to use. May be specified multiple times")
+    if roles:
+        fs.string_list("role-id", "ID of a role to use for this token. May be specified multiple times")
+        fs.string_list("role-name", "Name of a role to use for this token. May be specified multiple times")
 
 
 def _token_id(res: ParseResult) -> str:
@@ -134,15 +153,14 @@ def _token_id(res: ParseResult) -> str:
 def cmd_token_create(args: Sequence[str]) -> int:
     fs = _flagset("acl token create")
     fs.string("description", "", "A description of the token")
-    fs.string_list("policy-id", "ID of a policy to use for this token. May be specified multiple times")
-    fs.string_list("policy-name", "Name of a policy to use for this token. May be specified multiple times")
+    _link_flags(fs)
     fs.bool("local", False, "Create this as a datacenter local token")
     fs.string("accessor", "", "Create the token with this Accessor ID. It must be a UUID.")
     fs.string("secret", "", "Create the token with this Secret ID. It must be a UUID.")
     res = common.parse(fs, args, "acl token create [options]", "Create a new ACL token.")
     common.no_args(res)
     body: dict[str, Any] = {"Description": res.str("description"), "Policies": _links(res),
-                            "Local": res.bool("local")}
+                            "Roles": _links(res, "role"), "Local": res.bool("local")}
     if res.str("accessor"):
         body["AccessorID"] = res.str("accessor")
     if res.str("secret"):
@@ -167,20 +185,22 @@ def cmd_token_update(args: Sequence[str]) -> int:
     fs = _flagset("acl token update")
     fs.string("id", "", "The Accessor ID of the token to update")
     fs.string("description", "", "A description of the token")
-    fs.string_list("policy-id", "ID of a policy to use for this token. May be specified multiple times")
-    fs.string_list("policy-name", "Name of a policy to use for this token. May be specified multiple times")
+    _link_flags(fs)
     fs.bool("merge-policies", False, "Merge the new policies with the existing policies")
+    fs.bool("merge-roles", False, "Merge the new roles with the existing roles")
     res = common.parse(fs, args, "acl token update [options]", "Update an ACL token.")
     common.no_args(res)
     tid = _token_id(res)
     old = _call(res, "GET", f"/v1/acl/token/{tid}")
-    links = _links(res)
-    if res.bool("merge-policies") or not links:
-        have = {p.get("ID") for p in old.get("Policies") or []}
-        links = [{"ID": p["ID"]} for p in old.get("Policies") or []] + [
-            link for link in links if link.get("ID") not in have]
-    body = {"AccessorID": tid, "Description": res.str("description") or old.get("Description", ""),
-            "Policies": links, "Local": old.get("Local", False)}
+    body: dict[str, Any] = {"AccessorID": tid, "Description": res.str("description") or old.get("Description", ""),
+                            "Local": old.get("Local", False)}
+    for kind, key, merge in (("policy", "Policies", "merge-policies"), ("role", "Roles", "merge-roles")):
+        links = _links(res, kind)
+        if res.bool(merge) or not links:
+            have = {p.get("ID") for p in old.get(key) or []}
+            links = [{"ID": p["ID"]} for p in old.get(key) or []] + [
+                link for link in links if link.get("ID") not in have]
+        body[key] = links
     tok = _call(res, "PUT", f"/v1/acl/token/{tid}", body)
     return _show(res, tok, ["Token updated successfully.", *token_lines(tok)])
 
@@ -332,10 +352,110 @@ def cmd_policy(args: Sequence[str]) -> int:
     return common.run_group("acl policy", POLICY_COMMANDS, args, "Manage Consul's ACL policies")
 
 
+# ---------------------------------------------------------------- roles
+
+
+def _role_id(res: ParseResult) -> str:
+    rid = res.str("id")
+    if rid:
+        return rid
+    name = res.str("name")
+    if not name:
+        raise CLIError("Must specify either the -id or -name parameters")
+    return str(_call(res, "GET", f"/v1/acl/role/name/{name}")["ID"])
+
+
+def cmd_role_create(args: Sequence[str]) -> int:
+    fs = _flagset("acl role create")
+    fs.string("name", "", "The new role's name. This flag is required.")
+    fs.string("description", "", "A description of the role")
+    _link_flags(fs, roles=False)
+    res = common.parse(fs, args, "acl role create -name NAME [options]", "Create a new ACL role.")
+    common.no_args(res)
+    if not res.str("name"):
+        raise CLIError("Missing required '-name' flag")
+    r = _call(res, "PUT", "/v1/acl/role", {"Name": res.str("name"), "Description": res.str("description"),
+                                           "Policies": _links(res)})
+    return _show(res, r, role_lines(r))
+
+
+def cmd_role_read(args: Sequence[str]) -> int:
+    fs = _flagset("acl role read")
+    fs.string("id", "", "The ID of the role to read")
+    fs.string("name", "", "The name of the role to read")
+    res = common.parse(fs, args, "acl role read [options] ROLE", "Read an ACL role.")
+    common.no_args(res)
+    if res.str("id"):
+        r = _call(res, "GET", f"/v1/acl/role/{res.str('id')}")
+    elif res.str("name"):
+        r = _call(res, "GET", f"/v1/acl/role/name/{res.str('name')}")
+    else:
+        raise CLIError("Must specify either the -id or -name parameters")
+    return _show(res, r, role_lines(r))
+
+
+def cmd_role_update(args: Sequence[str]) -> int:
+    fs = _flagset("acl role update")
+    fs.string("id", "", "The ID of the role to update")
+    fs.string("name", "", "The role's new name")
+    fs.string("description", "", "The role's new description")
+    _link_flags(fs, roles=False)
+    fs.bool("no-merge", False, "Replace the role's policies with those given instead of adding to them")
+    res = common.parse(fs, args, "acl role update [options]", "Update an ACL role.")
+    common.no_args(res)
+    rid = res.str("id")
+    if not rid:
+        raise CLIError("Must specify the -id parameter")
+    old = _call(res, "GET", f"/v1/acl/role/{rid}")
+    links = _links(res)
+    if not res.bool("no-merge"):
+        have = {p.get("ID") for p in old.get("Policies") or []}
+        links = [{"ID": p["ID"]} for p in old.get("Policies") or []] + [
+            link for link in links if link.get("ID") not in have]
+    r = _call(res, "PUT", f"/v1/acl/role/{rid}", {"ID": rid, "Name": res.str("name") or old.get("Name", ""),
+                                                  "Description": res.str("description") or old.get("Description", ""),
+                                                  "Policies": links})
+    return _show(res, r, role_lines(r))
+
+
+def cmd_role_delete(args: Sequence[str]) -> int:
+    fs = _flagset("acl role delete", fmt=False)
+    fs.string("id", "", "The ID of the role to delete")
+    fs.string("name", "", "The name of the role to delete")
+    res = common.parse(fs, args, "acl role delete [options]", "Delete an ACL role.")
+    common.no_args(res)
+    rid = _role_id(res)
+    _call(res, "DELETE", f"/v1/acl/role/{rid}")
+    common.out([f"Role \"{rid}\" deleted successfully"])
+    return 0
+
+
+def cmd_role_list(args: Sequence[str]) -> int:
+    fs = _flagset("acl role list")
+    res = common.parse(fs, args, "acl role list [options]", "List all the ACL roles.")
+    common.no_args(res)
+    items = _call(res, "GET", "/v1/acl/roles") or []
+    return _show_list(res, items, lambda r: [str(r.get("Name", "")) + ":"] + ["   " + x for x in role_lines(r)])
+
+
+ROLE_COMMANDS: common.Table = {
+    "create": (cmd_role_create, "Create an ACL role"),
+    "read": (cmd_role_read, "Read an ACL role"),
+    "update": (cmd_role_update, "Update an ACL role"),
+    "delete": (cmd_role_delete, "Delete an ACL role"),
+    "list": (cmd_role_list, "List ACL roles"),
+}
+
+
+def cmd_role(args: Sequence[str]) -> int:
+    return common.run_group("acl role", ROLE_COMMANDS, args, "Manage Consul's ACL roles")
+
+
 ACL_COMMANDS: common.Table = {
     "bootstrap": (cmd_bootstrap, "Bootstrap Consul's ACL system"),
     "token": (cmd_token, "Manage Consul's ACL tokens"),
     "policy": (cmd_policy, "Manage Consul's ACL policies"),
+    "role": (cmd_role, "Manage Consul's ACL roles"),
 }
 
 

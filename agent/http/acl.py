@@ -17,11 +17,13 @@ shapes; each needs the caller's token to grant what is listed, else 403 "Permiss
   An unknown accessor or secret: 403 "ACL not found" (Consul's).
 - policies: PUT /v1/acl/policy, GET|PUT|DELETE /v1/acl/policy/<id>, GET /v1/acl/policy/name/<name>,
   GET /v1/acl/policies. Rules are checked (400 "Failed to parse ACL rules: ...").
+- roles (a named set of policies tokens link to): PUT /v1/acl/role, GET|PUT|DELETE /v1/acl/role/<id>,
+  GET /v1/acl/role/name/<name>, GET /v1/acl/roles[?policy=<id>]; tokens take `Roles` links too.
 - PUT /v1/agent/token/<kind> (acl:write): acl_token|default, acl_agent_token|agent,
   acl_agent_master_token|agent_master, acl_replication_token|replication; saved in <data_dir>/acl-tokens.json
   with acl.enable_token_persistence.
 - GET /v1/acl/replication: replication is not built: Enabled false.
-- the legacy (pre-1.4) token endpoints, roles, binding rules, auth methods, login/logout and rules/translate
+- the legacy (pre-1.4) token endpoints, binding rules, auth methods, login/logout and rules/translate
   are not built: 404 with a message saying so.
 Validation failures are 400 with Consul's message (Consul answers several with 500).
 """
@@ -45,7 +47,7 @@ from pyconsul.agent.httpd import web
 from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN
 from pyconsul.agent.state import acl as acl_state
 from pyconsul.agent.state import commands as c
-from pyconsul.agent.state.acl_defs import GLOBAL_MANAGEMENT_ID, ACLPolicy, ACLPolicyLink, ACLToken
+from pyconsul.agent.state.acl_defs import GLOBAL_MANAGEMENT_ID, ACLPolicy, ACLPolicyLink, ACLRole, ACLToken
 
 DISABLED = "ACL support disabled"
 
@@ -144,32 +146,33 @@ def _str(b: dict[str, Any], key: str, field: str, limit: int = MAX_DESCRIPTION) 
     return v
 
 
-def _links(b: dict[str, Any]) -> tuple[ACLPolicyLink, ...]:
-    raw = b.get("policies") or []
+def _links(b: dict[str, Any], key: str = "policies", what: str = "policy") -> tuple[ACLPolicyLink, ...]:
+    raw = b.get(key) or []
     if not isinstance(raw, list) or len(raw) > MAX_LINKS:
-        raise BadRequest(f"Request decode failed: Policies must be a list of at most {MAX_LINKS} links")
+        raise BadRequest(f"Request decode failed: {key.title()} must be a list of at most {MAX_LINKS} links")
     out = []
     for link in raw:
         if not isinstance(link, dict):
-            raise BadRequest("Request decode failed: a policy link is an object with ID or Name")
+            raise BadRequest(f"Request decode failed: a {what} link is an object with ID or Name")
         low = {k.lower(): v for k, v in link.items() if isinstance(k, str)}
         pid, name = low.get("id") or "", low.get("name") or ""
         if not isinstance(pid, str) or not isinstance(name, str) or not (pid or name):
-            raise BadRequest("Request decode failed: a policy link needs an ID or a Name (strings)")
+            raise BadRequest(f"Request decode failed: a {what} link needs an ID or a Name (strings)")
         out.append(ACLPolicyLink(id=pid, name="" if pid else name))
     return tuple(out)
 
 
 def _no_roles(b: dict[str, Any]) -> None:
-    for key, what in (("roles", "Roles"), ("serviceidentities", "ServiceIdentities")):
-        if b.get(key):
-            raise BadRequest(f"{what} are not supported by pyconsul yet (issue 14)")
+    """Refuse what pyconsul does not build (service identities, expiration) rather than ignore it."""
+    if b.get("serviceidentities"):
+        raise BadRequest("ServiceIdentities are not supported by pyconsul yet (issue 14)")
     if b.get("expirationtime") or b.get("expirationttl"):
         raise BadRequest("Token expiration is not supported by pyconsul yet (issue 14)")
 
 
 def _hash_token(tok: ACLToken) -> str:
-    return acl_state.token_hash(tok, tuple(link.id or "name:" + link.name for link in tok.policies))
+    links = (*tok.policies, *(ACLPolicyLink("role:" + r.id, r.name) for r in tok.roles))
+    return acl_state.token_hash(tok, tuple(link.id or "name:" + link.name for link in links))
 
 
 def _hash_policy(p: ACLPolicy) -> str:
@@ -243,7 +246,8 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     def token_from(b: dict[str, Any], accessor: str, secret: str, *, local: bool, create_time: float) -> ACLToken:
         _no_roles(b)
         tok = ACLToken(accessor_id=accessor, secret_id=secret, description=_str(b, "description", "Description"),
-                       policies=_links(b), local=local, create_time=create_time)
+                       policies=_links(b), local=local, create_time=create_time,
+                       roles=_links(b, "roles", "role"))
         return _replace_hash(tok)
 
     async def token_create(request: web.Request) -> web.Response:
@@ -319,14 +323,16 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
         b = _body(await request.read())
         desc = _str(b, "description", "Description") or str(old.get("Description", ""))
         links = tuple(ACLPolicyLink(id=str(p["ID"])) for p in old.get("Policies") or [])
+        roles = tuple(ACLPolicyLink(id=str(r["ID"])) for r in old.get("Roles") or [])
         tok = _replace_hash(ACLToken(accessor_id=str(uuid.uuid4()), secret_id=str(uuid.uuid4()), description=desc,
-                                     policies=links, local=bool(old.get("Local")), create_time=time.time()))
+                                     policies=links, local=bool(old.get("Local")), create_time=time.time(),
+                                     roles=roles))
         await write(c.ACLTokenApply("create", tok))
         return json_response(await existing_token(tok.accessor_id))
 
     async def token_list(request: web.Request) -> web.Response:
         authz = await need(request, lambda a: a.acl_read())
-        args = {"policy": request.query.get("policy", "")} if request.query.get("policy") else {}
+        args = {k: request.query.get(k, "") for k in ("policy", "role") if request.query.get(k)}
         value, meta = await read_query(request, backend, "acl.token_list", args)
         rows = [_redacted(t, authz) for t in value or []]
         return json_response(rows, 200, read_meta_headers(meta))
@@ -392,6 +398,58 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
         value, meta = await read_query(request, backend, "acl.policy_list", {})
         return json_response(value or [], 200, read_meta_headers(meta))
 
+    # ------------------------------------------------------------ roles
+
+    def role_from(b: dict[str, Any], rid: str) -> ACLRole:
+        name = _str(b, "name", "Name", 256)
+        if not acl_state.valid_role_name(name):
+            raise BadRequest("Invalid Role: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
+        _no_roles(b)
+        r = ACLRole(id=rid, name=name, description=_str(b, "description", "Description"), policies=_links(b))
+        return ACLRole(id=r.id, name=r.name, description=r.description, policies=r.policies,
+                       hash=acl_state.role_hash(r))
+
+    async def role_create(request: web.Request) -> web.Response:
+        await need(request, lambda a: a.acl_write())
+        b = _body(await request.read())
+        if b.get("id"):
+            raise BadRequest("Cannot specify ID when creating role")
+        r = role_from(b, str(uuid.uuid4()))
+        await write(c.ACLRoleApply("create", r))
+        return json_response(await read("acl.role_read", {"id": r.id}))
+
+    async def role_get(request: web.Request) -> web.Response:
+        await need(request, lambda a: a.acl_read())
+        name = request.match_info.get("name")
+        args = {"name": name} if name is not None else {"id": request.match_info["id"]}
+        value, meta = await read_query(request, backend, "acl.role_read", args)
+        if not isinstance(value, dict):
+            raise PermissionDenied(NOT_FOUND)
+        return json_response(value, 200, read_meta_headers(meta))
+
+    async def role_update(request: web.Request) -> web.Response:
+        await need(request, lambda a: a.acl_write())
+        rid = request.match_info["id"]
+        b = _body(await request.read())
+        if b.get("id") and b["id"] != rid:
+            raise BadRequest("Role ID in URL and payload do not match")
+        if not isinstance(await read("acl.role_read", {"id": rid}), dict):
+            raise BadRequest(f"Cannot find role {rid!r}")
+        r = role_from(b, rid)
+        await write(c.ACLRoleApply("update", r))
+        return json_response(await read("acl.role_read", {"id": rid}))
+
+    async def role_delete(request: web.Request) -> web.Response:
+        await need(request, lambda a: a.acl_write())
+        await write(c.ACLRoleApply("delete", ACLRole(id=request.match_info["id"], name="")))
+        return json_response(True)
+
+    async def role_list(request: web.Request) -> web.Response:
+        await need(request, lambda a: a.acl_read())
+        args = {"policy": request.query.get("policy", "")} if request.query.get("policy") else {}
+        value, meta = await read_query(request, backend, "acl.role_list", args)
+        return json_response(value or [], 200, read_meta_headers(meta))
+
     # ------------------------------------------------------------ the agent's tokens, replication, the rest
 
     async def agent_token(request: web.Request) -> web.Response:
@@ -430,10 +488,16 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     r.add_get("/v1/acl/policy/{id}", policy_get)
     r.add_put("/v1/acl/policy/{id}", policy_update)
     r.add_delete("/v1/acl/policy/{id}", policy_delete)
+    r.add_put("/v1/acl/role", role_create)
+    r.add_get("/v1/acl/roles", role_list)
+    r.add_get("/v1/acl/role/name/{name}", role_get)
+    r.add_get("/v1/acl/role/{id}", role_get)
+    r.add_put("/v1/acl/role/{id}", role_update)
+    r.add_delete("/v1/acl/role/{id}", role_delete)
     r.add_put("/v1/agent/token/{kind}", agent_token)
     r.add_get("/v1/acl/replication", replication)
     built = {"/v1/acl/bootstrap", "/v1/acl/token", "/v1/acl/tokens", "/v1/acl/policy", "/v1/acl/policies",
-             "/v1/acl/replication"}
+             "/v1/acl/replication", "/v1/acl/role", "/v1/acl/roles"}
     for path, methods in ENDPOINTS:
         if path in built:
             continue
@@ -444,7 +508,8 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
 
 def _replace_hash(tok: ACLToken) -> ACLToken:
     return ACLToken(accessor_id=tok.accessor_id, secret_id=tok.secret_id, description=tok.description,
-                    policies=tok.policies, local=tok.local, create_time=tok.create_time, hash=_hash_token(tok))
+                    policies=tok.policies, local=tok.local, create_time=tok.create_time, hash=_hash_token(tok),
+                    roles=tok.roles)
 
 
 def _parse_time(text: str) -> float:

@@ -3,12 +3,13 @@
 - "acl.resolve" {"secret"} -> {"token": token JSON, "policies": [policy JSON with Rules]} or None: what a
   TokenResolver needs (agent/acl/resolver.py); client agents ask it with ?stale.
 - "acl.token_read" {"accessor"} -> token JSON or None; "acl.token_self" {"secret"} -> token JSON or None;
-- "acl.token_list" {"policy": optional policy ID} -> [token list stub JSON];
+- "acl.token_list" {"policy": optional policy ID, "role": optional role ID} -> [token list stub JSON];
 - "acl.policy_read" {"id"} / {"name"} -> policy JSON or None; "acl.policy_list" {} -> [policy stub JSON];
+- "acl.role_read" {"id"} / {"name"} -> role JSON or None; "acl.role_list" {"policy": optional} -> [role JSON];
 - "acl.bootstrap_index" {} -> the Raft index of the last bootstrap (0: never).
 Every token JSON carries its SecretID: the HTTP layer redacts it for callers without acl:write.
-Index names: "acl-tokens" (token reads), "acl-policies" (policy reads; token reads too, a token's links show
-its policies' names).
+Index names: "acl-tokens" (token reads), "acl-policies" (policy reads; token and role reads too, their links
+show policies' names), "acl-roles" (role reads, token reads).
 """
 
 from __future__ import annotations
@@ -48,10 +49,24 @@ def _token_self(st: StateStore, a: dict[str, Any]) -> Any:
 
 def _token_list(st: StateStore, a: dict[str, Any]) -> Any:
     t = st.tables
-    policy = _s(a, "policy")
+    policy, role = _s(a, "policy"), _s(a, "role")
     toks = sorted(t.acl_tokens.values(), key=lambda tok: (tok.create_index, tok.accessor_id))
     return [acl_state.token_stub_json(t, tok) for tok in toks
-            if not policy or any(link.id == policy for link in tok.policies)]
+            if (not policy or any(link.id == policy for link in tok.policies))
+            and (not role or any(link.id == role for link in tok.roles))]
+
+
+def _role_read(st: StateStore, a: dict[str, Any]) -> Any:
+    t = st.tables
+    r = acl_state.role_by_name(t, _s(a, "name")) if "name" in a else t.acl_roles.get(_s(a, "id"))
+    return acl_state.role_json(t, r) if r is not None else None
+
+
+def _role_list(st: StateStore, a: dict[str, Any]) -> Any:
+    t = st.tables
+    policy = _s(a, "policy")
+    rs = sorted(t.acl_roles.values(), key=lambda r: (r.create_index, r.id))
+    return [acl_state.role_json(t, r) for r in rs if not policy or any(link.id == policy for link in r.policies)]
 
 
 def _policy_read(st: StateStore, a: dict[str, Any]) -> Any:
@@ -66,7 +81,11 @@ def _policy_list(st: StateStore, a: dict[str, Any]) -> Any:
 
 
 def _tokens_index(st: StateStore, a: dict[str, Any]) -> int:
-    return st.table_index(acl_state.TOKENS, acl_state.POLICIES)
+    return st.table_index(acl_state.TOKENS, acl_state.POLICIES, acl_state.ROLES)
+
+
+def _roles_index(st: StateStore, a: dict[str, Any]) -> int:
+    return st.table_index(acl_state.ROLES, acl_state.POLICIES)
 
 
 def _policies_index(st: StateStore, a: dict[str, Any]) -> int:
@@ -81,11 +100,14 @@ QUERIES: dict[str, tuple[Read, Callable[[StateStore, dict[str, Any]], int]]] = {
     "acl.token_list": (_token_list, _tokens_index),
     "acl.policy_read": (_policy_read, _policies_index),
     "acl.policy_list": (_policy_list, _policies_index),
+    "acl.role_read": (_role_read, _roles_index),
+    "acl.role_list": (_role_list, _roles_index),
     "acl.bootstrap_index": (lambda st, a: st.table_index(acl_state.BOOTSTRAP_INDEX),
                             lambda st, a: st.table_index(acl_state.BOOTSTRAP_INDEX)),
 }
 
-_TOK = frozenset({acl_state.TOKENS, acl_state.POLICIES})
+_TOK = frozenset({acl_state.TOKENS, acl_state.POLICIES, acl_state.ROLES})
+_ROL = frozenset({acl_state.ROLES, acl_state.POLICIES})
 _POL = frozenset({acl_state.POLICIES})
 WATCH: dict[str, Callable[[StateStore, dict[str, Any]], frozenset[str]]] = {
     "acl.resolve": lambda st, a: _TOK,
@@ -94,4 +116,6 @@ WATCH: dict[str, Callable[[StateStore, dict[str, Any]], frozenset[str]]] = {
     "acl.token_list": lambda st, a: _TOK,
     "acl.policy_read": lambda st, a: _POL,
     "acl.policy_list": lambda st, a: _POL,
+    "acl.role_read": lambda st, a: _ROL,
+    "acl.role_list": lambda st, a: _ROL,
 }

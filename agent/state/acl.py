@@ -1,15 +1,17 @@
-"""The ACL tables (Consul 1.7's "acl-tokens" and "acl-policies" memdb tables): apply, reads, Consul JSON. Pure.
+"""The ACL tables (Consul 1.7's "acl-tokens", "acl-policies", "acl-roles"): apply, reads, Consul JSON. Pure.
 
-Written by ACLTokenApply (18), ACLPolicyApply (19) and ACLBootstrap (21). What the state machine checks (the
-HTTP layer checks the request's shape and the rule syntax before proposing: http/acl.py):
+Written by ACLTokenApply (18), ACLPolicyApply (19), ACLRoleApply (20) and ACLBootstrap (21). What the state
+machine checks (the HTTP layer checks the request's shape and the rule syntax before proposing: http/acl.py):
 - tokens: a create needs an accessor and a secret not in use; an update keeps the secret, the locality and the
   create index; every policy link (by ID, or by name) must name an existing policy (the table keeps IDs);
-  the anonymous token cannot be deleted.
+  every role link the same with roles; the anonymous token cannot be deleted.
+- roles: names match ^[A-Za-z0-9_-]{1,256}$ and are unique (case-insensitively); policy links as for tokens.
+  A token's rights are those of its policies and of its roles' policies.
 - policies: names match ^[A-Za-z0-9_-]{1,128}$ and are unique (case-insensitively); the builtin
   global-management policy cannot be deleted, renamed, or given other rules or datacenters.
 - bootstrap: once; refused afterwards ("ACL bootstrap no longer allowed (reset index: N)") unless the
   command's reset_index is N, the index of that bootstrap (Consul's acl-bootstrap-reset file).
-Index names: "acl-tokens", "acl-policies", "acl-token-bootstrap" (the Raft index of the last bootstrap).
+Index names: "acl-tokens", "acl-policies", "acl-roles", "acl-token-bootstrap" (the Raft index of the last bootstrap).
 A restore replaces the tables and sets every index name that either side had to the restore's index: a
 bootstrap done before the restore stays done.
 """
@@ -28,25 +30,33 @@ from pyconsul.agent.state.acl_defs import (
     GLOBAL_MANAGEMENT_NAME,
     ACLPolicy,
     ACLPolicyLink,
+    ACLRole,
     ACLToken,
 )
-from pyconsul.agent.state.commands import ACLBootstrap, ACLPolicyApply, ACLTokenApply
+from pyconsul.agent.state.commands import ACLBootstrap, ACLPolicyApply, ACLRoleApply, ACLTokenApply
 from pyconsul.agent.state.results import StateFailure
 from pyconsul.agent.state.tables import Tables
 
-__all__ = ["BOOTSTRAP_INDEX", "POLICIES", "TOKENS", "apply_bootstrap", "apply_policy", "apply_token",
-           "policy_by_name", "policy_json", "policy_stub_json", "token_by_secret", "token_hash", "token_json",
-           "token_policies", "token_stub_json", "valid_policy_name"]
+__all__ = ["BOOTSTRAP_INDEX", "POLICIES", "ROLES", "TOKENS", "apply_bootstrap", "apply_policy", "apply_role",
+           "apply_token", "policy_by_name", "policy_json", "policy_stub_json", "role_by_name", "role_json",
+           "token_by_secret", "token_hash", "token_json", "token_policies", "token_stub_json", "valid_policy_name",
+           "valid_role_name"]
 
 TOKENS = "acl-tokens"
 POLICIES = "acl-policies"
+ROLES = "acl-roles"
 BOOTSTRAP_INDEX = "acl-token-bootstrap"
 REDACTED = "<hidden>"  # Consul's redactedToken
 _POLICY_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 def valid_policy_name(name: str) -> bool:
     return _POLICY_NAME.fullmatch(name) is not None
+
+
+def valid_role_name(name: str) -> bool:
+    return _ROLE_NAME.fullmatch(name) is not None
 
 
 # ---------------------------------------------------------------- writes
@@ -68,6 +78,23 @@ def _links(t: Tables, links: tuple[ACLPolicyLink, ...]) -> tuple[ACLPolicyLink, 
         if pid not in seen:
             seen.add(pid)
             out.append(ACLPolicyLink(id=pid))
+    return tuple(out)
+
+
+def _role_links(t: Tables, links: tuple[ACLPolicyLink, ...]) -> tuple[ACLPolicyLink, ...]:
+    out: list[ACLPolicyLink] = []
+    for link in links:
+        if link.id:
+            if link.id not in t.acl_roles:
+                raise StateFailure(f"No such ACL role with ID {link.id!r}")
+            rid = link.id
+        else:
+            role = role_by_name(t, link.name)
+            if role is None:
+                raise StateFailure(f"No such ACL role with name {link.name!r}")
+            rid = role.id
+        if ACLPolicyLink(id=rid) not in out:
+            out.append(ACLPolicyLink(id=rid))
     return tuple(out)
 
 
@@ -94,7 +121,7 @@ def apply_token(t: Tables, idx: int, cmd: ACLTokenApply) -> bool:
             raise StateFailure("Invalid Token: AccessorID is already in use")
         if holder:
             raise StateFailure("Invalid Token: SecretID is already in use")
-        _put_token(t, idx, _with(tok, _links(t, tok.policies), idx, idx))
+        _put_token(t, idx, _with(tok, _links(t, tok.policies), idx, idx, roles=_role_links(t, tok.roles)))
         return True
     if cmd.op == "update":
         old = t.acl_tokens.get(tok.accessor_id)
@@ -104,17 +131,51 @@ def apply_token(t: Tables, idx: int, cmd: ACLTokenApply) -> bool:
             raise StateFailure("Changing a tokens SecretID is not permitted")
         if old.local != tok.local:
             raise StateFailure(f"Cannot toggle local mode of {tok.accessor_id}")
-        _put_token(t, idx, _with(tok, _links(t, tok.policies), old.create_index, idx, old.create_time))
+        _put_token(t, idx, _with(tok, _links(t, tok.policies), old.create_index, idx, old.create_time,
+                                 roles=_role_links(t, tok.roles)))
         return True
     raise StateFailure(f"unknown ACL token operation {cmd.op!r}")
 
 
 def _with(tok: ACLToken, links: tuple[ACLPolicyLink, ...], create: int, modify: int,
-          create_time: float | None = None) -> ACLToken:
+          create_time: float | None = None, *, roles: tuple[ACLPolicyLink, ...] = ()) -> ACLToken:
     return ACLToken(accessor_id=tok.accessor_id, secret_id=tok.secret_id, description=tok.description,
                     policies=links, local=tok.local,
                     create_time=tok.create_time if create_time is None else create_time,
-                    hash=tok.hash, create_index=create, modify_index=modify)
+                    hash=tok.hash, create_index=create, modify_index=modify, roles=roles)
+
+
+def apply_role(t: Tables, idx: int, cmd: ACLRoleApply) -> bool:
+    r = cmd.role
+    old = t.acl_roles.get(r.id)
+    if cmd.op == "delete":
+        if old is None:
+            return False
+        t.delete("acl_roles", r.id)
+        t.bump(ROLES, idx)
+        return True
+    if cmd.op not in ("create", "update"):
+        raise StateFailure(f"unknown ACL role operation {cmd.op!r}")
+    if not r.id:
+        raise StateFailure("Invalid Role: missing ID")
+    if not valid_role_name(r.name):
+        raise StateFailure("Invalid Role: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
+    same_name = role_by_name(t, r.name)
+    if same_name is not None and same_name.id != r.id:
+        raise StateFailure(f"Invalid Role: A Role with Name {r.name!r} already exists")
+    if cmd.op == "create":
+        if old is not None:
+            raise StateFailure(f"Invalid Role: ID {r.id!r} is already in use")
+        create = idx
+    else:
+        if old is None:
+            return False
+        create = old.create_index
+    t.put("acl_roles", r.id, ACLRole(id=r.id, name=r.name, description=r.description,
+                                     policies=_links(t, r.policies), hash=r.hash, create_index=create,
+                                     modify_index=idx))
+    t.bump(ROLES, idx)
+    return True
 
 
 def apply_policy(t: Tables, idx: int, cmd: ACLPolicyApply) -> bool:
@@ -184,9 +245,24 @@ def policy_by_name(t: Tables, name: str) -> ACLPolicy | None:
     return t.acl_policies[ids[0]] if ids else None
 
 
+def role_by_name(t: Tables, name: str) -> ACLRole | None:
+    ids = t.acl_roles_by_name.get(name.lower())
+    return t.acl_roles[ids[0]] if ids else None
+
+
 def token_policies(t: Tables, tok: ACLToken) -> list[ACLPolicy]:
-    """The token's policies that still exist, in link order."""
-    return [t.acl_policies[link.id] for link in tok.policies if link.id in t.acl_policies]
+    """The policies that still exist of the token and of its roles, each once, in link order."""
+    links = list(tok.policies)
+    for role_link in tok.roles:
+        role = t.acl_roles.get(role_link.id)
+        if role is not None:
+            links += role.policies
+    out: list[ACLPolicy] = []
+    for link in links:
+        p = t.acl_policies.get(link.id)
+        if p is not None and p not in out:
+            out.append(p)
+    return out
 
 
 def token_hash(tok: ACLToken, policy_ids: tuple[str, ...]) -> str:
@@ -211,17 +287,24 @@ def rfc3339(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + (frac if frac != "." else "") + "Z"
 
 
-def _links_json(t: Tables, tok: ACLToken) -> list[dict[str, str]]:
-    return [{"ID": p.id, "Name": p.name} for p in token_policies(t, tok)]
+def _links_json(t: Tables, links: tuple[ACLPolicyLink, ...]) -> list[dict[str, str]]:
+    return [{"ID": p.id, "Name": p.name} for p in (t.acl_policies.get(link.id) for link in links) if p is not None]
+
+
+def _role_links_json(t: Tables, links: tuple[ACLPolicyLink, ...]) -> list[dict[str, str]]:
+    return [{"ID": r.id, "Name": r.name} for r in (t.acl_roles.get(link.id) for link in links) if r is not None]
 
 
 def token_json(t: Tables, tok: ACLToken, *, redact: bool = False) -> dict[str, Any]:
     """Consul's ACLToken JSON. `redact`: SecretID becomes "<hidden>" (a caller without acl:write)."""
     out: dict[str, Any] = {"AccessorID": tok.accessor_id, "SecretID": REDACTED if redact else tok.secret_id,
                            "Description": tok.description}
-    links = _links_json(t, tok)
+    links = _links_json(t, tok.policies)
     if links:
         out["Policies"] = links
+    roles = _role_links_json(t, tok.roles)
+    if roles:
+        out["Roles"] = roles
     out.update({"Local": tok.local, "CreateTime": rfc3339(tok.create_time), "Hash": tok.hash,
                 "CreateIndex": tok.create_index, "ModifyIndex": tok.modify_index})
     return out
@@ -245,3 +328,20 @@ def policy_stub_json(p: ACLPolicy) -> dict[str, Any]:
     out = policy_json(p)
     del out["Rules"]
     return out
+
+
+def role_json(t: Tables, r: ACLRole) -> dict[str, Any]:
+    """Consul's ACLRole JSON (a deleted policy drops out of Policies)."""
+    out: dict[str, Any] = {"ID": r.id, "Name": r.name, "Description": r.description}
+    links = _links_json(t, r.policies)
+    if links:
+        out["Policies"] = links
+    out.update({"Hash": r.hash, "CreateIndex": r.create_index, "ModifyIndex": r.modify_index})
+    return out
+
+
+def role_hash(r: ACLRole) -> str:
+    h = hashlib.blake2b(digest_size=32)
+    for part in (r.name, r.description, *(link.id or "name:" + link.name for link in r.policies)):
+        h.update(part.encode() + b"\0")
+    return base64.b64encode(h.digest()).decode()

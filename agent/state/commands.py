@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 
-from pyconsul.agent.state.acl_defs import ACLPolicy, ACLToken
+from pyconsul.agent.state.acl_defs import ACLPolicy, ACLRole, ACLToken
 from pyconsul.agent.state.query_defs import PreparedQueryDef
 from pyconsul.agent.state.wire import DecodeError, from_wire, pack, to_wire, unpack
 
@@ -27,6 +27,7 @@ __all__ = [
     "KVCAS",
     "ACLBootstrap",
     "ACLPolicyApply",
+    "ACLRoleApply",
     "ACLTokenApply",
     "CheckDef",
     "CheckDefinition",
@@ -81,7 +82,7 @@ class CommandType(IntEnum):
     PREPARED_QUERY = 17
     ACL_TOKEN = 18
     ACL_POLICY = 19
-    # 20: reserved for ACL roles (issue 14)
+    ACL_ROLE = 20
     ACL_BOOTSTRAP = 21
 
 
@@ -386,6 +387,15 @@ class ACLPolicyApply:
 
 
 @dataclass(frozen=True, slots=True)
+class ACLRoleApply:
+    """op "create", "update" or "delete" (only role.id is read). Names are unique; policy links must name existing
+    policies. Result as ACLTokenApply."""
+
+    op: str
+    role: ACLRole
+
+
+@dataclass(frozen=True, slots=True)
 class ACLBootstrap:
     """Create the first management token (linked to global-management) once: refused after a bootstrap unless
     reset_index equals the index of that bootstrap (Consul's acl-bootstrap-reset). Result: True."""
@@ -397,7 +407,7 @@ class ACLBootstrap:
 Command = (
     KVSet | KVCAS | KVDelete | KVDeleteCAS | KVDeleteTree | KVLock | KVUnlock | Txn
     | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap | Restore
-    | CoordinateBatchUpdate | PreparedQueryApply | ACLTokenApply | ACLPolicyApply | ACLBootstrap
+    | CoordinateBatchUpdate | PreparedQueryApply | ACLTokenApply | ACLPolicyApply | ACLRoleApply | ACLBootstrap
 )
 
 _CLASSES: dict[CommandType, type] = {
@@ -420,6 +430,7 @@ _CLASSES: dict[CommandType, type] = {
     CommandType.PREPARED_QUERY: PreparedQueryApply,
     CommandType.ACL_TOKEN: ACLTokenApply,
     CommandType.ACL_POLICY: ACLPolicyApply,
+    CommandType.ACL_ROLE: ACLRoleApply,
     CommandType.ACL_BOOTSTRAP: ACLBootstrap,
 }
 _TAGS: dict[type, CommandType] = {cls: tag for tag, cls in _CLASSES.items()}

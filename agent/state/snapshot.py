@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pyconsul.agent.state.acl_defs import ACLPolicy, ACLToken
+from pyconsul.agent.state.acl_defs import ACLPolicy, ACLRole, ACLToken
 from pyconsul.agent.state.query_defs import PreparedQueryDef
 from pyconsul.agent.state.tables import CoordinateEntry, HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
 from pyconsul.agent.state.wire import (
@@ -41,6 +41,7 @@ _RECORDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "prepared_queries": (PreparedQueryDef, lambda q: q.id),  # added later too
     "acl_tokens": (ACLToken, lambda tok: tok.accessor_id),  # added later too (issue 14)
     "acl_policies": (ACLPolicy, lambda p: p.id),
+    "acl_roles": (ACLRole, lambda r: r.id),
 }
 _PAIRS: dict[str, type] = {"tombstones": int, "lock_delays": float, "session_deadlines": float, "index": int}
 

@@ -38,6 +38,7 @@ from pyconsul.agent.state.commands import (
     KVCAS,
     ACLBootstrap,
     ACLPolicyApply,
+    ACLRoleApply,
     ACLTokenApply,
     Command,
     Coord,
@@ -129,12 +130,13 @@ _HANDLERS: dict[type, Callable[[Tables, int, Any], Any]] = {
     PreparedQueryApply: prepared_queries.apply,
     ACLTokenApply: acl_state.apply_token,
     ACLPolicyApply: acl_state.apply_policy,
+    ACLRoleApply: acl_state.apply_role,
     ACLBootstrap: acl_state.apply_bootstrap,
 }
 
 
 _TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates", prepared_queries.INDEX,
-           acl_state.TOKENS, acl_state.POLICIES)
+           acl_state.TOKENS, acl_state.POLICIES, acl_state.ROLES)
 
 
 class StateStore:

@@ -11,7 +11,7 @@ Contracts:
   indexes lowercase them); records keep the spelling they were registered with.
 - Table indexes (`index`): "kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates",
   "prepared-queries" (Consul's name; the table itself is `prepared_queries`, state/prepared_queries.py),
-  "acl-tokens", "acl-policies", "acl-token-bootstrap" (state/acl.py), plus
+  "acl-tokens", "acl-policies", "acl-roles", "acl-token-bootstrap" (state/acl.py), plus
   "service.<name>" (lowercased) per service name and "service_last_extinction". A name's value is the
   Raft index of the last apply that changed it. `changed` collects the names bumped since `begin()`.
 """
@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyconsul.agent.state.acl_defs import ACLPolicy, ACLToken
+from pyconsul.agent.state.acl_defs import ACLPolicy, ACLRole, ACLToken
 from pyconsul.agent.state.commands import CheckDefinition, Coord, ServiceAddress
 from pyconsul.agent.state.query_defs import PreparedQueryDef
 
@@ -157,13 +157,14 @@ class Tables:
         self.prepared_queries: dict[str, PreparedQueryDef] = {}  # id ->
         self.acl_tokens: dict[str, ACLToken] = {}  # accessor id -> (state/acl.py)
         self.acl_policies: dict[str, ACLPolicy] = {}  # policy id ->
+        self.acl_roles: dict[str, ACLRole] = {}  # role id ->
         self.index: dict[str, int] = {}
         self.maps: dict[str, dict[Any, Any]] = {
             "kvs": self.kvs, "tombstones": self.tombstones, "lock_delays": self.lock_delays,
             "nodes": self.nodes, "services": self.services, "checks": self.checks,
             "sessions": self.sessions, "session_deadlines": self.session_deadlines, "index": self.index,
             "coordinates": self.coordinates, "prepared_queries": self.prepared_queries,
-            "acl_tokens": self.acl_tokens, "acl_policies": self.acl_policies,
+            "acl_tokens": self.acl_tokens, "acl_policies": self.acl_policies, "acl_roles": self.acl_roles,
         }
         # derived
         self.kv_sorted: list[str] = []
@@ -180,6 +181,7 @@ class Tables:
         self.queries_by_session = _Multi()
         self.acl_tokens_by_secret = _Multi()  # secret -> accessor (at most one: secrets are unique)
         self.acl_policies_by_name = _Multi()  # lowercased name -> policy id (at most one)
+        self.acl_roles_by_name = _Multi()  # lowercased name -> role id (at most one)
         self._derived: dict[str, list[tuple[_Multi, Callable[[Any], Hashable | None]]]] = {
             "kvs": [(self.kv_by_session, lambda e: e.session or None)],
             "nodes": [(self.nodes_by_id, lambda n: nk(n.id) or None)],
@@ -191,6 +193,7 @@ class Tables:
                                  (self.queries_by_session, lambda q: q.session or None)],
             "acl_tokens": [(self.acl_tokens_by_secret, lambda tok: tok.secret_id)],
             "acl_policies": [(self.acl_policies_by_name, lambda p: p.name.lower())],
+            "acl_roles": [(self.acl_roles_by_name, lambda r: r.name.lower())],
         }
         self._journal: list[tuple[str, Any, Any]] | None = None
         self.changed: set[str] = set()

@@ -103,6 +103,16 @@ def test_bootstrap_policy_token_enforced_from_a_client_and_deletion(cluster: Clu
     assert "deleted successfully" in client.cli("acl", "token", "delete", f"-id={created['AccessorID']}",
                                                 f"-token={root}").stdout
 
+    # roles: a token linked to a role gets the role's policies
+    role = json.loads(client.cli("acl", "role", "create", "-name=app-role", "-policy-name=app-write",
+                                 "-format=json", f"-token={root}").stdout)
+    via_role = json.loads(client.cli("acl", "token", "create", "-role-name=app-role", "-format=json",
+                                     f"-token={root}").stdout)
+    assert via_role["Roles"] == [{"ID": role["ID"], "Name": "app-role"}]
+    wait_for(lambda: call(client, "/v1/kv/app/role", "PUT", "v", token=via_role["SecretID"]) == (200, True), 30,
+             "a role's token usable from the client agent")
+    assert call(client, "/v1/kv/other/role", "PUT", "v", token=via_role["SecretID"])[0] == 403
+
     # deletion: refused on the client within token_ttl (its cache), at once on the servers
     code, done = call(a, f"/v1/acl/token/{accessor}", "DELETE", token=root)
     assert (code, done) == (200, True)

@@ -138,7 +138,10 @@ def test_rights_and_redaction(w: World) -> None:
     ("PUT", "/v1/acl/token", {"AccessorID": "not-a-uuid"}, "not a valid UUID"),
     ("PUT", "/v1/acl/token", {"Description": 5}, "Description must be a string"),
     ("PUT", "/v1/acl/token", {"Description": "x" * 2000}, "longer than"),
-    ("PUT", "/v1/acl/token", {"Roles": [{"Name": "r"}]}, "not supported"),
+    ("PUT", "/v1/acl/token", {"ServiceIdentities": [{"ServiceName": "web"}]}, "not supported"),
+    ("PUT", "/v1/acl/token", {"Roles": [{"Name": "r"}]}, "No such ACL role with name"),
+    ("PUT", "/v1/acl/role", {"Name": "r", "Policies": [{"ID": "nope"}]}, "No such ACL policy with ID"),
+    ("PUT", "/v1/acl/role", {"Name": "bad name"}, "Invalid Role: invalid Name"),
     ("PUT", "/v1/acl/token", {"Local": "yes"}, "Local must be a boolean"),
     ("PUT", "/v1/acl/token/00000000-0000-0000-0000-000000000002", {"SecretID": "other"}, "SecretID"),
     ("PUT", "/v1/acl/token/00000000-0000-0000-0000-000000000002", {"AccessorID": "x"}, "do not match"),
@@ -168,3 +171,28 @@ def test_unbuilt_endpoints_say_so(w: World) -> None:
     code, out = w.call("GET", "/v1/acl/list", token="root")
     assert code == 404 and "not built" in out
     assert w.call("GET", "/v1/acl/replication", token="root")[1]["Enabled"] is False
+
+
+def test_roles_grant_their_policies_to_linked_tokens(w: World) -> None:
+    _, p = w.call("PUT", "/v1/acl/policy", {"Name": "kv", "Rules": 'key_prefix "app/" { policy = "write" }'},
+                  token="root")
+    code, role = w.call("PUT", "/v1/acl/role", {"Name": "app-role", "Policies": [{"Name": "kv"}]}, token="root")
+    assert code == 200 and role["Policies"] == [{"ID": p["ID"], "Name": "kv"}]
+    assert set(role) == {"ID", "Name", "Description", "Policies", "Hash", "CreateIndex", "ModifyIndex"}
+    assert w.call("PUT", "/v1/acl/role", {"Name": "APP-role"}, token="root")[0] == 400  # names are unique
+    _, tok = w.call("PUT", "/v1/acl/token", {"Roles": [{"Name": "app-role"}]}, token="root")
+    assert tok["Roles"] == [{"ID": role["ID"], "Name": "app-role"}] and "Policies" not in tok
+    authz = asyncio.run(w.resolver.resolve(tok["SecretID"]))
+    assert authz.key_write("app/x") and not authz.key_write("b")
+    assert w.call("GET", "/v1/acl/role/name/app-role", token="root")[1]["ID"] == role["ID"]
+    assert [r["ID"] for r in w.call("GET", f"/v1/acl/roles?policy={p['ID']}", token="root")[1]] == [role["ID"]]
+    listed = w.call("GET", f"/v1/acl/tokens?role={role['ID']}", token="root")[1]
+    assert [t["AccessorID"] for t in listed] == [tok["AccessorID"]]
+    code, upd = w.call("PUT", f"/v1/acl/role/{role['ID']}", {"Name": "app-role"}, token="root")
+    assert code == 200 and "Policies" not in upd
+    w.resolver.forget()
+    authz = asyncio.run(w.resolver.resolve(tok["SecretID"]))
+    assert not authz.key_write("app/x")  # the role lost its policy
+    assert w.call("DELETE", f"/v1/acl/role/{role['ID']}", token="root") == (200, True)
+    assert w.call("GET", f"/v1/acl/role/{role['ID']}", token="root") == (403, "ACL not found")
+    assert "Roles" not in w.call("GET", f"/v1/acl/token/{tok['AccessorID']}", token="root")[1]
