@@ -42,9 +42,8 @@ LATER_KEYS: dict[str, Kind] = {
     "primary_datacenter": "str", "acl_datacenter": "str", "acl_default_policy": "str", "acl_down_policy": "str",
     "acl_master_token": "str", "acl_agent_token": "str", "acl_agent_master_token": "str", "acl_token": "str",
     "acl_replication_token": "str", "acl_ttl": "duration", "acl_enforce_version_8": "bool",
-    # (the acl { } block's Consul 1.7 keys are built: agent/acl/config.py; these are not)
-    "acl.enable_token_replication": "bool", "acl.tokens.initial_management": "str",
-    "acl.tokens.agent_recovery": "str",
+    # (the acl { } block's keys are built: agent/acl/config.py; this one is not)
+    "acl.enable_token_replication": "bool",
     # TLS: the others are built (tlsutil.KEYS)
     "auto_encrypt.tls": "bool", "auto_encrypt.allow_tls": "bool",
     # DNS settings pyconsul does not have (the others are config.KEYS)

@@ -8,6 +8,7 @@
       token_ttl = "30s"  policy_ttl = "30s"  role_ttl = "30s"   # client agents' cache lifetimes
       enable_key_list_policy = false      # true: KV listings need `list` rather than `read`
       tokens { master = "..." agent = "..." default = "..." agent_master = "..." replication = "..." }
+      # (initial_management and agent_recovery, Consul 1.11's names, are master and agent_master)
     }
 """
 
@@ -28,7 +29,10 @@ KEYS: dict[str, Kind] = {
     "acl.enable_token_persistence": "bool", "acl.token_ttl": "duration", "acl.policy_ttl": "duration",
     "acl.role_ttl": "duration", "acl.enable_key_list_policy": "bool",
     **{f"acl.tokens.{k}": "str" for k in TOKEN_KINDS},
+    # Consul 1.11's names for master and agent_master, which client suites use (py-consul's fixtures)
+    "acl.tokens.initial_management": "str", "acl.tokens.agent_recovery": "str",
 }
+ALIASES = {"initial_management": "master", "agent_recovery": "agent_master"}
 
 
 class ACLConfigError(ValueError):
@@ -54,7 +58,7 @@ class ACLConfig:
     def set_key(self, key: str, value: object) -> None:
         """Set one flat key ("acl.enabled", "acl.tokens.agent", ...) of KEYS."""
         name = key.removeprefix("acl.").removeprefix("tokens.")
-        setattr(self, name, value)
+        setattr(self, ALIASES.get(name, name), value)
 
     def validate(self) -> None:
         if self.default_policy not in DEFAULT_POLICIES:
