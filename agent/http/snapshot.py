@@ -8,8 +8,10 @@ problem and the state is untouched -- then commits a Restore command through Raf
 switches to the snapshot at one index.
 
 Limits (README "Limits"): the uploaded archive is at most MAX_ARCHIVE bytes (the route's body limit,
-checked from Content-Length before reading), and it inflates to at most archive.MAX_STATE bytes of
-state: the archive is inflated as a stream, in a worker thread (the event loop keeps serving), one
+checked from Content-Length before reading; a chunked upload is cut there). The server spools it to a
+temporary file as it arrives (agent/httpd/h1.py: in memory up to 1 MiB, then on disk, written by worker
+threads) and the restore reads that file in a worker thread, so the archive is never held in memory; it
+inflates to at most archive.MAX_STATE bytes of state: the archive is inflated as a stream, in a worker thread (the event loop keeps serving), one
 restore at a time, and a decompression bomb is refused at its first oversized tar header. A state
 larger than one piece (4 MiB) is committed as consecutive Restore pieces by the leader
 (state/restore.py), so a restore of any size up to archive.MAX_STATE reaches every server and each
@@ -29,7 +31,7 @@ from pyconsul.agent.httpd import web
 from pyconsul.agent.state import archive
 from pyconsul.agent.state import commands as c
 
-MAX_ARCHIVE = 64 * 1024 * 1024  # PUT /v1/snapshot body (compressed archive)
+MAX_ARCHIVE = 1024 * 1024 * 1024  # PUT /v1/snapshot body (compressed archive), spooled to a temporary file
 
 
 async def _in_thread(gen: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -54,21 +56,21 @@ def register(app: web.Application, backend: Backend) -> None:
 
     async def restore(request: web.Request) -> web.Response:
         try:
-            body = await request.read()
+            body = request.body_file()  # the spooled upload (a temporary file), at its start
         except web.HTTPRequestEntityTooLarge:
             return body_too_large(request, MAX_ARCHIVE)
-        if not body:
+        if not body.seek(0, 2):  # (its size: an lseek)
             raise BadRequest("Missing snapshot archive in the request body")
+        body.seek(0)
         async with one_restore:
             try:
                 _, state = await asyncio.to_thread(archive.read_archive, body)
             except archive.ArchiveError as exc:
                 raise BadRequest(f"Invalid snapshot: {exc}") from None
-        del body
         data = c.encode(c.Restore(state))
         del state
         await backend.write(data)  # a rejected restore raises CommandRejected
         return web.Response(status=200)
 
     app.router.add_get("/v1/snapshot", save)
-    app.router.add_put("/v1/snapshot", restore, max_body=MAX_ARCHIVE)
+    app.router.add_put("/v1/snapshot", restore, max_body=MAX_ARCHIVE, spool=True)

@@ -9,10 +9,17 @@ Contracts:
   the application's `client_max_size`). A larger body is not read: `read()` raises 413 and the
   connection is closed after the response (lingering: we shut down our side and drain the peer for a
   moment, so it reads the response instead of getting a reset).
+* A route added with `spool=True` (PUT /v1/snapshot) takes its body, Content-Length or chunked, into a
+  SpooledTemporaryFile (in memory up to SPOOL_MEMORY, then a temporary file on disk): what arrives is
+  written by worker threads, one write at a time, in order, and the socket is not read while SPOOL_WINDOW
+  bytes wait to be written, so the event loop never writes to disk and memory stays bounded whatever the
+  body's size (up to the route's max_body). The handler runs once the last byte is written and gets the file
+  from `request.body_file()`; it is closed (and its disk space freed) when the handler returns or the
+  connection drops. A failed write (disk full) answers 503 and closes the connection.
 * Request bodies held at once, over all connections, are capped by the application's `max_buffered`:
   a Content-Length body is counted from its head (before it is read) until its handler returns, a
-  chunked body as it arrives. A request that would exceed the cap gets 503 unread, and the connection
-  closes.
+  chunked body as it arrives (a spooled body: min(its size, SPOOL_MEMORY + SPOOL_WINDOW) from its head).
+  A request that would exceed the cap gets 503 unread, and the connection closes.
 * Every response carries Content-Length; `Connection: close` is sent whenever we close after it. A
   `StreamResponse` (e.g. `/v1/agent/monitor`) is the exception: chunked, and the connection closes after it.
 * Limits: request line 8 KiB (414); header line 8 KiB, head 64 KiB, 100 fields (431); a request
@@ -41,6 +48,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import tempfile
+from collections.abc import Callable
 from typing import Any, cast
 
 from pyconsul.agent.httpd.web import (
@@ -54,7 +63,7 @@ from pyconsul.agent.httpd.web import (
     StreamResponse,
 )
 
-__all__ = ["ConnLimit", "HTTPServer", "parse_head", "serve"]
+__all__ = ["ConnLimit", "HTTPServer", "Spool", "parse_head", "serve"]
 
 log = logging.getLogger("agent.httpd")
 
@@ -68,6 +77,8 @@ KEEPALIVE_TIMEOUT = 75.0  # idle connection between requests (closed silently)
 LINGER_TIMEOUT = 2.0  # draining the peer after we shut down our side
 TLS_HANDSHAKE_TIMEOUT = 10.0  # HTTPS: from accept to the end of the TLS handshake (then closed)
 MAX_PENDING = 256 * 1024  # input buffered while a handler runs; beyond it we stop reading the socket
+SPOOL_MEMORY = 1024 * 1024  # a spooled body stays in memory up to this size, then goes to a temporary file
+SPOOL_WINDOW = 4 * 1024 * 1024  # a spooled body's bytes received and not yet written; beyond it we stop reading
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
@@ -145,11 +156,13 @@ class _Chunked:
     Stops early with `too_large` once the body exceeds `limit` (keeping limit + 1 bytes of it).
     """
 
-    __slots__ = ("body", "left", "limit", "state", "too_large", "trailer")
+    __slots__ = ("body", "done", "left", "limit", "size", "state", "too_large", "trailer")
 
     def __init__(self, limit: int) -> None:
-        self.body = bytearray()
+        self.body = bytearray()  # decoded data not yet taken (a spooled body takes it after every feed)
         self.limit, self.left, self.state, self.trailer, self.too_large = limit, 0, 0, 0, False
+        self.size = 0  # decoded bytes so far
+        self.done = False
 
     def feed(self, buf: bytearray) -> bool:
         """Consume what it can from the front of `buf`; True once the body is complete (or too large)."""
@@ -167,14 +180,15 @@ class _Chunked:
                 self.left = int(size, 16)
                 self.state = 1 if self.left else 3
             elif self.state == 1:  # chunk data
-                n = min(self.left, len(buf), self.limit + 1 - len(self.body))
+                n = min(self.left, len(buf), self.limit + 1 - self.size)
                 if n <= 0:
                     return False
                 self.body += buf[:n]
                 del buf[:n]
                 self.left -= n
-                if len(self.body) > self.limit:
-                    self.too_large = True
+                self.size += n
+                if self.size > self.limit:
+                    self.too_large = self.done = True
                     return True
                 if self.left:
                     return False
@@ -194,8 +208,65 @@ class _Chunked:
                     return False
                 del buf[: i + 2]
                 if i == 0:
+                    self.done = True
                     return True
                 self.trailer += i + 2
+
+
+class Spool:
+    """A request body going to a SpooledTemporaryFile: `feed` queues bytes, worker threads write them one write
+    at a time in order; `on_progress` runs on the loop after each write. `close` frees the file (after a write in
+    flight, in a worker thread: closing a large temporary file frees its disk blocks)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_progress: Callable[[], None]) -> None:
+        self.loop, self.on_progress = loop, on_progress
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 -- closed by close()
+        self.pending = bytearray()
+        self.writing = self.closed = False
+        self.error: BaseException | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.writing or bool(self.pending)
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self.pending += data
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.writing or not self.pending or self.closed or self.error is not None:
+            return
+        data, self.pending = self.pending, bytearray()
+        self.writing = True
+        self.loop.run_in_executor(None, self.file.write, data).add_done_callback(self._written)
+
+    def _written(self, fut: asyncio.Future[int]) -> None:
+        self.writing = False
+        if self.closed:
+            self._close_file()
+            return
+        exc = OSError("write cancelled") if fut.cancelled() else fut.exception()
+        if exc is not None:
+            self.error = exc
+            self.pending = bytearray()
+        self._kick()
+        self.on_progress()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.pending = bytearray()
+        if not self.writing:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        self.loop.run_in_executor(None, self.file.close).add_done_callback(_ignore_result)
+
+
+def _ignore_result(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("closing a spooled request body failed: %s", fut.exception())
 
 
 # ---------------------------------------------------------------- the connection
@@ -298,6 +369,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: _Chunked | None = None
         self.task: asyncio.Task[None] | None = None
         self.eof = self.read_paused = self.write_paused = False
+        self.spool_paused = False  # reading paused while a spooled body's writes catch up
         self.stream_wake: asyncio.Future[None] | None = None  # a StreamResponse waits on it (see _stream)
 
     # -- asyncio callbacks
@@ -436,6 +508,8 @@ class _Connection(asyncio.Protocol):
                 return req
         req = self.req
         assert req is not None
+        if req._spool is not None:
+            return self._receive_spooled(req, req._spool)
         if self.state == _BODY:
             if len(buf) < self.need:
                 self.deadline = self.loop.time() + BODY_TIMEOUT
@@ -461,15 +535,73 @@ class _Connection(asyncio.Protocol):
         self.req = None
         return req
 
+    def _receive_spooled(self, req: Request, sp: Spool) -> Request | None:
+        """_receive for a spooled body: hand what arrived to the spool; the request once all of it is written."""
+        if sp.error is not None:
+            raise _Error(503, f"could not store the request body: {sp.error}")
+        buf = self.buf
+        if self.state == _BODY:
+            take = min(len(buf), self.need)
+            if take:
+                sp.feed(buf[:take])
+                del buf[:take]
+                self.need -= take
+            more = self.need > 0
+        else:
+            chunks = self.chunks
+            assert chunks is not None
+            if not chunks.done:
+                chunks.feed(buf)
+                if chunks.body:
+                    sp.feed(chunks.body)
+                    chunks.body = bytearray()
+            if chunks.too_large:
+                sp.close()
+                req._spool = None
+                req._too_large = True
+                req.keep_alive = False
+                self.chunks = None
+                self.state = _HEAD
+                self.req = None
+                return req
+            more = not chunks.done
+        t = self.transport
+        if len(sp.pending) >= SPOOL_WINDOW or (not more and sp.busy):
+            if not self.spool_paused and t is not None:  # until the writes catch up (see _spool_progress)
+                t.pause_reading()
+                self.spool_paused = True
+            self.deadline = None
+            return None
+        if more:
+            self.deadline = self.loop.time() + BODY_TIMEOUT
+            return None
+        if sp.busy:
+            self.deadline = None
+            return None
+        self.chunks = None
+        self.state = _HEAD
+        self.req = None
+        return req
+
+    def _spool_progress(self) -> None:
+        """A write of the spooled body being received finished: read again, and run the request if it is complete."""
+        if self.spool_paused:
+            self.spool_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        if self.state in (_BODY, _CHUNKED) and not self.write_paused:
+            self._process()
+
     def _start(self, head: bytes) -> Request | None:
         """A request from its head: returned at once if it has no body, else set up to receive the body."""
         method, target, version, fields = parse_head(head)
         headers = Headers(fields)
         req = Request(self.srv.app, method, target, version, headers, self.remote)
         try:  # the route decides the body limit, so it is known before the body is read
-            req._handler, req.match_info, limit = self.srv.router.match(method, req.path)
+            req._handler, req.match_info, limit, spool = self.srv.router.match_route(method, req.path)
         except HTTPException as exc:
             req._route_error = exc
+            spool = False
         else:
             if limit is not None:
                 req._max = limit
@@ -487,6 +619,9 @@ class _Connection(asyncio.Protocol):
                 raise _Error(501, f"unsupported Transfer-Encoding: {te}")
             self.chunks = _Chunked(req._max)
             self.state = _CHUNKED
+            if spool:
+                self.srv.reserve(req, SPOOL_MEMORY + SPOOL_WINDOW)
+                req._spool = Spool(self.loop, self._spool_progress)
         elif cl is not None:
             if not (cl.isascii() and cl.isdigit()) or len(cl) > 18:
                 raise _Error(400, "invalid Content-Length")
@@ -498,7 +633,11 @@ class _Connection(asyncio.Protocol):
                 return req
             if not n:
                 return req
-            self.srv.reserve(req, n)  # before reading it
+            if spool:
+                self.srv.reserve(req, min(n, SPOOL_MEMORY + SPOOL_WINDOW))
+                req._spool = Spool(self.loop, self._spool_progress)
+            else:
+                self.srv.reserve(req, n)  # before reading it
             self.need = n
             self.state = _BODY
         else:
@@ -541,6 +680,8 @@ class _Connection(asyncio.Protocol):
         finally:
             self.task = None
             self.srv.release(req)
+            if req._spool is not None:
+                req._spool.close()
             if self.transport is None:
                 self.srv.conns.discard(self)
         if self.state == _BUSY and not streamed:
@@ -662,6 +803,8 @@ class _Connection(asyncio.Protocol):
             self.req = None
             self.chunks = None
             self.srv.release(req)
+            if req._spool is not None:
+                req._spool.close()
 
     def _close(self, linger: bool = False) -> None:
         """Close after the written data is flushed; with `linger`, half-close and drain the peer first."""

@@ -11,6 +11,8 @@ Body limits: a route may set its own `max_body` (`add_put(path, handler, max_bod
 take the application's `client_max_size`. The server resolves the route from the request head, so a
 body above the route's limit is never read (`read()` raises 413; the handler sees `content_length`).
 `max_buffered` caps the bytes of request bodies the server holds at once, over all connections.
+A route added with `spool=True` receives its body in a temporary file instead (written by worker threads while
+it arrives, at most `max_body` bytes; see h1.py): its handler reads it with `request.body_file()`, never `read()`.
 
 Paths: the request path is percent-decoded to bytes and then decoded as UTF-8 with surrogateescape,
 so distinct byte strings stay distinct strings (`/a%ff` and `/a%fe` are two paths; never U+FFFD).
@@ -19,9 +21,14 @@ so distinct byte strings stay distinct strings (`/a%ff` and `/a%fe` are two path
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_to_bytes
+
+if TYPE_CHECKING:
+    from pyconsul.agent.httpd.h1 import Spool
 
 __all__ = [
     "Application", "HTTPException", "HTTPMethodNotAllowed", "HTTPNotFound", "HTTPRequestEntityTooLarge",
@@ -189,7 +196,7 @@ class Request:
     """One parsed request. `path` and `match_info` are percent-decoded (see decode_path); the body is
     already received. `max_body` is the limit of its route (or the application's client_max_size)."""
 
-    __slots__ = ("_body", "_handler", "_max", "_query", "_reserved", "_route_error", "_too_large", "app",
+    __slots__ = ("_body", "_handler", "_max", "_query", "_reserved", "_route_error", "_spool", "_too_large", "app",
                  "content_length", "headers", "keep_alive", "match_info", "method", "path", "query_string",
                  "raw_path", "remote", "version")
 
@@ -209,6 +216,7 @@ class Request:
         self._handler: Handler | None = None  # resolved from the head by the server
         self._route_error: HTTPException | None = None  # 404 / 405, answered without running a handler
         self._reserved = 0  # body bytes counted against the application's max_buffered
+        self._spool: Spool | None = None  # the body, on a spool=True route (h1.py)
 
     @property
     def max_body(self) -> int:
@@ -224,7 +232,21 @@ class Request:
         """The whole body; 413 if it is larger than the application's client_max_size."""
         if self._too_large:
             raise HTTPRequestEntityTooLarge(f"Request body too large, max size: {self._max} bytes\n")
+        if self._spool is not None:
+            raise RuntimeError("a spooled request body is read with body_file()")
         return self._body
+
+    def body_file(self) -> IO[bytes]:
+        """The whole body as a binary file at its start; 413 if it is larger than the route's max_body. On a
+        spool=True route it is a temporary file (possibly on disk: read it in a worker thread), valid until the
+        handler returns."""
+        if self._too_large:
+            raise HTTPRequestEntityTooLarge(f"Request body too large, max size: {self._max} bytes\n")
+        if self._spool is not None:
+            f = self._spool.file
+            f.seek(0)
+            return f
+        return io.BytesIO(self._body)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -243,8 +265,10 @@ class Router:
         self._exact: dict[str, dict[str, Handler]] = {}
         self._patterns: list[tuple[str, re.Pattern[str], dict[str, Handler]]] = []
         self._max_body: dict[tuple[str, str], int] = {}  # (route path, method) -> its body limit
+        self._spool: set[tuple[str, str]] = set()  # (route path, method) whose bodies go to a temporary file
 
-    def add_route(self, method: str, path: str, handler: Handler, *, max_body: int | None = None) -> None:
+    def add_route(self, method: str, path: str, handler: Handler, *, max_body: int | None = None,
+                  spool: bool = False) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/': {path!r}")
         if "{" not in path:
@@ -265,6 +289,10 @@ class Router:
             if max_body < 0:
                 raise ValueError(f"max_body must be >= 0: {max_body}")
             self._max_body[path, method] = max_body
+        if spool:
+            if max_body is None:
+                raise ValueError("a spool=True route needs its max_body")
+            self._spool.add((path, method))
         if method == "GET" and "HEAD" not in table:
             table["HEAD"] = table["GET"]
             if max_body is not None:
@@ -273,8 +301,8 @@ class Router:
     def add_get(self, path: str, handler: Handler, *, max_body: int | None = None) -> None:
         self.add_route("GET", path, handler, max_body=max_body)
 
-    def add_put(self, path: str, handler: Handler, *, max_body: int | None = None) -> None:
-        self.add_route("PUT", path, handler, max_body=max_body)
+    def add_put(self, path: str, handler: Handler, *, max_body: int | None = None, spool: bool = False) -> None:
+        self.add_route("PUT", path, handler, max_body=max_body, spool=spool)
 
     def add_post(self, path: str, handler: Handler, *, max_body: int | None = None) -> None:
         self.add_route("POST", path, handler, max_body=max_body)
@@ -290,19 +318,28 @@ class Router:
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str], int | None]:
         """The handler, match_info and the route's max_body (None: the application's); raises
         HTTPNotFound or HTTPMethodNotAllowed."""
+        handler, match_info, limit, _ = self.match_route(method, path)
+        return handler, match_info, limit
+
+    def match_route(self, method: str, path: str) -> tuple[Handler, dict[str, str], int | None, bool]:
+        """match() and whether the route spools its body to a temporary file."""
         allowed: set[str] = set()
         table = self._exact.get(path)
         if table is not None:
             h = table.get(method)
             if h is not None:
-                return h, {}, self._max_body.get((path, method)) if self._max_body else None
+                if not self._max_body:
+                    return h, {}, None, False
+                return h, {}, self._max_body.get((path, method)), (path, method) in self._spool
             allowed.update(table)
         for pat, rx, table in self._patterns:
             m = rx.fullmatch(path)
             if m is not None:
                 h = table.get(method)
                 if h is not None:
-                    return h, m.groupdict(), self._max_body.get((pat, method)) if self._max_body else None
+                    if not self._max_body:
+                        return h, m.groupdict(), None, False
+                    return h, m.groupdict(), self._max_body.get((pat, method)), (pat, method) in self._spool
                 allowed.update(table)
         if allowed:
             raise HTTPMethodNotAllowed(method, allowed)

@@ -10,7 +10,8 @@ The contents are pyconsul's own state, so an archive from HashiCorp Consul is re
 
 `read_archive` verifies everything (gzip and tar structure, member names, checksums, Size, meta fields,
 and that state.bin decodes) and raises ArchiveError with one line saying what is wrong; it never returns
-half-checked data. Pure: bytes in, bytes out.
+half-checked data. Pure: bytes (or a readable binary file: PUT /v1/snapshot hands it the spooled body) in,
+bytes out.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from pyconsul.agent.state import snapshot
 from pyconsul.agent.state.wire import DecodeError
@@ -98,18 +100,27 @@ def archive_chunks(state: bytes, index: int, term: int = 0, created_ms: int = 0)
     yield tail + z.flush() + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
 
 
-def read_archive(data: bytes, max_state: int = MAX_STATE) -> tuple[Meta, bytes]:
-    """(meta, state bytes) of a verified archive; ArchiveError otherwise.
+class Readable(Protocol):
+    """A binary file open for reading (only read(n) is used)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def read_archive(data: bytes | Readable, max_state: int = MAX_STATE) -> tuple[Meta, bytes]:
+    """(meta, state bytes) of a verified archive; ArchiveError otherwise. `data`: the archive's bytes, or a
+    binary file positioned at its start (read in 64 KiB pieces to its end; any size: only what the tar
+    headers announce is ever inflated and kept).
 
     The gzip stream is inflated incrementally and never beyond what the members' tar headers announce
     (each member has its cap: `max_state` for state.bin, MAX_SMALL for the others), so a decompression
     bomb costs a few KiB of memory and is refused at its first oversized header. CPU-bound: callers on
     an event loop run it in a worker thread."""
-    if not data:
-        raise ArchiveError("empty snapshot archive")
-    if data[:2] != b"\x1f\x8b":
-        raise ArchiveError("not a gzip-compressed snapshot archive: bad magic number")
     src = _Inflater(data, HEADER_SLACK)
+    magic = src.peek(2)
+    if not magic:
+        raise ArchiveError("empty snapshot archive")
+    if magic != b"\x1f\x8b":
+        raise ArchiveError("not a gzip-compressed snapshot archive: bad magic number")
     files: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=src, mode="r|") as tar:  # type: ignore[call-overload]
@@ -154,13 +165,51 @@ class _Inflater:
     of output raises ArchiveError (the caller raises the limit as tar headers announce members); the
     stream must be one gzip member, complete, with nothing after it."""
 
-    def __init__(self, data: bytes, limit: int) -> None:
-        self._src = memoryview(data)
+    def __init__(self, data: bytes | Readable, limit: int) -> None:
+        self._src: memoryview | None = None
+        self._file: Readable | None = None
+        if isinstance(data, bytes | bytearray | memoryview):
+            self._src = memoryview(data)
+        else:
+            self._file = data
         self._pos = 0
+        self._head = b""  # compressed bytes read from the file by peek, not yet inflated
         self._z = zlib.decompressobj(wbits=31)  # gzip header and trailer
         self._pending = b""
         self.produced = 0
         self.limit = limit
+
+    def _next_piece(self) -> bytes | memoryview:
+        """The next compressed piece (up to 64 KiB); empty at the end of the input."""
+        if self._head:
+            piece, self._head = self._head, b""
+            return piece
+        if self._src is not None:
+            mv = self._src[self._pos : self._pos + 65536]
+            self._pos += len(mv)
+            return mv
+        assert self._file is not None
+        return self._file.read(65536)
+
+    def peek(self, n: int) -> bytes:
+        """The first n compressed bytes (fewer at the end of the input), left to be inflated."""
+        if self._src is not None:
+            return bytes(self._src[:n])
+        while len(self._head) < n:
+            more = self._file.read(65536) if self._file is not None else b""
+            if not more:
+                break
+            self._head += more
+        return self._head[:n]
+
+    def _at_end(self) -> bool:
+        if self._src is not None:
+            return self._pos >= len(self._src)
+        if self._head:
+            return False
+        assert self._file is not None
+        self._head = self._file.read(65536)
+        return not self._head
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
@@ -171,14 +220,13 @@ class _Inflater:
             want = n - len(out)
             if self._z.unconsumed_tail:
                 chunk = self._z.decompress(self._z.unconsumed_tail, want)
-            elif self._pos < len(self._src):
-                piece = self._src[self._pos : self._pos + 65536]
-                self._pos += len(piece)
-                chunk = self._z.decompress(piece, want)
             else:
-                raise EOFError("truncated gzip stream")
+                piece = self._next_piece()
+                if not piece:
+                    raise EOFError("truncated gzip stream")
+                chunk = self._z.decompress(piece, want)
             out += chunk
-        if self._z.eof and (self._z.unused_data or self._pos < len(self._src)):
+        if self._z.eof and (self._z.unused_data or not self._at_end()):
             raise ArchiveError("trailing data after the gzip stream")
         self.produced += len(out)
         if self.produced > self.limit:
