@@ -222,13 +222,13 @@ def test_body_limits_and_snapshot_bombs(cluster: Cluster) -> None:
     assert raw_http(s, "PUT", "/v1/kv/big", b"v" * (512 * 1024))[0] == 200
     code, text = head_only(s, b"PUT /v1/txn HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
     assert code == 413 and b"max size: 524288 bytes" in text
-    # Other routes: the 1 MiB default; the snapshot route: 64 MiB.
+    # Other routes: the 1 MiB default; the snapshot route: 1 GiB (spooled to a temporary file as it arrives).
     code, text = head_only(s, b"PUT /v1/catalog/register HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                            % (MiB + 1))
     assert code == 413 and b"max size: 1048576 bytes" in text
     code, text = head_only(s, b"PUT /v1/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-                           % (64 * MiB + 1))
-    assert code == 413 and b"max size: 67108864 bytes" in text
+                           % (1024 * MiB + 1))
+    assert code == 413 and b"max size: 1073741824 bytes" in text
 
     # Snapshot bombs: refused quickly, with the reason, and the agent's memory stays flat.
     bombs = {
