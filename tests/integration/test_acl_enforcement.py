@@ -138,6 +138,31 @@ def test_default_deny(cluster: Cluster) -> None:
     assert raw_rpc(server, "apply_forward", [cmd, app])[3]["code"] == "permission_denied"
     assert raw_rpc(server, "apply_forward", [c.encode(c.KVSet("app/raw", b"x")), app])[2] is True
     assert call(server, "/v1/kv/other/raw", token=MASTER)[0] == 404
+    # catalog, health, sessions, events, the agent's own services
+    web = make_token(server, "web-ext", 'node "ext" { policy = "write" }\nservice_prefix "web" { policy = "write" }')
+    reg = {"Node": "ext", "Address": "10.0.0.9", "Service": {"Service": "web", "Port": 80}}
+    assert call(client, "/v1/catalog/register", "PUT", json.dumps(reg).encode(), app)[0] == 403
+    assert call(client, "/v1/catalog/register", "PUT", json.dumps(reg).encode(), web) == (200, b"true")
+    db = {**reg, "Service": {"Service": "db", "Port": 5432}}
+    assert call(client, "/v1/catalog/register", "PUT", json.dumps(db).encode(), web)[0] == 403
+    status, body = call(client, "/v1/catalog/services", token=web)
+    assert status == 200 and set(json.loads(body)) == {"web"}  # not "consul": no service:read on it
+    status, body = call(client, "/v1/health/service/web", token=web)
+    assert [r["Node"]["Node"] for r in json.loads(body)] == ["ext"]
+    assert json.loads(call(client, "/v1/health/service/web", token=app)[1]) == []
+    assert json.loads(call(client, "/v1/agent/members", token=app)[1]) == []
+    assert len(json.loads(call(client, "/v1/agent/members", token=MASTER)[1])) == 2
+    sess = json.dumps({"Node": "s1"}).encode()
+    assert call(client, "/v1/session/create", "PUT", sess, app)[0] == 403
+    assert call(client, "/v1/session/create", "PUT", sess, MASTER)[0] == 200
+    assert json.loads(call(client, "/v1/session/list", token=app)[1]) == []
+    assert call(client, "/v1/event/fire/deploy", "PUT", b"", app)[0] == 403
+    svc = json.dumps({"Name": "db", "Port": 5432}).encode()
+    assert call(client, "/v1/agent/service/register", "PUT", svc, web)[0] == 403
+    svc = json.dumps({"Name": "web", "Port": 80}).encode()
+    assert call(client, "/v1/agent/service/register", "PUT", svc, web)[0] == 200
+    assert set(json.loads(call(client, "/v1/agent/services", token=web)[1])) == {"web"}
+    assert json.loads(call(client, "/v1/agent/services", token=app)[1]) == {}
     # DNS answers as acl.tokens.default (none here: the anonymous token, which may read no node or service)
     status, body = call(server, "/v1/catalog/service/consul", token=MASTER)
     assert status == 200 and json.loads(body)  # the server's "consul" service is there
