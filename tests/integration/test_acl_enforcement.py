@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -110,7 +111,17 @@ def test_default_deny(cluster: Cluster) -> None:
         status, body = call(p, "/v1/kv/?keys", token=MASTER)
         assert "secret/s" in json.loads(body)
         assert call(p, "/v1/kv/secret/s", token=app)[0] == 404
-    assert call(client, "/v1/kv/?keys&index=1&wait=1s", token=app)[0] == 200  # blocking reads filter too
+    # a blocking listing is filtered again when it wakes: a new key it cannot read wakes it, and is not shown
+    req = urllib.request.Request(f"http://{client.http}/v1/kv/?keys", headers={"X-Consul-Token": app})
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        index = int(resp.headers["X-Consul-Index"])
+    woke: list[tuple[int, bytes]] = []
+    path = f"/v1/kv/?keys&index={index}&wait=20s"
+    waiter = threading.Thread(target=lambda: woke.append(call(client, path, token=app)))
+    waiter.start()  # the write may land before or after the read blocks: either way it answers filtered
+    assert call(server, "/v1/kv/secret/new", "PUT", b"s", MASTER)[0] == 200
+    waiter.join(25)
+    assert woke and woke[0][0] == 200 and json.loads(woke[0][1]) == ["app/x", "app/y", "app/z"]
     # the agent's own endpoints
     for p in (server, client):
         assert call(p, "/v1/operator/keyring", token=app)[0] == 403
