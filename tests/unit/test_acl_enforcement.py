@@ -462,3 +462,43 @@ def test_txn_get_tree_results_leave_out_unreadable_keys() -> None:
     out = ae.filter_write_result(a, res)
     assert isinstance(out, TxnResult) and [e.key for e in out.results] == ["app/a"]
     assert ae.filter_write_result(a, True) is True
+
+
+def test_local_check_updates_need_the_checks_service_or_node_write_and_events_are_filtered() -> None:
+    class Svc:
+        name = "web"
+
+    class Chk:
+        def __init__(self, service_name: str) -> None:
+            self.service_name = service_name
+
+    class Local:
+        def services(self) -> dict[str, Any]:
+            return {"web1": Svc()}
+
+        def checks(self) -> dict[str, Any]:
+            return {"c-web": Chk("web"), "c-node": Chk("")}
+
+    res = Resolver({"svc": Fake(service=("web",)), "node": Fake(node=("n1",)), "ev": Fake(event=("dep",))})
+    app = web.Application(middlewares=[errors])
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def events(request: web.Request) -> web.Response:
+        body = json.dumps([{"Name": "deploy"}, {"Name": "secret"}])
+        return web.Response(text=body, content_type="application/json")
+
+    app.router.add_put("/v1/agent/check/pass/{id}", ok)
+    app.router.add_put("/v1/agent/service/deregister/{id}", ok)
+    app.router.add_get("/v1/event/list", events)
+    http_authz.configure(app, res, "n1", Local())
+    hdr = {"X-Consul-Token": "svc"}
+    assert _run(app, "PUT", "/v1/agent/check/pass/c-web", hdr).status == 200
+    assert _run(app, "PUT", "/v1/agent/check/pass/c-node", hdr).status == 403
+    assert _run(app, "PUT", "/v1/agent/check/pass/c-node", {"X-Consul-Token": "node"}).status == 200
+    assert _run(app, "PUT", "/v1/agent/check/pass/unknown", hdr).status == 200  # the handler answers 404
+    assert _run(app, "PUT", "/v1/agent/service/deregister/web1", hdr).status == 200
+    assert _run(app, "PUT", "/v1/agent/service/deregister/web1", {"X-Consul-Token": "node"}).status == 403
+    listed = _run(app, "GET", "/v1/event/list", {"X-Consul-Token": "ev"})
+    assert json.loads(listed.body) == [{"Name": "deploy"}]
