@@ -378,7 +378,8 @@ class Agent:
             raise StartupError(f"Failed to start HTTPS server: {exc}") from None
         addrs = cfg.https_addr.split() if cfg.https_addr else cfg.client_addrs()
         try:
-            server = await serve(app, addrs, cfg.ports.https, ssl=ctx, limit=self.http_limit)
+            server = await serve(app, addrs, cfg.ports.https, ssl=ctx, limit=self.http_limit,
+                                 handshake_timeout=cfg.https_handshake_timeout)
         except OSError as exc:
             raise StartupError(f"Failed to start HTTPS server on {' '.join(addrs)}:{cfg.ports.https}: "
                                f"{exc.strerror}") from None

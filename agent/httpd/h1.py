@@ -31,7 +31,7 @@ Contracts:
   0 = no limit), shared by every listener given the same ConnLimit: one beyond it is closed at once,
   nothing read or written (Consul 1.7's go-connlimit `HTTPConnStateFunc`; later Consul versions write a
   429 first), and counted in `refused`. An HTTPS connection is counted once its TLS handshake is done
-  (asyncio creates the protocol then); the handshake itself is bounded by TLS_HANDSHAKE_TIMEOUT.
+  (asyncio creates the protocol then); the handshake itself is bounded by `limits.https_handshake_timeout`.
 * A handler still running when its client disconnects is left to finish (blocking queries take
   minutes; its response is dropped). `HTTPServer.close()` cancels running handlers.
 * No traceback ever reaches a client: an unexpected exception becomes a 500 with its message.
@@ -75,7 +75,8 @@ HEAD_TIMEOUT = 30.0  # from the first byte of a request to the end of its head (
 BODY_TIMEOUT = 30.0  # longest silence while a body is arriving (408)
 KEEPALIVE_TIMEOUT = 75.0  # idle connection between requests (closed silently)
 LINGER_TIMEOUT = 2.0  # draining the peer after we shut down our side
-TLS_HANDSHAKE_TIMEOUT = 10.0  # HTTPS: from accept to the end of the TLS handshake (then closed)
+TLS_HANDSHAKE_TIMEOUT = 5.0  # HTTPS: from accept to the end of the TLS handshake, then closed (Consul's
+# limits.https_handshake_timeout default; serve(handshake_timeout=...) sets it per listener)
 MAX_PENDING = 256 * 1024  # input buffered while a handler runs; beyond it we stop reading the socket
 SPOOL_MEMORY = 1024 * 1024  # a spooled body stays in memory up to this size, then goes to a temporary file
 SPOOL_WINDOW = 4 * 1024 * 1024  # a spooled body's bytes received and not yet written; beyond it we stop reading
@@ -858,14 +859,16 @@ class HTTPServer:
 
 
 async def serve(app: Application, host: str | list[str] | None, port: int, *, backlog: int = 1024,
-                ssl: Any = None, limit: ConnLimit | None = None) -> HTTPServer:
+                ssl: Any = None, limit: ConnLimit | None = None,
+                handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> HTTPServer:
     """Listen on host:port, or on each of several hosts (port 0: any free port); raises OSError if an
     address cannot be bound. `ssl`: an ssl.SSLContext serves HTTPS (agent/tlsutil.py); a TLS handshake
-    must finish within TLS_HANDSHAKE_TIMEOUT, and the connection exists for the app only once it has.
+    must finish within `handshake_timeout` (limits.https_handshake_timeout), and the connection exists for the
+    app only once it has.
     `limit`: connections per client IP (None: no limit; pass one ConnLimit to several listeners to share it)."""
     loop = asyncio.get_running_loop()
     srv = _Server(app, loop, limit)
-    tls: dict[str, Any] = {"ssl": ssl, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT} if ssl is not None else {}
+    tls: dict[str, Any] = {"ssl": ssl, "ssl_handshake_timeout": handshake_timeout} if ssl is not None else {}
     server = await loop.create_server(lambda: _Connection(srv), host, port, reuse_address=True, backlog=backlog,
                                       **tls)
     return HTTPServer(server, srv, loop.create_task(srv.sweep()))

@@ -99,3 +99,13 @@ def test_one_connection_beyond_the_cap_is_closed_at_accept() -> None:
             await server.close()
 
     asyncio.run(main())
+
+
+def test_https_handshake_timeout_key() -> None:
+    assert AgentConfig().https_handshake_timeout == h1.TLS_HANDSHAKE_TIMEOUT == 5.0  # Consul 1.7.1's default
+    assert "limits.https_handshake_timeout" not in LATER_KEYS
+    cfg = from_flat(parse_config_object({"limits": {"https_handshake_timeout": "250ms"}}))
+    assert cfg.https_handshake_timeout == 0.25
+    with pytest.raises(ConfigError, match=r"limits\.https_handshake_timeout"):
+        from_flat(parse_config_object({"limits": {"https_handshake_timeout": "0s"}, "data_dir": "/x"})).validate()
+    assert _rows()["HTTPS (`ports.https`): TLS handshake, from accept"] == f"{h1.TLS_HANDSHAKE_TIMEOUT:g} s"
