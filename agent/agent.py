@@ -264,6 +264,9 @@ class Agent:
                                                      enable_local_script_checks=new.enable_local_script_checks)
             log.info("Reloaded: services changed=%d checks changed=%d", n_services, n_checks)
         self.cfg.services, self.cfg.checks = new.services, new.checks
+        if new.http_max_conns_per_client != self.http_limit.max_per_ip:  # as Consul's reload (open ones stay)
+            self.http_limit.max_per_ip = self.cfg.http_max_conns_per_client = new.http_max_conns_per_client
+            log.info("Reloaded limits.http_max_conns_per_client=%d", new.http_max_conns_per_client)
         if self.dns is not None and new.dns_config != self.cfg.dns_config:
             self.dns.reload(new.dns_config)  # Consul reloads dns_config, domains and recursors too
             self.cfg.dns_config = new.dns_config

@@ -176,3 +176,27 @@ def test_http_listens_on_loopback_by_default(cluster: Cluster) -> None:
     assert me["DebugConfig"]["ClientAddrs"] == ["127.0.0.1"]
     with pytest.raises(OSError):
         socket.create_connection((f"{net}.1", port), timeout=2).close()
+
+
+def test_reload_changes_the_per_client_cap(cluster: Cluster) -> None:
+    """limits.http_max_conns_per_client is applied by a reload (as Consul's), to new connections."""
+    net = new_block()
+    conf = cluster.tmp / "cap.json"
+    conf.write_text(json.dumps({"limits": {"http_max_conns_per_client": 3}}))
+    p = cluster.agent("cap", f"{net}.1", "-dev", f"-config-file={conf}")
+    held = [_connect(p.ip, f"{net}.7", p.http_port) for _ in range(3)]
+    try:
+        extra = _connect(p.ip, f"{net}.7", p.http_port)
+        assert _closed_at_once(extra)
+        extra.close()
+        conf.write_text(json.dumps({"limits": {"http_max_conns_per_client": 5}}))
+        p.api("/v1/agent/reload", "PUT")
+        assert _http_stats(p)["max_conns_per_client"] == "5"
+        more = [_connect(p.ip, f"{net}.7", p.http_port) for _ in range(2)]
+        held += more
+        wait_for(lambda: int(_http_stats(p)["conns_open"]) >= 5, 10, "five held connections")
+        assert not any(_closed_at_once_nonblocking(s) for s in more)
+        assert _http_stats(p)["conns_refused"] == "1"
+    finally:
+        for s in held:
+            s.close()
