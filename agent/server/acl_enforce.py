@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pyconsul.agent.acl.authz import Authorizer
 from pyconsul.agent.errors import PermissionDenied
 from pyconsul.agent.state import commands as c
-from pyconsul.agent.state.results import TxnResult, WriteResult
+from pyconsul.agent.state.results import TxnError, TxnResult, WriteResult
 
 if TYPE_CHECKING:  # client agents import this module and never load the store
     from pyconsul.agent.state.store import StateStore
@@ -45,6 +45,7 @@ __all__ = [
     "REQUEST_TOKEN",
     "Lookup",
     "StoreLookup",
+    "TxnDenied",
     "WithToken",
     "check_status",
     "check_write",
@@ -52,6 +53,7 @@ __all__ = [
     "filter_write_result",
     "read_token",
     "split_write",
+    "txn_denials",
     "write_args",
 ]
 
@@ -167,7 +169,10 @@ def check_write(authz: Authorizer, cmd: Any, lookup: Lookup) -> None:
     elif isinstance(cmd, c.KVDeleteTree):
         ok = authz.key_write_prefix(cmd.prefix)
     elif isinstance(cmd, c.Txn):
-        ok = all(_txn_op_ok(authz, op) for op in cmd.ops)
+        denied = txn_denials(authz, cmd)
+        if denied is not None:
+            raise TxnDenied(denied)
+        ok = True
     elif isinstance(cmd, c.Register):
         ok = _register_ok(authz, cmd, lookup)
     elif isinstance(cmd, c.Deregister):
@@ -189,6 +194,21 @@ def check_write(authz: Authorizer, cmd: Any, lookup: Lookup) -> None:
         ok = authz.acl_write()
     if not ok:
         raise _deny()
+
+
+class TxnDenied(PermissionDenied):
+    """A transaction with operations the token may not run: answered, not applied, with one "Permission
+    denied" error per such operation (Consul's Txn.Apply: HTTP 409 with Errors)."""
+
+    def __init__(self, result: TxnResult) -> None:
+        super().__init__()
+        self.result = result
+
+
+def txn_denials(authz: Authorizer, cmd: c.Txn) -> TxnResult | None:
+    """The rolled-back result of a transaction some of whose operations the token may not run, else None."""
+    errors = tuple(TxnError(i, "Permission denied") for i, op in enumerate(cmd.ops) if not _txn_op_ok(authz, op))
+    return TxnResult(errors=errors) if errors else None
 
 
 def filter_write_result(authz: Authorizer, result: WriteResult) -> WriteResult:

@@ -23,7 +23,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pyconsul.agent.errors import BadRequest, NotLeader
-from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN, filter_write_result, read_token, split_write
+from pyconsul.agent.server.acl_enforce import (
+    REQUEST_TOKEN,
+    TxnDenied,
+    filter_write_result,
+    read_token,
+    split_write,
+)
 from pyconsul.agent.server.common import REQUEST_DC, ReadMeta
 from pyconsul.agent.state.results import WriteResult, reply_to_wire
 
@@ -100,7 +106,10 @@ class RPCMethods:
         data = _bytes(args, "apply")
         self._leader_only()
         if self.local.acl_enabled():
-            authz = await self.local.check_write(data)
+            try:
+                authz = await self.local.check_write(data)
+            except TxnDenied as exc:
+                return reply_to_wire(exc.result)
             if authz is not None:
                 return reply_to_wire(filter_write_result(authz, await self.local.apply_local(data)))
         return reply_to_wire(await self.local.apply_local(data))

@@ -464,7 +464,10 @@ class ConsulServer:
         allow the command (acl_enforce.check_write); the leader checks it again. With them off: no extra
         await on this path."""
         if not checked and self.acl is not None and self.acl_enabled():
-            authz = await self.check_write(data)
+            try:
+                authz = await self.check_write(data)
+            except acl_enforce.TxnDenied as exc:  # rolled back before it was proposed: 409 with the errors
+                return exc.result
             result = await self.write(data, checked=True)
             return result if authz is None else acl_enforce.filter_write_result(authz, result)
         remote = self.forward.dc_server()

@@ -103,6 +103,13 @@ def test_default_deny(cluster: Cluster) -> None:
         assert call(p, "/v1/kv/app/z", "PUT", b"v", app, header="Authorization")[0] == 200  # Bearer
         assert call(p, "/v1/kv/?recurse", "DELETE", None, app)[0] == 403  # key_write_prefix ""
     assert call(server, "/v1/kv/secret/s", "PUT", b"s", MASTER)[0] == 200
+    ops = [{"KV": {"Verb": "set", "Key": "app/t", "Value": "eA=="}}, {"KV": {"Verb": "set", "Key": "other/t"}}]
+    for p in (server, client):  # a transaction: Consul's 409 with one error per denied operation, nothing applied
+        status, body = call(p, "/v1/txn", "PUT", json.dumps(ops).encode(), app)
+        assert status == 409 and json.loads(body)["Errors"] == [{"OpIndex": 1, "What": "Permission denied"}]
+        assert call(p, "/v1/kv/app/t", token=app)[0] == 404
+    status, body = call(client, "/v1/txn", "PUT", json.dumps([{"KV": {"Verb": "get", "Key": "app/x"}}]).encode(), app)
+    assert status == 200 and json.loads(body)["Results"][0]["KV"]["Key"] == "app/x"
     for p in (server, client):  # listings show only what the token may read, never other key names
         status, body = call(p, "/v1/kv/?keys", token=app)
         assert status == 200 and json.loads(body) == ["app/x", "app/y", "app/z"]

@@ -152,6 +152,9 @@ def test_txn_needs_every_operation() -> None:
     assert _allowed(a, ok)
     assert not _allowed(a, bad)
     assert not _allowed(a, c.Txn((c.TxnOp("delete-tree", ""),), now=0.0))
+    with pytest.raises(ae.TxnDenied) as denied:  # Consul: 409, one error per denied operation
+        ae.check_write(a, bad, Lookup())
+    assert [(e.op_index, e.what) for e in denied.value.result.errors] == [(1, "Permission denied")]
 
 
 def test_catalog_register_and_deregister() -> None:
