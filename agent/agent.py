@@ -349,6 +349,9 @@ class Agent:
         if server is not None:
             server.acl = resolver
             if cfg.acl.enabled:
+                server.leader.establish_hooks.append(
+                    lambda propose: acl_leader.establish(lambda: server.store.tables, propose, cfg.acl.master,
+                                                         time.time))
                 self.spawn(lambda: acl_leader.run(lambda: server.is_leader, lambda: server.store.tables, server.write,
                                                   cfg.acl.master, time.time), "acl-leader", restart=True)
         return resolver

@@ -1,9 +1,11 @@
 """What the leader does for ACLs (Consul 1.7's initializeACLs): the builtin global-management policy, the
 anonymous token, and the acl.tokens.master token exist.
 
-`missing(tables, master, now)` (pure) lists the commands that create what is missing; `run` (the leader's
-loop, supervised by the agent) proposes them every POLL seconds while this server leads, so a new leader, a
-restore of an older snapshot or a lost proposal are all repaired on the next pass. The master token is
+`missing(tables, master, now)` (pure) lists the commands that create what is missing. `establish` proposes them
+while the new leader establishes its leadership (server/leader.py's establish hooks), before it takes writes,
+as Consul's initializeACLs: a client that sees a leader finds the master token. `run` (the leader's loop,
+supervised by the agent) checks again every POLL seconds while this server leads, so a restore of an older
+snapshot or a lost proposal is repaired on the next pass. The master token is
 created by ACLBootstrap when no bootstrap was done yet (so PUT /v1/acl/bootstrap is then refused, as in
 Consul), else by a plain token create.
 """
@@ -59,6 +61,14 @@ def missing(t: Tables, master: str, now: float) -> list[c.Command]:
         else:
             out.append(c.ACLBootstrap(tok))
     return out
+
+
+async def establish(tables: Callable[[], Tables], propose: Callable[[bytes], Awaitable[object]], master: str,
+                    clock: Callable[[], float]) -> None:
+    """Propose what `missing` lists, in order, through `propose` (the establishing leader's own writes)."""
+    for cmd in missing(tables(), master, clock()):
+        await propose(c.encode(cmd))
+        log.info("ACLs: created %s", _what(cmd))
 
 
 async def run(is_leader: Callable[[], bool], tables: Callable[[], Tables], write: Callable[[bytes], Awaitable[object]],

@@ -23,8 +23,10 @@ shapes; each needs the caller's token to grant what is listed, else 403 "Permiss
   acl_agent_master_token|agent_master, acl_replication_token|replication; saved in <data_dir>/acl-tokens.json
   with acl.enable_token_persistence.
 - GET /v1/acl/replication: replication is not built: Enabled false.
-- the legacy (pre-1.4) token endpoints, binding rules, auth methods, login/logout and rules/translate
-  are not built: 404 with a message saying so.
+- POST /v1/acl/login: 403 "ACL not found" (no auth method exists); POST /v1/acl/logout: 403 ("ACL not found"
+  for an unknown token, else "Permission denied": no token comes from a login).
+- the legacy (pre-1.4) token endpoints, binding rules, auth methods and rules/translate are not built: 404 with
+  a message saying so.
 Validation failures are 400 with Consul's message (Consul answers several with 500).
 """
 
@@ -471,6 +473,13 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
                               "ReplicatedIndex": 0, "ReplicatedRoleIndex": 0, "ReplicatedTokenIndex": 0,
                               "LastSuccess": zero, "LastError": zero})
 
+    async def login(request: web.Request) -> web.Response:
+        raise PermissionDenied(NOT_FOUND)  # no auth method exists (Consul: an unknown method is "ACL not found")
+
+    async def logout(request: web.Request) -> web.Response:
+        await resolver.identity(request_secret(request))  # an unknown token: 403 "ACL not found"
+        raise PermissionDenied()  # no token was made by a login, so none may log out (Consul's answer)
+
     async def not_built(request: web.Request) -> web.Response:
         return web.Response(status=404, text=f"{request.path} {NOT_BUILT}\n")
 
@@ -496,8 +505,10 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     r.add_delete("/v1/acl/role/{id}", role_delete)
     r.add_put("/v1/agent/token/{kind}", agent_token)
     r.add_get("/v1/acl/replication", replication)
+    r.add_post("/v1/acl/login", login)
+    r.add_post("/v1/acl/logout", logout)
     built = {"/v1/acl/bootstrap", "/v1/acl/token", "/v1/acl/tokens", "/v1/acl/policy", "/v1/acl/policies",
-             "/v1/acl/replication", "/v1/acl/role", "/v1/acl/roles"}
+             "/v1/acl/replication", "/v1/acl/role", "/v1/acl/roles", "/v1/acl/login", "/v1/acl/logout"}
     for path, methods in ENDPOINTS:
         if path in built:
             continue

@@ -110,6 +110,9 @@ class LeaderDuties:
         self.established_term = -1
         self.establishment_changed = asyncio.Event()
         self.wall = wall  # sessions' deadlines are wall-clock times (the leader stamps time.time())
+        # more of establishLeadership, run in order after the servers are registered (agent.py wires the ACL
+        # setup, agent/acl/leader.py): each gets propose_local (writes not held back by establishment)
+        self.establish_hooks: list[Callable[[Callable[[bytes], Awaitable[WriteResult]]], Awaitable[None]]] = []
         self._session_due = math.inf  # when session_expiry looks next (wall clock)
         self._session_stale = True  # recompute the next deadline from the store
         self._session_wake = asyncio.Event()
@@ -167,6 +170,11 @@ class LeaderDuties:
             mine.sort(key=lambda m: m.tags.get("id") != self.node_id)  # this server first
             for m in mine:
                 await self._register(m)
+            for hook in self.establish_hooks:
+                try:
+                    await hook(self.propose_local)
+                except PyconsulError as exc:  # the next leader (or the hook's own loop) retries
+                    log.warning("establishing leadership: %s", exc)
             restoring = getattr(self.store(), "restoring", None)  # (the state store's; not every test fake's)
             if restoring is not None and restoring():  # earlier terms are all applied once a write of ours is
                 # a restore in pieces its leader did not finish: end it, so snapshots resume (state/restore.py)

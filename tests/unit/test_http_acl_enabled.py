@@ -171,6 +171,9 @@ def test_unbuilt_endpoints_say_so(w: World) -> None:
     code, out = w.call("GET", "/v1/acl/list", token="root")
     assert code == 404 and "not built" in out
     assert w.call("GET", "/v1/acl/replication", token="root")[1]["Enabled"] is False
+    assert w.call("POST", "/v1/acl/login", {"AuthMethod": "x", "BearerToken": "y"}) == (403, "ACL not found")
+    assert w.call("POST", "/v1/acl/logout", token="nope") == (403, "ACL not found")
+    assert w.call("POST", "/v1/acl/logout", token="root") == (403, "Permission denied")
 
 
 def test_roles_grant_their_policies_to_linked_tokens(w: World) -> None:
