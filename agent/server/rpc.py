@@ -36,6 +36,8 @@ from pyconsul.agent.state.results import WriteResult, reply_to_wire
 Handler = Callable[[Any], Awaitable[Any]]
 
 FORWARDABLE = frozenset({"apply_forward", "read_forward", "status"})
+READ_MODES = ("default", "stale", "consistent")
+MAX_READ_WAIT = 3600.0  # seconds; the HTTP layer caps ?wait= at 10 minutes (plus jitter)
 
 
 class Local(Protocol):
@@ -74,8 +76,16 @@ def _read_args(a: dict[str, Any]) -> tuple[str, dict[str, Any], str, int, float]
     q = a.get("args")
     if not isinstance(a.get("name"), str) or not isinstance(q, dict):
         raise BadRequest("read takes a map with a query name and its arguments")
+    mode, index, wait = a.get("mode", "default"), a.get("index", 0), a.get("wait", 0.0)
+    # bounds of a read's map (any msgpack value may arrive): a BadRequest, never a TypeError from decoding
+    if not isinstance(mode, str) or mode not in READ_MODES:
+        raise BadRequest(f"read: mode must be one of {', '.join(READ_MODES)}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 2**64:
+        raise BadRequest("read: index must be an integer in [0, 2^64)")
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0.0 <= wait <= MAX_READ_WAIT:
+        raise BadRequest(f"read: wait must be a number of seconds in [0, {MAX_READ_WAIT:g}]")
     REQUEST_TOKEN.set(read_token(a))
-    return a["name"], q, str(a.get("mode", "default")), int(a.get("index", 0)), float(a.get("wait", 0.0))
+    return a["name"], q, mode, index, float(wait)
 
 
 class RPCMethods:

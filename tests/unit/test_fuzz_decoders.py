@@ -4,24 +4,30 @@ reader's refusals (tar members that could escape or are not regular files).
 Already fuzzed elsewhere: gossip packets and streams (test_codec.py, test_gossip_bounds.py, test_lzw.py,
 test_keyring.py), raft/RPC frames (test_raft_wire.py: unframe, structured frames, raw bytes), DNS
 (test_dns_codec.py). Here: the HTTP request head and chunked-body decoders (agent/httpd/h1.py), the streamed
-RPC part frames (raft/wire.py decode_part + Reassembly), and state/archive.py (random bytes, mutated
+RPC part frames (raft/wire.py decode_part + Reassembly), the server RPC methods' arguments (server/rpc.py),
+and state/archive.py (random bytes, mutated
 archives). Each decoder answers malformed input with its own error type only, never another exception.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import tarfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.httpd import h1
 from pyconsul.agent.raft import wire
+from pyconsul.agent.server.common import ReadMeta
+from pyconsul.agent.server.rpc import RPCMethods
 from pyconsul.agent.state import archive
 from pyconsul.agent.state.store import StateStore
 
@@ -223,3 +229,63 @@ def test_fuzz_mutated_valid_archives_are_refused_or_read(data: st.DataObject) ->
         assert str(exc)
         return
     assert state == archive.read_archive(VALID)[1] and meta.index == 7
+
+
+# ---------------------------------------------------------------- server RPC arguments
+
+
+class _FakeLocal:
+    """A server that answers everything: what is fuzzed is the argument decoding in front of it."""
+
+    is_leader = True
+    leader_id = "leader"
+
+    async def apply_local(self, data: bytes) -> Any:
+        return True
+
+    async def write(self, data: bytes) -> Any:
+        return True
+
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, ReadMeta]:
+        assert isinstance(name, str) and isinstance(args, dict) and isinstance(mode, str)
+        assert isinstance(index, int) and 0 <= index < 2**64
+        assert isinstance(wait, float) and 0.0 <= wait < float("inf")
+        return None, ReadMeta(index, True, 0)
+
+    async def status(self, what: str, args: dict[str, Any] | None = None) -> Any:
+        return what
+
+    def remove_server(self, server_id: str) -> None:
+        pass
+
+    def acl_enabled(self) -> bool:
+        return False
+
+    async def check_write(self, data: bytes) -> Any:
+        return None
+
+
+_rpc_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.binary(max_size=8),
+                         st.text(max_size=8))
+_rpc_values = st.recursive(_rpc_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)), max_leaves=12)
+_read_maps = st.one_of(
+    st.fixed_dictionaries({}, optional={"name": _rpc_values, "args": _rpc_values, "what": _rpc_values}),
+    st.fixed_dictionaries({"name": st.text(max_size=8), "args": st.dictionaries(st.text(max_size=4), _rpc_scalars)},
+                          optional={"mode": _rpc_values, "index": _rpc_values, "wait": _rpc_values,
+                                    "token": _rpc_values}))
+
+
+@FUZZ
+@given(st.sampled_from(["apply", "read", "apply_forward", "read_forward", "status", "dc", "remove_self", "x"]),
+       st.one_of(_rpc_values, _read_maps, st.builds(lambda m, a: {"method": m, "args": a, "dc": "dc2"},
+                                                    st.sampled_from(["read_forward", "status", "apply"]), _read_maps)))
+def test_fuzz_server_rpc_arguments_are_bad_requests_or_answers(method: str, args: object) -> None:
+    """Whatever msgpack value arrives as a method's argument: a BadRequest with a message, or an answer; never
+    a TypeError/ValueError/OverflowError from decoding it (the transport would log those as internal)."""
+    methods = RPCMethods(_FakeLocal())  # type: ignore[arg-type]
+    try:
+        asyncio.run(methods.dispatch(method, args))
+    except BadRequest as exc:
+        assert str(exc)
