@@ -24,8 +24,10 @@ from typing import Any, Protocol
 
 from pyconsul.agent.errors import BadRequest, NotLeader
 from pyconsul.agent.server.acl_enforce import (
+    MAX_TOKEN,
     REQUEST_TOKEN,
     TxnDenied,
+    check_status,
     filter_write_result,
     read_token,
     split_write,
@@ -54,6 +56,7 @@ class Local(Protocol):
     async def status(self, what: str, args: dict[str, Any] | None = None) -> Any: ...
     def remove_server(self, server_id: str) -> None: ...
     def acl_enabled(self) -> bool: ...
+    async def authorizer(self) -> Any: ...
     async def check_write(self, data: bytes) -> Any: ...
 
 
@@ -153,6 +156,18 @@ class RPCMethods:
         return await self.table[str(method)](a.get("args"))
 
     async def remove_self(self, args: Any) -> Any:
+        """args: the leaving server's ID, or [ID, token]. With ACLs on it needs operator:write (a raw client
+        must not remove a Raft peer); a leaving server without that right is removed by the leader's
+        reconcile once it has left the LAN pool."""
+        if isinstance(args, list) and len(args) == 2 and isinstance(args[1], str):
+            server_id, token = str(args[0]), args[1][:MAX_TOKEN]
+        else:
+            server_id, token = str(args), ""
         self._leader_only()
-        self.local.remove_server(str(args))
+        if self.local.acl_enabled():
+            REQUEST_TOKEN.set(token)
+            authz = await self.local.authorizer()
+            if authz is not None:
+                check_status(authz, "remove_peer", {})
+        self.local.remove_server(server_id)
         return True

@@ -678,7 +678,9 @@ class ConsulServer:
             addr = raft.leader_address()
             if addr and not raft.is_leader:
                 with contextlib.suppress(Exception):
-                    await self.transport.request(addr, "remove_self", self.node_id, timeout=3.0)
+                    token = self.forward.agent_token() if self.acl_enabled() else ""
+                    args: Any = [self.node_id, token] if token else self.node_id
+                    await self.transport.request(addr, "remove_self", args, timeout=3.0)
                     return
             await self._leader_changed_since(gen, min(deadline, loop.time() + RETRY_FALLBACK))
 

@@ -156,6 +156,11 @@ def test_default_deny(cluster: Cluster) -> None:
     assert raw_rpc(server, "apply_forward", [cmd, app])[3]["code"] == "permission_denied"
     assert raw_rpc(server, "apply_forward", [c.encode(c.KVSet("app/raw", b"x")), app])[2] is True
     assert call(server, "/v1/kv/other/raw", token=MASTER)[0] == 404
+    for args in ("victim-id", ["victim-id", app]):  # removing a Raft peer needs operator:write
+        reply = raw_rpc(server, "remove_self", args)
+        assert reply[2] is False and reply[3]["code"] == "permission_denied", reply
+    reply = raw_rpc(server, "status", {"what": "remove_peer", "args": {"id": "victim-id"}})
+    assert reply[2] is False and reply[3]["code"] == "permission_denied", reply
     # catalog, health, sessions, events, the agent's own services
     web = make_token(server, "web-ext", 'node "ext" { policy = "write" }\nservice_prefix "web" { policy = "write" }')
     reg = {"Node": "ext", "Address": "10.0.0.9", "Service": {"Service": "web", "Port": 80}}

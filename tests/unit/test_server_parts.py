@@ -60,6 +60,9 @@ class FakeLocal:
     def acl_enabled(self) -> bool:
         return False
 
+    async def authorizer(self) -> None:
+        return None
+
     async def check_write(self, data: bytes) -> None:
         self.calls.append(("check_write", data))
 
