@@ -10,11 +10,11 @@ switches to the snapshot at one index.
 Limits (README "Limits"): the uploaded archive is at most MAX_ARCHIVE bytes (the route's body limit,
 checked from Content-Length before reading; a chunked upload is cut there). The server spools it to a
 temporary file as it arrives (agent/httpd/h1.py: in memory up to 1 MiB, then on disk, written by worker
-threads) and the restore reads that file in a worker thread, so the archive is never held in memory; it
-inflates to at most archive.MAX_STATE bytes of state: the archive is inflated as a stream, in a worker thread (the event loop keeps serving), one
-restore at a time, and a decompression bomb is refused at its first oversized tar header. A state
-larger than one piece (4 MiB) is committed as consecutive Restore pieces by the leader
-(state/restore.py), so a restore of any size up to archive.MAX_STATE reaches every server and each
+threads) and the restore reads that file in a worker thread, so the archive is never held in memory. It
+inflates to at most archive.MAX_STATE bytes of state: the archive is inflated as a stream, in a worker
+thread (the event loop keeps serving), one restore at a time, and a decompression bomb is refused at its
+first oversized tar header. A state larger than one piece (4 MiB) is committed as consecutive Restore
+pieces by the leader (state/restore.py), so a restore of any size up to archive.MAX_STATE reaches every server and each
 switches to it at the last piece's index; on a follower or a client agent the Restore command is
 forwarded to the leader over server RPC, streamed in frames of 4 MiB (agent/raft/wire.py).
 """
