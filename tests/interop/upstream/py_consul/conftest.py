@@ -113,33 +113,18 @@ def start_consul_container(version: str, acl_master_token: str | None = None):
     with open(config_file, "w", encoding="utf-8") as f:
         json.dump(config, f)
     # Consul's own port when it is free (one agent at a time): some tests aim HTTP checks at
-    # http://localhost:8500, the agent itself inside upstream's container.
+    # http://localhost:8500, the agent itself inside upstream's container. An agent that exits at once (a port
+    # taken between the probe and its bind, by some other process) is started again on other ports.
     http_port = 8500 if _free("127.0.0.1", 8500, socket.SOCK_STREAM) else _free_port()
-    log = open(os.path.join(workdir, "agent.log"), "wb")  # noqa: SIM115 -- closed with the process
-    argv = [sys.executable, "-m", "pyconsul.agent", "agent", "-dev", "-client=127.0.0.1", "-log-level", "trace",
-            f"-bind={_bind_address()}", f"-http-port={http_port}", f"-config-file={config_file}",
-            f"-node=pyconsul-{uuid.uuid4().hex[:8]}"]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
-                            env={**os.environ, "PYTHONPATH": PYCONSUL_ROOT})
-    proc.log_file = log  # type: ignore[attr-defined]
-    proc.workdir = workdir  # type: ignore[attr-defined]
-
-    # Wait for the agent to be ready
-    base_uri = f"http://127.0.0.1:{http_port}/v1/"
-    start_time = time.time()
-    global_timeout = 20
-
-    while True:
-        if time.time() - start_time > global_timeout or proc.poll() is not None:
-            stop_agent(proc)
+    for attempt in range(3):
+        proc, http_port = _start_agent(workdir, config_file, http_port if attempt == 0 else _free_port())
+        if _wait_leader(proc, http_port):
+            break
+        exited = proc.poll() is not None  # by itself, at start-up: try again; else it timed out
+        stop_agent(proc)
+        if not exited or attempt == 2:
             raise TimeoutError(f"pyconsul agent not ready (log: {workdir}/agent.log)")
-        time.sleep(0.1)
-        try:
-            response = requests.get(base_uri + "status/leader", timeout=2)
-            if response.status_code == 200 and response.json():
-                break
-        except (RequestException, ValueError):
-            continue
+    base_uri = f"http://127.0.0.1:{http_port}/v1/"
 
     # Additional check to ensure the agent is fully ready (not fatal: see the module docstring)
     for _ in range(10):
@@ -154,6 +139,34 @@ def start_consul_container(version: str, acl_master_token: str | None = None):
         time.sleep(0.1)
     requests.put(base_uri + "agent/service/deregister/test-service", timeout=2)
     return proc, http_port
+
+
+def _start_agent(workdir: str, config_file: str, http_port: int) -> tuple[subprocess.Popen, int]:
+    log = open(os.path.join(workdir, "agent.log"), "ab")  # noqa: SIM115 -- closed with the process
+    argv = [sys.executable, "-m", "pyconsul.agent", "agent", "-dev", "-client=127.0.0.1", "-log-level", "trace",
+            f"-bind={_bind_address()}", f"-http-port={http_port}", f"-config-file={config_file}",
+            f"-node=pyconsul-{uuid.uuid4().hex[:8]}"]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
+                            env={**os.environ, "PYTHONPATH": PYCONSUL_ROOT})
+    proc.log_file = log  # type: ignore[attr-defined]
+    return proc, http_port
+
+
+def _wait_leader(proc: subprocess.Popen, http_port: int) -> bool:
+    """Wait for the agent to be ready: True once it has a leader, False if it exits or after 20 s."""
+    base_uri = f"http://127.0.0.1:{http_port}/v1/"
+    start_time = time.time()
+    global_timeout = 20
+    while True:
+        if time.time() - start_time > global_timeout or proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+        try:
+            response = requests.get(base_uri + "status/leader", timeout=2)
+            if response.status_code == 200 and response.json():
+                return True
+        except (RequestException, ValueError):
+            continue
 
 
 def stop_agent(proc: subprocess.Popen) -> None:
