@@ -15,7 +15,9 @@ Contracts:
   bytes wait to be written, so the event loop never writes to disk and memory stays bounded whatever the
   body's size (up to the route's max_body). The handler runs once the last byte is written and gets the file
   from `request.body_file()`; it is closed (and its disk space freed) when the handler returns or the
-  connection drops. A failed write (disk full) answers 503 and closes the connection.
+  connection drops. A failed write (disk full) answers 503 and closes the connection. At most MAX_SPOOLED
+  such bodies exist at once per listening server (one more gets 503 unread), so the disk they take is
+  bounded by MAX_SPOOLED x the route's max_body.
 * Request bodies held at once, over all connections, are capped by the application's `max_buffered`:
   a Content-Length body is counted from its head (before it is read) until its handler returns, a
   chunked body as it arrives (a spooled body: min(its size, SPOOL_MEMORY + SPOOL_WINDOW) from its head).
@@ -80,6 +82,7 @@ TLS_HANDSHAKE_TIMEOUT = 5.0  # HTTPS: from accept to the end of the TLS handshak
 MAX_PENDING = 256 * 1024  # input buffered while a handler runs; beyond it we stop reading the socket
 SPOOL_MEMORY = 1024 * 1024  # a spooled body stays in memory up to this size, then goes to a temporary file
 SPOOL_WINDOW = 4 * 1024 * 1024  # a spooled body's bytes received and not yet written; beyond it we stop reading
+MAX_SPOOLED = 2  # spooled bodies being received or handled at once, per server (503 beyond): bounds the disk used
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
@@ -219,8 +222,9 @@ class Spool:
     at a time in order; `on_progress` runs on the loop after each write. `close` frees the file (after a write in
     flight, in a worker thread: closing a large temporary file frees its disk blocks)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_progress: Callable[[], None]) -> None:
-        self.loop, self.on_progress = loop, on_progress
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_progress: Callable[[], None],
+                 on_close: Callable[[], None] = lambda: None) -> None:
+        self.loop, self.on_progress, self.on_close = loop, on_progress, on_close
         self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 -- closed by close()
         self.pending = bytearray()
         self.writing = self.closed = False
@@ -257,6 +261,7 @@ class Spool:
         if self.closed:
             return
         self.closed = True
+        self.on_close()
         self.pending = bytearray()
         if not self.writing:
             self._close_file()
@@ -323,6 +328,7 @@ class _Server:
         self.router = app.router
         self.max_buffered = app.max_buffered
         self.buffered = 0  # request-body bytes reserved by requests being received or handled
+        self.spooled = 0  # spooled request bodies open (received or being handled)
         self.conns: set[_Connection] = set()
 
     def reserve(self, req: Request, n: int) -> None:
@@ -336,6 +342,17 @@ class _Server:
     def release(self, req: Request) -> None:
         self.buffered -= req._reserved
         req._reserved = 0
+
+    def spool(self, req: Request, conn: _Connection, reserve: int) -> None:
+        """Give `req` a Spool (503 if MAX_SPOOLED are open) and reserve its in-memory share of max_buffered."""
+        if self.spooled >= MAX_SPOOLED:
+            raise _Error(503, f"too many large request bodies in progress (limit {MAX_SPOOLED}): retry later")
+        self.reserve(req, reserve)
+        self.spooled += 1
+        req._spool = Spool(self.loop, conn._spool_progress, self._unspool)
+
+    def _unspool(self) -> None:
+        self.spooled -= 1
 
     async def sweep(self) -> None:
         """Once a second, time out connections past their deadline (one timer for all of them)."""
@@ -621,8 +638,7 @@ class _Connection(asyncio.Protocol):
             self.chunks = _Chunked(req._max)
             self.state = _CHUNKED
             if spool:
-                self.srv.reserve(req, SPOOL_MEMORY + SPOOL_WINDOW)
-                req._spool = Spool(self.loop, self._spool_progress)
+                self.srv.spool(req, self, SPOOL_MEMORY + SPOOL_WINDOW)
         elif cl is not None:
             if not (cl.isascii() and cl.isdigit()) or len(cl) > 18:
                 raise _Error(400, "invalid Content-Length")
@@ -635,8 +651,7 @@ class _Connection(asyncio.Protocol):
             if not n:
                 return req
             if spool:
-                self.srv.reserve(req, min(n, SPOOL_MEMORY + SPOOL_WINDOW))
-                req._spool = Spool(self.loop, self._spool_progress)
+                self.srv.spool(req, self, min(n, SPOOL_MEMORY + SPOOL_WINDOW))
             else:
                 self.srv.reserve(req, n)  # before reading it
             self.need = n

@@ -156,6 +156,36 @@ def test_a_client_that_goes_away_mid_body_frees_its_spool() -> None:
     _run(t)
 
 
+def test_spooled_bodies_at_once_are_capped() -> None:
+    async def t(server: h1.HTTPServer, seen: dict[str, Any]) -> None:
+        conns = []
+        for _ in range(h1.MAX_SPOOLED):  # uploads in progress
+            r, w = await asyncio.open_connection("127.0.0.1", server.port)
+            w.write(b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            conns.append((r, w))
+        for _ in range(500):
+            if server._srv.spooled == h1.MAX_SPOOLED:
+                break
+            await asyncio.sleep(0.01)
+        assert server._srv.spooled == h1.MAX_SPOOLED
+        r, w = await asyncio.open_connection("127.0.0.1", server.port)
+        w.write(b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        status, text = await _response(r)
+        assert status == 503 and b"too many large request bodies" in text
+        w.close()
+        for r, w in conns:  # the first ones finish
+            w.write(b"defghij")
+            assert (await _response(r))[0] == 200
+            w.close()
+        for _ in range(500):
+            if server._srv.spooled == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server._srv.spooled == 0 and server._srv.buffered == 0
+
+    _run(t)
+
+
 def test_a_spool_route_needs_a_limit() -> None:
     app = web.Application()
 
@@ -179,3 +209,5 @@ def test_readme_rows_match_the_code() -> None:
     assert rows["`PUT /v1/snapshot` body held in memory while it arrives (the rest is spooled to a temporary file by "
                 "worker threads; the restore reads that file)"] == (
         f"{REAL_MEMORY // MiB} MiB kept + {REAL_WINDOW // MiB} MiB not yet written")
+    assert (f"at most {h1.MAX_SPOOLED} such uploads at once (503 beyond), so at most "
+            f"{h1.MAX_SPOOLED * snapshot.MAX_ARCHIVE // 1024 ** 3} GiB of temporary files") in table
