@@ -115,6 +115,8 @@ def test_flood_and_slowloris_do_not_starve_a_well_behaved_client(cluster: Cluste
         wait_for(lambda: int(_http_stats(p)["conns_refused"]) >= 50, 30, "refusals counted")
         assert sum(_closed_at_once(s) for s in over[-50:]) == 50
         assert int(_http_stats(p)["conns_refused"]) == 50
+        info = p.cli("info").stdout  # the operator's view
+        assert "http:\n" in info and "\tconns_refused = 50\n" in info and "\tmax_conns_per_client = 200\n" in info
         assert not _closed_at_once_nonblocking(over[0]), "admitted connections stay open"
 
         times = [_timed_get(p, "/v1/kv/probe") for _ in range(10)]
