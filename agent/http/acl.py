@@ -263,7 +263,7 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
         local = b.get("local", False)
         if not isinstance(local, bool):
             raise BadRequest("Request decode failed: Local must be a boolean")
-        tok = token_from(b, accessor.lower(), secret.lower(), local=local, create_time=time.time())
+        tok = token_from(b, accessor, secret, local=local, create_time=time.time())
         await write(c.ACLTokenApply("create", tok))
         out = await read("acl.token_read", {"accessor": tok.accessor_id})
         return json_response(out)
