@@ -11,6 +11,8 @@
 #       lan       LAN member names that must be alive (e.g. the datacenter's servers)
 #       wan       WAN member names (node.dc) that must be alive
 #       views     also print `members`, `members -wan` and `operator raft list-peers` (cli path)
+#       config    the agent's config.json: with ACLs on, requests (and the views) carry its
+#                 acl.tokens.master (servers) or acl.tokens.agent (clients); never on the command line
 import json
 import subprocess
 import sys
@@ -19,10 +21,20 @@ import urllib.error
 import urllib.request
 
 a = json.loads(sys.argv[1])
+token = ""
+if a.get("config"):
+    try:
+        with open(a["config"]) as f:
+            tokens = (json.load(f).get("acl") or {}).get("tokens") or {}
+        token = tokens.get("master") or tokens.get("agent") or ""
+    except (OSError, ValueError, AttributeError):
+        token = ""
 
 
 def get(path):
-    with urllib.request.urlopen(a["url"] + path, timeout=5) as r:
+    # /v1/status/* needs no token; the agent token may not exist yet while the first leader is awaited.
+    headers = {"X-Consul-Token": token} if token and not path.startswith("/v1/status/") else {}
+    with urllib.request.urlopen(urllib.request.Request(a["url"] + path, headers=headers), timeout=5) as r:
         body = r.read().decode()
     return json.loads(body) if body.strip() else None
 
@@ -65,7 +77,7 @@ while True:
     time.sleep(0.5)
 seen["waited"] = round(time.monotonic() - start, 1)
 if a.get("views") and not problems:
-    env = {"CONSUL_HTTP_ADDR": a["url"], "PATH": "/usr/bin:/bin"}
+    env = {"CONSUL_HTTP_ADDR": a["url"], "PATH": "/usr/bin:/bin", **({"CONSUL_HTTP_TOKEN": token} if token else {})}
     out = []
     for title, argv in (("members", ["members"]), ("members -wan", ["members", "-wan"]),
                         ("operator raft list-peers", ["operator", "raft", "list-peers"])):

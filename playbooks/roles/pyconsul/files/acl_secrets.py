@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Keep the cluster's ACL secrets on the controller: create them once, then always reuse them.
+
+Usage: acl_secrets.py FILE
+
+FILE (JSON, mode 0600, in the git-ignored .secrets/<inventory>/) holds
+  master          acl.tokens.master of every server: the leader of each datacenter creates this
+                  management token (Consul's way to bootstrap ACLs from configuration), so one secret
+                  manages every datacenter and is valid wherever a request is forwarded
+  agent_accessor  the AccessorID and
+  agent_secret    the SecretID of the agent token (acl.tokens.agent of every agent), created by
+                  acl_setup.py in each datacenter with the agent policy
+  agent_master    acl.tokens.agent_master of every agent: local agent operations (reload) with no server
+Missing entries are generated (UUIDs); existing ones are never changed. Delete an entry to rotate it
+(docs/security.md). Prints {"changed": bool, "created": [names]} and never a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+KEYS = ("master", "agent_accessor", "agent_secret", "agent_master")
+
+
+def main() -> int:
+    path = Path(sys.argv[1])
+    have: dict[str, str] = {}
+    if path.exists():
+        loaded = json.loads(path.read_text() or "{}")
+        if not isinstance(loaded, dict):
+            print(json.dumps({"failed": True, "msg": f"{path}: not a JSON object"}))
+            return 1
+        have = {k: str(v) for k, v in loaded.items() if v}
+    created = [k for k in KEYS if k not in have]
+    if not created:
+        print(json.dumps({"changed": False, "created": []}))
+        return 0
+    for k in created:
+        have[k] = str(uuid.uuid4())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.with_suffix(".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(have, f, indent=2, sort_keys=True)
+        f.write("\n")
+    partial.replace(path)
+    print(json.dumps({"changed": True, "created": created}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
