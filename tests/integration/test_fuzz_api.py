@@ -1,7 +1,8 @@
 """schemathesis drives docs/openapi.yaml against a real single-server agent (issue 14 item 5).
 
-Every operation of the description is fuzzed, against the server and then against a client agent that
-forwards to it, except three that would end the run or leave the loopback:
+Every operation of the description is fuzzed, against the server, then against a client agent that
+forwards to it, then against a server with ACLs on (default deny; requests carry its management token unless
+the case has its own ?token=), except three that would end the run or leave the loopback:
 PUT /v1/agent/leave (the agent leaves and exits), PUT /v1/agent/join/{addr} (dials the generated address)
 and GET /v1/agent/monitor (a stream that never ends by itself). Each case must:
 - get no 5xx, except the documented ones, each a server error Consul 1.7 answers too: `500 No cluster
@@ -15,8 +16,10 @@ MAX_EXAMPLES cases per operation, >= MIN_CASES in all (checked by the last test)
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from schemathesis.checks import content_type_conformance, not_a_server_error, st
 
 from tests.harness import AgentProc, Cluster, cluster_fixture, new_block, wait_for
 
+MANAGEMENT = "8b2c1a36-5d0e-4f6b-9c1e-2f7a4d3b6e01"  # the ACL server's acl.tokens.master (a test value)
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 NOT_FUZZED = ["agentLeave", "agentJoin", "agentMonitor"]
 MAX_EXAMPLES = int(os.environ.get("PYCONSUL_FUZZ_EXAMPLES", "20"))
@@ -69,25 +73,46 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
             pass
 
 
-@pytest.fixture(scope="module", params=["server", "client"])
-def agent(request: pytest.FixtureRequest, servers: tuple[Cluster, str]) -> AgentProc:
-    """The server itself, then a client agent that forwards every server read and write to it."""
+@pytest.fixture(scope="module", params=["server", "client", "acl"])
+def agent(request: pytest.FixtureRequest, servers: tuple[Cluster, str], tmp_path_factory: pytest.TempPathFactory,
+          ) -> tuple[AgentProc, dict[str, str]]:
+    """The server itself, then a client agent that forwards every server read and write to it, then a server
+    of its own with ACLs on (default deny), asked with its management token so the ACL endpoints and the
+    enforcement are fuzzed past the 403. Returns the agent and the headers to send."""
     c, b = servers
     server = next(p for p in c.procs if isinstance(p, AgentProc) and p.name == "fuzz1")
     if request.param == "server":
-        return server
-    client = c.agent("fuzz2", f"{b}.2", f"-retry-join={server.ip}")
-    wait_for(lambda: client.api("/v1/catalog/nodes"), 30, "the client to reach the server")
-    return client
+        return server, {}
+    if request.param == "client":
+        client = c.agent("fuzz2", f"{b}.2", f"-retry-join={server.ip}")
+        wait_for(lambda: client.api("/v1/catalog/nodes"), 30, "the client to reach the server")
+        return client, {}
+    cfg = tmp_path_factory.mktemp("fuzz-acl") / "acl.json"
+    cfg.write_text(json.dumps({"acl": {"enabled": True, "default_policy": "deny",
+                                       "tokens": {"master": MANAGEMENT, "agent": MANAGEMENT}}}))
+    acl = c.agent("fuzz3", f"{new_block()}.1", "-server", "-bootstrap-expect=1", f"-config-file={cfg}",
+                  wait=False)
+    headers = {"X-Consul-Token": MANAGEMENT}
+
+    def ready() -> bool:
+        req = urllib.request.Request(f"http://{acl.http}/v1/acl/token/self", headers=headers)
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return bool(resp.status == 200)
+
+    wait_for(ready, 40, "the ACL server to accept its management token")
+    return acl, headers
 
 
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-def test_api_conforms_and_never_fails_on_the_server(case: Any, agent: AgentProc) -> None:
+def test_api_conforms_and_never_fails_on_the_server(case: Any, agent: tuple[AgentProc, dict[str, str]]) -> None:
+    proc, headers = agent
     if "index" in (case.query or {}) or "hash" in (case.query or {}):
         case.query["wait"] = "10ms"
-    resp = case.call(base_url=f"http://{agent.http}", timeout=15)
+    if headers and "token" not in (case.query or {}):
+        case.headers = {**(case.headers or {}), **headers}
+    resp = case.call(base_url=f"http://{proc.http}", timeout=15)
     STATS["cases"] += 1
     STATS["by_status"][resp.status_code] = STATS["by_status"].get(resp.status_code, 0) + 1
     op_id = case.operation.definition.raw.get("operationId", "")
@@ -108,5 +133,5 @@ def test_the_run_was_big_enough() -> None:
     """Runs after the parametrized cases (file order): the bound of the issue (>= 3,000 cases a run)."""
     print(f"fuzz: {STATS['cases']} cases, statuses {sorted(STATS['by_status'].items())}, "
           f"server errors {len(STATS['server_errors'])}, documented 500s {STATS['documented_500']}")
-    assert STATS["cases"] >= 2 * MIN_CASES, STATS
+    assert STATS["cases"] >= 3 * MIN_CASES, STATS
     assert not STATS["server_errors"], STATS["server_errors"]
