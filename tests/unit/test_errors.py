@@ -45,9 +45,14 @@ def test_error_status_mapping(exc: BaseException, status: int, text: str) -> Non
 
 
 class _FakeRequest:
+    """What the errors middleware reads of a request: an app without ACLs configured, no query string."""
+
     method = "GET"
     path = "/v1/kv/k"
     query: dict[str, str] = {}
+    query_string = ""
+    headers: dict[str, str] = {}
+    app = object()
 
 
 @pytest.mark.parametrize(("exc", "status", "text"), STATUS_CASES, ids=lambda v: type(v).__name__)
