@@ -19,7 +19,6 @@ bootstrap done before the restore stays done.
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import re
 from typing import Any
@@ -281,10 +280,22 @@ def policy_hash(p: ACLPolicy) -> str:
 
 
 def rfc3339(ts: float) -> str:
-    """Go's time.Time JSON form in UTC, with nanoseconds when there are any."""
-    dt = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-    frac = f".{dt.microsecond:06d}".rstrip("0") if dt.microsecond else ""
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (frac if frac != "." else "") + "Z"
+    """Go's time.Time JSON form in UTC, with the fraction when there is one (microseconds; trailing zeros cut).
+    Civil date from days since the epoch by Hinnant's algorithm: `datetime` would load `time` into this core."""
+    us = round(ts * 1_000_000)
+    secs, micro = divmod(us, 1_000_000)
+    days, sod = divmod(secs, 86_400)
+    z = days + 719_468
+    era = (z if z >= 0 else z - 146_096) // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1_460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    frac = f".{micro:06d}".rstrip("0") if micro else ""
+    return f"{year:04d}-{month:02d}-{day:02d}T{sod // 3600:02d}:{sod % 3600 // 60:02d}:{sod % 60:02d}{frac}Z"
 
 
 def _links_json(t: Tables, links: tuple[ACLPolicyLink, ...]) -> list[dict[str, str]]:
