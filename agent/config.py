@@ -142,6 +142,9 @@ class AgentConfig:
     https_addr: str | None = None  # addresses.https (space-separated list)
     # ACLs (agent/acl/config.py: the `acl { ... }` block)
     acl: ACLConfig = field(default_factory=ACLConfig)
+    # the datacenter whose servers hold the authoritative ACL policies, roles and global tokens (Consul's
+    # primary_datacenter; "" = this agent's datacenter): others forward ACL writes there and replicate from it
+    primary_datacenter: str = ""
     # keys of features not built yet (config_schema.LATER_KEYS), type-checked and ignored (one warning per feature)
     ignored: dict[str, object] = field(default_factory=dict)
 
@@ -384,8 +387,8 @@ KEYS: dict[str, Kind] = {
     "dns_config.soa.min_ttl": "int",
     # TLS (agent/tlsutil.py; they land in AgentConfig.tls)
     **TLS_KEYS,
-    # ACLs (agent/acl/config.py; they land in AgentConfig.acl)
-    **ACL_KEYS,
+    # ACLs (agent/acl/config.py; they land in AgentConfig.acl); replication from the primary (agent/acl/replication.py)
+    **ACL_KEYS, "primary_datacenter": "str",
 }
 _GOSSIP_KEYS: dict[str, Kind] = {
     "probe_interval": "duration", "probe_timeout": "duration", "suspicion_mult": "int",

@@ -1,7 +1,7 @@
 """Config keys of features pyconsul does not have yet: parsed and type-checked now, then ignored with a warning.
 
 Consul's client test suites (and real deployments) start agents with keys such as `acl { enabled = true }`,
-`primary_datacenter`, `ports { https = -1 }` or `verify_incoming`; refusing them would stop a whole suite
+`acl_datacenter`, `ports { https = -1 }` or `verify_incoming`; refusing them would stop a whole suite
 before any test runs. So every key below is accepted in JSON and HCL files and `-hcl` fragments, its value
 is type-checked like any other key (a wrong type is still an error naming the key), and the agent prints
 ONE warning per feature naming the keys it ignores: "ACLs are not built yet (issue 14): acl.enabled, ...".
@@ -22,7 +22,6 @@ Kind = Literal["str", "int", "bool", "duration", "list", "map", "object"]
 # (key prefix, feature): the first matching prefix names the feature a key belongs to.
 FEATURES: tuple[tuple[str, str], ...] = (
     ("acl", "these ACL keys are not built (the acl { } block's Consul 1.7 keys are)"),
-    ("primary_datacenter", "ACL replication across datacenters is not built"),
     ("auto_encrypt", "auto_encrypt (certificates from the servers) is not built"),
     ("dns_config", "these DNS settings are not built (answers are cached until the catalog changes)"),
     ("connect", "Connect (service mesh) is not built"),
@@ -39,11 +38,9 @@ FEATURES: tuple[tuple[str, str], ...] = (
 
 LATER_KEYS: dict[str, Kind] = {
     # ACLs (issue 14); Consul 1.7 names plus the newer token names client suites use
-    "primary_datacenter": "str", "acl_datacenter": "str", "acl_default_policy": "str", "acl_down_policy": "str",
+    "acl_datacenter": "str", "acl_default_policy": "str", "acl_down_policy": "str",
     "acl_master_token": "str", "acl_agent_token": "str", "acl_agent_master_token": "str", "acl_token": "str",
     "acl_replication_token": "str", "acl_ttl": "duration", "acl_enforce_version_8": "bool",
-    # (the acl { } block's keys are built: agent/acl/config.py; this one is not)
-    "acl.enable_token_replication": "bool",
     # TLS: the others are built (tlsutil.KEYS)
     "auto_encrypt.tls": "bool", "auto_encrypt.allow_tls": "bool",
     # DNS settings pyconsul does not have (the others are config.KEYS)

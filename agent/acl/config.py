@@ -7,6 +7,7 @@
       enable_token_persistence = true     # tokens set by PUT /v1/agent/token/* survive a restart
       token_ttl = "30s"  policy_ttl = "30s"  role_ttl = "30s"   # client agents' cache lifetimes
       enable_key_list_policy = false      # true: KV listings need `list` rather than `read`
+      enable_token_replication = false    # secondaries replicate global tokens too (acl/replication.py)
       tokens { master = "..." agent = "..." default = "..." agent_master = "..." replication = "..." }
       # (initial_management and agent_recovery, Consul 1.11's names, are master and agent_master)
     }
@@ -28,6 +29,7 @@ KEYS: dict[str, Kind] = {
     "acl.enabled": "bool", "acl.default_policy": "str", "acl.down_policy": "str",
     "acl.enable_token_persistence": "bool", "acl.token_ttl": "duration", "acl.policy_ttl": "duration",
     "acl.role_ttl": "duration", "acl.enable_key_list_policy": "bool",
+    "acl.enable_token_replication": "bool",
     **{f"acl.tokens.{k}": "str" for k in TOKEN_KINDS},
     # Consul 1.11's names for master and agent_master, which client suites use (py-consul's fixtures)
     "acl.tokens.initial_management": "str", "acl.tokens.agent_recovery": "str",
@@ -49,6 +51,7 @@ class ACLConfig:
     policy_ttl: float = 30.0
     role_ttl: float = 30.0
     enable_key_list_policy: bool = False
+    enable_token_replication: bool = False
     master: str = ""
     agent: str = ""
     default: str = ""

@@ -138,8 +138,8 @@ def test_unbuilt_features_warn_once_per_feature_naming_the_keys(tmp_path: Path) 
     cfg, warnings = build_config({"config-file": [str(tmp_path / "a.json")], "data-dir": str(tmp_path)})
     assert cfg.ignored["telemetry.prometheus_retention_time"] == 60.0
     assert cfg.ignored["connect.ca_config"] == {"x": 1}
-    acl = [w for w in warnings if "ACL" in w]  # the acl block is built (agent/acl/config.py); replication is not
-    assert acl == ["ACL replication across datacenters is not built: primary_datacenter accepted and ignored"]
+    acl = [w for w in warnings if "ACL" in w]  # the acl block and primary_datacenter are built (agent/acl)
+    assert acl == [] and cfg.primary_datacenter == "dc1"
     assert cfg.acl.enabled and cfg.acl.agent == "t"
     tls = [w for w in warnings if w.startswith("auto_encrypt")]  # TLS is built (agent/tlsutil.py); this is not
     assert len(tls) == 1 and "auto_encrypt.tls" in tls[0]
