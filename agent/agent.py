@@ -326,14 +326,20 @@ class Agent:
         backend (the agent token its own requests carry) and, by start(), the HTTP app. A server also runs the
         leader's ACL setup (the builtin policy, the anonymous and master tokens)."""
         from pyconsul.agent.acl import leader as acl_leader
+        from pyconsul.agent.acl import replication as acl_replication
         from pyconsul.agent.http.acl import load_tokens
         from pyconsul.agent.server.acl_reads import resolve_local
 
         cfg = self.cfg
         server, backend = self.server, self.backend
+        primary = cfg.primary_datacenter or cfg.datacenter
+        secondary = cfg.acl.enabled and primary != cfg.datacenter
         if server is not None:
             async def lookup(secret: str) -> dict[str, Any] | None:
-                return resolve_local(server.store, secret)
+                found = resolve_local(server.store, secret)
+                if found is None and secondary:  # not replicated (yet, or at all): the primary knows it
+                    found = await acl_replication.resolve_remote(server, primary, secret)
+                return found
         else:
             assert backend is not None
 
@@ -342,18 +348,23 @@ class Agent:
                 return value if isinstance(value, dict) else None
         resolver = TokenResolver(cfg.acl, lookup, node_name=cfg.node_name, caching=server is None,
                                  data_dir=str(self.data_dir) if self.data_dir else None)
+        resolver.datacenter, resolver.primary_datacenter = cfg.datacenter, primary
         if cfg.acl.enabled and cfg.acl.enable_token_persistence and self.data_dir is not None:
             load_tokens(self.data_dir, resolver)
         if isinstance(backend, ClientBackend):
             backend.agent_token = resolver.agent_token
         if server is not None:
             server.acl = resolver
+            master = "" if secondary else cfg.acl.master  # a secondary's master token comes from the primary
             if cfg.acl.enabled:
                 server.leader.establish_hooks.append(
-                    lambda propose: acl_leader.establish(lambda: server.store.tables, propose, cfg.acl.master,
-                                                         time.time))
+                    lambda propose: acl_leader.establish(lambda: server.store.tables, propose, master, time.time))
                 self.spawn(lambda: acl_leader.run(lambda: server.is_leader, lambda: server.store.tables, server.write,
-                                                  cfg.acl.master, time.time), "acl-leader", restart=True)
+                                                  master, time.time), "acl-leader", restart=True)
+            if secondary:  # policies, roles (and global tokens) come from the primary (acl/replication.py)
+                replicator = acl_replication.for_server(server, primary, cfg.acl)
+                resolver.replication_status = replicator.status.json
+                self.spawn(replicator.run, "acl-replication", restart=True)
         return resolver
 
     def _add_event_coordinate_routes(self, app: Any) -> None:

@@ -58,6 +58,11 @@ class TokenResolver:
         self._tokens: OrderedDict[str, _Entry] = OrderedDict()
         self._compiled: OrderedDict[tuple[tuple[str, int], ...], Authorizer] = OrderedDict()
         self._rules: OrderedDict[tuple[str, int], rules_mod.Rules] = OrderedDict()
+        # ACL replication (acl/replication.py), set by the agent: where ACL writes go (http/acl.py forwards
+        # policy, role and global token writes there) and the status GET /v1/acl/replication shows
+        self.datacenter = ""
+        self.primary_datacenter = ""
+        self.replication_status: Callable[[], dict[str, Any]] | None = None
 
     def enabled(self) -> bool:
         return self.cfg.enabled

@@ -22,7 +22,11 @@ shapes; each needs the caller's token to grant what is listed, else 403 "Permiss
 - PUT /v1/agent/token/<kind> (acl:write): acl_token|default, acl_agent_token|agent,
   acl_agent_master_token|agent_master, acl_replication_token|replication; saved in <data_dir>/acl-tokens.json
   with acl.enable_token_persistence.
-- GET /v1/acl/replication: replication is not built: Enabled false.
+- GET /v1/acl/replication (acl:read): acl/replication.py's status on a server of a secondary datacenter;
+  elsewhere Enabled false.
+- With primary_datacenter another datacenter (a secondary): bootstrap, policy and role writes and writes of
+  global tokens (Local false) run as if asked with ?dc=<primary> (the answer is the primary's); local tokens
+  are written here. Replication brings the primary's writes back (acl/replication.py).
 - POST /v1/acl/login: 403 "ACL not found" (no auth method exists); POST /v1/acl/logout: 403 ("ACL not found"
   for an unknown token, else "Permission denied": no token comes from a login).
 - the legacy (pre-1.4) token endpoints, binding rules, auth methods and rules/translate are not built: 404 with
@@ -36,7 +40,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,7 @@ from pyconsul.agent.errors import BadRequest, CommandRejected, NotFound, Permiss
 from pyconsul.agent.http.api import Backend, decode_json, json_response, read_meta_headers, read_query
 from pyconsul.agent.httpd import web
 from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN
+from pyconsul.agent.server.common import REQUEST_DC, remote_dc
 from pyconsul.agent.state import acl as acl_state
 from pyconsul.agent.state import commands as c
 from pyconsul.agent.state.acl_defs import GLOBAL_MANAGEMENT_ID, ACLPolicy, ACLPolicyLink, ACLRole, ACLToken
@@ -217,6 +222,35 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     async def read(name: str, args: dict[str, Any], mode: str = "default") -> Any:
         value, _ = await backend.read(name, args, mode)
         return value
+
+    Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+    def to_primary(handler: Handler, local: Callable[[web.Request], Awaitable[bool]] | None = None) -> Handler:
+        """In a secondary datacenter, `handler` runs aimed at the primary (as with ?dc=<primary>) unless the
+        request names a datacenter itself or `local(request)` says the object is a local token."""
+        async def run(request: web.Request) -> web.Response:
+            primary, here = resolver.primary_datacenter, resolver.datacenter
+            if not primary or primary == here or remote_dc(here) or (local is not None and await local(request)):
+                return await handler(request)
+            reset = REQUEST_DC.set(primary)
+            try:
+                return await handler(request)
+            finally:
+                REQUEST_DC.reset(reset)
+        return run
+
+    async def local_body(request: web.Request) -> bool:
+        try:
+            return _body(await request.read()).get("local") is True
+        except BadRequest:
+            return False  # the handler answers it
+
+    async def local_existing(request: web.Request) -> bool:
+        try:
+            tok = await read("acl.token_read", {"accessor": request.match_info["accessor"]})
+        except PermissionDenied:
+            return False  # the handler answers it
+        return isinstance(tok, dict) and tok.get("Local") is True
 
     async def bootstrap(request: web.Request) -> web.Response:
         reset_index = 0
@@ -468,6 +502,8 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
 
     async def replication(request: web.Request) -> web.Response:
         await need(request, lambda a: a.acl_read())
+        if resolver.replication_status is not None:
+            return json_response(resolver.replication_status())
         zero = "0001-01-01T00:00:00Z"
         return json_response({"Enabled": False, "Running": False, "SourceDatacenter": "", "ReplicationType": "",
                               "ReplicatedIndex": 0, "ReplicatedRoleIndex": 0, "ReplicatedTokenIndex": 0,
@@ -483,26 +519,26 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     async def not_built(request: web.Request) -> web.Response:
         return web.Response(status=404, text=f"{request.path} {NOT_BUILT}\n")
 
-    r.add_put("/v1/acl/bootstrap", bootstrap)
-    r.add_put("/v1/acl/token", token_create)
+    r.add_put("/v1/acl/bootstrap", to_primary(bootstrap))
+    r.add_put("/v1/acl/token", to_primary(token_create, local_body))
     r.add_get("/v1/acl/tokens", token_list)
     r.add_get("/v1/acl/token/self", token_self)
-    r.add_put("/v1/acl/token/{accessor}/clone", token_clone)
+    r.add_put("/v1/acl/token/{accessor}/clone", to_primary(token_clone, local_existing))
     r.add_get("/v1/acl/token/{accessor}", token_get)
-    r.add_put("/v1/acl/token/{accessor}", token_update)
-    r.add_delete("/v1/acl/token/{accessor}", token_delete)
-    r.add_put("/v1/acl/policy", policy_create)
+    r.add_put("/v1/acl/token/{accessor}", to_primary(token_update, local_existing))
+    r.add_delete("/v1/acl/token/{accessor}", to_primary(token_delete, local_existing))
+    r.add_put("/v1/acl/policy", to_primary(policy_create))
     r.add_get("/v1/acl/policies", policy_list)
     r.add_get("/v1/acl/policy/name/{name}", policy_get)
     r.add_get("/v1/acl/policy/{id}", policy_get)
-    r.add_put("/v1/acl/policy/{id}", policy_update)
-    r.add_delete("/v1/acl/policy/{id}", policy_delete)
-    r.add_put("/v1/acl/role", role_create)
+    r.add_put("/v1/acl/policy/{id}", to_primary(policy_update))
+    r.add_delete("/v1/acl/policy/{id}", to_primary(policy_delete))
+    r.add_put("/v1/acl/role", to_primary(role_create))
     r.add_get("/v1/acl/roles", role_list)
     r.add_get("/v1/acl/role/name/{name}", role_get)
     r.add_get("/v1/acl/role/{id}", role_get)
-    r.add_put("/v1/acl/role/{id}", role_update)
-    r.add_delete("/v1/acl/role/{id}", role_delete)
+    r.add_put("/v1/acl/role/{id}", to_primary(role_update))
+    r.add_delete("/v1/acl/role/{id}", to_primary(role_delete))
     r.add_put("/v1/agent/token/{kind}", agent_token)
     r.add_get("/v1/acl/replication", replication)
     r.add_post("/v1/acl/login", login)

@@ -385,6 +385,8 @@ def filter_read(authz: Authorizer, name: str, value: Any) -> Any:
         return value
     if name in _ACL_BY_SECRET:  # the caller proves it knows the secret
         return value
+    if name == "acl.replication" and not a.acl_write():  # secrets: acl:write (Consul's replication token)
+        raise _deny()
     if name.startswith("acl.") and not a.acl_read():
         raise _deny()
     if not a.acl_read():  # a read this module does not know: management only

@@ -7,6 +7,8 @@
 - "acl.policy_read" {"id"} / {"name"} -> policy JSON or None; "acl.policy_list" {} -> [policy stub JSON];
 - "acl.role_read" {"id"} / {"name"} -> role JSON or None; "acl.role_list" {"policy": optional} -> [role JSON];
 - "acl.bootstrap_index" {} -> the Raft index of the last bootstrap (0: never).
+- "acl.replication" {"tokens": bool} -> acl/replication.py's snapshot (policies, roles, global tokens with
+  their secrets): what a secondary datacenter's leader replicates; acl:write only (acl_enforce.py).
 Every token JSON carries its SecretID: the HTTP layer redacts it for callers without acl:write.
 Index names: "acl-tokens" (token reads), "acl-policies" (policy reads; token and role reads too, their links
 show policies' names), "acl-roles" (role reads, token reads).
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pyconsul.agent.acl import replication
 from pyconsul.agent.state import acl as acl_state
 from pyconsul.agent.state.store import StateStore
 
@@ -104,6 +107,8 @@ QUERIES: dict[str, tuple[Read, Callable[[StateStore, dict[str, Any]], int]]] = {
     "acl.role_list": (_role_list, _roles_index),
     "acl.bootstrap_index": (lambda st, a: st.table_index(acl_state.BOOTSTRAP_INDEX),
                             lambda st, a: st.table_index(acl_state.BOOTSTRAP_INDEX)),
+    replication.READ_NAME: (lambda st, a: replication.snapshot(st.tables, tokens=a.get("tokens") is True),
+                            _tokens_index),
 }
 
 _TOK = frozenset({acl_state.TOKENS, acl_state.POLICIES, acl_state.ROLES})
@@ -118,4 +123,5 @@ WATCH: dict[str, Callable[[StateStore, dict[str, Any]], frozenset[str]]] = {
     "acl.policy_list": lambda st, a: _POL,
     "acl.role_read": lambda st, a: _ROL,
     "acl.role_list": lambda st, a: _ROL,
+    replication.READ_NAME: lambda st, a: _TOK,
 }
