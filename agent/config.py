@@ -732,6 +732,7 @@ def from_flat(flat: Mapping[str, object]) -> AgentConfig:
         else:
             setattr(cfg, key, value)
     cfg.datacenter = cfg.datacenter.lower()
+    cfg.primary_datacenter = cfg.primary_datacenter.lower()  # datacenter names compare lower-case
     cfg.dns_config = dns_config_from(dns)
     base_lan = GossipConfig.local() if cfg.dev else GossipConfig.lan()
     cfg.gossip_lan = replace(base_lan, **gossip["gossip_lan"])  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from tests.integration.test_raft_cluster import fast
 
 pytestmark = pytest.mark.integration
 
-ACL = (f'-hcl=primary_datacenter = "bj"\nacl {{ enabled = true\n default_policy = "deny"\n'
+ACL = (f'-hcl=primary_datacenter = "BJ"\nacl {{ enabled = true\n default_policy = "deny"\n'
        f' enable_token_replication = true\n tokens {{ agent_master = "{AGENT_MASTER}" }} }}')
 
 
