@@ -5,6 +5,7 @@ Already fuzzed elsewhere: gossip packets and streams (test_codec.py, test_gossip
 test_keyring.py), raft/RPC frames (test_raft_wire.py: unframe, structured frames, raw bytes), DNS
 (test_dns_codec.py). Here: the HTTP request head and chunked-body decoders (agent/httpd/h1.py), the streamed
 RPC part frames (raft/wire.py decode_part + Reassembly), the server RPC methods' arguments (server/rpc.py),
+the state commands an RPC apply carries (state/commands.py decode),
 and state/archive.py (random bytes, mutated
 archives). Each decoder answers malformed input with its own error type only, never another exception.
 """
@@ -19,6 +20,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +31,7 @@ from pyconsul.agent.raft import wire
 from pyconsul.agent.server.common import ReadMeta
 from pyconsul.agent.server.rpc import RPCMethods
 from pyconsul.agent.state import archive
+from pyconsul.agent.state import commands as c_mod
 from pyconsul.agent.state.store import StateStore
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -289,3 +292,47 @@ def test_fuzz_server_rpc_arguments_are_bad_requests_or_answers(method: str, args
         asyncio.run(methods.dispatch(method, args))
     except BadRequest as exc:
         assert str(exc)
+
+
+# ---------------------------------------------------------------- state commands (the bytes of an RPC apply)
+
+_cmd_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64 - 1), st.floats(), st.binary(max_size=8),
+              st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=5)),
+    max_leaves=16)
+
+
+def _field_names(cls: type) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+@FUZZ
+@given(st.sampled_from(sorted(c_mod.CommandType)), st.data())
+def test_fuzz_command_bodies_raise_only_decode_errors(tag: int, data: st.DataObject) -> None:
+    """A command's body with its own field names (so the decoder goes deep) and arbitrary values, or any
+    value at all: decode() answers a command or a DecodeError, never another exception."""
+    cls = c_mod._CLASSES[c_mod.CommandType(tag)]
+    names = _field_names(cls)
+    body = data.draw(st.one_of(
+        _cmd_values,
+        st.fixed_dictionaries({}, optional={n: _cmd_values for n in names}) if names else _cmd_values))
+    try:
+        raw = msgpack.packb([int(tag), body], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return
+    try:
+        c_mod.decode(raw)
+    except c_mod.DecodeError as exc:
+        assert str(exc)
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_fuzz_command_bytes_raise_only_decode_errors(raw: bytes) -> None:
+    try:
+        c_mod.decode(raw)
+    except c_mod.DecodeError:
+        pass
