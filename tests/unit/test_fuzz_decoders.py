@@ -5,9 +5,8 @@ Already fuzzed elsewhere: gossip packets and streams (test_codec.py, test_gossip
 test_keyring.py), raft/RPC frames (test_raft_wire.py: unframe, structured frames, raw bytes), DNS
 (test_dns_codec.py). Here: the HTTP request head and chunked-body decoders (agent/httpd/h1.py), the streamed
 RPC part frames (raft/wire.py decode_part + Reassembly), the server RPC methods' arguments (server/rpc.py),
-the state commands an RPC apply carries (state/commands.py decode),
-and state/archive.py (random bytes, mutated
-archives). Each decoder answers malformed input with its own error type only, never another exception.
+the state commands an RPC apply carries (state/commands.py decode), and state/archive.py (random bytes,
+mutated archives). Each decoder answers malformed input with its own error type only, never another exception.
 """
 
 from __future__ import annotations
