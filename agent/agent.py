@@ -345,6 +345,8 @@ class Agent:
 
             async def lookup(secret: str) -> dict[str, Any] | None:
                 value, _ = await backend.read("acl.resolve", {"secret": secret}, "stale")
+                if value is None and secondary:  # not replicated (yet, or at all): the primary knows it
+                    return await acl_replication.resolve_remote(backend, primary, secret)
                 return value if isinstance(value, dict) else None
         resolver = TokenResolver(cfg.acl, lookup, node_name=cfg.node_name, caching=server is None,
                                  data_dir=str(self.data_dir) if self.data_dir else None)

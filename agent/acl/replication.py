@@ -257,7 +257,8 @@ def for_server(server: Any, primary: str, cfg: Any) -> Replicator:
 
 async def resolve_remote(server: Any, primary: str, secret: str) -> dict[str, Any] | None:
     """A token unknown here, asked of the primary ("acl.resolve" with ?stale there, as the token itself: knowing
-    the secret is the proof). None when the primary does not know it or cannot be reached (then: "ACL not found")."""
+    the secret is the proof). `server`: a ConsulServer or a client agent's backend (the same `read`). None when
+    the primary does not know it or cannot be reached (then: "ACL not found")."""
     try:
         value, _ = await _as(primary, secret, lambda: server.read("acl.resolve", {"secret": secret}, "stale"))
     except asyncio.CancelledError:

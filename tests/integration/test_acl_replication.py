@@ -15,8 +15,9 @@ ACL = (f'-hcl=primary_datacenter = "BJ"\nacl {{ enabled = true\n default_policy 
        f' enable_token_replication = true\n tokens {{ agent_master = "{AGENT_MASTER}" }} }}')
 
 
-def start(cluster: Cluster, name: str, ip: str, dc: str) -> AgentProc:
-    p = cluster.agent(name, ip, "-server", "-bootstrap", f"-datacenter={dc}", fast(cluster), ACL, wait=False)
+def start(cluster: Cluster, name: str, ip: str, dc: str, *flags: str, acl: str = ACL) -> AgentProc:
+    p = cluster.agent(name, ip, f"-datacenter={dc}", fast(cluster), acl, *(flags or ("-server", "-bootstrap")),
+                      wait=False)
     wait_for(lambda: call(p, "/v1/agent/self", token=AGENT_MASTER)[0] == 200, 20, f"agent {name} HTTP")
     return p
 
@@ -81,3 +82,30 @@ def test_policies_and_tokens_replicate_from_the_primary(cluster: Cluster) -> Non
     assert call(bj, f"/v1/acl/token/{accessor}", "DELETE", token=root) == (200, True)
     wait_for(lambda: call(sh, "/v1/kv/app/x", "PUT", "v", token=secret)[0] == 403, 40, "deletion reached SH")
     assert call(sh, "/v1/kv/app/local", "PUT", "w", token=loc["SecretID"]) == (200, True)
+
+
+def test_without_token_replication_a_secondary_asks_the_primary(cluster: Cluster) -> None:
+    """Consul's default (acl.enable_token_replication false): policies replicate, tokens stay in the primary and
+    SH's servers and client agents resolve them there."""
+    ip = new_block()
+    acl = ACL.replace(" enable_token_replication = true\n", "")
+    bj = start(cluster, "bj1", f"{ip}.1", "BJ", acl=acl)
+    sh = start(cluster, "sh1", f"{ip}.2", "SH", acl=acl)
+    client = start(cluster, "shc", f"{ip}.3", "SH", f"-join={ip}.2", acl=acl)
+    assert call(bj, f"/v1/agent/join/{ip}.2?wan=1", "PUT", token=AGENT_MASTER)[0] == 200
+    boot = wait_for(lambda: ok(call(bj, "/v1/acl/bootstrap", "PUT")), 30, "bootstrap in BJ")
+    assert isinstance(boot, dict)
+    root = boot["SecretID"]
+    wait_for(lambda: call(sh, "/v1/agent/token/replication", "PUT", {"Token": root}, token=root)[0] == 200, 30,
+             "replication token set in SH")
+    code, policy = call(bj, "/v1/acl/policy", "PUT", {"Name": "app-write", "Rules": 'key_prefix "app/" '
+                                                      '{ policy = "write" }'}, token=root)
+    assert code == 200, policy
+    code, tok = call(bj, "/v1/acl/token", "PUT", {"Policies": [{"Name": "app-write"}]}, token=root)
+    assert code == 200, tok
+    wait_for(lambda: ok(call(sh, f"/v1/acl/policy/{policy['ID']}", token=root)), 40, "the policy replicated")
+    assert call(sh, f"/v1/acl/token/{tok['AccessorID']}", token=root)[0] == 403  # not in SH's state
+    assert call(client, "/v1/kv/app/c", "PUT", "v", token=tok["SecretID"]) == (200, True)
+    assert call(client, "/v1/kv/other/c", "PUT", "v", token=tok["SecretID"])[0] == 403
+    status = call(sh, "/v1/acl/replication", token=root)[1]
+    assert isinstance(status, dict) and status["ReplicationType"] == "policies" and status["ReplicatedTokenIndex"] == 0
