@@ -210,6 +210,8 @@ class Replicator:
                 if new_index < index:  # the primary's state went back (a restore): start over
                     index = 0
                     continue
+                if not self._is_leader():  # lost leadership while waiting: the new leader replicates
+                    continue
                 applied = await self.apply(value)
                 index = new_index
                 self.status.replicated_index = new_index
