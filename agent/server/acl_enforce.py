@@ -16,8 +16,11 @@ server resolves and enforces it (Consul 1.7 does the same in its RPC endpoints).
   coordinates: node write; prepared queries: query write on the new and the stored name; restore and
   tombstone reaps: management; ACL bootstrap: anyone, once). Other commands (ACL tokens, policies) need acl
   write.
+- check_read(authz, name, args): PermissionDenied for a read refused as a whole before it runs or blocks: a
+  single-key KV read (kv.get) without key read on that key, whether the key exists or not (Consul 1.7's
+  KVS.Get answers "Permission denied"; only listings are filtered), and `snapshot` without management.
 - filter_read(authz, name, value): the value the token may see (Consul's aclFilter): KV entries and key
-  names the token cannot read are dropped (never leaked), catalog/health rows by node and service read,
+  names the token cannot read are dropped from listings (never leaked), catalog/health rows by node and service read,
   sessions by session read, coordinates by node read, prepared queries by query read (results of an
   execute by service and node read); a single object the token cannot see reads as absent (None / []).
   `snapshot` needs management (PermissionDenied otherwise); ACL reads need acl read, except those keyed by a
@@ -47,6 +50,7 @@ __all__ = [
     "StoreLookup",
     "TxnDenied",
     "WithToken",
+    "check_read",
     "check_status",
     "check_write",
     "filter_read",
@@ -348,6 +352,14 @@ def _lst(value: Any, keep: Any) -> Any:
 
 
 _ACL_BY_SECRET = frozenset({"acl.resolve", "acl.token_self", "acl.bootstrap_index"})
+
+
+def check_read(authz: Authorizer, name: str, args: dict[str, Any]) -> None:
+    """PermissionDenied when the token may not run read `name` with `args` at all (see the module docstring)."""
+    if name == "kv.get" and not authz.key_read(str(args.get("key", ""))):
+        raise _deny()
+    if name == "snapshot" and not authz.snapshot():
+        raise _deny()
 
 
 def filter_read(authz: Authorizer, name: str, value: Any) -> Any:

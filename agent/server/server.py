@@ -511,8 +511,8 @@ class ConsulServer:
                 return await self.forward.read(addr, name, args, mode, index, wait, to_leader=True,
                                                last_contact_ms=last_contact_ms(raft.ms_since_leader_contact()))
         authz = await self.authorizer() if self.acl is not None and self.acl_enabled() else None
-        if authz is not None and name == "snapshot" and not authz.snapshot():
-            raise PermissionDenied()
+        if authz is not None:  # before blocking: a denied single-key read or snapshot answers 403 at once
+            acl_enforce.check_read(authz, name, args)
         if index:
             await self.wait_for_change(index, name, args, wait)
         if mode != "stale" and (mode == "consistent" or not raft.lease_ok()):

@@ -94,7 +94,7 @@ def test_default_deny(cluster: Cluster) -> None:
     for p in (server, client):  # anonymous: nothing
         status, body = call(p, "/v1/kv/app/x", "PUT", b"v")
         assert (status, body) == (403, b"Permission denied\n")
-        assert call(p, "/v1/kv/ready")[0] == 404  # unreadable reads as absent
+        assert call(p, "/v1/kv/ready") == (403, b"Permission denied\n")  # a single key: denied (Consul 1.7)
     app = make_token(server, "app-write", 'key_prefix "app/" { policy = "write" }')
     for p in (server, client):
         assert call(p, "/v1/kv/app/x", "PUT", b"v", app) == (200, b"true")
@@ -117,7 +117,8 @@ def test_default_deny(cluster: Cluster) -> None:
         assert sorted(e["Key"] for e in json.loads(body)) == ["app/x", "app/y", "app/z"]
         status, body = call(p, "/v1/kv/?keys", token=MASTER)
         assert "secret/s" in json.loads(body)
-        assert call(p, "/v1/kv/secret/s", token=app)[0] == 404
+        assert call(p, "/v1/kv/secret/s", token=app)[0] == 403  # a single key is denied, never filtered
+        assert call(p, "/v1/kv/secret/s?recurse", token=app)[0] == 404  # a listing is filtered
     # a blocking listing is filtered again when it wakes: a new key it cannot read wakes it, and is not shown
     req = urllib.request.Request(f"http://{client.http}/v1/kv/?keys", headers={"X-Consul-Token": app})
     with urllib.request.urlopen(req, timeout=15) as resp:

@@ -61,7 +61,7 @@ def test_policies_and_tokens_replicate_from_the_primary(cluster: Cluster) -> Non
     # WAN forwarding with the token: a ?dc=sh read from BJ is enforced by SH
     code, rows = call(bj, "/v1/kv/app/x?dc=sh", token=secret)
     assert code == 200 and rows[0]["Key"] == "app/x"
-    assert call(bj, "/v1/kv/app/x?dc=sh")[0] == 404  # anonymous: SH filters the key out (acl_enforce.py)
+    assert call(bj, "/v1/kv/app/x?dc=sh")[0] == 403  # anonymous: SH denies the key (acl_enforce.check_read)
 
     # a policy written through SH's API is written in BJ (then replicated back)
     code, via_sh = call(sh, "/v1/acl/policy", "PUT", {"Name": "from-sh", "Rules": 'key "k" { policy = "read" }'},

@@ -226,6 +226,18 @@ def test_kv_listings_never_show_keys_the_token_cannot_read() -> None:
     assert ae.filter_read(a, "kv.get", None) is None
 
 
+def test_single_key_read_denied_whether_or_not_the_key_exists() -> None:
+    # Consul 1.7 KVS.Get: no key:read on the key is "Permission denied"; listings are filtered instead
+    a = Fake(key=("app/",))
+    with pytest.raises(PermissionDenied):
+        ae.check_read(a, "kv.get", {"key": "secret/b"})
+    with pytest.raises(PermissionDenied):
+        ae.check_read(a, "snapshot", {})
+    ae.check_read(a, "kv.get", {"key": "app/a"})
+    ae.check_read(a, "kv.list", {"prefix": "secret/"})
+    ae.check_read(a, "kv.keys", {"prefix": ""})
+
+
 def test_catalog_health_session_coordinate_reads_filtered() -> None:
     a = Fake(node=("n1",), service=("web",), session=("n1",))
     assert ae.filter_read(a, "catalog.nodes", [{"Node": "n1"}, {"Node": "n2"}]) == [{"Node": "n1"}]
