@@ -209,7 +209,7 @@ class Agent:
         """TLS for server RPC (agent/raft/rpctls.py), or None when nothing asks for it (ssl then stays unloaded)."""
         cfg = self.cfg
         try:
-            return RpcTLS.from_config(cfg.tls, cfg.datacenter, cfg.dns_config.domain)
+            return RpcTLS.from_config(cfg.tls, cfg.datacenter, cfg.dns_config.domain, cfg.rpc_handshake_timeout)
         except TLSConfigError as exc:
             raise StartupError(f"Failed to set up TLS for server RPC: {exc}") from None
 

@@ -108,6 +108,9 @@ class AgentConfig:
     # limits.https_handshake_timeout: an HTTPS connection's TLS handshake must finish this soon after accept
     # (Consul 1.7.1+'s default 5 s)
     https_handshake_timeout: float = 5.0
+    # limits.rpc_handshake_timeout: on a server's RPC port with TLS on, the TLS handshake after the RPC_TLS byte
+    # must finish this soon (Consul 1.7.1+'s default 5 s; agent/raft/rpctls.py); also bounds our dialled handshakes
+    rpc_handshake_timeout: float = 5.0
     # pyconsul extensions (Consul has them only internally, as TombstoneTTL/TombstoneTTLGranularity): how long
     # the leader keeps a KV tombstone before it proposes a reap, and the width of the bins deletes are grouped in
     tombstone_ttl: float = 15 * 60.0
@@ -265,6 +268,8 @@ class AgentConfig:
             raise ConfigError("limits.http_max_conns_per_client: must not be negative")
         if not (math.isfinite(self.https_handshake_timeout) and self.https_handshake_timeout > 0):
             raise ConfigError("limits.https_handshake_timeout: must be a positive duration")
+        if not (math.isfinite(self.rpc_handshake_timeout) and self.rpc_handshake_timeout > 0):
+            raise ConfigError("limits.rpc_handshake_timeout: must be a positive duration")
         for name in ("tombstone_ttl", "tombstone_ttl_granularity"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -374,7 +379,7 @@ KEYS: dict[str, Kind] = {
     "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
     "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
     "limits.rpc_max_conns_per_client": "int", "limits.http_max_conns_per_client": "int",
-    "limits.https_handshake_timeout": "duration", "pid_file": "str",
+    "limits.https_handshake_timeout": "duration", "limits.rpc_handshake_timeout": "duration", "pid_file": "str",
     "sync_coordinate_interval_min": "duration", "sync_coordinate_rate_target": "int",
     "enable_script_checks": "bool", "enable_local_script_checks": "bool", "check_update_interval": "duration",
     # the DNS interface (agent/dns; DNS_KEYS below land in AgentConfig.dns_config)
@@ -405,6 +410,7 @@ _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_mult
             "advertise_addrs.rpc": "advertise_addr_rpc", "limits.rpc_max_conns_per_client": "rpc_max_conns_per_client",
             "limits.http_max_conns_per_client": "http_max_conns_per_client",
             "limits.https_handshake_timeout": "https_handshake_timeout",
+            "limits.rpc_handshake_timeout": "rpc_handshake_timeout",
             "addresses.dns": "dns_addr", "addresses.https": "https_addr"}
 
 

@@ -7,7 +7,8 @@ byte is Consul's so the port reads the same to a scanner and to the docs.
 Listener (used instead of loop.create_server when this server has a certificate or requires TLS):
   accept -> the connection limits (limits.rpc_max_conns_per_client and the total, counting connections still
   before or in their handshake) -> the first byte, peeked, within RpcLimits.hello_timeout -> RPC_TLS: the byte is
-  consumed and the TLS handshake must finish within TLS_HANDSHAKE_TIMEOUT (a client certificate signed by the CA
+  consumed and the TLS handshake must finish within RpcTLS.handshake_timeout (limits.rpc_handshake_timeout,
+  default TLS_HANDSHAKE_TIMEOUT as Consul 1.7.1's; a client certificate signed by the CA
   is required with verify_incoming / verify_incoming_rpc) -> the transport's usual protocol (HELLO, frames,
   limits) runs inside TLS. Plaintext is refused when verify_incoming(_rpc) is set.
 Dialer: with verify_outgoing (or verify_server_hostname) every connection to another server sends RPC_TLS and
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.server.rpc")
 
 RPC_TLS = 3  # Consul's pool.RPCTLS: the first byte of a server RPC connection that switches to TLS
-TLS_HANDSHAKE_TIMEOUT = 10.0  # from the RPC_TLS byte to the end of the handshake (then closed)
+TLS_HANDSHAKE_TIMEOUT = 5.0  # from the RPC_TLS byte to the end of the handshake (then closed): Consul's default
 
 
 class PeerNameMismatch(ConnectionError):
@@ -57,14 +58,16 @@ class RpcTLS:
     handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
 
     @classmethod
-    def from_config(cls, tls: TLSConfig, datacenter: str, domain: str) -> RpcTLS | None:
-        """None when server RPC stays plaintext both ways (nothing configured)."""
+    def from_config(cls, tls: TLSConfig, datacenter: str, domain: str,
+                    handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> RpcTLS | None:
+        """None when server RPC stays plaintext both ways (nothing configured); `handshake_timeout`:
+        limits.rpc_handshake_timeout."""
         server = tls.rpc_server_context() if tls.cert_file else None
         client = tls.rpc_client_context() if tls.outgoing_verified() else None
         if server is None and client is None and not tls.incoming_rpc_verified():
             return None
         return cls(server, client, tls.incoming_rpc_verified(), tls.verify_server_hostname, datacenter,
-                   domain.strip("."))
+                   domain.strip("."), handshake_timeout)
 
     def listens(self) -> bool:
         return self.server_ctx is not None or self.require_tls

@@ -83,3 +83,23 @@ def test_readme_large_state_limits_match_the_code() -> None:
            f"Raft snapshot is taken in between) | {_size(archive.MAX_STATE)} (the decompression cap above; the " \
            f"archive itself must fit the {_size(MAX_ARCHIVE)} body) |" in readme
     assert archive.MAX_STATE <= restore.MAX_TOTAL <= wire.MAX_STREAM
+
+
+def test_rpc_handshake_timeout_key() -> None:
+    """limits.rpc_handshake_timeout (Consul 1.7.1) is read, validated and reaches the RPC TLS listener/dialer."""
+    from pyconsul.agent.config_schema import LATER_KEYS
+    from pyconsul.agent.raft import rpctls
+    from pyconsul.agent.tlsutil import TLSConfig
+
+    assert AgentConfig().rpc_handshake_timeout == rpctls.TLS_HANDSHAKE_TIMEOUT == 5.0  # Consul 1.7.1's default
+    assert "limits.rpc_handshake_timeout" not in LATER_KEYS
+    cfg = from_flat(parse_config_object({"limits": {"rpc_handshake_timeout": "750ms"}}))
+    assert cfg.rpc_handshake_timeout == 0.75
+    for bad in ("0s", "-1s"):
+        with pytest.raises(ConfigError, match=r"limits\.rpc_handshake_timeout"):
+            from_flat(parse_config_object({"limits": {"rpc_handshake_timeout": bad}, "data_dir": "/x"})).validate()
+    rt = rpctls.RpcTLS.from_config(TLSConfig(verify_incoming_rpc=True), "dc1", "consul.", cfg.rpc_handshake_timeout)
+    assert rt is not None and rt.handshake_timeout == 0.75
+    assert _rows()["Server RPC with TLS on: first byte (RPC_TLS or a HELLO) / TLS handshake; connections before "
+                   "their handshake count toward the connection limits"] == (
+        f"{RpcLimits().hello_timeout:g} s / {rpctls.TLS_HANDSHAKE_TIMEOUT:g} s")
