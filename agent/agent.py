@@ -377,17 +377,10 @@ class Agent:
 
         assert self.events is not None and self.backend is not None
         backend = self.backend
-
-        async def datacenters() -> list[dict[str, Any]]:
-            if self.server is not None:
-                return self._coordinate_datacenters()
-            out: list[dict[str, Any]] = await backend.status("coordinate_datacenters")
-            return out
-
         event_routes.register(app, self.events, backend, self.cfg.datacenter)
-        coordinate_routes.register(app, backend, datacenters)
+        coordinate_routes.register(app, backend, self._datacenter_maps)
         # /v1/query: prepared queries; failover ranks datacenters by the same WAN coordinates (http/query.py)
-        query_routes.register(app, backend, datacenters, self.cfg.datacenter, self.cfg.node_name)
+        query_routes.register(app, backend, self._datacenter_maps, self.cfg.datacenter, self.cfg.node_name)
 
     async def _start_https(self, app: Application) -> HTTPServer:
         cfg = self.cfg
@@ -439,7 +432,7 @@ class Agent:
         from pyconsul.agent.server import prepared_query
 
         assert self.backend is not None
-        result, _ = await prepared_query.execute(self.backend, self._dns_dc_maps, self.cfg.datacenter, name,
+        result, _ = await prepared_query.execute(self.backend, self._datacenter_maps, self.cfg.datacenter, name,
                                                  agent_node=self.cfg.node_name)
         ttl_text = (result.get("DNS") or {}).get("TTL") or ""
         try:
@@ -448,7 +441,9 @@ class Agent:
             ttl = None
         return instances_from_health(result.get("Nodes") or []), ttl
 
-    async def _dns_dc_maps(self) -> list[dict[str, Any]]:
+    async def _datacenter_maps(self) -> list[dict[str, Any]]:
+        """The WAN coordinate maps of every datacenter (GET /v1/coordinate/datacenters), for that route and for
+        prepared-query failover (HTTP and DNS): a server's own, a client agent's from a server."""
         if self.server is not None:
             return self._coordinate_datacenters()
         assert self.backend is not None
