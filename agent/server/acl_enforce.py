@@ -21,8 +21,9 @@ server resolves and enforces it (Consul 1.7 does the same in its RPC endpoints).
   KVS.Get answers "Permission denied"; only listings are filtered), and `snapshot` without management.
 - filter_read(authz, name, value): the value the token may see (Consul's aclFilter): KV entries and key
   names the token cannot read are dropped from listings (never leaked), catalog/health rows by node and service read,
-  sessions by session read, coordinates by node read, prepared queries by query read (results of an
-  execute by service and node read); a single object the token cannot see reads as absent (None / []).
+  sessions by session read, coordinates by node read, prepared queries by query read, their stored Token
+  "<hidden>" unless the caller is management (Consul's redactPreparedQueryTokens; results of an execute by
+  service and node read); a single object the token cannot see reads as absent (None / []).
   `snapshot` needs management (PermissionDenied otherwise); ACL reads need acl read, except those keyed by a
   secret (acl.resolve, acl.token_self: knowing it is the proof) and acl.bootstrap_index. An unknown query
   name needs acl read (management).
@@ -347,6 +348,11 @@ def _query_visible(authz: Authorizer, q: Any) -> bool:
     return authz.query_read(str(name)) if name else authz.acl_read()
 
 
+def _redact_query(q: Any) -> Any:
+    # Consul's redactPreparedQueryTokens: a query's stored Token reads "<hidden>" unless the caller is management
+    return {**q, "Token": "<hidden>"} if isinstance(q, dict) and q.get("Token") else q
+
+
 def _lst(value: Any, keep: Any) -> Any:
     return [x for x in value if keep(x)] if isinstance(value, list) else value
 
@@ -384,10 +390,13 @@ def filter_read(authz: Authorizer, name: str, value: Any) -> Any:
     if name in ("session.info", "session.list", "session.node"):
         return _lst(value, lambda s: isinstance(s, dict) and a.session_read(str(s.get("Node", ""))))
     if name in ("query.list", "query.get"):
-        return _lst(value, lambda q: _query_visible(a, q))
+        shown = _lst(value, lambda q: _query_visible(a, q))
+        return shown if a.acl_write() or not isinstance(shown, list) else [_redact_query(q) for q in shown]
     if name == "query.explain":
         if isinstance(value, dict) and not _query_visible(a, value.get("Query")):
             raise _deny()
+        if isinstance(value, dict) and not a.acl_write():
+            return {**value, "Query": _redact_query(value.get("Query"))}
         return value
     if name in ("query.execute", "query.execute_remote"):
         return _execute(a, value)

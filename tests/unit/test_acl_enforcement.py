@@ -238,6 +238,19 @@ def test_single_key_read_denied_whether_or_not_the_key_exists() -> None:
     ae.check_read(a, "kv.keys", {"prefix": ""})
 
 
+def test_prepared_query_tokens_hidden_unless_management() -> None:
+    # Consul's redactPreparedQueryTokens: a stored Token reads "<hidden>" to a caller without acl:write
+    queries = [{"Name": "web", "Token": "s3cret"}, {"Name": "web-none", "Token": ""}, {"Name": "db", "Token": "t"}]
+    reader = Fake(query=("web",))
+    assert ae.filter_read(reader, "query.list", queries) == [{"Name": "web", "Token": "<hidden>"},
+                                                              {"Name": "web-none", "Token": ""}]
+    assert ae.filter_read(reader, "query.get", queries[:1]) == [{"Name": "web", "Token": "<hidden>"}]
+    explained = ae.filter_read(reader, "query.explain", {"Query": queries[0]})
+    assert explained == {"Query": {"Name": "web", "Token": "<hidden>"}}
+    assert ae.filter_read(Fake(manage=True, query=("",)), "query.list", queries) == queries
+    assert queries[0]["Token"] == "s3cret"  # the stored answer is not modified in place
+
+
 def test_catalog_health_session_coordinate_reads_filtered() -> None:
     a = Fake(node=("n1",), service=("web",), session=("n1",))
     assert ae.filter_read(a, "catalog.nodes", [{"Node": "n1"}, {"Node": "n2"}]) == [{"Node": "n1"}]
