@@ -1,7 +1,7 @@
 """A deployed cluster, checked on its hosts (see conftest.py for how to run these).
 
-Per host: the agent's ports listen (8300 and 8302 on servers, 8301 and 8500 everywhere; the
-agent has no DNS yet, so 8600 is not checked), its service runs, its config validates.
+Per host: the agent's ports listen (8300 and 8302 on servers, 8301 and 8500 everywhere; 8600, DNS, is not
+checked here: test_dns.py resolves through it where the role forwards DNS), its service runs, its config validates.
 Per cluster: one leader per datacenter, Raft peers == bootstrap_expect, every agent of a
 datacenter agrees on the leader and sees the datacenter's members, `members -wan` lists every
 server of every datacenter from each side, and a KV write survives a rolling restart.
