@@ -1,5 +1,6 @@
 """An agent started from an HCL config directory, as Consul's documentation and client suites start one: the
-HCL keys take effect (the acl block too), keys of features not built yet only warn, and -pid-file is written and removed."""
+HCL keys take effect (the acl block too), keys of features not built yet only warn, and -pid-file is written
+and removed."""
 
 from __future__ import annotations
 
