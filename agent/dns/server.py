@@ -238,6 +238,10 @@ class DNSServer:
                     finally:
                         self._pending(result.key, -1)
                     continue
+                if not tcp and (wire := self._cached(data)) is not None:
+                    send(wire)  # another query for this name, woken by the same fill, answered and cached it
+                    self.stats["udp_cache_hits"] += 1
+                    return
                 self._try(q, data, tcp, send, view)
                 return
             send(codec.error_response(data, r.SERVFAIL))
@@ -246,6 +250,26 @@ class DNSServer:
             self.errors["internal"] += 1
             with contextlib.suppress(Exception):
                 send(codec.error_response(data, r.SERVFAIL))
+
+    def _cached(self, data: bytes) -> bytes | None:
+        """The cached answer to the UDP query `data` (its ID, and its spelling of the name, patched in), or None.
+        For the queries that waited in `_slow` for one fill: the first answers and caches, the others reuse its
+        wires instead of each resolving and encoding the same answer again (a stampede after every view change:
+        bench/dns, docs/benchmarks.md)."""
+        key = codec.cache_key(data)
+        if key is None:
+            return None
+        c = self.cache.get(key)
+        if c is not None:
+            c.n += 1
+            return data[:2] + c.wires[c.n % len(c.wires)][2:]
+        folded, qend = codec.folded_key(key)
+        f = self.folded.get(folded)
+        if f is None:
+            return None
+        f.n += 1
+        w = f.wires[f.n % len(f.wires)]
+        return data[:2] + w[2:12] + data[12:qend] + w[qend:]
 
     def _pending(self, key: r.ViewKey, delta: int) -> int:
         counts = self._pending_counts
