@@ -9,7 +9,7 @@ Freshness: per datacenter in use, three change detectors run long-lived blocking
 `checks`, `services` and `nodes` indexes (health.state / catalog.services / catalog.nodes with a filter that
 matches nothing, so each wake-up moves a few bytes). When one of them moves, every entry of that datacenter it
 can affect is dropped (`on_change(key)`: the server drops the cached answers built from it) and is read again
-when next asked for. So a check going critical leaves DNS answers one blocking-query wake-up plus one read
+So a check going critical leaves DNS answers one blocking-query wake-up plus one read
 after the servers apply it, and the number of blocking reads is 3 per datacenter however many names are
 asked for (a client agent's forwarded requests in flight are bounded). When a detector starts, or recovers
 from a failed read, it drops its datacenter's entries too (a change may have been missed). A read that
@@ -63,12 +63,13 @@ DETECTORS: dict[str, tuple[str, dict[str, Any], frozenset[str]]] = {
 
 
 class _Entry:
-    __slots__ = ("filled", "used", "value", "when")
+    __slots__ = ("filled", "index", "used", "value", "when")
 
     def __init__(self) -> None:
         self.value: Any = r.MISSING
         self.used = time.monotonic()
         self.when = 0.0
+        self.index = 0  # a service entry: the per-service index its read returned (0: unknown)
         self.filled: asyncio.Future[Any] | None = None  # done with the value read
 
 
@@ -87,7 +88,7 @@ class Views:
         self._fills: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.stats = {"fills": 0, "fill_errors": 0, "changes": 0, "dropped": 0, "evicted": 0, "aged": 0,
-                      "detector_errors": 0}
+                      "detector_errors": 0, "checks": 0, "check_errors": 0, "kept": 0}
 
     # -------------------------------------------------------- the resolver's View
 
@@ -129,10 +130,11 @@ class Views:
         kind, dc, name = key
         REQUEST_DC.set("" if dc == self.local_dc else dc)  # this task's own context
         value: Any = r.MISSING
+        index = 0
         try:
             for _ in range(MAX_FILL_ROUNDS):
                 gen = self.generation.get(dc, 0)
-                value = await self._read_value(kind, dc, name)
+                value, index = await self._read_value(kind, dc, name)
                 if self.generation.get(dc, 0) == gen:
                     break
         except asyncio.CancelledError:
@@ -147,18 +149,19 @@ class Views:
             self.stats["fills"] += 1
             if self.entries.get(key) is e and value is not r.MISSING:
                 changed = e.value is not r.MISSING
-                e.value, e.when = value, time.monotonic()
+                e.value, e.when, e.index = value, time.monotonic(), index
                 if changed:
                     self.on_change(key)
             if e.filled is not None and not e.filled.done():
                 e.filled.set_result(r.Failed("read cancelled") if value is r.MISSING else value)
 
-    async def _read_value(self, kind: str, dc: str, name: str) -> Any:
+    async def _read_value(self, kind: str, dc: str, name: str) -> tuple[Any, int]:
+        """The entry's value and (a service entry) the per-service index the read answered with."""
         if kind == "query":
-            return await self.query_exec(dc, name) if self.query_exec is not None else None
+            return (await self.query_exec(dc, name) if self.query_exec is not None else None), 0
         query, args, convert = _QUERIES[kind](name)
-        value, _ = await self._read(query, args, 0, 0.0)
-        return convert(value)
+        value, meta = await self._read(query, args, 0, 0.0)
+        return convert(value), (meta.index if kind == "service" else 0)
 
     async def _read(self, name: str, args: dict[str, Any], index: int, wait: float) -> tuple[Any, Any]:
         mode = "stale" if self.cfg.allow_stale else "default"
@@ -179,15 +182,50 @@ class Views:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = self.supervisor.spawn("dns-sweep", self._sweep, restart=True)
 
-    def _invalidate(self, dc: str, kinds: frozenset[str]) -> None:
+    def _invalidate(self, dc: str, kinds: frozenset[str], keep: frozenset[r.ViewKey] = frozenset()) -> None:
+        """Drop `dc`'s entries of `kinds` except `keep` (and reads in flight, which the generation's move
+        makes read again)."""
         self.generation[dc] = self.generation.get(dc, 0) + 1
-        for key in [k for k in self.entries if k[1] == dc and k[0] in kinds]:
+        for key in [k for k in self.entries if k[1] == dc and k[0] in kinds and k not in keep]:
             e = self.entries[key]
             if e.filled is not None and not e.filled.done():
                 continue  # a read in flight: it sees the generation move and reads again
             del self.entries[key]
             self.stats["dropped"] += 1
             self.on_change(key)
+
+    async def _changed(self, dc: str, kinds: frozenset[str], seen: int) -> None:
+        """A detector of `dc` moved to raft index `seen`: drop the entries of `kinds` whose data may have
+        changed. Service entries whose per-service index is still the one they were read at are kept (one
+        batched read for all, answered by a server that has applied at least `seen`; else all are dropped)."""
+        self.generation[dc] = self.generation.get(dc, 0) + 1  # fills in flight now read again
+        services = {k[2]: e.index for k, e in self.entries.items()
+                    if k[1] == dc and k[0] == "service" and e.index and e.value is not r.MISSING}
+        keep: set[r.ViewKey] = set()
+        if services and "service" in kinds:
+            self.stats["checks"] += 1
+            now: Any = None
+            try:
+                args = {"names": sorted(services)}
+                now, meta = await self._read("health.service_indexes", args, 0, 0.0)
+                if meta.index < seen:  # a lagging server answered: ask the leader
+                    now, meta = await self.backend.read("health.service_indexes", args, "default", 0, 0.0)
+                if meta.index < seen:
+                    now = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats["check_errors"] += 1
+                log.debug("dns: checking %d service indexes of %s failed: %s", len(services), dc, exc)
+            if isinstance(now, dict):
+                for name, index in services.items():
+                    key = ("service", dc, name)
+                    e = self.entries.get(key)
+                    # unchanged, and still the entry that was checked (not refilled during the read)
+                    if now.get(name) == index and e is not None and e.index == index:
+                        keep.add(key)
+        self.stats["kept"] += len(keep)
+        self._invalidate(dc, kinds, frozenset(keep))
 
     async def _sweep(self) -> None:
         """Drop idle and old entries (and the answers built from them); stop the detectors of datacenters
@@ -228,7 +266,10 @@ class Views:
             backoff = RETRY_BACKOFF[0]
             if meta.index != index:  # a change, or (index 0) a fresh start that may have missed one
                 self.stats["changes"] += 1
-                self._invalidate(dc, kinds)
+                if index:
+                    await self._changed(dc, kinds, meta.index)
+                else:
+                    self._invalidate(dc, kinds)
             index = meta.index
 
     async def close(self) -> None:

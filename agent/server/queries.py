@@ -158,6 +158,23 @@ QUERIES["coordinate.nodes"] = (lambda st, a: st.coordinates(segment=_segment(a))
 QUERIES["coordinate.node"] = (lambda st, a: st.coordinates(node=_s(a, "node"), segment=_segment(a)),
                               lambda st, a: st.table_index("coordinates"))
 
+MAX_INDEX_NAMES = 4096  # names per "health.service_indexes" read (the DNS views' MAX_WATCHED_NAMES)
+
+
+def _service_indexes(st: StateStore, a: dict[str, Any]) -> dict[str, int]:
+    """{name: the X-Consul-Index a health.service read of that name answers now} for a["names"] (a list of
+    at most MAX_INDEX_NAMES strings): the DNS views' one batched check of which cached services changed."""
+    names = a.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadRequest("names must be a list of service names")
+    if len(names) > MAX_INDEX_NAMES:
+        raise BadRequest(f"at most {MAX_INDEX_NAMES} names per read")
+    return {n: max(1, st.service_index(n, checks=True)) for n in names}
+
+
+# Per-service indexes for DNS change detection (agent/dns/views.py); the read's own index is the catalog's.
+QUERIES["health.service_indexes"] = (_service_indexes, lambda st, a: st.max_index())
+
 # Prepared queries (agent/state/prepared_queries.py; the failover across datacenters is the caller's:
 # server/prepared_query.py). Index "prepared-queries"; an execute's index also moves with its service.
 QUERIES.update(prepared_query_reads.QUERIES)
