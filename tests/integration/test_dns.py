@@ -189,6 +189,7 @@ def test_dns_single_datacenter(cluster: Cluster, stub: StubUpstream) -> None:
     wait_for(lambda: ask(client, "web.service.consul").rcode() == dns.rcode.NXDOMAIN, 10,
              "no passing instance left for only_passing")
 
+    assert addrs(ask(server, "web.service.consul")) == {"10.1.0.1"}  # cached while "big" is written below
     # truncation: 20 instances; plain UDP gets udp_answer_limit (3) and TC=1, TCP gets all of them
     for i in range(20):
         register(server, f"big{i}", f"10.2.0.{i + 1}", "big", sid=f"big{i}")
@@ -240,6 +241,12 @@ def test_dns_single_datacenter(cluster: Cluster, stub: StubUpstream) -> None:
     stats = server.api("/v1/agent/self")["Stats"]["dns"]
     assert int(stats["errors_malformed"]) >= 2 and int(stats["errors_opcode"]) >= 1
     assert int(stats["errors_dropped_short"]) >= 1
+    # catalog writes to other services (the 20 "big" instances) kept web's cached view: one batched index
+    # check per change, none failed, on the server and on the client (whose check is forwarded)
+    assert int(stats["views_checks"]) >= 1 and int(stats["views_kept"]) >= 1
+    assert stats["views_check_errors"] == "0"
+    cstats = client.api("/v1/agent/self")["Stats"]["dns"]
+    assert int(cstats["views_checks"]) >= 1 and cstats["views_check_errors"] == "0"
     info = server.cli("info").stdout
     assert "dns:" in info and "errors_malformed" in info
 
