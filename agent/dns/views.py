@@ -7,13 +7,20 @@ share that read.
 
 Freshness: per datacenter in use, three change detectors run long-lived blocking reads of the catalog's
 `checks`, `services` and `nodes` indexes (health.state / catalog.services / catalog.nodes with a filter that
-matches nothing, so each wake-up moves a few bytes). When one of them moves, every entry of that datacenter it
-can affect is dropped (`on_change(key)`: the server drops the cached answers built from it) and is read again
-So a check going critical leaves DNS answers one blocking-query wake-up plus one read
-after the servers apply it, and the number of blocking reads is 3 per datacenter however many names are
-asked for (a client agent's forwarded requests in flight are bounded). When a detector starts, or recovers
-from a failed read, it drops its datacenter's entries too (a change may have been missed). A read that
-overlaps a detected change is done again, so it cannot store what the change replaced.
+matches nothing, so each wake-up moves a few bytes). When one of them moves, the service entries of that
+datacenter are checked with ONE batched read (`health.service_indexes`: each cached name's per-service index,
+which moves when an instance, one of its checks, a node-level check of its node or its node changes; answered
+by a server that has applied the change the detector saw, else asked of the leader) and only those whose index
+differs from the one their own fill read returned are dropped (`on_change(key)`: the server drops the cached
+answers built from them); node entries are dropped on any `nodes` move, prepared-query entries on any move. A
+dropped entry is read again when next asked for. So a check going critical leaves DNS answers one
+blocking-query wake-up, one batched read and one read after the servers apply it, while writes to other
+services keep the cache; the number of blocking reads is 3 per datacenter however many names are asked for
+(a client agent's forwarded requests in flight are bounded). If the batched read fails (an older server that
+does not know it, a DNS token without the right to it) every entry the detector can affect is dropped; when a
+detector starts, or recovers from a failed read, it drops its datacenter's entries too (a change may have been
+missed). A read that overlaps any detected change of its datacenter is done again, so it cannot store what the
+change replaced.
 
 Bounds: at most MAX_WATCHED_NAMES entries (a new name beyond that evicts the least recently asked one);
 a sweep every SWEEP_INTERVAL seconds drops entries not asked for in WATCH_IDLE seconds, and entries read more
