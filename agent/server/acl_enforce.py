@@ -379,7 +379,7 @@ def filter_read(authz: Authorizer, name: str, value: Any) -> Any:
         return _lst(value, lambda k: isinstance(k, str) and a.key_read(k))
     if name in ("catalog.nodes", "coordinate.nodes", "coordinate.node"):
         return _lst(value, lambda r: _node_row(a, r))
-    if name == "catalog.services":
+    if name in ("catalog.services", "health.service_indexes"):  # {service name: ...}
         return {k: v for k, v in value.items() if a.service_read(k)} if isinstance(value, dict) else value
     if name in ("catalog.service", "health.checks", "health.node", "health.state"):
         return _lst(value, lambda r: _service_row(a, r))

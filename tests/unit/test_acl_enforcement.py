@@ -255,6 +255,8 @@ def test_catalog_health_session_coordinate_reads_filtered() -> None:
     a = Fake(node=("n1",), service=("web",), session=("n1",))
     assert ae.filter_read(a, "catalog.nodes", [{"Node": "n1"}, {"Node": "n2"}]) == [{"Node": "n1"}]
     assert ae.filter_read(a, "catalog.services", {"web": [], "db": []}) == {"web": []}
+    # the DNS cache's batched index check: a token may learn the indexes of the services it can read
+    assert ae.filter_read(a, "health.service_indexes", {"web": 7, "db": 9}) == {"web": 7}
     rows = [{"Node": "n1", "ServiceName": "web"}, {"Node": "n1", "ServiceName": "db"},
             {"Node": "n2", "ServiceName": "web"}, {"Node": "n1", "ServiceName": ""}]
     assert ae.filter_read(a, "health.state", rows) == [rows[0], rows[3]]
