@@ -29,7 +29,10 @@ shapes; each needs the caller's token to grant what is listed, else 403 "Permiss
   are written here. Replication brings the primary's writes back (acl/replication.py).
 - POST /v1/acl/login: 403 "ACL not found" (no auth method exists); POST /v1/acl/logout: 403 ("ACL not found"
   for an unknown token, else "Permission denied": no token comes from a login).
-- the legacy (pre-1.4) token endpoints, binding rules, auth methods and rules/translate are not built: 404 with
+- legacy (pre-1.4) GET /v1/acl/list (acl:write; every token as {ID: its SecretID, Name: its Description, Type
+  "management" when it holds global-management else "client", Rules "", indexes}) and PUT /v1/acl/destroy/<id>
+  (acl:write; deletes the token whose SecretID is <id>, true even when none is; not the caller's own token).
+- the other legacy token endpoints, binding rules, auth methods and rules/translate are not built: 404 with
   a message saying so.
 Validation failures are 400 with Consul's message (Consul answers several with 500).
 """
@@ -519,6 +522,33 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     async def not_built(request: web.Request) -> web.Response:
         return web.Response(status=404, text=f"{request.path} {NOT_BUILT}\n")
 
+    # ------------------------------------------------------------ legacy (pre-1.4) list and destroy
+
+    def legacy(tok: dict[str, Any]) -> dict[str, Any]:
+        """A token in the legacy shape: ID is the SecretID; a token holding global-management is "management"."""
+        ids = {str(p.get("ID")) for p in tok.get("Policies") or []}
+        kind = "management" if GLOBAL_MANAGEMENT_ID in ids else "client"
+        return {"ID": tok.get("SecretID", ""), "Name": tok.get("Description", ""), "Type": kind, "Rules": "",
+                "CreateIndex": tok.get("CreateIndex", 0), "ModifyIndex": tok.get("ModifyIndex", 0)}
+
+    async def legacy_list(request: web.Request) -> web.Response:
+        await need(request, lambda a: a.acl_write())  # the answer holds secrets: management only
+        value, meta = await read_query(request, backend, "acl.token_list", {})
+        return json_response([legacy(t) for t in value or []], 200, read_meta_headers(meta))
+
+    async def legacy_destroy(request: web.Request) -> web.Response:
+        secret, authz = await caller(request)
+        if not authz.acl_write():
+            raise PermissionDenied()
+        target = request.match_info["secret"]
+        if target == secret:
+            raise BadRequest("Deletion of the request's authorization token is not permitted")
+        for tok in await read("acl.token_list", {}) or []:
+            if tok.get("SecretID") == target:
+                await write(c.ACLTokenApply("delete", ACLToken(accessor_id=str(tok["AccessorID"]), secret_id="")))
+                break
+        return json_response(True)
+
     r.add_put("/v1/acl/bootstrap", to_primary(bootstrap))
     r.add_put("/v1/acl/token", to_primary(token_create, local_body))
     r.add_get("/v1/acl/tokens", token_list)
@@ -543,7 +573,10 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     r.add_get("/v1/acl/replication", replication)
     r.add_post("/v1/acl/login", login)
     r.add_post("/v1/acl/logout", logout)
-    built = {"/v1/acl/bootstrap", "/v1/acl/token", "/v1/acl/tokens", "/v1/acl/policy", "/v1/acl/policies",
+    r.add_get("/v1/acl/list", legacy_list)
+    r.add_put("/v1/acl/destroy/{secret}", to_primary(legacy_destroy))
+    built = {"/v1/acl/list", "/v1/acl/destroy/",
+             "/v1/acl/bootstrap", "/v1/acl/token", "/v1/acl/tokens", "/v1/acl/policy", "/v1/acl/policies",
              "/v1/acl/replication", "/v1/acl/role", "/v1/acl/roles", "/v1/acl/login", "/v1/acl/logout"}
     for path, methods in ENDPOINTS:
         if path in built:

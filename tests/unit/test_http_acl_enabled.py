@@ -167,8 +167,24 @@ def test_agent_token_is_set_and_persisted(w: World, tmp_path: Path) -> None:
     assert w.call("PUT", "/v1/agent/token/default", {"Token": "x"})[0] == 403
 
 
+def test_legacy_list_and_destroy(w: World) -> None:
+    _, t = w.call("PUT", "/v1/acl/token", {"Description": "app"}, token="root")
+    code, listed = w.call("GET", "/v1/acl/list", token="root")
+    assert code == 200
+    by_id = {x["ID"]: x for x in listed}
+    assert by_id["root"]["Type"] == "management"
+    assert by_id[t["SecretID"]]["Type"] == "client" and by_id[t["SecretID"]]["Name"] == "app"
+    assert set(by_id[t["SecretID"]]) == {"ID", "Name", "Type", "Rules", "CreateIndex", "ModifyIndex"}
+    assert w.call("GET", "/v1/acl/list")[0] == 403  # anonymous, default deny
+    assert w.call("PUT", f"/v1/acl/destroy/{t['SecretID']}")[0] == 403
+    assert w.call("PUT", "/v1/acl/destroy/root", token="root")[0] == 400  # one's own token
+    assert w.call("PUT", f"/v1/acl/destroy/{t['SecretID']}", token="root") == (200, True)
+    assert t["SecretID"] not in {x["ID"] for x in w.call("GET", "/v1/acl/list", token="root")[1]}
+    assert w.call("GET", f"/v1/acl/token/{t['AccessorID']}", token="root") == (403, "ACL not found")
+
+
 def test_unbuilt_endpoints_say_so(w: World) -> None:
-    code, out = w.call("GET", "/v1/acl/list", token="root")
+    code, out = w.call("PUT", "/v1/acl/create", {}, token="root")
     assert code == 404 and "not built" in out
     assert w.call("GET", "/v1/acl/replication", token="root")[1]["Enabled"] is False
     assert w.call("POST", "/v1/acl/login", {"AuthMethod": "x", "BearerToken": "y"}) == (403, "ACL not found")
