@@ -8,7 +8,15 @@ from typing import Any
 
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.flags import parse_duration
-from pyconsul.agent.http.api import Backend, decode_json, json_response, read_args, run_read
+from pyconsul.agent.http.api import (
+    Backend,
+    decode_json,
+    json_response,
+    read_args,
+    read_meta_headers,
+    read_query,
+    run_read,
+)
 from pyconsul.agent.httpd import web
 from pyconsul.agent.server.common import REQUEST_DC
 from pyconsul.agent.state import commands as c
@@ -263,6 +271,9 @@ def register(app: web.Application, backend: Backend, datacenter: str, node_name:
     r.add_get("/v1/catalog/service/{name:.*}", reader(
         "catalog.service", "name", "Missing service name", endpoint="/v1/catalog/service/", tags=True,
         node_meta=True, near=True))
+    r.add_get("/v1/catalog/connect/{name:.*}", connect_reader(
+        backend, node_name, "catalog.service", endpoint="/v1/catalog/service/", tags=True, node_meta=True,
+        near=True))
     r.add_get("/v1/catalog/node/{node:.*}", reader("catalog.node", "node", "Missing node name",
                                                    endpoint="/v1/catalog/node/"))
     r.add_get("/v1/catalog/node-services/{node:.*}", reader(
@@ -271,3 +282,18 @@ def register(app: web.Application, backend: Backend, datacenter: str, node_name:
     r.add_get("/v1/status/peers", peers)
     r.add_get("/v1/operator/raft/configuration", raft_conf)
     r.add_delete("/v1/operator/raft/peer", raft_remove)
+
+
+def connect_reader(backend: Backend, node_name: str, name: str, **params: Any) -> Any:
+    """`/v1/{catalog,health}/connect/<service>`: no Connect proxies exist here (Connect is not built), so the
+    answer is Consul 1.7's `[]` for a service without proxies, carrying the index (and blocking) of the
+    service's named read `name`."""
+    async def handler(request: web.Request) -> web.Response:
+        args = read_args(request, node_name, **params)
+        args["name"] = request.match_info["name"]
+        if not args["name"]:
+            raise BadRequest("Missing service name")
+        _, meta = await read_query(request, backend, name, args)
+        return json_response([], 200, read_meta_headers(meta))
+
+    return handler

@@ -8,6 +8,7 @@ from typing import Any
 
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.http.api import Backend, read_args, run_read
+from pyconsul.agent.http.catalog import connect_reader
 from pyconsul.agent.httpd import web
 
 HEALTH_STATES = ("any", "passing", "warning", "critical")
@@ -34,6 +35,9 @@ def register(app: web.Application, backend: Backend, node_name: str = "") -> Non
         "health.checks", "name", "Missing service name", endpoint="/v1/health/checks/", node_meta=True, near=True))
     r.add_get("/v1/health/state/{state:.*}", reader(
         "health.state", "state", "Missing check state", endpoint="/v1/health/state/", node_meta=True, near=True))
+    r.add_get("/v1/health/connect/{name:.*}", connect_reader(
+        backend, node_name, "health.service", endpoint="/v1/health/service/", tags=True, node_meta=True,
+        near=True, passing=True))
     r.add_get("/v1/health/service/{name:.*}", reader(
         "health.service", "name", "Missing service name", endpoint="/v1/health/service/", tags=True,
         node_meta=True, near=True, passing=True))

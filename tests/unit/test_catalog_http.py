@@ -235,3 +235,21 @@ def test_parameters_of_later_versions_are_ignored_as_consul_1_7_does() -> None:
     ])
     assert [s for s, _ in out] == [200, 200, 200, 200], out
     assert [(n, a) for n, a, _ in backend.reads[:2]] == [(n, a) for n, a, _ in backend.reads[2:]]
+
+
+def test_connect_reads_answer_an_empty_list_with_the_services_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def read(self: FakeBackend, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0) -> tuple[Any, Any]:
+        self.reads.append((name, args, index))
+        return [{"Node": "n1", "ServiceName": "web"}], ReadMeta(7, True, 0)
+
+    monkeypatch.setattr(FakeBackend, "read", read)
+    backend, out = call([
+        ("GET", "/v1/catalog/connect/web?index=3&wait=1ms", None),
+        ("GET", "/v1/health/connect/web?passing", None),
+        ("GET", "/v1/health/connect/", None),
+    ])
+    assert out[:2] == [(200, b"[]"), (200, b"[]")]
+    assert out[2][0] == 400 and b"Missing service name" in out[2][1]
+    assert [(n, a, i) for n, a, i in backend.reads] == [
+        ("catalog.service", {"name": "web"}, 3), ("health.service", {"passing": True, "name": "web"}, 0)]
