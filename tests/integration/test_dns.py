@@ -63,7 +63,7 @@ def set_status(p: AgentProc, node: str, sid: str, status: str) -> None:
 
 def dig(p: AgentProc, *args: str) -> str:
     if shutil.which("dig") is None:
-        pytest.skip("dig is not installed (Debian package bind9-dnsutils; scripts/bootstrap.sh installs it)")
+        pytest.fail("dig is not installed (Debian package bind9-dnsutils; scripts/bootstrap.sh installs it)")
     cp = subprocess.run(["dig", f"@{p.ip}", "-p", str(PORT), "+time=3", "+tries=1", *args],
                         capture_output=True, text=True, timeout=30)
     assert cp.returncode == 0, cp.stdout + cp.stderr

@@ -80,7 +80,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def need_dnsmasq() -> None:
     if not DNSMASQ.exists():
-        pytest.skip("dnsmasq is not installed (Debian package dnsmasq-base; scripts/bootstrap.sh installs it)")
+        pytest.fail("dnsmasq is not installed (Debian package dnsmasq-base; scripts/bootstrap.sh installs it)")
 
 
 def test_templates_render_what_the_guide_configures(tmp_path: Path) -> None:

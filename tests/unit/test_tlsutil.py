@@ -55,7 +55,6 @@ def test_cli_files_names_and_modes(pki: Path) -> None:
         assert p.stat().st_mode & 0o777 == (0o600 if p.name.endswith("-key.pem") else 0o644), p.name
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_cli_certificates_verify_with_openssl(pki: Path) -> None:
     certs = ["dc1-server-consul-0.pem", "dc1-client-consul-0.pem", "dc1-cli-consul-0.pem", "east-server-example-0.pem"]
     cp = subprocess.run(["openssl", "verify", "-CAfile", "consul-agent-ca.pem", *certs], cwd=pki,
