@@ -49,6 +49,7 @@ from pyconsul.agent.tags import agent_tags
 from pyconsul.agent.tlsutil import TLSConfigError
 
 if TYPE_CHECKING:
+    from pyconsul.agent.acl.config import ACLConfig
     from pyconsul.agent.dns.server import DNSServer
     from pyconsul.agent.server.server import ConsulServer
 
@@ -264,6 +265,8 @@ class Agent:
                                                      enable_local_script_checks=new.enable_local_script_checks)
             log.info("Reloaded: services changed=%d checks changed=%d", n_services, n_checks)
         self.cfg.services, self.cfg.checks = new.services, new.checks
+        if self.acl is not None and new.acl.enabled == self.cfg.acl.enabled:
+            self._reload_acl_tokens(new.acl)
         if new.http_max_conns_per_client != self.http_limit.max_per_ip:  # as Consul's reload (open ones stay)
             self.http_limit.max_per_ip = self.cfg.http_max_conns_per_client = new.http_max_conns_per_client
             log.info("Reloaded limits.http_max_conns_per_client=%d", new.http_max_conns_per_client)
@@ -271,6 +274,21 @@ class Agent:
             self.dns.reload(new.dns_config)  # Consul reloads dns_config, domains and recursors too
             self.cfg.dns_config = new.dns_config
             log.info("Reloaded DNS settings")
+
+    def _reload_acl_tokens(self, new: ACLConfig) -> None:
+        """acl.tokens.* from the reloaded files (Consul's reload does the same); tokens set through
+        PUT /v1/agent/token/* and persisted (acl.enable_token_persistence) still take precedence. The master
+        token is read by the leader at its next establishment or restore (acl/leader.py)."""
+        from pyconsul.agent.acl.config import TOKEN_KINDS
+        from pyconsul.agent.http.acl import load_tokens
+
+        changed = [k for k in TOKEN_KINDS if getattr(new, k) != getattr(self.cfg.acl, k)]
+        for kind in changed:
+            setattr(self.cfg.acl, kind, getattr(new, kind))
+        if self.cfg.acl.enable_token_persistence and self.data_dir is not None and self.acl is not None:
+            load_tokens(self.data_dir, self.acl)
+        if changed:
+            log.info("Reloaded ACL tokens: %s", ", ".join(changed))
 
     def _start_events_and_coordinates(self) -> None:
         """User events (fired into the LAN pool, taken from it) and the periodic coordinate sync."""
@@ -357,12 +375,15 @@ class Agent:
             backend.agent_token = resolver.agent_token
         if server is not None:
             server.acl = resolver
-            master = "" if secondary else cfg.acl.master  # a secondary's master token comes from the primary
+            def master() -> str:  # read when looked for: a reload changes it
+                return "" if secondary else cfg.acl.master  # a secondary's master token comes from the primary
+
             if cfg.acl.enabled:
                 server.leader.establish_hooks.append(
                     lambda propose: acl_leader.establish(lambda: server.store.tables, propose, master, time.time))
                 self.spawn(lambda: acl_leader.run(lambda: server.is_leader, lambda: server.store.tables, server.write,
-                                                  master, time.time), "acl-leader", restart=True)
+                                                  master, time.time, lambda: server.fsm.restores),
+                           "acl-leader", restart=True)
             if secondary:  # policies, roles (and global tokens) come from the primary (acl/replication.py)
                 replicator = acl_replication.for_server(server, primary, cfg.acl)
                 resolver.replication_status = replicator.status.json

@@ -4,10 +4,16 @@ anonymous token, and the acl.tokens.master token exist.
 `missing(tables, master, now)` (pure) lists the commands that create what is missing. `establish` proposes them
 while the new leader establishes its leadership (server/leader.py's establish hooks), before it takes writes,
 as Consul's initializeACLs: a client that sees a leader finds the master token. `run` (the leader's loop,
-supervised by the agent) checks again every POLL seconds while this server leads, so a restore of an older
-snapshot or a lost proposal is repaired on the next pass. The master token is
-created by ACLBootstrap when no bootstrap was done yet (so PUT /v1/acl/bootstrap is then refused, as in
-Consul), else by a plain token create.
+supervised by the agent) checks again every POLL seconds while this server leads, so a lost proposal of the
+builtin policy or the anonymous token is repaired on the next pass.
+
+The master token is looked for only when leadership is established and after each restore of the state
+(a snapshot restore swaps the whole state; Consul re-establishes leadership then): never on every pass, so a
+master token deleted by an operator while this leader still has it in its configuration (a rotation: the new
+one created first, then the configuration changed, then the old one deleted) stays deleted. `master` is
+read at each of those moments (a reload changes it). The master token is created by ACLBootstrap when no
+bootstrap was done yet (so PUT /v1/acl/bootstrap is then refused, as in Consul), else by a plain token
+create.
 """
 
 from __future__ import annotations
@@ -63,26 +69,33 @@ def missing(t: Tables, master: str, now: float) -> list[c.Command]:
     return out
 
 
-async def establish(tables: Callable[[], Tables], propose: Callable[[bytes], Awaitable[object]], master: str,
-                    clock: Callable[[], float]) -> None:
+async def establish(tables: Callable[[], Tables], propose: Callable[[bytes], Awaitable[object]],
+                    master: Callable[[], str], clock: Callable[[], float]) -> None:
     """Propose what `missing` lists, in order, through `propose` (the establishing leader's own writes)."""
-    for cmd in missing(tables(), master, clock()):
+    for cmd in missing(tables(), master(), clock()):
         await propose(c.encode(cmd))
         log.info("ACLs: created %s", _what(cmd))
 
 
 async def run(is_leader: Callable[[], bool], tables: Callable[[], Tables], write: Callable[[bytes], Awaitable[object]],
-              master: str, clock: Callable[[], float]) -> None:
-    """Forever: while leading, propose what `missing` lists (one at a time, in order)."""
+              master: Callable[[], str], clock: Callable[[], float], restores: Callable[[], int]) -> None:
+    """Forever: while leading, propose what `missing` lists (one at a time, in order); the master token only
+    when `restores()` (how many times the state was restored) has changed since it was last looked for."""
+    seen = restores()  # establish() looked for the master token of the state as it is now
     while True:
         if is_leader():
-            for cmd in missing(tables(), master, clock()):
+            generation = restores()
+            done = True
+            for cmd in missing(tables(), master() if generation != seen else "", clock()):
                 try:
                     await write(c.encode(cmd))
                     log.info("ACLs: created %s", _what(cmd))
                 except Exception as exc:  # lost leadership, no quorum: the next pass tries again
                     log.debug("ACLs: could not create %s: %s", _what(cmd), exc)
+                    done = False
                     break
+            if done:
+                seen = generation
         await asyncio.sleep(POLL)
 
 

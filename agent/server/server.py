@@ -84,6 +84,7 @@ class StoreFSM:
         self.store = StateStore()
         self.on_apply: Callable[[int], None] = on_apply or (lambda index: None)
         self.spool = restore.Spool()  # the pieces of a restore, on the worker thread (state/restore.py)
+        self.restores = 0  # how many times the whole state was swapped (restore, restore_prepared)
 
     def apply(self, index: int, data: bytes) -> Any:
         result = self.store.apply(index, data)
@@ -108,6 +109,7 @@ class StoreFSM:
 
     def restore(self, data: bytes) -> None:
         self.store = StateStore.restore(data)
+        self.restores += 1
         self.on_apply(self.store.max_index())
 
     # Work proportional to the whole state runs on the Raft driver's worker thread (node.py, `_prepare`):
@@ -131,6 +133,7 @@ class StoreFSM:
 
     def restore_prepared(self, prepared: Any) -> None:
         self.store = StateStore(prepared)
+        self.restores += 1
         self.on_apply(self.store.max_index())
 
 

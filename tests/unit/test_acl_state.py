@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -63,6 +64,46 @@ def test_leader_setup_creates_the_builtin_policy_anonymous_and_master_tokens() -
     assert err == StateError(f"ACL bootstrap no longer allowed (reset index: {done})")
     assert log.apply(c.ACLBootstrap(ACLToken("a2", "s2", policies=(ACLPolicyLink(GLOBAL_MANAGEMENT_ID),)),
                                     reset_index=done)) is True
+
+
+def test_leader_loop_recreates_a_deleted_master_token_only_after_a_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotation: the old master token is deleted while the leader still has it configured. The loop does
+    not recreate it (only establishment and a restore look for it); the anonymous token it does repair."""
+    monkeypatch.setattr(leader, "POLL", 0.001)
+    log = setup(master="old")
+    old = acl_state.token_by_secret(log.st.tables, "old")
+    assert old is not None
+    restores, passes = [0], [0]
+
+    def tables() -> Any:
+        passes[0] += 1
+        return log.st.tables
+
+    async def write(data: bytes) -> object:
+        log.i += 1
+        return log.st.apply(log.i, data)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(leader.run(lambda: True, tables, write, lambda: "old", lambda: 1000.0,
+                                              lambda: restores[0]))
+        try:
+            assert log.apply(c.ACLTokenApply("delete", ACLToken(old.accessor_id, ""))) is True
+            assert log.apply(c.ACLTokenApply("delete", ACLToken(ANONYMOUS_ACCESSOR, ""))) is not True  # refused
+            seen = passes[0]
+            async with asyncio.timeout(10):
+                while passes[0] < seen + 20:  # twenty passes of the loop
+                    await asyncio.sleep(0.001)
+            assert acl_state.token_by_secret(log.st.tables, "old") is None, "the deleted master came back"
+            restores[0] += 1  # a snapshot restore: the master token is looked for again
+            async with asyncio.timeout(10):
+                while acl_state.token_by_secret(log.st.tables, "old") is None:
+                    await asyncio.sleep(0.001)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
 
 
 def test_bootstrap_once() -> None:
