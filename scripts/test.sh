@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole check: bootstrap, lint, type-check, tests. Extra arguments go to pytest.
+# The whole check: bootstrap, lint, type-check, tests. Extra arguments go to pytest; the 30 slowest tests are
+# listed at the end (to keep CI within its budget).
 # Fails on any failure, including pytest collecting no test at all (exit code 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline -q
 
 echo "==> pytest"
 rc=0
-.venv/bin/python -m pytest -q tests "$@" || rc=$?
+.venv/bin/python -m pytest -q --durations=30 tests "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "pytest collected no tests: failing" >&2
     exit 1
