@@ -7,6 +7,7 @@ Waiting is polling with a deadline, never a bare sleep.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -45,6 +46,17 @@ def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float =
         time.sleep(interval)
     detail = f" (last error: {last_exc})" if last_exc else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+
+
+async def until(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.01) -> None:
+    """wait_for inside an event loop: poll cond (letting other tasks run) until it is truthy; fail with `what`
+    after timeout seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 @dataclass

@@ -91,7 +91,7 @@ class Target:
             elif path == "/redirect":
                 code, reason, out, extra = 302, "Found", b"", f"Location: {self.url('/landing')}\r\n"
             elif path == "/slow":
-                await asyncio.sleep(3600)
+                await asyncio.sleep(3600)  # a target that never answers (cancelled at __aexit__)
                 return
             elif path == "/big":
                 code, reason, out = 200, "OK", b"x" * (1 << 20)
@@ -276,7 +276,7 @@ def test_script_timeout_kills_its_process_group(tmp_path: Path) -> None:
             nonlocal ticks
             while True:
                 ticks += 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # a probe, not a wait: counts the loop's turns while the script runs
 
         tick = asyncio.ensure_future(ticker())
         try:
@@ -381,7 +381,7 @@ def test_alias_mirrors_local_and_remote_health() -> None:
         async def remote(node: str, service_id: str, min_index: int) -> tuple[int, Sequence[AliasCheckState]]:
             calls.append((node, service_id))
             if min_index:
-                await asyncio.sleep(3600)
+                await asyncio.sleep(3600)  # the remote blocking query: nothing changes there (cancelled at close)
             return 7, [AliasCheckState("other", "db", "db-tcp", "critical", "down"),
                        AliasCheckState("me", "db", "x", "passing", "")]
 

@@ -99,7 +99,7 @@ async def _shortcut_scenario(ip: str) -> None:
             piece, stream = stream[:cut], stream[cut:]
             writer.write(piece)
             await writer.drain()
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # pacing, not a wait: each piece should arrive in a read of its own
         writer.write(stream)
         await until(lambda: len(got) == 201, "every message")
         assert [m.term for m in got if isinstance(m, TimeoutNow)] == list(range(200)), "order is kept"
@@ -160,7 +160,7 @@ async def _threadsafe_scenario(ip: str) -> None:
 
     async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stalled.append(writer)
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # a peer that never reads (the server closes it at the end)
 
     sink = await asyncio.start_server(never_reads, f"{ip}.3", 8300)
     try:

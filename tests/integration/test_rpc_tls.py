@@ -147,7 +147,8 @@ def test_verify_server_hostname_keeps_a_client_cert_out_of_raft(pki: dict[str, s
                 leader.send(f"{ip}.1:8300", TimeoutNow(7, "srv2", "srv1"))
                 with pytest.raises(errors.DialFailed, match=r"certificate is not for server\.<dc>\.consul"):
                     await leader.request(f"{ip}.1:8300", "echo", 1, timeout=3)
-                await asyncio.sleep(1.0)  # the Raft sender retried for a second: nothing may have arrived
+                # a negative check over a window: the Raft sender retries for a second, nothing may arrive
+                await asyncio.sleep(1.0)
                 assert got == []
             relaxed = tls(pki, verify_incoming=True, verify_outgoing=True)  # chain checked, name not
             async with transport(ip, 3, relaxed, port=0) as other:
@@ -170,7 +171,8 @@ def test_connection_limits_and_timeouts_apply_before_the_handshake(pki: dict[str
                 r, w = await asyncio.open_connection(f"{ip}.1", 8300, local_addr=(f"{ip}.2", 0))
                 w.write(bytes([RPC_TLS]))
                 stalled.append((r, w))
-            await asyncio.sleep(0.1)
+            await until(lambda: a._mux is not None and a._mux.pending.get(f"{ip}.2") == 2, 5,
+                        "both stalled handshakes to be counted")
             # a third from .2 is over limits.rpc_max_conns_per_client: closed at once, before any handshake
             r3, w3 = await asyncio.open_connection(f"{ip}.1", 8300, local_addr=(f"{ip}.2", 0))
             w3.write(bytes([RPC_TLS]))

@@ -15,6 +15,7 @@ from pyconsul.agent.raft.transport import Transport
 from pyconsul.agent.server import queries
 from pyconsul.agent.server.server import ConsulServer, StoreFSM
 from pyconsul.agent.state import commands as c
+from tests.harness import until
 
 
 class _NoRaft:
@@ -79,13 +80,14 @@ def test_unrelated_applies_do_not_wake_a_service_watch(monkeypatch: pytest.Monke
         at = queries.index_of(server.store, name, args)
         calls.clear()
         waiter = asyncio.get_running_loop().create_task(server.wait_for_change(at, name, args, 30.0))
-        await asyncio.sleep(0)
+        await until(lambda: server._watchers, 5, "the query to block")
         assert calls == [name] and not waiter.done()
         apply(c.KVSet("k", b"v"))  # KV
         apply.service("n2", "db1", "db", status="critical")  # another service's check
         apply.service("n3", "cache1", "cache")  # another node
         apply(c.Deregister("n3", now=0.0))
         apply(c.SessionCreate("s1", "n1", now=0.0))
+        # a negative check: a woken waiter re-checks within a loop iteration or two; 10 ms gives it many
         await asyncio.sleep(0.01)
         assert calls == [name] and not waiter.done()  # never re-checked
         apply.service("n1", "web1", "web", status="critical")
@@ -104,13 +106,13 @@ def test_a_kv_watch_sleeps_through_catalog_writes(monkeypatch: pytest.MonkeyPatc
         calls = count_index_calls(monkeypatch)
         at = queries.index_of(server.store, "kv.get", {"key": "k"})
         waiter = asyncio.get_running_loop().create_task(server.wait_for_change(at, "kv.get", {"key": "k"}, 30.0))
-        await asyncio.sleep(0)
+        await until(lambda: server._watchers, 5, "the query to block")
         n = len(calls)
         apply.service("n1", "web1", "web")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a negative check (as above): a catalog write must not re-check a KV watch
         assert len(calls) == n and not waiter.done()
         apply(c.KVSet("other", b"v"))  # same table: re-checked, still blocked (its key did not change)
-        await asyncio.sleep(0.01)
+        await until(lambda: len(calls) > n, 5, "the KV watch to re-check")
         assert len(calls) == n + 1 and not waiter.done()
         apply(c.KVSet("k", b"w"))
         async with asyncio.timeout(5):
@@ -129,7 +131,7 @@ def test_a_missing_service_falls_back_to_the_tables_and_follows_its_first_instan
         at = queries.index_of(server.store, "health.service", {"name": "web"})
         waiter = asyncio.get_running_loop().create_task(
             server.wait_for_change(at, "health.service", {"name": "web"}, 30.0))
-        await asyncio.sleep(0)
+        await until(lambda: server._watchers, 5, "the query to block")
         apply.service("n2", "web1", "web")
         async with asyncio.timeout(5):
             await waiter
@@ -150,11 +152,11 @@ def test_a_restored_store_wakes_every_watch_and_timeouts_unregister() -> None:
         waiters = [loop.create_task(server.wait_for_change(at + 100, q, a, 30.0)) for q, a in (
             ("health.service", {"name": "web"}), ("kv.get", {"key": "k"}), ("session.list", {}))]
         short = loop.create_task(server.wait_for_change(at + 100, "catalog.nodes", {}, 0.05))
-        await asyncio.sleep(0)
-        assert set(server._watchers) >= {"service.web", "kvs", "sessions", "nodes"}
+        await until(lambda: set(server._watchers) >= {"service.web", "kvs", "sessions", "nodes"}, 5,
+                    "the four queries to block", interval=0)  # `short` times out after 50 ms
         calls = count_index_calls(pytest.MonkeyPatch())
         fsm.restore(snap)  # a new store object: every blocked query re-checks
-        await asyncio.sleep(0.01)
+        await until(lambda: len(calls) >= 4, 5, "every blocked query to re-check")
         assert sorted(calls) == sorted(["health.service", "kv.get", "session.list", "catalog.nodes"])
         async with asyncio.timeout(5):
             await short
@@ -174,7 +176,7 @@ def test_the_last_instance_going_wakes_a_watch() -> None:
         at = queries.index_of(server.store, "health.service", {"name": "web"})
         waiter = asyncio.get_running_loop().create_task(
             server.wait_for_change(at, "health.service", {"name": "web"}, 30.0))
-        await asyncio.sleep(0)
+        await until(lambda: server._watchers, 5, "the query to block")
         apply(c.Deregister("n1", service_id="web1", now=0.0))
         async with asyncio.timeout(5):
             await waiter

@@ -14,6 +14,7 @@ import dns.message
 from pyconsul.agent.dns import resolver as r
 from pyconsul.agent.dns.config import DNSConfig
 from pyconsul.agent.dns.server import VARIANTS, DNSServer
+from tests.harness import until
 
 KEY: r.ViewKey = ("service", "dc1", "web")
 INSTANCES = tuple(r.Instance(f"n{i}", f"10.0.0.{i}", "dc1", (), "", 80, (), "passing") for i in range(1, 6))
@@ -80,13 +81,10 @@ def test_waiters_for_one_fill_share_one_encoded_answer() -> None:
         names = ["web.service.consul", "WEB.service.consul"] * 10  # two spellings: both cache lookups
         for qid, name in enumerate(names, start=1):
             server.udp_received(query(name, qid), ("127.0.0.1", 5353), sent)  # type: ignore[arg-type]
-        await asyncio.sleep(0)
+        await until(lambda: views.fills, 5, "the view fill to start", interval=0)
         assert not sent.out and views.fills == 1
         views.complete()
-        for _ in range(50):
-            if len(sent.out) == len(names):
-                break
-            await asyncio.sleep(0)
+        await until(lambda: len(sent.out) == len(names), 5, "every answer", interval=0)
         msgs = [dns.message.from_wire(w) for w in sent.out]
         assert sorted(m.id for m in msgs) == list(range(1, len(names) + 1))
         for m in msgs:

@@ -55,6 +55,8 @@ class IndexedBackend:
 
 
 async def settle() -> None:
+    """Run every task that is ready (no timing: the fake backend does no I/O, so each detector wake-up and read
+    is ready within a few loop iterations; 30 covers the longest chain here)."""
     for _ in range(30):
         await asyncio.sleep(0)
 

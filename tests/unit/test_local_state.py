@@ -24,6 +24,7 @@ from pyconsul.agent.local.state import (
 )
 from pyconsul.agent.local.sync import AntiEntropy, NodeInfo, command
 from pyconsul.agent.state import commands as c
+from tests.harness import until
 
 
 def _web(state: LocalState, check: dict[str, Any] | None = None, **kw: Any) -> LocalService:
@@ -282,7 +283,7 @@ def test_anti_entropy_loop_retries_after_failure() -> None:
         _web(st)
         task = asyncio.create_task(sync.run())
         try:
-            await asyncio.sleep(0.05)
+            await until(lambda: sync._failures >= 1, 5, "the first full sync to fail")
             assert sync.full_syncs == 0 and cat.services == {}
             cat.fail = False  # the retry comes after ~1 s (retry_delay(1))
             async with asyncio.timeout(5):
@@ -456,7 +457,7 @@ def test_a_failing_scheduled_full_sync_backs_off_instead_of_spinning() -> None:
                     await asyncio.sleep(0.01)
             cat.fail = True  # from now on every scheduled full sync fails
             before = cat.reads
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # a negative check over a window: no retry loop within half a second
             assert cat.reads - before <= 2, "retried after retry_delay (1 s), not in a loop"
         finally:
             task.cancel()
