@@ -84,6 +84,24 @@ async def errors(request: web.Request, handler: Any) -> web.Response:
             REQUEST_TOKEN.reset(acl_token)
 
 
+_GO_ON = web.Response(status=100)  # what head_check's stand-in handler answers: the head check passed
+
+
+async def _go_on(request: web.Request) -> web.Response:
+    return _GO_ON
+
+
+async def head_check(request: web.Request) -> web.Response | None:
+    """app.head_check (agent/httpd/h1.py): a spooled route's request (PUT /v1/snapshot) goes through the `errors`
+    middleware -- its token, the ACL route rules of http/authz.py, Consul's error answers -- from its head alone,
+    so a token without the rights gets 403 "Permission denied" before the agent reads or stores any of its body."""
+    try:
+        resp = await errors(request, _go_on)
+    except web.HTTPException as exc:
+        return exc.response()
+    return None if resp is _GO_ON else resp
+
+
 def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "dc1",
              node_name: str = "", local: LocalAgent | None = None,
              reload: Callable[[], Awaitable[None]] | None = None,
@@ -91,6 +109,7 @@ def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "d
     # Body limits (README "Limits"): routes with their own max_body (KV values, transactions, snapshot
     # restores) and DEFAULT_MAX_BODY for the rest; MAX_BUFFERED over all requests at once.
     app = web.Application(middlewares=[errors], client_max_size=DEFAULT_MAX_BODY, max_buffered=MAX_BUFFERED)
+    app.head_check = head_check  # ACL rights of a spooled upload (PUT /v1/snapshot), before its body is read
     agent_routes.register(app, api)
     monitor_routes.register(app, log_feed())  # GET /v1/agent/monitor: the process's log, streamed
     if local is not None:

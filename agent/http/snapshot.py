@@ -7,6 +7,10 @@ archive completely before anything is written -- a corrupt or foreign archive ge
 problem and the state is untouched -- then commits a Restore command through Raft, so every server
 switches to the snapshot at one index.
 
+ACLs: both need snapshot rights (a management token; http/authz.py). A PUT is checked from its head, before any
+of its body is read or spooled (the app's head_check, agent/http/server.py and agent/httpd/h1.py): a token
+without the rights gets 403 "Permission denied" and the connection closes, nothing of the upload stored.
+
 Limits (README "Limits"): the uploaded archive is at most MAX_ARCHIVE bytes (the route's body limit,
 checked from Content-Length before reading; a chunked upload is cut there). The server spools it to a
 temporary file as it arrives (agent/httpd/h1.py: in memory up to 1 MiB, then on disk, written by worker

@@ -18,6 +18,10 @@ Contracts:
   connection drops. A failed write (disk full) answers 503 and closes the connection. At most MAX_SPOOLED
   such bodies exist at once per listening server (one more gets 503 unread), so the disk they take is
   bounded by MAX_SPOOLED x the route's max_body.
+* Before that, a spooled route's request with a body passes the application's `head_check` (web.py), from its
+  head alone, within HEAD_TIMEOUT (else 503): no spool is opened, no 100 Continue sent and nothing of the body
+  read until it allows the request. A refusal (the Consul API: 403 "Permission denied" for a token without the
+  route's ACL rights) is sent and the connection closed, the rest of the body drained and dropped, never stored.
 * Request bodies held at once, over all connections, are capped by the application's `max_buffered`:
   a Content-Length body is counted from its head (before it is read) until its handler returns, a
   chunked body as it arrives (a spooled body: min(its size, SPOOL_MEMORY + SPOOL_WINDOW) from its head).
@@ -58,6 +62,7 @@ from pyconsul.agent.httpd.web import (
     REASONS,
     Application,
     Handler,
+    HeadCheck,
     Headers,
     HTTPException,
     Request,
@@ -479,6 +484,8 @@ class _Connection(asyncio.Protocol):
             while self.state < _BUSY and not self.write_paused:
                 req = self._receive()
                 if req is None:
+                    if self.state == _BUSY:  # a head check runs; _run_check goes on
+                        return
                     if self.eof:
                         self._close()  # the peer is done sending and nothing complete is left
                     elif self.read_paused and self.transport is not None:
@@ -524,6 +531,8 @@ class _Connection(asyncio.Protocol):
             req = self._start(head)
             if req is not None:
                 return req
+            if self.state == _BUSY:  # a head check runs (_run_check)
+                return None
         req = self.req
         assert req is not None
         if req._spool is not None:
@@ -630,15 +639,12 @@ class _Connection(asyncio.Protocol):
         elif version == (1, 0):
             req.keep_alive = False
         te, cl = fields.get("transfer-encoding"), fields.get("content-length")
+        n = -1  # the body's length; -1: chunked
         if te is not None:
             if cl is not None:
                 raise _Error(400, "both Content-Length and Transfer-Encoding")  # a smuggling vector
             if te.lower() != "chunked":
                 raise _Error(501, f"unsupported Transfer-Encoding: {te}")
-            self.chunks = _Chunked(req._max)
-            self.state = _CHUNKED
-            if spool:
-                self.srv.spool(req, self, SPOOL_MEMORY + SPOOL_WINDOW)
         elif cl is not None:
             if not (cl.isascii() and cl.isdigit()) or len(cl) > 18:
                 raise _Error(400, "invalid Content-Length")
@@ -650,22 +656,74 @@ class _Connection(asyncio.Protocol):
                 return req
             if not n:
                 return req
+        else:
+            return req
+        expect = fields.get("expect")
+        cont = False
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                raise _Error(417, f"unsupported expectation: {expect}")
+            cont = version == (1, 1)
+        check = self.srv.app.head_check if spool else None
+        if check is not None:  # nothing of the body is read, nor a spool opened, before the check allows it
+            self.state = _BUSY
+            self.deadline = None
+            self.req = req
+            self.task = self.loop.create_task(self._run_check(req, check, n, cont))
+            return None
+        self._setup_body(req, n, spool, cont)
+        return None
+
+    def _setup_body(self, req: Request, n: int, spool: bool, cont: bool) -> None:
+        """Get ready to receive `req`'s body of `n` bytes (-1: chunked); `cont`: answer its 100-continue now."""
+        if n < 0:
+            self.chunks = _Chunked(req._max)
+            self.state = _CHUNKED
+            if spool:
+                self.srv.spool(req, self, SPOOL_MEMORY + SPOOL_WINDOW)
+        else:
             if spool:
                 self.srv.spool(req, self, min(n, SPOOL_MEMORY + SPOOL_WINDOW))
             else:
                 self.srv.reserve(req, n)  # before reading it
             self.need = n
             self.state = _BODY
-        else:
-            return req
-        expect = fields.get("expect")
-        if expect is not None:
-            if expect.lower() != "100-continue":
-                raise _Error(417, f"unsupported expectation: {expect}")
-            if version == (1, 1) and self.transport is not None:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if cont and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.req = req
-        return None
+
+    async def _run_check(self, req: Request, check: HeadCheck, n: int, cont: bool) -> None:
+        """The application's head_check on a spooled route's request (state _BUSY meanwhile: what arrives is only
+        buffered, up to MAX_PENDING). A refusal is sent and the connection closed (lingering: the rest of the
+        body is read and dropped for LINGER_TIMEOUT at most, never stored); else the body is received as usual."""
+        try:
+            try:
+                async with asyncio.timeout(HEAD_TIMEOUT):
+                    refusal = await check(req)
+            except TimeoutError:
+                refusal = Response(status=503, text="checking the request took too long: retry later\n")
+            except Exception as exc:
+                log.exception("checking request %s %s failed", req.method, req.path)
+                refusal = Response(status=500, text=f"{exc}\n")
+        finally:
+            self.task = None
+            if self.transport is None:
+                self.srv.conns.discard(self)
+        if self.transport is None or self.state != _BUSY or self.req is not req:
+            return
+        self.state = _HEAD
+        if refusal is not None:
+            self.req = None
+            req.keep_alive = False
+            self._respond(req, refusal, linger=True)
+            return
+        try:
+            self._setup_body(req, n, True, cont)
+        except _Error as exc:
+            self.req = None
+            self._reject(exc.status, exc.text)
+            return
+        self._process()
 
     def _dispatch(self, req: Request) -> None:
         handler = req._handler
@@ -706,7 +764,7 @@ class _Connection(asyncio.Protocol):
             if self.state == _HEAD:
                 self._process()
 
-    def _respond(self, req: Request, resp: Response) -> None:
+    def _respond(self, req: Request, resp: Response, linger: bool = False) -> None:
         t = self.transport
         if t is None:
             return
@@ -736,7 +794,7 @@ class _Connection(asyncio.Protocol):
             t.write(data)
             t.write(body)
         if not keep:
-            self._close(linger=req._too_large or bool(self.buf))
+            self._close(linger=linger or req._too_large or bool(self.buf))
 
     def _wake_stream(self) -> None:
         w = self.stream_wake

@@ -13,6 +13,9 @@ body above the route's limit is never read (`read()` raises 413; the handler see
 `max_buffered` caps the bytes of request bodies the server holds at once, over all connections.
 A route added with `spool=True` receives its body in a temporary file instead (written by worker threads while
 it arrives, at most `max_body` bytes; see h1.py): its handler reads it with `request.body_file()`, never `read()`.
+Such a request first passes the application's `head_check` (if set), from its head alone, before any body byte is
+read or stored: `await app.head_check(request)` returns None to go on or a Response that refuses the request (the
+Consul API's checks the token's ACL rights there, so an anonymous client cannot make the agent store a body).
 
 Paths: the request path is percent-decoded to bytes and then decoded as UTF-8 with surrogateescape,
 so distinct byte strings stay distinct strings (`/a%ff` and `/a%fe` are two paths; never U+FFFD).
@@ -32,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Application", "HTTPException", "HTTPMethodNotAllowed", "HTTPNotFound", "HTTPRequestEntityTooLarge",
-    "Handler", "Headers", "Middleware", "Query", "Request", "Response", "Router", "StreamResponse", "decode_path",
-    "path_bytes",
+    "Handler", "HeadCheck", "Headers", "Middleware", "Query", "Request", "Response", "Router", "StreamResponse",
+    "decode_path", "path_bytes",
 ]
 
 REASONS = {
@@ -251,6 +254,7 @@ class Request:
 
 Handler = Callable[[Request], Awaitable[Response]]
 Middleware = Callable[[Request, Handler], Awaitable[Response]]
+HeadCheck = Callable[[Request], Awaitable["Response | None"]]  # None: go on; a Response: the refusal to send
 
 
 class Router:
@@ -363,6 +367,8 @@ class Application:
         self.client_max_size = client_max_size  # the body limit of routes without their own max_body
         self.max_buffered = max_buffered  # request-body bytes held at once, all connections together
         self.router = Router(self._wrap)
+        # run on a spool=True route's request from its head, before its body is read (see the module docstring)
+        self.head_check: HeadCheck | None = None
 
     def _wrap(self, handler: Handler) -> Handler:
         for mw in reversed(self.middlewares):
