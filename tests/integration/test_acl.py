@@ -121,3 +121,35 @@ def test_bootstrap_policy_token_enforced_from_a_client_and_deletion(cluster: Clu
              "deleted token refused by the client agent")
     assert time.monotonic() - t0 < TOKEN_TTL + 10  # generous ceiling: the cache lives token_ttl
     assert call(servers[2], "/v1/kv/app/x", "PUT", "v", token=secret)[0] == 403
+
+
+def test_reload_rereads_acl_tokens(cluster: Cluster) -> None:
+    """acl.tokens.* are re-read on reload: a new default token applies to anonymous requests at once; a new
+    master token is only created at the leader's next establishment (as Consul), so it is not valid yet."""
+    ip = new_block()
+    conf = cluster.tmp / "acl.json"
+
+    def write_conf(**tokens: str) -> None:
+        conf.write_text(json.dumps({"acl": {"enabled": True, "default_policy": "deny",
+                                            "tokens": {"agent_master": AGENT_MASTER, **tokens}}}))
+
+    write_conf(master="master-one")
+    s = cluster.agent("srv", f"{ip}.1", "-server", "-bootstrap-expect=1", fast(cluster), f"-config-file={conf}",
+                      wait=False)
+    wait_for(lambda: call(s, "/v1/acl/token/self", token="master-one")[0] == 200 or None, 30, "the master token")
+    code, tok = call(s, "/v1/acl/token", "PUT", {"Policies": [], "Description": "reader"}, token="master-one")
+    assert code == 200, tok
+    code, pol = call(s, "/v1/acl/policy", "PUT", {"Name": "app-read", "Rules": 'key_prefix "app/" { policy = "read" }'},
+                     token="master-one")
+    assert code == 200, pol
+    code, tok = call(s, f"/v1/acl/token/{tok['AccessorID']}", "PUT", {"Policies": [{"Name": "app-read"}]},
+                     token="master-one")
+    assert code == 200, tok
+    assert call(s, "/v1/kv/app/x")[0] == 403  # anonymous, no default token
+
+    write_conf(master="master-two", default=tok["SecretID"])
+    assert call(s, "/v1/agent/reload", "PUT", token="master-one")[0] == 200
+    assert call(s, "/v1/kv/app/x")[0] == 404  # read as the new default token: allowed, and no such key
+    assert call(s, "/v1/kv/other/x")[0] == 403
+    assert call(s, "/v1/acl/token/self", token="master-two")[0] == 403  # created at the next establishment
+    assert call(s, "/v1/acl/token/self", token="master-one")[0] == 200
