@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pyconsul.agent.cli import common
@@ -128,11 +130,39 @@ def cmd_bootstrap(args: Sequence[str]) -> int:
     return _show(res, tok, token_lines(tok))
 
 
-# ---------------------------------------------------------------- tokens
+# ---------------------------------------------------------------- what the verbs share
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """One ACL object kind: its API paths (/v1/acl/<name>, /v1/acl/<plural>), flag help and renderings."""
+
+    name: str  # "token", "policy", "role"
+    plural: str
+    id_help: str  # the -id flag's help, less " to <verb>"
+    lines: Callable[[Mapping[str, Any]], list[str]]  # one object, pretty
+    list_lines: Callable[[Mapping[str, Any]], list[str]]  # one object of `list`, pretty
+    by_name: bool = True  # -name may stand for -id (read, delete)
+
+
+def _named(obj: Mapping[str, Any], lines: list[str]) -> list[str]:
+    return [str(obj.get("Name", "")) + ":"] + ["   " + x for x in lines]
+
+
+TOKEN = _Kind("token", "tokens", "The Accessor ID of the token", token_lines, token_lines, by_name=False)
+POLICY = _Kind("policy", "policies", "The ID of the policy", policy_lines,
+               lambda p: _named(p, policy_lines(p, rules=False)))
+ROLE = _Kind("role", "roles", "The ID of the role", role_lines, lambda r: _named(r, role_lines(r)))
 
 
 def _links(res: ParseResult, kind: str = "policy") -> list[dict[str, str]]:
     return [{"ID": i} for i in res.list(f"{kind}-id")] + [{"Name": n} for n in res.list(f"{kind}-name")]
+
+
+def _merged(old: Mapping[str, Any], key: str, links: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The object's existing `key` links (by ID), then those of `links` it does not have yet."""
+    have = [{"ID": p["ID"]} for p in old.get(key) or []]
+    return have + [link for link in links if link not in have]
 
 
 def _link_flags(fs: FlagSet, *, roles: bool = True) -> None:
@@ -143,11 +173,72 @@ def _link_flags(fs: FlagSet, *, roles: bool = True) -> None:
         fs.string_list("role-name", "Name of a role to use for this token. May be specified multiple times")
 
 
-def _token_id(res: ParseResult) -> str:
-    tid = res.str("id")
-    if not tid:
+def _need_id(res: ParseResult) -> str:
+    oid = res.str("id")
+    if not oid:
         raise CLIError("Must specify the -id parameter")
-    return tid
+    return oid
+
+
+def _by_name(res: ParseResult, kind: _Kind) -> Any:
+    """The object -name names (-id not given)."""
+    if not res.str("name"):
+        raise CLIError("Must specify either the -id or -name parameters")
+    return _call(res, "GET", f"/v1/acl/{kind.name}/name/{res.str('name')}")
+
+
+def _read(kind: _Kind, args: Sequence[str]) -> int:
+    """`acl policy|role read -id ID | -name NAME` (tokens: cmd_token_read)."""
+    fs = _flagset(f"acl {kind.name} read")
+    fs.string("id", "", f"{kind.id_help} to read")
+    fs.string("name", "", f"The name of the {kind.name} to read")
+    res = common.parse(fs, args, f"acl {kind.name} read [options] {kind.name.upper()}", f"Read an ACL {kind.name}.")
+    common.no_args(res)
+    obj = _call(res, "GET", f"/v1/acl/{kind.name}/{res.str('id')}") if res.str("id") else _by_name(res, kind)
+    return _show(res, obj, kind.lines(obj))
+
+
+def _update(res: ParseResult, kind: _Kind, body: Callable[[str, Mapping[str, Any]], dict[str, Any]]) -> Any:
+    """Read the object -id names, PUT `body(id, old)` back; the answer."""
+    oid = _need_id(res)
+    old = _call(res, "GET", f"/v1/acl/{kind.name}/{oid}")
+    return _call(res, "PUT", f"/v1/acl/{kind.name}/{oid}", body(oid, old))
+
+
+def _delete(kind: _Kind, args: Sequence[str]) -> int:
+    fs = _flagset(f"acl {kind.name} delete", fmt=False)
+    fs.string("id", "", f"{kind.id_help} to delete")
+    if kind.by_name:
+        fs.string("name", "", f"The name of the {kind.name} to delete")
+    synopsis = f"acl {kind.name} delete [options]" + ("" if kind.by_name else " -id TOKEN")
+    res = common.parse(fs, args, synopsis, f"Delete an ACL {kind.name}.")
+    common.no_args(res)
+    oid = str(_by_name(res, kind)["ID"]) if kind.by_name and not res.str("id") else _need_id(res)
+    _call(res, "DELETE", f"/v1/acl/{kind.name}/{oid}")
+    common.out([f"{kind.name.title()} \"{oid}\" deleted successfully"])
+    return 0
+
+
+def _list(kind: _Kind, args: Sequence[str]) -> int:
+    fs = _flagset(f"acl {kind.name} list")
+    res = common.parse(fs, args, f"acl {kind.name} list [options]", f"List all the ACL {kind.plural}.")
+    common.no_args(res)
+    items = _call(res, "GET", f"/v1/acl/{kind.plural}") or []
+    return _show_list(res, items, kind.list_lines)
+
+
+def _group(kind: _Kind, verbs: Mapping[str, common.Command]) -> tuple[common.Command, str]:
+    """`acl <kind> <verb>` with the shared verbs read (policy, role), delete and list added."""
+    every: dict[str, common.Command] = {**verbs, "delete": partial(_delete, kind), "list": partial(_list, kind)}
+    if kind.by_name:
+        every["read"] = partial(_read, kind)
+    table: common.Table = {v: (f, f"List ACL {kind.plural}" if v == "list" else f"{v.title()} an ACL {kind.name}")
+                           for v, f in every.items()}
+    about = f"Manage Consul's ACL {kind.plural}"
+    return partial(common.run_group, f"acl {kind.name}", table, description=about), about
+
+
+# ---------------------------------------------------------------- tokens
 
 
 def cmd_token_create(args: Sequence[str]) -> int:
@@ -176,7 +267,7 @@ def cmd_token_read(args: Sequence[str]) -> int:
             "expecting a -id option")
     res = common.parse(fs, args, "acl token read [options] -id TOKENID", "Read an ACL token.")
     common.no_args(res)
-    path = "/v1/acl/token/self" if res.bool("self") else f"/v1/acl/token/{_token_id(res)}"
+    path = "/v1/acl/token/self" if res.bool("self") else f"/v1/acl/token/{_need_id(res)}"
     tok = _call(res, "GET", path)
     return _show(res, tok, token_lines(tok))
 
@@ -190,30 +281,17 @@ def cmd_token_update(args: Sequence[str]) -> int:
     fs.bool("merge-roles", False, "Merge the new roles with the existing roles")
     res = common.parse(fs, args, "acl token update [options]", "Update an ACL token.")
     common.no_args(res)
-    tid = _token_id(res)
-    old = _call(res, "GET", f"/v1/acl/token/{tid}")
-    body: dict[str, Any] = {"AccessorID": tid, "Description": res.str("description") or old.get("Description", ""),
-                            "Local": old.get("Local", False)}
-    for kind, key, merge in (("policy", "Policies", "merge-policies"), ("role", "Roles", "merge-roles")):
-        links = _links(res, kind)
-        if res.bool(merge) or not links:
-            have = {p.get("ID") for p in old.get(key) or []}
-            links = [{"ID": p["ID"]} for p in old.get(key) or []] + [
-                link for link in links if link.get("ID") not in have]
-        body[key] = links
-    tok = _call(res, "PUT", f"/v1/acl/token/{tid}", body)
+
+    def body(tid: str, old: Mapping[str, Any]) -> dict[str, Any]:
+        out = {"AccessorID": tid, "Description": res.str("description") or old.get("Description", ""),
+               "Local": old.get("Local", False)}
+        for kind, key, merge in (("policy", "Policies", "merge-policies"), ("role", "Roles", "merge-roles")):
+            links = _links(res, kind)
+            out[key] = _merged(old, key, links) if res.bool(merge) or not links else links
+        return out
+
+    tok = _update(res, TOKEN, body)
     return _show(res, tok, ["Token updated successfully.", *token_lines(tok)])
-
-
-def cmd_token_delete(args: Sequence[str]) -> int:
-    fs = _flagset("acl token delete", fmt=False)
-    fs.string("id", "", "The Accessor ID of the token to delete")
-    res = common.parse(fs, args, "acl token delete [options] -id TOKEN", "Delete an ACL token.")
-    common.no_args(res)
-    tid = _token_id(res)
-    _call(res, "DELETE", f"/v1/acl/token/{tid}")
-    common.out([f"Token \"{tid}\" deleted successfully"])
-    return 0
 
 
 def cmd_token_clone(args: Sequence[str]) -> int:
@@ -222,30 +300,8 @@ def cmd_token_clone(args: Sequence[str]) -> int:
     fs.string("description", "", "A description of the new cloned token")
     res = common.parse(fs, args, "acl token clone [options]", "Clone an ACL token.")
     common.no_args(res)
-    tok = _call(res, "PUT", f"/v1/acl/token/{_token_id(res)}/clone", {"Description": res.str("description")})
+    tok = _call(res, "PUT", f"/v1/acl/token/{_need_id(res)}/clone", {"Description": res.str("description")})
     return _show(res, tok, token_lines(tok))
-
-
-def cmd_token_list(args: Sequence[str]) -> int:
-    fs = _flagset("acl token list")
-    res = common.parse(fs, args, "acl token list [options]", "List all the ACL tokens.")
-    common.no_args(res)
-    items = _call(res, "GET", "/v1/acl/tokens") or []
-    return _show_list(res, items, token_lines)
-
-
-TOKEN_COMMANDS: common.Table = {
-    "create": (cmd_token_create, "Create an ACL token"),
-    "read": (cmd_token_read, "Read an ACL token"),
-    "update": (cmd_token_update, "Update an ACL token"),
-    "delete": (cmd_token_delete, "Delete an ACL token"),
-    "clone": (cmd_token_clone, "Clone an ACL token"),
-    "list": (cmd_token_list, "List ACL tokens"),
-}
-
-
-def cmd_token(args: Sequence[str]) -> int:
-    return common.run_group("acl token", TOKEN_COMMANDS, args, "Manage Consul's ACL tokens")
 
 
 # ---------------------------------------------------------------- policies
@@ -260,16 +316,10 @@ def _policy_flags(fs: FlagSet) -> None:
                    "specified multiple times")
 
 
-def _policy_id(res: ParseResult) -> str:
-    """-id, or the ID of the policy named by -name."""
-    pid = res.str("id")
-    if pid:
-        return pid
-    name = res.str("name")
-    if not name:
-        raise CLIError("Must specify either the -id or -name parameters")
-    p = _call(res, "GET", f"/v1/acl/policy/name/{name}")
-    return str(p["ID"])
+def _need_name(res: ParseResult) -> str:
+    if not res.str("name"):
+        raise CLIError("Missing required '-name' flag")
+    return res.str("name")
 
 
 def cmd_policy_create(args: Sequence[str]) -> int:
@@ -277,26 +327,9 @@ def cmd_policy_create(args: Sequence[str]) -> int:
     _policy_flags(fs)
     res = common.parse(fs, args, "acl policy create -name NAME [options]", "Create a new ACL policy.")
     common.no_args(res)
-    if not res.str("name"):
-        raise CLIError("Missing required '-name' flag")
-    body = {"Name": res.str("name"), "Description": res.str("description"), "Rules": _rules(res.str("rules")),
+    body = {"Name": _need_name(res), "Description": res.str("description"), "Rules": _rules(res.str("rules")),
             "Datacenters": res.list("valid-datacenter")}
     p = _call(res, "PUT", "/v1/acl/policy", body)
-    return _show(res, p, policy_lines(p))
-
-
-def cmd_policy_read(args: Sequence[str]) -> int:
-    fs = _flagset("acl policy read")
-    fs.string("id", "", "The ID of the policy to read")
-    fs.string("name", "", "The name of the policy to read")
-    res = common.parse(fs, args, "acl policy read [options] POLICY", "Read an ACL policy.")
-    common.no_args(res)
-    if res.str("id"):
-        p = _call(res, "GET", f"/v1/acl/policy/{res.str('id')}")
-    elif res.str("name"):
-        p = _call(res, "GET", f"/v1/acl/policy/name/{res.str('name')}")
-    else:
-        raise CLIError("Must specify either the -id or -name parameters")
     return _show(res, p, policy_lines(p))
 
 
@@ -306,63 +339,15 @@ def cmd_policy_update(args: Sequence[str]) -> int:
     _policy_flags(fs)
     res = common.parse(fs, args, "acl policy update [options]", "Update an ACL policy.")
     common.no_args(res)
-    pid = res.str("id")
-    if not pid:
-        raise CLIError("Must specify the -id parameter")
-    old = _call(res, "GET", f"/v1/acl/policy/{pid}")
-    body = {"ID": pid, "Name": res.str("name") or old.get("Name", ""),
-            "Description": res.str("description") or old.get("Description", ""),
-            "Rules": _rules(res.str("rules")) if res.str("rules") else old.get("Rules", ""),
-            "Datacenters": res.list("valid-datacenter") or old.get("Datacenters") or []}
-    p = _call(res, "PUT", f"/v1/acl/policy/{pid}", body)
+    p = _update(res, POLICY, lambda pid, old: {
+        "ID": pid, "Name": res.str("name") or old.get("Name", ""),
+        "Description": res.str("description") or old.get("Description", ""),
+        "Rules": _rules(res.str("rules")) if res.str("rules") else old.get("Rules", ""),
+        "Datacenters": res.list("valid-datacenter") or old.get("Datacenters") or []})
     return _show(res, p, policy_lines(p))
 
 
-def cmd_policy_delete(args: Sequence[str]) -> int:
-    fs = _flagset("acl policy delete", fmt=False)
-    fs.string("id", "", "The ID of the policy to delete")
-    fs.string("name", "", "The name of the policy to delete")
-    res = common.parse(fs, args, "acl policy delete [options]", "Delete an ACL policy.")
-    common.no_args(res)
-    pid = _policy_id(res)
-    _call(res, "DELETE", f"/v1/acl/policy/{pid}")
-    common.out([f"Policy \"{pid}\" deleted successfully"])
-    return 0
-
-
-def cmd_policy_list(args: Sequence[str]) -> int:
-    fs = _flagset("acl policy list")
-    res = common.parse(fs, args, "acl policy list [options]", "List all the ACL policies.")
-    common.no_args(res)
-    items = _call(res, "GET", "/v1/acl/policies") or []
-    return _show_list(res, items, lambda p: [str(p.get("Name", "")) + ":"] + ["   " + x for x in
-                                                                             policy_lines(p, rules=False)])
-
-
-POLICY_COMMANDS: common.Table = {
-    "create": (cmd_policy_create, "Create an ACL policy"),
-    "read": (cmd_policy_read, "Read an ACL policy"),
-    "update": (cmd_policy_update, "Update an ACL policy"),
-    "delete": (cmd_policy_delete, "Delete an ACL policy"),
-    "list": (cmd_policy_list, "List ACL policies"),
-}
-
-
-def cmd_policy(args: Sequence[str]) -> int:
-    return common.run_group("acl policy", POLICY_COMMANDS, args, "Manage Consul's ACL policies")
-
-
 # ---------------------------------------------------------------- roles
-
-
-def _role_id(res: ParseResult) -> str:
-    rid = res.str("id")
-    if rid:
-        return rid
-    name = res.str("name")
-    if not name:
-        raise CLIError("Must specify either the -id or -name parameters")
-    return str(_call(res, "GET", f"/v1/acl/role/name/{name}")["ID"])
 
 
 def cmd_role_create(args: Sequence[str]) -> int:
@@ -372,25 +357,8 @@ def cmd_role_create(args: Sequence[str]) -> int:
     _link_flags(fs, roles=False)
     res = common.parse(fs, args, "acl role create -name NAME [options]", "Create a new ACL role.")
     common.no_args(res)
-    if not res.str("name"):
-        raise CLIError("Missing required '-name' flag")
-    r = _call(res, "PUT", "/v1/acl/role", {"Name": res.str("name"), "Description": res.str("description"),
+    r = _call(res, "PUT", "/v1/acl/role", {"Name": _need_name(res), "Description": res.str("description"),
                                            "Policies": _links(res)})
-    return _show(res, r, role_lines(r))
-
-
-def cmd_role_read(args: Sequence[str]) -> int:
-    fs = _flagset("acl role read")
-    fs.string("id", "", "The ID of the role to read")
-    fs.string("name", "", "The name of the role to read")
-    res = common.parse(fs, args, "acl role read [options] ROLE", "Read an ACL role.")
-    common.no_args(res)
-    if res.str("id"):
-        r = _call(res, "GET", f"/v1/acl/role/{res.str('id')}")
-    elif res.str("name"):
-        r = _call(res, "GET", f"/v1/acl/role/name/{res.str('name')}")
-    else:
-        raise CLIError("Must specify either the -id or -name parameters")
     return _show(res, r, role_lines(r))
 
 
@@ -403,59 +371,19 @@ def cmd_role_update(args: Sequence[str]) -> int:
     fs.bool("no-merge", False, "Replace the role's policies with those given instead of adding to them")
     res = common.parse(fs, args, "acl role update [options]", "Update an ACL role.")
     common.no_args(res)
-    rid = res.str("id")
-    if not rid:
-        raise CLIError("Must specify the -id parameter")
-    old = _call(res, "GET", f"/v1/acl/role/{rid}")
-    links = _links(res)
-    if not res.bool("no-merge"):
-        have = {p.get("ID") for p in old.get("Policies") or []}
-        links = [{"ID": p["ID"]} for p in old.get("Policies") or []] + [
-            link for link in links if link.get("ID") not in have]
-    r = _call(res, "PUT", f"/v1/acl/role/{rid}", {"ID": rid, "Name": res.str("name") or old.get("Name", ""),
-                                                  "Description": res.str("description") or old.get("Description", ""),
-                                                  "Policies": links})
+    r = _update(res, ROLE, lambda rid, old: {
+        "ID": rid, "Name": res.str("name") or old.get("Name", ""),
+        "Description": res.str("description") or old.get("Description", ""),
+        "Policies": _links(res) if res.bool("no-merge") else _merged(old, "Policies", _links(res))})
     return _show(res, r, role_lines(r))
-
-
-def cmd_role_delete(args: Sequence[str]) -> int:
-    fs = _flagset("acl role delete", fmt=False)
-    fs.string("id", "", "The ID of the role to delete")
-    fs.string("name", "", "The name of the role to delete")
-    res = common.parse(fs, args, "acl role delete [options]", "Delete an ACL role.")
-    common.no_args(res)
-    rid = _role_id(res)
-    _call(res, "DELETE", f"/v1/acl/role/{rid}")
-    common.out([f"Role \"{rid}\" deleted successfully"])
-    return 0
-
-
-def cmd_role_list(args: Sequence[str]) -> int:
-    fs = _flagset("acl role list")
-    res = common.parse(fs, args, "acl role list [options]", "List all the ACL roles.")
-    common.no_args(res)
-    items = _call(res, "GET", "/v1/acl/roles") or []
-    return _show_list(res, items, lambda r: [str(r.get("Name", "")) + ":"] + ["   " + x for x in role_lines(r)])
-
-
-ROLE_COMMANDS: common.Table = {
-    "create": (cmd_role_create, "Create an ACL role"),
-    "read": (cmd_role_read, "Read an ACL role"),
-    "update": (cmd_role_update, "Update an ACL role"),
-    "delete": (cmd_role_delete, "Delete an ACL role"),
-    "list": (cmd_role_list, "List ACL roles"),
-}
-
-
-def cmd_role(args: Sequence[str]) -> int:
-    return common.run_group("acl role", ROLE_COMMANDS, args, "Manage Consul's ACL roles")
 
 
 ACL_COMMANDS: common.Table = {
     "bootstrap": (cmd_bootstrap, "Bootstrap Consul's ACL system"),
-    "token": (cmd_token, "Manage Consul's ACL tokens"),
-    "policy": (cmd_policy, "Manage Consul's ACL policies"),
-    "role": (cmd_role, "Manage Consul's ACL roles"),
+    "token": _group(TOKEN, {"create": cmd_token_create, "read": cmd_token_read, "update": cmd_token_update,
+                            "clone": cmd_token_clone}),
+    "policy": _group(POLICY, {"create": cmd_policy_create, "update": cmd_policy_update}),
+    "role": _group(ROLE, {"create": cmd_role_create, "update": cmd_role_update}),
 }
 
 
