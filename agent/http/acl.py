@@ -376,7 +376,62 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
         rows = [_redacted(t, authz) for t in value or []]
         return json_response(rows, 200, read_meta_headers(meta))
 
-    # ------------------------------------------------------------ policies
+    # ------------------------------------------------------------ policies and roles
+
+    def object_routes(kind: str, plural: str, parse: Callable[[dict[str, Any], str], Any],
+                      apply: Callable[[str, Any], c.Command], blank: Callable[[str], Any],
+                      list_filters: tuple[str, ...] = ()) -> None:
+        """Policies and roles alike: PUT /v1/acl/<kind>, GET /v1/acl/<plural>[?<list_filters>], GET
+        /v1/acl/<kind>/name/<name>, GET|PUT|DELETE /v1/acl/<kind>/<id>. `parse(body, id)` checks a request's
+        object, `apply(op, obj)` is its command, `blank(id)` the object a delete names."""
+        title, read_cmd = kind.title(), f"acl.{kind}_read"
+
+        async def create(request: web.Request) -> web.Response:
+            await need(request, lambda a: a.acl_write())
+            b = _body(await request.read())
+            if b.get("id"):
+                raise BadRequest(f"Cannot specify ID when creating {kind}")
+            obj = parse(b, str(uuid.uuid4()))
+            await write(apply("create", obj))
+            return json_response(await read(read_cmd, {"id": obj.id}))
+
+        async def get(request: web.Request) -> web.Response:
+            await need(request, lambda a: a.acl_read())
+            name = request.match_info.get("name")
+            args = {"name": name} if name is not None else {"id": request.match_info["id"]}
+            value, meta = await read_query(request, backend, read_cmd, args)
+            if not isinstance(value, dict):
+                raise PermissionDenied(NOT_FOUND)
+            return json_response(value, 200, read_meta_headers(meta))
+
+        async def update(request: web.Request) -> web.Response:
+            await need(request, lambda a: a.acl_write())
+            oid = request.match_info["id"]
+            b = _body(await request.read())
+            if b.get("id") and b["id"] != oid:
+                raise BadRequest(f"{title} ID in URL and payload do not match")
+            if not isinstance(await read(read_cmd, {"id": oid}), dict):
+                raise BadRequest(f"Cannot find {kind} {oid!r}")
+            await write(apply("update", parse(b, oid)))
+            return json_response(await read(read_cmd, {"id": oid}))
+
+        async def delete(request: web.Request) -> web.Response:
+            await need(request, lambda a: a.acl_write())
+            await write(apply("delete", blank(request.match_info["id"])))
+            return json_response(True)
+
+        async def list_all(request: web.Request) -> web.Response:
+            await need(request, lambda a: a.acl_read())
+            args = {k: request.query.get(k, "") for k in list_filters if request.query.get(k)}
+            value, meta = await read_query(request, backend, f"acl.{kind}_list", args)
+            return json_response(value or [], 200, read_meta_headers(meta))
+
+        r.add_put(f"/v1/acl/{kind}", to_primary(create))
+        r.add_get(f"/v1/acl/{plural}", list_all)
+        r.add_get(f"/v1/acl/{kind}/name/{{name}}", get)
+        r.add_get(f"/v1/acl/{kind}/{{id}}", get)
+        r.add_put(f"/v1/acl/{kind}/{{id}}", to_primary(update))
+        r.add_delete(f"/v1/acl/{kind}/{{id}}", to_primary(delete))
 
     def policy_from(b: dict[str, Any], pid: str) -> ACLPolicy:
         name = _str(b, "name", "Name", 128)
@@ -397,48 +452,6 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
         return ACLPolicy(id=p.id, name=p.name, description=p.description, rules=p.rules,
                          datacenters=p.datacenters, hash=_hash_policy(p))
 
-    async def policy_create(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_write())
-        b = _body(await request.read())
-        if b.get("id"):
-            raise BadRequest("Cannot specify ID when creating policy")
-        p = policy_from(b, str(uuid.uuid4()))
-        await write(c.ACLPolicyApply("create", p))
-        return json_response(await read("acl.policy_read", {"id": p.id}))
-
-    async def policy_get(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_read())
-        name = request.match_info.get("name")
-        args = {"name": name} if name is not None else {"id": request.match_info["id"]}
-        value, meta = await read_query(request, backend, "acl.policy_read", args)
-        if not isinstance(value, dict):
-            raise PermissionDenied(NOT_FOUND)
-        return json_response(value, 200, read_meta_headers(meta))
-
-    async def policy_update(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_write())
-        pid = request.match_info["id"]
-        b = _body(await request.read())
-        if b.get("id") and b["id"] != pid:
-            raise BadRequest("Policy ID in URL and payload do not match")
-        if not isinstance(await read("acl.policy_read", {"id": pid}), dict):
-            raise BadRequest(f"Cannot find policy {pid!r}")
-        p = policy_from(b, pid)
-        await write(c.ACLPolicyApply("update", p))
-        return json_response(await read("acl.policy_read", {"id": pid}))
-
-    async def policy_delete(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_write())
-        await write(c.ACLPolicyApply("delete", ACLPolicy(id=request.match_info["id"], name="")))
-        return json_response(True)
-
-    async def policy_list(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_read())
-        value, meta = await read_query(request, backend, "acl.policy_list", {})
-        return json_response(value or [], 200, read_meta_headers(meta))
-
-    # ------------------------------------------------------------ roles
-
     def role_from(b: dict[str, Any], rid: str) -> ACLRole:
         name = _str(b, "name", "Name", 256)
         if not acl_state.valid_role_name(name):
@@ -447,47 +460,6 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
         r = ACLRole(id=rid, name=name, description=_str(b, "description", "Description"), policies=_links(b))
         return ACLRole(id=r.id, name=r.name, description=r.description, policies=r.policies,
                        hash=acl_state.role_hash(r))
-
-    async def role_create(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_write())
-        b = _body(await request.read())
-        if b.get("id"):
-            raise BadRequest("Cannot specify ID when creating role")
-        r = role_from(b, str(uuid.uuid4()))
-        await write(c.ACLRoleApply("create", r))
-        return json_response(await read("acl.role_read", {"id": r.id}))
-
-    async def role_get(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_read())
-        name = request.match_info.get("name")
-        args = {"name": name} if name is not None else {"id": request.match_info["id"]}
-        value, meta = await read_query(request, backend, "acl.role_read", args)
-        if not isinstance(value, dict):
-            raise PermissionDenied(NOT_FOUND)
-        return json_response(value, 200, read_meta_headers(meta))
-
-    async def role_update(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_write())
-        rid = request.match_info["id"]
-        b = _body(await request.read())
-        if b.get("id") and b["id"] != rid:
-            raise BadRequest("Role ID in URL and payload do not match")
-        if not isinstance(await read("acl.role_read", {"id": rid}), dict):
-            raise BadRequest(f"Cannot find role {rid!r}")
-        r = role_from(b, rid)
-        await write(c.ACLRoleApply("update", r))
-        return json_response(await read("acl.role_read", {"id": rid}))
-
-    async def role_delete(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_write())
-        await write(c.ACLRoleApply("delete", ACLRole(id=request.match_info["id"], name="")))
-        return json_response(True)
-
-    async def role_list(request: web.Request) -> web.Response:
-        await need(request, lambda a: a.acl_read())
-        args = {"policy": request.query.get("policy", "")} if request.query.get("policy") else {}
-        value, meta = await read_query(request, backend, "acl.role_list", args)
-        return json_response(value or [], 200, read_meta_headers(meta))
 
     # ------------------------------------------------------------ the agent's tokens, replication, the rest
 
@@ -557,18 +529,8 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     r.add_get("/v1/acl/token/{accessor}", token_get)
     r.add_put("/v1/acl/token/{accessor}", to_primary(token_update, local_existing))
     r.add_delete("/v1/acl/token/{accessor}", to_primary(token_delete, local_existing))
-    r.add_put("/v1/acl/policy", to_primary(policy_create))
-    r.add_get("/v1/acl/policies", policy_list)
-    r.add_get("/v1/acl/policy/name/{name}", policy_get)
-    r.add_get("/v1/acl/policy/{id}", policy_get)
-    r.add_put("/v1/acl/policy/{id}", to_primary(policy_update))
-    r.add_delete("/v1/acl/policy/{id}", to_primary(policy_delete))
-    r.add_put("/v1/acl/role", to_primary(role_create))
-    r.add_get("/v1/acl/roles", role_list)
-    r.add_get("/v1/acl/role/name/{name}", role_get)
-    r.add_get("/v1/acl/role/{id}", role_get)
-    r.add_put("/v1/acl/role/{id}", to_primary(role_update))
-    r.add_delete("/v1/acl/role/{id}", to_primary(role_delete))
+    object_routes("policy", "policies", policy_from, c.ACLPolicyApply, lambda oid: ACLPolicy(id=oid, name=""))
+    object_routes("role", "roles", role_from, c.ACLRoleApply, lambda oid: ACLRole(id=oid, name=""), ("policy",))
     r.add_put("/v1/agent/token/{kind}", agent_token)
     r.add_get("/v1/acl/replication", replication)
     r.add_post("/v1/acl/login", login)
