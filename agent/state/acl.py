@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyconsul.agent.state.acl_defs import (
@@ -61,40 +62,60 @@ def valid_role_name(name: str) -> bool:
 # ---------------------------------------------------------------- writes
 
 
-def _links(t: Tables, links: tuple[ACLPolicyLink, ...]) -> tuple[ACLPolicyLink, ...]:
+def _linked(links: tuple[ACLPolicyLink, ...], ids: Mapping[str, object],
+            by_name: Callable[[str], ACLPolicy | ACLRole | None], what: str) -> tuple[ACLPolicyLink, ...]:
+    """`links` by ID only, each once, in order; a link to no existing `what` (by ID or name) is refused."""
     out: list[ACLPolicyLink] = []
     seen: set[str] = set()
     for link in links:
         if link.id:
-            if link.id not in t.acl_policies:
-                raise StateFailure(f"No such ACL policy with ID {link.id!r}")
-            pid = link.id
+            if link.id not in ids:
+                raise StateFailure(f"No such ACL {what} with ID {link.id!r}")
+            oid = link.id
         else:
-            policy = policy_by_name(t, link.name)
-            if policy is None:
-                raise StateFailure(f"No such ACL policy with name {link.name!r}")
-            pid = policy.id
-        if pid not in seen:
-            seen.add(pid)
-            out.append(ACLPolicyLink(id=pid))
+            found = by_name(link.name)
+            if found is None:
+                raise StateFailure(f"No such ACL {what} with name {link.name!r}")
+            oid = found.id
+        if oid not in seen:
+            seen.add(oid)
+            out.append(ACLPolicyLink(id=oid))
     return tuple(out)
+
+
+def _links(t: Tables, links: tuple[ACLPolicyLink, ...]) -> tuple[ACLPolicyLink, ...]:
+    return _linked(links, t.acl_policies, lambda name: policy_by_name(t, name), "policy")
 
 
 def _role_links(t: Tables, links: tuple[ACLPolicyLink, ...]) -> tuple[ACLPolicyLink, ...]:
-    out: list[ACLPolicyLink] = []
-    for link in links:
-        if link.id:
-            if link.id not in t.acl_roles:
-                raise StateFailure(f"No such ACL role with ID {link.id!r}")
-            rid = link.id
-        else:
-            role = role_by_name(t, link.name)
-            if role is None:
-                raise StateFailure(f"No such ACL role with name {link.name!r}")
-            rid = role.id
-        if ACLPolicyLink(id=rid) not in out:
-            out.append(ACLPolicyLink(id=rid))
-    return tuple(out)
+    return _linked(links, t.acl_roles, lambda name: role_by_name(t, name), "role")
+
+
+def _delete(t: Tables, idx: int, table: str, key: str, index_name: str) -> bool:
+    if key not in getattr(t, table):
+        return False
+    t.delete(table, key)
+    t.bump(index_name, idx)
+    return True
+
+
+def _create_index(t: Tables, idx: int, op: str, kind: str, obj: ACLPolicy | ACLRole, old: ACLPolicy | ACLRole | None,
+                  same_name: ACLPolicy | ACLRole | None, valid_name: Callable[[str], bool]) -> int | None:
+    """What a policy's or a role's create or update checks alike (`kind`: "Policy" or "Role"): the create index
+    it keeps, or None for an update of an object that does not exist."""
+    if op not in ("create", "update"):
+        raise StateFailure(f"unknown ACL {kind.lower()} operation {op!r}")
+    if not obj.id:
+        raise StateFailure(f"Invalid {kind}: missing ID")
+    if not valid_name(obj.name):
+        raise StateFailure(f"Invalid {kind}: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
+    if same_name is not None and same_name.id != obj.id:
+        raise StateFailure(f"Invalid {kind}: A {kind} with Name {obj.name!r} already exists")
+    if op == "create":
+        if old is not None:
+            raise StateFailure(f"Invalid {kind}: ID {obj.id!r} is already in use")
+        return idx
+    return None if old is None else old.create_index
 
 
 def _put_token(t: Tables, idx: int, tok: ACLToken) -> None:
@@ -107,11 +128,7 @@ def apply_token(t: Tables, idx: int, cmd: ACLTokenApply) -> bool:
     if cmd.op == "delete":
         if tok.accessor_id == ANONYMOUS_ACCESSOR:
             raise StateFailure("Delete operation not permitted on the anonymous token")
-        if tok.accessor_id not in t.acl_tokens:
-            return False
-        t.delete("acl_tokens", tok.accessor_id)
-        t.bump(TOKENS, idx)
-        return True
+        return _delete(t, idx, "acl_tokens", tok.accessor_id, TOKENS)
     if not tok.accessor_id or not tok.secret_id:
         raise StateFailure("Invalid Token: missing AccessorID or SecretID")
     holder = t.acl_tokens_by_secret.get(tok.secret_id)
@@ -146,30 +163,12 @@ def _with(tok: ACLToken, links: tuple[ACLPolicyLink, ...], create: int, modify: 
 
 def apply_role(t: Tables, idx: int, cmd: ACLRoleApply) -> bool:
     r = cmd.role
-    old = t.acl_roles.get(r.id)
     if cmd.op == "delete":
-        if old is None:
-            return False
-        t.delete("acl_roles", r.id)
-        t.bump(ROLES, idx)
-        return True
-    if cmd.op not in ("create", "update"):
-        raise StateFailure(f"unknown ACL role operation {cmd.op!r}")
-    if not r.id:
-        raise StateFailure("Invalid Role: missing ID")
-    if not valid_role_name(r.name):
-        raise StateFailure("Invalid Role: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
-    same_name = role_by_name(t, r.name)
-    if same_name is not None and same_name.id != r.id:
-        raise StateFailure(f"Invalid Role: A Role with Name {r.name!r} already exists")
-    if cmd.op == "create":
-        if old is not None:
-            raise StateFailure(f"Invalid Role: ID {r.id!r} is already in use")
-        create = idx
-    else:
-        if old is None:
-            return False
-        create = old.create_index
+        return _delete(t, idx, "acl_roles", r.id, ROLES)
+    create = _create_index(t, idx, cmd.op, "Role", r, t.acl_roles.get(r.id), role_by_name(t, r.name),
+                           valid_role_name)
+    if create is None:
+        return False
     t.put("acl_roles", r.id, ACLRole(id=r.id, name=r.name, description=r.description,
                                      policies=_links(t, r.policies), hash=r.hash, create_index=create,
                                      modify_index=idx))
@@ -179,40 +178,21 @@ def apply_role(t: Tables, idx: int, cmd: ACLRoleApply) -> bool:
 
 def apply_policy(t: Tables, idx: int, cmd: ACLPolicyApply) -> bool:
     p = cmd.policy
-    old = t.acl_policies.get(p.id)
     if cmd.op == "delete":
         if p.id == GLOBAL_MANAGEMENT_ID:
             raise StateFailure("Delete of builtin global-management policy not permitted")
-        if old is None:
-            return False
-        t.delete("acl_policies", p.id)
-        t.bump(POLICIES, idx)
-        return True
-    if cmd.op not in ("create", "update"):
-        raise StateFailure(f"unknown ACL policy operation {cmd.op!r}")
-    if not p.id:
-        raise StateFailure("Invalid Policy: missing ID")
-    if not valid_policy_name(p.name):
-        raise StateFailure("Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
-    same_name = policy_by_name(t, p.name)
-    if same_name is not None and same_name.id != p.id:
-        raise StateFailure(f"Invalid Policy: A Policy with Name {p.name!r} already exists")
-    if cmd.op == "create":
-        if old is not None:
-            raise StateFailure(f"Invalid Policy: ID {p.id!r} is already in use")
-        create = idx
-    else:
-        if old is None:
-            return False
-        if p.id == GLOBAL_MANAGEMENT_ID:
-            if p.name != old.name:
-                raise StateFailure("Changing the Name for the builtin global-management policy is not permitted")
-            if p.rules != old.rules:
-                raise StateFailure("Changing the Rules for the builtin global-management policy is not permitted")
-            if p.datacenters != old.datacenters:
-                raise StateFailure("Changing the Datacenters of the builtin global-management policy is not "
-                                   "permitted")
-        create = old.create_index
+        return _delete(t, idx, "acl_policies", p.id, POLICIES)
+    old = t.acl_policies.get(p.id)
+    create = _create_index(t, idx, cmd.op, "Policy", p, old, policy_by_name(t, p.name), valid_policy_name)
+    if create is None:
+        return False
+    if old is not None and cmd.op == "update" and p.id == GLOBAL_MANAGEMENT_ID:
+        if p.name != old.name:
+            raise StateFailure("Changing the Name for the builtin global-management policy is not permitted")
+        if p.rules != old.rules:
+            raise StateFailure("Changing the Rules for the builtin global-management policy is not permitted")
+        if p.datacenters != old.datacenters:
+            raise StateFailure("Changing the Datacenters of the builtin global-management policy is not permitted")
     t.put("acl_policies", p.id, ACLPolicy(id=p.id, name=p.name, description=p.description, rules=p.rules,
                                           datacenters=p.datacenters, hash=p.hash, create_index=create,
                                           modify_index=idx))
@@ -298,22 +278,19 @@ def rfc3339(ts: float) -> str:
     return f"{year:04d}-{month:02d}-{day:02d}T{sod // 3600:02d}:{sod % 3600 // 60:02d}:{sod % 60:02d}{frac}Z"
 
 
-def _links_json(t: Tables, links: tuple[ACLPolicyLink, ...]) -> list[dict[str, str]]:
-    return [{"ID": p.id, "Name": p.name} for p in (t.acl_policies.get(link.id) for link in links) if p is not None]
-
-
-def _role_links_json(t: Tables, links: tuple[ACLPolicyLink, ...]) -> list[dict[str, str]]:
-    return [{"ID": r.id, "Name": r.name} for r in (t.acl_roles.get(link.id) for link in links) if r is not None]
+def _links_json(table: Mapping[str, ACLPolicy | ACLRole], links: tuple[ACLPolicyLink, ...]) -> list[dict[str, str]]:
+    """ID and name of each linked policy (or role) that still exists."""
+    return [{"ID": o.id, "Name": o.name} for o in (table.get(link.id) for link in links) if o is not None]
 
 
 def token_json(t: Tables, tok: ACLToken, *, redact: bool = False) -> dict[str, Any]:
     """Consul's ACLToken JSON. `redact`: SecretID becomes "<hidden>" (a caller without acl:write)."""
     out: dict[str, Any] = {"AccessorID": tok.accessor_id, "SecretID": REDACTED if redact else tok.secret_id,
                            "Description": tok.description}
-    links = _links_json(t, tok.policies)
+    links = _links_json(t.acl_policies, tok.policies)
     if links:
         out["Policies"] = links
-    roles = _role_links_json(t, tok.roles)
+    roles = _links_json(t.acl_roles, tok.roles)
     if roles:
         out["Roles"] = roles
     out.update({"Local": tok.local, "CreateTime": rfc3339(tok.create_time), "Hash": tok.hash,
@@ -344,7 +321,7 @@ def policy_stub_json(p: ACLPolicy) -> dict[str, Any]:
 def role_json(t: Tables, r: ACLRole) -> dict[str, Any]:
     """Consul's ACLRole JSON (a deleted policy drops out of Policies)."""
     out: dict[str, Any] = {"ID": r.id, "Name": r.name, "Description": r.description}
-    links = _links_json(t, r.policies)
+    links = _links_json(t.acl_policies, r.policies)
     if links:
         out["Policies"] = links
     out.update({"Hash": r.hash, "CreateIndex": r.create_index, "ModifyIndex": r.modify_index})
