@@ -20,7 +20,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -158,6 +158,8 @@ def semaphore_holds(pairs: Sequence[Pair], prefix: str, limit: int, session: str
 
 
 class _Base:
+    what = ""  # "Lock" or "Semaphore", for messages
+
     def __init__(self, kv: KV, *, session_name: str, behavior: str, try_once: float | None,
                  monitor_retries: int, monitor_retry_time: float = 1.0) -> None:
         self.kv = kv
@@ -208,6 +210,40 @@ class _Base:
         left = self.try_once - (time.monotonic() - start)
         return left if left > 0 else None
 
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until held (True), or `stop`/the -timeout ends the attempt (False)."""
+        if self.held:
+            raise LockError(f"{self.what} already held")
+        self._start_session()
+        try:
+            ok = self._acquire(stop)
+        except BaseException:
+            self.end_session()
+            raise
+        if not ok:
+            self.end_session()
+        self.held = ok
+        return ok
+
+    def _acquire(self, stop: threading.Event) -> bool:
+        raise NotImplementedError
+
+    def _contend(self, stop: threading.Event, attempt: Callable[[int, float], int | None]) -> bool:
+        """Call `attempt(index, wait)` (one blocking read at `index` for at most `wait` seconds, then a try to
+        take the lock) until it returns None (held: True) or `stop`/the -timeout ends the attempt (False);
+        otherwise it returns the index of the next read."""
+        start, index, attempts = time.monotonic(), 0, 0
+        while not stop.is_set():
+            wait = self._wait_budget(start) or 0.0
+            if wait <= 0.0 and attempts:  # -timeout used up (the first read is always made)
+                return False
+            attempts += 1
+            next_index = attempt(index, wait)
+            if next_index is None:
+                return True
+            index = next_index
+        return False
+
     def _monitor(self, read: Any, still_held: Any, stop: threading.Event) -> None:
         """Block on reads until `still_held(result)` is false, a read keeps failing, or `stop` is set."""
         index = 0
@@ -233,56 +269,36 @@ class _Base:
 class Lock(_Base):
     """Consul's lock at one key (session behavior release)."""
 
+    what = "Lock"
+
     def __init__(self, kv: KV, key: str, **kw: Any) -> None:
         super().__init__(kv, behavior="release", **kw)
         self.key = key
 
-    def acquire(self, stop: threading.Event) -> bool:
-        """Block until held (True), or `stop`/the -timeout ends the attempt (False)."""
-        if self.held:
-            raise LockError("Lock already held")
-        self._start_session()
+    def _read(self, index: int, wait: float) -> tuple[Pair | None, int]:
         try:
-            ok = self._acquire(stop)
-        except BaseException:
-            self.end_session()
-            raise
-        if not ok:
-            self.end_session()
-        self.held = ok
-        return ok
+            return self.kv.get(self.key, index, wait, False)
+        except ApiError as exc:
+            raise LockError(f"failed to read lock: {exc}") from None
 
     def _acquire(self, stop: threading.Event) -> bool:
-        start, index, attempts = time.monotonic(), 0, 0
-        while not stop.is_set():
-            wait = self._wait_budget(start) or 0.0
-            if wait <= 0.0 and attempts:  # -timeout used up (the first read is always made)
-                return False
-            attempts += 1
-            try:
-                pair, meta_index = self.kv.get(self.key, index, wait, False)
-            except ApiError as exc:
-                raise LockError(f"failed to read lock: {exc}") from None
+        def attempt(index: int, wait: float) -> int | None:
+            pair, meta_index = self._read(index, wait)
             step = lock_step(pair, self.session)
-            if step == "held":
-                return True
-            if step == "wait":
-                index = meta_index
-                continue
+            if step != "acquire":
+                return None if step == "held" else meta_index
             try:
                 if self.kv.acquire(self.key, b"", LOCK_FLAG, self.session):
-                    return True
+                    return None
             except ApiError as exc:
                 raise LockError(f"failed to acquire lock: {exc}") from None
-            try:  # refused: held again already (wait on it), or a lock-delay (retry after a pause)
-                pair, meta_index = self.kv.get(self.key, 0, 0.0, False)
-            except ApiError as exc:
-                raise LockError(f"failed to read lock: {exc}") from None
+            pair, meta_index = self._read(0, 0.0)  # refused: held again already (wait on it), or a lock-delay
             if pair is not None and pair.get("Session"):
-                index = meta_index
-            elif stop.wait(RETRY_TIME):
-                return False
-        return False
+                return meta_index
+            stop.wait(RETRY_TIME)  # (retry after a pause; a set `stop` ends the loop)
+            return index
+
+        return self._contend(stop, attempt)
 
     def monitor(self, stop: threading.Event) -> None:
         """Return when the lock is no longer ours (or `stop` is set)."""
@@ -314,25 +330,13 @@ class Lock(_Base):
 class Semaphore(_Base):
     """Consul's semaphore under a prefix (session behavior delete: a dead contender's key goes away)."""
 
+    what = "Semaphore"
+
     def __init__(self, kv: KV, prefix: str, limit: int, **kw: Any) -> None:
         super().__init__(kv, behavior="delete", **kw)
         if limit <= 0:
             raise LockError("semaphore limit must be positive")
         self.prefix, self.limit = prefix, limit
-
-    def acquire(self, stop: threading.Event) -> bool:
-        if self.held:
-            raise LockError("Semaphore already held")
-        self._start_session()
-        try:
-            ok = self._acquire(stop)
-        except BaseException:
-            self.end_session()
-            raise
-        if not ok:
-            self.end_session()
-        self.held = ok
-        return ok
 
     def _acquire(self, stop: threading.Event) -> bool:
         contender = join(self.prefix, self.session)
@@ -342,29 +346,23 @@ class Semaphore(_Base):
             raise LockError(f"failed to make contender entry: {exc}") from None
         if not made:
             raise LockError("failed to make contender entry")
-        start, index, attempts = time.monotonic(), 0, 0
-        while not stop.is_set():
-            wait = self._wait_budget(start) or 0.0
-            if wait <= 0.0 and attempts:  # -timeout used up (the first read is always made)
-                return False
-            attempts += 1
+
+        def attempt(index: int, wait: float) -> int | None:
             try:
                 pairs, meta_index = self.kv.list(self.prefix, index, wait, False)
             except ApiError as exc:
                 raise LockError(f"failed to read prefix: {exc}") from None
             step, state = semaphore_step(pairs, self.prefix, self.limit, self.session)
-            if step == "held":
-                return True
-            if step == "wait":
-                index = meta_index
-                continue
+            if step != "cas":
+                return None if step == "held" else meta_index
             try:
                 if self.kv.cas(join(self.prefix, LOCK_KEY), state.encode(), SEMAPHORE_FLAG, state.modify_index):
-                    return True
+                    return None
             except ApiError as exc:
                 raise LockError(f"failed to update lock: {exc}") from None
-            index = 0  # lost a race with another contender: read again at once
-        return False
+            return 0  # lost a race with another contender: read again at once
+
+        return self._contend(stop, attempt)
 
     def monitor(self, stop: threading.Event) -> None:
         self._monitor(lambda index: self.kv.list(self.prefix, index, MONITOR_WAIT, True),
