@@ -38,8 +38,8 @@ class Authorizer(Protocol):
     def snapshot(self) -> bool: ...
 
 
-class _Static:
-    """Answers every question the same way (acl_* and snapshot separately: only management may)."""
+class Static:
+    """Every question the same answer; ACL management and snapshots only when `manage` (policy.DEFAULT_ALLOW)."""
 
     def __init__(self, answer: bool, manage: bool) -> None:
         self._a = answer
@@ -75,6 +75,6 @@ class _Static:
     service_read = service_write = session_read = session_write = _name
 
 
-ALLOW_ALL: Authorizer = _Static(True, True)  # ACLs disabled: everything, as without an ACL system
-MANAGE_ALL: Authorizer = _Static(True, True)  # a management token
-DENY_ALL: Authorizer = _Static(False, False)
+ALLOW_ALL: Authorizer = Static(True, True)  # ACLs disabled: everything, as without an ACL system
+MANAGE_ALL: Authorizer = Static(True, True)  # a management token
+DENY_ALL: Authorizer = Static(False, False)

@@ -17,48 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from pyconsul.agent.acl.authz import DENY_ALL, Authorizer
+from pyconsul.agent.acl.authz import DENY_ALL, Authorizer, Static
 from pyconsul.agent.acl.rules import DENY, LEVEL, LIST, NAMED, READ, WRITE, Rules
 
-
-class _Static:
-    """Every question the same answer; ACL management and snapshots only when `manage`."""
-
-    def __init__(self, answer: bool, manage: bool) -> None:
-        self._a = answer
-        self._m = manage
-
-    def acl_read(self) -> bool:
-        return self._m
-
-    def acl_write(self) -> bool:
-        return self._m
-
-    def snapshot(self) -> bool:
-        return self._m
-
-    def keyring_read(self) -> bool:
-        return self._a
-
-    def keyring_write(self) -> bool:
-        return self._a
-
-    def operator_read(self) -> bool:
-        return self._a
-
-    def operator_write(self) -> bool:
-        return self._a
-
-    def _name(self, _name: str) -> bool:
-        return self._a
-
-    agent_read = agent_write = event_read = event_write = _name
-    key_read = key_list = key_write = key_write_prefix = _name
-    node_read = node_write = query_read = query_write = _name
-    service_read = service_write = session_read = session_write = _name
-
-
-DEFAULT_ALLOW: Authorizer = _Static(True, False)  # acl.default_policy = "allow" (Consul's allowAll)
+DEFAULT_ALLOW: Authorizer = Static(True, False)  # acl.default_policy = "allow" (Consul's allowAll)
 
 
 def merge_access(a: str | None, b: str) -> str:
