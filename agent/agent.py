@@ -203,7 +203,7 @@ class Agent:
             self.backend = self.server
         else:
             self._client_transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, 0),  # requests only
-                                               tls=self._rpc_tls())
+                                               tls=self._rpc_tls(), supervisor=self.supervisor)
             self.backend = ClientBackend(self._client_transport, self.lan.members, cfg.datacenter)
 
     def _rpc_tls(self) -> RpcTLS | None:
@@ -481,7 +481,8 @@ class Agent:
         cfg = self.cfg
         fsm = StoreFSM()
         transport = Transport(self.node_id, cfg.datacenter, (cfg.bind_addr, cfg.ports.server),
-                              limits=RpcLimits(max_conns_per_client=cfg.rpc_max_conns_per_client), tls=self._rpc_tls())
+                              limits=RpcLimits(max_conns_per_client=cfg.rpc_max_conns_per_client), tls=self._rpc_tls(),
+                              supervisor=self.supervisor)
         storage = RaftStorage.open(data / "raft")
         raft = RaftNode(self.node_id, cfg.raft_config(), storage, fsm, transport, rng=random.Random())
         server = ConsulServer(cfg, self.node_id, lan.members, transport, raft, fsm,

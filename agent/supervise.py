@@ -13,6 +13,11 @@ A task that returns normally is done (a retry-join that joined, a bootstrap that
 The Raft loop and the gossip pools' timers are not tasks of ours: RaftNode.on_failed and Pool.on_failed
 report into `failed(name, exc, critical=True)`, the same path.
 
+Short-lived work (one request, one connection's set-up) is not supervised: `start_tracked` runs it in a task kept
+in its owner's set until it ends (so the owner cancels what is left when it stops, and no pending task is garbage
+collected mid-flight) and logs an exception it ends with at once, as `failed` does, instead of letting it vanish
+as "Task exception was never retrieved".
+
 Test hook: PYCONSUL_TEST_FAIL_TASK=<name> (read when the Supervisor is built) makes the task of that name
 raise RuntimeError at its first start, so a test can check the reaction to each task's death.
 """
@@ -24,15 +29,38 @@ import logging
 import os
 import traceback
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("agent.supervise")
+T = TypeVar("T")
 
 RESTART_BACKOFF = 0.5
 RESTART_BACKOFF_MAX = 30.0
 FAIL_TASK_ENV = "PYCONSUL_TEST_FAIL_TASK"
 
 Factory = Callable[[], Coroutine[Any, Any, None]]
+
+
+def start_tracked(coro: Coroutine[Any, Any, T], tasks: set[asyncio.Task[Any]], name: str | None = None
+                  ) -> asyncio.Task[T]:
+    """Run short-lived `coro` in a task held in `tasks` while it runs; an exception it ends with is logged."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    task.add_done_callback(log_failure)
+    return task
+
+
+def log_failure(task: asyncio.Future[Any]) -> None:
+    """Done-callback: retrieve the exception a task ended with and log it with its traceback at ERROR (the work
+    was meant to handle its expected errors itself: this is a bug, never silent). A cancellation is not a failure."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        log.error("task %r failed:\n%s", name, tb)
 
 
 class InjectedFailure(RuntimeError):

@@ -46,7 +46,7 @@ from pyconsul.agent.dns import resolver as r
 from pyconsul.agent.dns.config import MAX_WATCHED_NAMES, WATCH_IDLE, DNSConfig
 from pyconsul.agent.errors import NotFound, PyconsulError
 from pyconsul.agent.server.common import REQUEST_DC
-from pyconsul.agent.supervise import Supervisor
+from pyconsul.agent.supervise import Supervisor, start_tracked
 
 log = logging.getLogger("agent.dns")
 
@@ -126,9 +126,7 @@ class Views:
             e = self.entries[key] = _Entry()
         if e.filled is None or e.filled.done():
             e.filled = asyncio.get_running_loop().create_future()
-            task = asyncio.get_running_loop().create_task(self._fill(key, e), name=f"dns-fill:{key[0]}:{key[2]}")
-            self._fills.add(task)
-            task.add_done_callback(self._fills.discard)
+            start_tracked(self._fill(key, e), self._fills, f"dns-fill:{key[0]}:{key[2]}")
         if key[0] != "query":
             self._ensure_detectors(key[1])
         return e.filled
@@ -154,13 +152,15 @@ class Views:
             value = r.Failed(_describe(exc))
         finally:
             self.stats["fills"] += 1
-            if self.entries.get(key) is e and value is not r.MISSING:
-                changed = e.value is not r.MISSING
-                e.value, e.when, e.index = value, time.monotonic(), index
-                if changed:
-                    self.on_change(key)
-            if e.filled is not None and not e.filled.done():
-                e.filled.set_result(r.Failed("read cancelled") if value is r.MISSING else value)
+            try:
+                if self.entries.get(key) is e and value is not r.MISSING:
+                    changed = e.value is not r.MISSING
+                    e.value, e.when, e.index = value, time.monotonic(), index
+                    if changed:
+                        self.on_change(key)
+            finally:  # whatever on_change does, the questions waiting for this fill get their answer
+                if e.filled is not None and not e.filled.done():
+                    e.filled.set_result(r.Failed("read cancelled") if value is r.MISSING else value)
 
     async def _read_value(self, kind: str, dc: str, name: str) -> tuple[Any, int]:
         """The entry's value and (a service entry) the per-service index the read answered with."""

@@ -854,6 +854,9 @@ class _Connection(asyncio.Protocol):
             if nxt is not None:
                 nxt.cancel()
                 await asyncio.wait((nxt,))  # the generator must be idle before aclose()
+                if not nxt.cancelled() and not isinstance(exc := nxt.exception(), StopAsyncIteration | None):
+                    # it failed as the connection went: retrieved and logged, not left to vanish
+                    log.error("streamed response to %s %s failed", req.method, req.path, exc_info=exc)
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 try:

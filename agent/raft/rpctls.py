@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pyconsul.agent.supervise import start_tracked
+
 if TYPE_CHECKING:
     import ssl
 
@@ -136,7 +138,7 @@ class Listener:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.create_server((host, port), family=family, backlog=1024)
         self.sock.setblocking(False)
-        self.task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self.task = self.t.supervisor.spawn("rpc-accept", self._accept_loop, restart=True)
 
     @property
     def port(self) -> int:
@@ -153,8 +155,8 @@ class Listener:
             self.sock.close()
 
     async def _accept_loop(self) -> None:
-        """Never ends but by close(): a failed accept (EMFILE, ...) is logged and retried after a pause. Like the
-        transport's own tasks it lives and dies with the transport (Transport.stop), not under agent/supervise.py."""
+        """Never ends but by close(): a failed accept (EMFILE, ...) is logged and retried after a pause. Supervised
+        (the transport's Supervisor, agent/supervise.py): anything else that ends it is logged and it restarts."""
         loop = asyncio.get_running_loop()
         assert self.sock is not None
         while True:
@@ -175,9 +177,7 @@ class Listener:
                 conn.close()
                 continue
             self.pending[ip] = self.pending.get(ip, 0) + 1
-            task = loop.create_task(self._open(conn, ip))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            start_tracked(self._open(conn, ip), self.tasks, "rpc-open")
 
     def _admit(self, ip: str) -> bool:
         """Transport._admit's limits, counting the connections still in their first byte or handshake too."""

@@ -44,6 +44,7 @@ from pyconsul.agent import errors
 from pyconsul.agent.raft import rpctls, wire
 from pyconsul.agent.raft.messages import WireMessage
 from pyconsul.agent.raft.wire import Kind, WireError
+from pyconsul.agent.supervise import Supervisor, start_tracked
 
 log = logging.getLogger("agent.server.rpc")
 
@@ -273,7 +274,8 @@ class _Peer:
         self.fd = -1
         self.broken: asyncio.StreamWriter | None = None
         self.loop = asyncio.get_running_loop()
-        self.task = self.loop.create_task(self._run())
+        # long-lived: supervised, restarted after a failure (a bug) instead of leaving this peer unreachable
+        self.task = transport.supervisor.spawn(f"raft-send:{address}", self._run, restart=True)
 
     async def _run(self) -> None:
         """Contract: a batch is dropped only after it was handed to a connection we believed
@@ -477,8 +479,10 @@ class Transport:
         on_peer_lost: Callable[[str], None] | None = None,
         limits: RpcLimits | None = None,
         tls: rpctls.RpcTLS | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.server_id = server_id
+        self.supervisor = supervisor or Supervisor()  # the agent's: the peers' senders and the TLS accept loop
         self.on_peer_lost = on_peer_lost
         self._stopping = False
         self.datacenter = datacenter
@@ -493,6 +497,7 @@ class Transport:
         self._clients: dict[str, _Client] = {}
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self._serving: set[asyncio.Task[None]] = set()  # forwarded requests being served (_serve)
         self.limits = limits or RpcLimits()
         self.tls = tls  # TLS on this port and when dialling (rpctls.py); None: plaintext only
         self._mux: rpctls.Listener | None = None  # the listener when TLS is on (first byte RPC_TLS: TLS)
@@ -528,7 +533,8 @@ class Transport:
         if self._mux is not None:
             await self._mux.close()
         tasks = [p.task for p in self._peers.values()] + [c.reader_task for c in self._clients.values()
-                                                          if c.reader_task is not None] + list(self._conns)
+                                                          if c.reader_task is not None] + list(self._conns) \
+            + list(self._serving)
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -667,8 +673,8 @@ class Transport:
                     del obj
                     conn.stream_bytes = 0  # a streamed request's bytes: released by _serve, or just below
                     if self._take(conn, 0 if streamed else n):
-                        asyncio.get_running_loop().create_task(self._serve(conn, 0 if streamed else n, rid, method,
-                                                                           args, streamed))
+                        start_tracked(self._serve(conn, 0 if streamed else n, rid, method, args, streamed),
+                                      self._serving, "rpc-serve")
                         del args
                         continue
                     del args
@@ -696,6 +702,8 @@ class Transport:
             # the peer closed or reset the connection: its process may have died (a hint for Raft)
             if sender and not self._stopping and not conn.dropped and self.on_peer_lost is not None:
                 self.on_peer_lost(sender)
+        except Exception:  # a bug: never silent (asyncio would only report it when the task is collected)
+            log.exception("server RPC: the connection from %s failed", peer)
         finally:
             conn.dropped = True
             self._streaming -= conn.stream_bytes  # a stream cut short
