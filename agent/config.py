@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyconsul.agent.acl.config import KEYS as ACL_KEYS
 from pyconsul.agent.acl.config import ACLConfig, ACLConfigError
@@ -36,6 +37,9 @@ from pyconsul.agent.gossip.config import GossipConfig
 from pyconsul.agent.raft.config import RaftConfig
 from pyconsul.agent.tlsutil import KEYS as TLS_KEYS
 from pyconsul.agent.tlsutil import TLSConfig, TLSConfigError
+
+if TYPE_CHECKING:
+    from pyconsul.agent.server.autopilot import AutopilotConfig
 
 # Re-exported: the presets live beside their cores (pure modules), the agent's config embeds them.
 __all__ = ["AgentConfig", "ConfigError", "GossipConfig", "Ports", "RaftConfig"]
@@ -98,6 +102,11 @@ class AgentConfig:
     raft_multiplier: int = 5
     raft_profile: str = "consul"  # pyconsul extension: "consul" (timing x raft_multiplier) or "fast"
     autopilot_cleanup_dead_servers: bool = True  # Consul autopilot: remove dead servers when safe
+    # Consul autopilot's stable server introduction (agent/server/autopilot.py): a joined server is a non-voter
+    # until it has been healthy (heard from within the threshold, at most max_trailing_logs behind) this long
+    autopilot_last_contact_threshold: float = 0.2
+    autopilot_max_trailing_logs: int = 250
+    autopilot_server_stabilization_time: float = 10.0
     raft_snapshot_threshold: int | None = None  # None: RaftConfig's (Consul's 16384)
     raft_trailing_logs: int | None = None  # None: RaftConfig's (Consul's 10240)
     # limits.rpc_max_conns_per_client: server RPC connections from one source IP (Consul's default 100; 0: no limit)
@@ -160,6 +169,11 @@ class AgentConfig:
         if self.raft_trailing_logs is not None:
             rc = replace(rc, trailing_logs=self.raft_trailing_logs)
         return rc
+
+    def autopilot_config(self) -> AutopilotConfig:
+        from pyconsul.agent.server.autopilot import AutopilotConfig
+        return AutopilotConfig(self.autopilot_cleanup_dead_servers, self.autopilot_last_contact_threshold,
+                               self.autopilot_max_trailing_logs, self.autopilot_server_stabilization_time)
 
     def rpc_advertise(self) -> tuple[str, int]:
         """(address, port) other servers dial for our server RPC: advertise_addrs.rpc, else the LAN
@@ -262,6 +276,10 @@ class AgentConfig:
             raise ConfigError("raft_snapshot_threshold: must be at least 1")
         if self.raft_trailing_logs is not None and self.raft_trailing_logs < 0:
             raise ConfigError("raft_trailing_logs: must not be negative")
+        try:
+            self.autopilot_config().validate()
+        except ValueError as exc:
+            raise ConfigError(f"autopilot: {exc}") from None
         if self.rpc_max_conns_per_client < 0:
             raise ConfigError("limits.rpc_max_conns_per_client: must not be negative")
         if self.http_max_conns_per_client < 0:
@@ -376,7 +394,9 @@ KEYS: dict[str, Kind] = {
     "reconnect_timeout": "duration", "reconnect_timeout_wan": "duration",
     "leave_on_terminate": "bool", "skip_leave_on_interrupt": "bool",
     "performance.raft_multiplier": "int", "performance.raft_profile": "str", "enable_debug": "bool",
-    "autopilot.cleanup_dead_servers": "bool", "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
+    "autopilot.cleanup_dead_servers": "bool", "autopilot.last_contact_threshold": "duration",
+    "autopilot.max_trailing_logs": "int", "autopilot.server_stabilization_time": "duration",
+    "raft_snapshot_threshold": "int", "raft_trailing_logs": "int",
     "advertise_addrs.rpc": "str", "tombstone_ttl": "duration", "tombstone_ttl_granularity": "duration",
     "limits.rpc_max_conns_per_client": "int", "limits.http_max_conns_per_client": "int",
     "limits.https_handshake_timeout": "duration", "limits.rpc_handshake_timeout": "duration", "pid_file": "str",
@@ -407,6 +427,9 @@ _OBJECTS = frozenset(k.rsplit(".", n)[0] for k in [*KEYS, *LATER_KEYS] for n in 
 _ALIASES = {"ui_config.enabled": "ui", "performance.raft_multiplier": "raft_multiplier",
             "performance.raft_profile": "raft_profile",
             "autopilot.cleanup_dead_servers": "autopilot_cleanup_dead_servers",
+            "autopilot.last_contact_threshold": "autopilot_last_contact_threshold",
+            "autopilot.max_trailing_logs": "autopilot_max_trailing_logs",
+            "autopilot.server_stabilization_time": "autopilot_server_stabilization_time",
             "advertise_addrs.rpc": "advertise_addr_rpc", "limits.rpc_max_conns_per_client": "rpc_max_conns_per_client",
             "limits.http_max_conns_per_client": "http_max_conns_per_client",
             "limits.https_handshake_timeout": "https_handshake_timeout",

@@ -263,6 +263,27 @@ def register(app: web.Application, backend: Backend, datacenter: str, node_name:
         await backend.status("remove_peer", {"id": q.get("id", ""), "address": q.get("address", "")})
         return web.Response(text="")
 
+    async def autopilot_conf(request: web.Request) -> web.Response:
+        return json_response(await backend.status("autopilot_configuration"))
+
+    async def autopilot_set(request: web.Request) -> web.Response:
+        """The leader's autopilot settings (server/autopilot.py config_from_json has the bounds); ?cas=."""
+        cas: int | None = None
+        if "cas" in request.query:
+            raw = request.query["cas"]
+            if not raw.isascii() or not raw.isdigit() or len(raw) > 20 or int(raw) >= 2**64:
+                raise BadRequest(f"Error parsing cas value: {raw!r} is not an unsigned 64-bit integer")
+            cas = int(raw)
+        body = decode_json(await request.read())
+        if not isinstance(body, dict):
+            raise BadRequest("Error parsing autopilot config: the body must be a JSON object")
+        return json_response(bool(await backend.status("autopilot_set_configuration", {"config": body, "cas": cas})))
+
+    async def autopilot_health(request: web.Request) -> web.Response:
+        """429 unless every server is healthy, as Consul."""
+        reply = await backend.status("autopilot_health")
+        return json_response(reply, 200 if reply.get("Healthy") else 429)
+
     r = app.router
     r.add_put("/v1/catalog/register", reg)
     r.add_put("/v1/catalog/deregister", dereg)
@@ -282,6 +303,9 @@ def register(app: web.Application, backend: Backend, datacenter: str, node_name:
     r.add_get("/v1/status/peers", peers)
     r.add_get("/v1/operator/raft/configuration", raft_conf)
     r.add_delete("/v1/operator/raft/peer", raft_remove)
+    r.add_get("/v1/operator/autopilot/configuration", autopilot_conf)
+    r.add_put("/v1/operator/autopilot/configuration", autopilot_set)
+    r.add_get("/v1/operator/autopilot/health", autopilot_health)
 
 
 def connect_reader(backend: Backend, node_name: str, name: str, **params: Any) -> Any:

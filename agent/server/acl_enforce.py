@@ -283,12 +283,13 @@ def _query_ok(authz: Authorizer, cmd: c.PreparedQueryApply, lookup: Lookup) -> b
 
 
 def check_status(authz: Authorizer, what: str, args: dict[str, Any]) -> None:
-    """Server-RPC `status` requests: operator read for the Raft configuration, operator write to remove a
-    peer, event write for a forwarded user event, node write for a coordinate update; the rest (leader,
-    peers, datacenters) need nothing, as /v1/status/* in Consul."""
-    if what == "raft_configuration":
+    """Server-RPC `status` requests: operator read for the Raft configuration and autopilot's settings and
+    health, operator write to remove a peer or change autopilot's settings, event write for a forwarded user
+    event, node write for a coordinate update; the rest (leader, peers, datacenters) need nothing, as
+    /v1/status/* in Consul."""
+    if what in ("raft_configuration", "autopilot_configuration", "autopilot_health"):
         ok = authz.operator_read()
-    elif what == "remove_peer":
+    elif what in ("remove_peer", "autopilot_set_configuration"):
         ok = authz.operator_write()
     elif what == "event_fire":
         name = str(args.get("name", ""))

@@ -1,7 +1,14 @@
 """What the leader does about the servers of its datacenter (Consul's leader.go + autopilot). Pure.
 
 - **Add**: an alive server of our datacenter that is not in the Raft configuration is added as a
-  voter, one change at a time (Raft thesis §4.1) -- a replacement or a newly joined server.
+  NON-VOTER, one change at a time (Raft thesis §4.1) -- a replacement or a newly joined server (Consul
+  1.7, raft protocol 3: joinConsulServer's AddNonvoter). The servers of the initial bootstrap
+  (bootstrap_expect / -bootstrap) are voters from the first entry on (bootstrap.py).
+- **Promote** (autopilot's stable server introduction): a non-voter becomes a voter once it has been
+  healthy (`is_healthy`) for server_stabilization_time without a break (`update_health` keeps when
+  each server last changed between healthy and unhealthy). A server the leader cannot replicate to --
+  e.g. one whose RPC TLS is refused -- never answers, so it stays a non-voter and never counts in the
+  quorum.
 - **Left servers** still in the configuration (their leave event was missed, e.g. during an
   election) are removed, unconditionally, as Consul's reconcile does.
 - **Dead-server cleanup** (autopilot `cleanup_dead_servers`, default on): servers whose LAN member is
@@ -14,12 +21,160 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
+from pyconsul.agent.flags import format_duration, parse_duration
 from pyconsul.agent.gossip.serf import Member, MemberStatus
-from pyconsul.agent.raft.messages import Configuration, Server
+from pyconsul.agent.raft.messages import Configuration, Server, Suffrage
 from pyconsul.agent.server.bootstrap import server_of
+
+# Bounds of the settings (config file and PUT /v1/operator/autopilot/configuration; README "Limits").
+MAX_LAST_CONTACT_THRESHOLD = 3600.0  # seconds; > 0
+MAX_STABILIZATION_TIME = 3600.0  # seconds; >= 0
+MAX_TRAILING_LOGS = 2**63 - 1  # >= 0 (Consul's is a uint64; capped at a signed 64-bit integer)
+
+
+@dataclass(frozen=True, slots=True)
+class AutopilotConfig:
+    """Consul's autopilot settings (agent config `autopilot { ... }`; Consul's defaults). `create_index` and
+    `modify_index` are the leader's Raft index when the settings were made or last changed (for ?cas=)."""
+
+    cleanup_dead_servers: bool = True
+    last_contact_threshold: float = 0.2  # a server is healthy only if the leader heard from it this recently
+    max_trailing_logs: int = 250  # ... and it is at most this many entries behind the leader's last index
+    server_stabilization_time: float = 10.0  # healthy this long without a break before a non-voter is promoted
+    create_index: int = 0
+    modify_index: int = 0
+
+    def validate(self) -> None:
+        """ValueError naming the setting that is out of its bounds."""
+        t = self.last_contact_threshold
+        if not (math.isfinite(t) and 0 < t <= MAX_LAST_CONTACT_THRESHOLD):
+            raise ValueError(f"LastContactThreshold must be more than 0s and at most "
+                             f"{format_duration(MAX_LAST_CONTACT_THRESHOLD)}, got {format_duration(t)}")
+        t = self.server_stabilization_time
+        if not (math.isfinite(t) and 0 <= t <= MAX_STABILIZATION_TIME):
+            raise ValueError(f"ServerStabilizationTime must be between 0s and "
+                             f"{format_duration(MAX_STABILIZATION_TIME)}, got {format_duration(t)}")
+        if not 0 <= self.max_trailing_logs <= MAX_TRAILING_LOGS:
+            raise ValueError(f"MaxTrailingLogs must be between 0 and {MAX_TRAILING_LOGS}, got {self.max_trailing_logs}")
+
+    def to_json(self) -> dict[str, Any]:
+        """Consul 1.7's api.AutopilotConfiguration (the enterprise-only settings at their zero values)."""
+        return {"CleanupDeadServers": self.cleanup_dead_servers,
+                "LastContactThreshold": format_duration(self.last_contact_threshold),
+                "MaxTrailingLogs": self.max_trailing_logs, "MinQuorum": 0,
+                "ServerStabilizationTime": format_duration(self.server_stabilization_time),
+                "RedundancyZoneTag": "", "DisableUpgradeMigration": False, "UpgradeVersionTag": "",
+                "CreateIndex": self.create_index, "ModifyIndex": self.modify_index}
+
+
+def _duration(v: object, name: str) -> float:
+    """A duration in a PUT body: a Go duration string, or a number of nanoseconds (Go's JSON of a Duration)."""
+    if isinstance(v, str):
+        try:
+            return parse_duration(v)
+        except ValueError:
+            raise ValueError(f"Error parsing autopilot config: {name}: invalid duration {v!r}") from None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v) / 1e9
+    raise ValueError(f"Error parsing autopilot config: {name}: expected a duration, got {type(v).__name__}")
+
+
+def config_from_json(body: object, base: AutopilotConfig) -> AutopilotConfig:
+    """The settings of a PUT body (Consul's api.AutopilotConfiguration; keys case-insensitive as Go's JSON
+    decoding). As in Consul the body replaces every setting: a key left out takes its zero value (false, 0),
+    which for the thresholds fails validate(). ValueError with the message for a 400."""
+    if not isinstance(body, Mapping):
+        raise ValueError("Error parsing autopilot config: the body must be a JSON object")
+    b = {str(k).lower(): v for k, v in body.items()}
+    cleanup = b.get("cleanupdeadservers", False)
+    if not isinstance(cleanup, bool):
+        raise ValueError("Error parsing autopilot config: CleanupDeadServers must be a boolean")
+    trailing = b.get("maxtrailinglogs", 0)
+    if isinstance(trailing, float) and trailing.is_integer():
+        trailing = int(trailing)
+    if not isinstance(trailing, int) or isinstance(trailing, bool):
+        raise ValueError("Error parsing autopilot config: MaxTrailingLogs must be an integer")
+    out = replace(base, cleanup_dead_servers=cleanup,
+                  last_contact_threshold=_duration(b.get("lastcontactthreshold", 0), "LastContactThreshold"),
+                  max_trailing_logs=trailing,
+                  server_stabilization_time=_duration(b.get("serverstabilizationtime", 0),
+                                                      "ServerStabilizationTime"))
+    out.validate()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """What the leader knows of one server of its Raft configuration, at `now` (the leader's clock).
+    `last_contact`: seconds since the leader last heard from it (0 for the leader; math.inf: never in this
+    term). `last_term`: the term of the last entry known to be in its log (the one at its match index)."""
+
+    id: str
+    name: str
+    address: str
+    serf_status: str  # "alive", "failed", "left", "none" (no LAN member)
+    version: str
+    leader: bool
+    voter: bool
+    last_contact: float
+    last_term: int
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHealth:
+    stats: ServerStats
+    healthy: bool
+    stable_since: float  # leader's clock: when `healthy` last changed (or when this leader first looked)
+
+
+def is_healthy(s: ServerStats, term: int, last_index: int, cfg: AutopilotConfig) -> bool:
+    """Consul's ServerHealth.IsHealthy: alive in the LAN pool, heard from within last_contact_threshold, on
+    the leader's term, and at most max_trailing_logs behind the leader's last index."""
+    if s.serf_status != "alive" or not 0 <= s.last_contact <= cfg.last_contact_threshold:
+        return False
+    if s.last_term != term:
+        return False
+    return not (last_index > cfg.max_trailing_logs and s.last_index < last_index - cfg.max_trailing_logs)
+
+
+def update_health(prev: Mapping[str, ServerHealth], stats: Iterable[ServerStats], term: int, last_index: int,
+                  now: float, cfg: AutopilotConfig) -> dict[str, ServerHealth]:
+    """The health of every server now; `stable_since` carries over while `healthy` did not change."""
+    out: dict[str, ServerHealth] = {}
+    for s in stats:
+        healthy = is_healthy(s, term, last_index, cfg)
+        before = prev.get(s.id)
+        since = before.stable_since if before is not None and before.healthy == healthy else now
+        out[s.id] = ServerHealth(s, healthy, since)
+    return out
+
+
+def is_stable(h: ServerHealth | None, now: float, cfg: AutopilotConfig) -> bool:
+    """Consul's IsStable: healthy, and for at least server_stabilization_time."""
+    return h is not None and h.healthy and now - h.stable_since >= cfg.server_stabilization_time
+
+
+def promotion(conf: Configuration, health: Mapping[str, ServerHealth], now: float,
+              cfg: AutopilotConfig) -> Server | None:
+    """The first (by ID) non-voter that is stable, as a voter: the next promotion (one change at a time)."""
+    for s in sorted(conf.servers, key=lambda s: s.id):
+        if s.suffrage == Suffrage.NONVOTER and is_stable(health.get(s.id), now, cfg):
+            return Server(s.id, s.address, Suffrage.VOTER)
+    return None
+
+
+def failure_tolerance(health: Iterable[ServerHealth]) -> int:
+    """How many healthy voters beyond a quorum of the voters (Consul's FailureTolerance; 0 at best)."""
+    hs = [h for h in health if h.stats.voter]
+    healthy = sum(1 for h in hs if h.healthy)
+    need = len(hs) // 2 + 1
+    return max(0, healthy - need)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +203,7 @@ def plan(conf: Configuration, members: Iterable[Member], datacenter: str, self_i
         elif m.status == MemberStatus.LEFT and s.id in in_conf and s.id != self_id:
             left.append(s.id)
         elif m.status == MemberStatus.ALIVE and s.id not in in_conf and add is None:
-            add = s
+            add = Server(s.id, s.address, Suffrage.NONVOTER)  # promoted once stable (promotion())
     base = Plan(add=add, remove_left=tuple(sorted(left)))
     if not cleanup_dead_servers or not (failed or stale):
         return base

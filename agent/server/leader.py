@@ -1,7 +1,9 @@
 """What only the leader does (Consul's leader.go): reconcile LAN members into the catalog with a
 serfHealth check, destroy expired sessions, and keep the Raft configuration in line with the LAN pool
-(autopilot.py decides; one configuration change per pass). Every change goes through Raft like any
-other write, so a leader that loses leadership mid-pass just fails the write and stops.
+(autopilot.py decides; one configuration change per pass): joined servers come in as non-voters and are
+promoted once healthy for server_stabilization_time (`health`, refreshed every pass from `server_stats`).
+Every change goes through Raft like any other write, so a leader that loses leadership mid-pass just
+fails the write and stops.
 
 A new leader first establishes its leadership (`establish`, Consul's establishLeadership + reconcile):
 it registers itself and every alive server in the catalog, and only then does ConsulServer.apply_local
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime
 import logging
 import math
 import time
@@ -32,9 +36,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pyconsul.agent.errors import CommandRejected, PyconsulError
+from pyconsul.agent.flags import format_duration
 from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
 from pyconsul.agent.raft.messages import Configuration
 from pyconsul.agent.server import autopilot, bootstrap
+from pyconsul.agent.server.autopilot import AutopilotConfig, ServerHealth, ServerStats
 from pyconsul.agent.state import commands as c
 from pyconsul.agent.state import restore
 from pyconsul.agent.state.results import WriteResult
@@ -45,8 +51,8 @@ log = logging.getLogger("agent.server")
 
 NO_LEADER_LOG_INTERVAL = 15.0
 LEADER_LOOP_INTERVAL = 1.0
-SERVER_STABILIZATION = 10.0  # Consul autopilot's server_stabilization_time: a new leader waits this
-# long before it calls a Raft server with no LAN member at all "stale" (its LAN view may still be filling)
+# A new leader waits autopilot's server_stabilization_time before it calls a Raft server with no LAN member at
+# all "stale" (its LAN view may still be filling), and before it promotes anyone (its health view is new).
 # The earliest a session created now can expire (2 x the 10 s minimum TTL), less a margin for the time
 # between the leader stamping `now` into the command and the entry being applied.
 MIN_NEW_SESSION_DEADLINE = SESSION_TTL_MULTIPLIER * SESSION_TTL_MIN - 1.0
@@ -82,7 +88,9 @@ class LeaderDuties:
                  wait_change: Callable[[float | None], Awaitable[None]] = _sleep,
                  gc: TombstoneGC | None = None, last_index: Callable[[], int] = lambda: 0,
                  propose_local: Callable[[bytes], Awaitable[WriteResult]] | None = None,
-                 wall: Callable[[], float] = time.time, term: Callable[[], int] = lambda: 0) -> None:
+                 wall: Callable[[], float] = time.time, term: Callable[[], int] = lambda: 0,
+                 autopilot_config: AutopilotConfig | None = None,
+                 server_stats: Callable[[], tuple[float, int, int, list[ServerStats]]] | None = None) -> None:
         self.raft = raft
         self.configuration = configuration
         self.datacenter = datacenter
@@ -91,7 +99,12 @@ class LeaderDuties:
         self.store = store
         self.write = write
         self.force_leave = force_leave
-        self.cleanup_dead_servers = cleanup_dead_servers
+        # the autopilot settings in force on this leader (config file; PUT /v1/operator/autopilot/configuration)
+        self.autopilot_config = autopilot_config or AutopilotConfig(cleanup_dead_servers=cleanup_dead_servers)
+        # (now, term, last index, one ServerStats per server of the configuration): the leader's view, for health
+        self.server_stats = server_stats
+        self.health: dict[str, ServerHealth] = {}  # server ID -> health (autopilot.update_health); leader only
+        self.health_at = 0.0  # the `now` of server_stats when `health` was computed
         self.clock = clock
         self.wait_change = wait_change
         self._autopilot_warned = ""
@@ -145,6 +158,7 @@ class LeaderDuties:
                 continue
             if not was_leader or led_term != self.term():
                 self.reconciled.clear()  # a new leader re-checks everything once
+                self.health = {}  # ... and watches every server for a whole stabilization time again
                 was_leader = True
                 leader_since = self.clock()
                 self.set_gc_leader(True)
@@ -152,7 +166,8 @@ class LeaderDuties:
             try:
                 if self.established_term != led_term:
                     await self.establish(led_term)
-                await self.one_pass(self.clock() - leader_since >= SERVER_STABILIZATION)
+                stabilized = self.clock() - leader_since >= self.autopilot_config.server_stabilization_time
+                await self.one_pass(stabilized)
             except PyconsulError as exc:
                 log.debug("leader loop: %s", exc)
             except TimeoutError:  # a write that did not commit in time (a lost quorum): next pass
@@ -291,13 +306,25 @@ class LeaderDuties:
         with contextlib.suppress(Exception):
             self.raft.change_config(remove=s.id)
 
+    def refresh_health(self) -> dict[str, ServerHealth]:
+        """Recompute every server's health from the leader's view (server_stats); the last result if there is
+        no view (not wired, or not the leader)."""
+        if self.server_stats is None or not self.raft.is_leader:
+            return self.health
+        now, term, last_index, stats = self.server_stats()
+        self.health = autopilot.update_health(self.health, stats, term, last_index, now, self.autopilot_config)
+        self.health_at = now
+        return self.health
+
     def autopilot(self, stable: bool) -> None:
-        """Add joined servers, remove left ones, clean up dead ones (autopilot.py); one Raft
-        configuration change per pass."""
+        """Add joined servers (as non-voters), remove left ones, promote stable non-voters, clean up dead ones
+        (autopilot.py); one Raft configuration change per pass."""
         conf = self.configuration()
         if not conf.servers:
             return
-        p = autopilot.plan(conf, self.members(), self.datacenter, self.node_id, self.cleanup_dead_servers)
+        cfg = self.autopilot_config
+        self.refresh_health()
+        p = autopilot.plan(conf, self.members(), self.datacenter, self.node_id, cfg.cleanup_dead_servers)
         if p.warning and stable and p.warning != self._autopilot_warned:
             log.warning("autopilot: %s", p.warning)  # once per distinct situation, not every pass
             self._autopilot_warned = p.warning
@@ -308,12 +335,16 @@ class LeaderDuties:
             if self.force_leave is not None:
                 self.force_leave(name)
         change: dict[str, Any] | None = None
+        promote = autopilot.promotion(conf, self.health, self.health_at, cfg) if self.server_stats else None
         if p.add is not None:
-            log.info("Adding server %s to the Raft configuration", p.add.address)
+            log.info("Adding server %s to the Raft configuration as a non-voter", p.add.address)
             change = {"add": p.add}
         elif p.remove_left:
             log.info("removing server %s from the Raft configuration: it left", p.remove_left[0])
             change = {"remove": p.remove_left[0]}
+        elif promote is not None:
+            log.info("autopilot: Promoting server to voter: id=%s address=%s", promote.id, promote.address)
+            change = {"add": promote}
         elif p.remove_stale and stable:
             log.info("autopilot: removing stale Raft server %s (no LAN member)", p.remove_stale[0])
             change = {"remove": p.remove_stale[0]}
@@ -322,6 +353,33 @@ class LeaderDuties:
                 self.raft.change_config(**change)
             except Exception as exc:  # a change in flight: try again on the next pass
                 log.debug("autopilot: configuration change postponed: %s", exc)
+
+    def health_json(self) -> dict[str, Any]:
+        """GET /v1/operator/autopilot/health (Consul 1.7's OperatorHealthReply), from a fresh look."""
+        health = self.refresh_health()
+        wall, now = self.wall(), self.health_at
+        servers = []
+        for h in sorted(health.values(), key=lambda h: (not h.stats.leader, h.stats.name, h.stats.id)):
+            s = h.stats
+            since = datetime.datetime.fromtimestamp(wall - max(0.0, now - h.stable_since), datetime.UTC)
+            servers.append({
+                "ID": s.id, "Name": s.name, "Address": s.address, "SerfStatus": s.serf_status,
+                "Version": s.version, "Leader": s.leader,
+                "LastContact": format_duration(s.last_contact) if math.isfinite(s.last_contact) else "-1ns",
+                "LastTerm": s.last_term, "LastIndex": s.last_index, "Healthy": h.healthy, "Voter": s.voter,
+                "StableSince": since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+        return {"Healthy": bool(servers) and all(h.healthy for h in health.values()),
+                "FailureTolerance": autopilot.failure_tolerance(health.values()), "Servers": servers}
+
+    def set_autopilot_config(self, new: AutopilotConfig, cas: int | None) -> bool:
+        """PUT /v1/operator/autopilot/configuration on the leader: False if ?cas= does not match ModifyIndex."""
+        old = self.autopilot_config
+        if cas is not None and cas != old.modify_index:
+            return False
+        index = max(self.last_index(), old.modify_index + 1)
+        self.autopilot_config = dataclasses.replace(new, create_index=old.create_index or index, modify_index=index)
+        log.info("autopilot: configuration updated: %s", self.autopilot_config.to_json())
+        return True
 
     async def reconcile_members(self) -> None:
         done = self.reconciled

@@ -39,7 +39,7 @@ from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
 from pyconsul.agent.raft.messages import Configuration, Role, Server, SoftState, Suffrage
 from pyconsul.agent.raft.node import RaftNode
 from pyconsul.agent.raft.transport import Transport
-from pyconsul.agent.server import acl_enforce, bootstrap, queries
+from pyconsul.agent.server import acl_enforce, autopilot, bootstrap, queries
 from pyconsul.agent.server.common import RPC_HOLD_TIMEOUT, ReadMeta
 from pyconsul.agent.server.forwarding import Forwarder
 from pyconsul.agent.server.leader import LeaderDuties
@@ -58,6 +58,7 @@ log = logging.getLogger("agent.server")
 
 RETRY_FALLBACK = 0.5  # a write that met a leader change waits for the next change, at most this long
 BOOTSTRAP_RETRY = 0.25  # a peer could not be asked for its Raft peers (its RPC may not listen yet)
+AUTOPILOT_STATUS = frozenset({"autopilot_configuration", "autopilot_set_configuration", "autopilot_health"})
 BOOTSTRAP_FALLBACK = 5.0  # no LAN event: look again anyway (e.g. we were added to a cluster meanwhile)
 
 
@@ -157,7 +158,8 @@ class ConsulServer:
                                    wait_change=self.wait_raft_change,
                                    gc=TombstoneGC(cfg.tombstone_ttl, cfg.tombstone_ttl_granularity),
                                    last_index=self._last_index, propose_local=self._duty_write,
-                                   term=self._term)
+                                   term=self._term, autopilot_config=cfg.autopilot_config(),
+                                   server_stats=self._server_stats)
         self.supervisor = supervisor or Supervisor()  # the agent's (one place for every long-lived task)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_known = asyncio.Event()  # set while a leader is known
@@ -604,7 +606,56 @@ class ConsulServer:
                 return await self.forward.status(raft.leader_address(), what, a, to_leader=True)
             self.remove_peer(str(a.get("id", "")), str(a.get("address", "")))
             return True
+        if what in AUTOPILOT_STATUS:  # answered by the leader (its settings and its view of the servers)
+            a = args or {}
+            raft = await self._wait_leader()
+            if not raft.is_leader:
+                return await self.forward.status(raft.leader_address(), what, a, to_leader=True)
+            return self._autopilot_status(what, a)
         raise BadRequest(f"unknown status {what!r}")
+
+    def _autopilot_status(self, what: str, a: dict[str, Any]) -> Any:
+        if what == "autopilot_health":
+            return self.leader.health_json()
+        if what == "autopilot_configuration":
+            return self.leader.autopilot_config.to_json()
+        cas = a.get("cas")
+        if cas is not None and (not isinstance(cas, int) or isinstance(cas, bool) or cas < 0):
+            raise BadRequest("Error parsing cas value")
+        try:
+            new = autopilot.config_from_json(a.get("config"), self.leader.autopilot_config)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return self.leader.set_autopilot_config(new, cas)
+
+    def _server_stats(self) -> tuple[float, int, int, list[autopilot.ServerStats]]:
+        """The leader's view of every server of its Raft configuration (autopilot health): when it last heard
+        from each (its replication progress), how far each log is known to reach, the LAN status."""
+        now = asyncio.get_running_loop().time()
+        core = self.raft.core
+        if core is None:
+            return now, 0, 0, []
+        peers = core.status()["peers"]
+        members = {m.tags.get("id"): m for m in self.members() if m.tags.get("role") == "consul"}
+        out = []
+        for s in core.configuration.servers:
+            m = members.get(s.id)
+            if s.id == self.node_id:
+                contact, index, term = 0.0, core.last_index, core.log.last_term
+            else:
+                pr = peers.get(s.id, {})
+                heard = float(pr.get("last_contact", -math.inf))
+                contact = now - heard if math.isfinite(heard) else math.inf
+                index = int(pr.get("match_index", 0))
+                try:
+                    term = core.term_at(index) if index else 0
+                except IndexError:  # compacted away: far behind anyway
+                    term = 0
+            out.append(autopilot.ServerStats(
+                s.id, m.name if m is not None else "", s.address, str(m.status) if m is not None else "none",
+                m.tags.get("build", "").split(":")[0] if m is not None else "", s.id == self.node_id,
+                s.suffrage == Suffrage.VOTER, contact, term, index))
+        return now, core.term, core.last_index, out
 
     def leader_address(self) -> str:
         return self.raft.leader_address()

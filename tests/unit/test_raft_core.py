@@ -29,6 +29,7 @@ from pyconsul.agent.raft.messages import (
     SnapshotMeta,
     SnapshotRequest,
     SnapshotResponse,
+    Suffrage,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
@@ -518,6 +519,36 @@ def test_single_pending_config_change() -> None:
     assert a.commit_index == idx
     a.propose_config_change(remove="c", now=T0)
     assert a.configuration.voters() == ("a", "b", "d")
+
+
+def test_a_non_voter_is_added_then_promoted_one_change_at_a_time() -> None:
+    """Autopilot's path (thesis §4.1, §4.2.1): a new server joins as a non-voter, which replicates but never
+    counts in the commit quorum, then becomes a voter by a second single-server change."""
+    a = make(terms=(1,), term=1)
+    elect(a)
+    ack(a, "b", 2)
+    idx = a.propose_config_change(add=Server("d", "d:8300", Suffrage.NONVOTER), now=T0)
+    assert a.configuration.voters() == ("a", "b", "c") and a.configuration.get("d") is not None
+    assert any(isinstance(m, AppendRequest) and m.to == "d" for m in sent(a))  # it is replicated to
+    ack(a, "b", idx)
+    assert a.commit_index == idx  # a and b: a majority of the 3 voters; d never answered
+    promoted = a.propose_config_change(add=Server("d", "d:8300", Suffrage.VOTER), now=T0)
+    assert a.configuration.voters() == ("a", "b", "c", "d")
+    assert [s.id for s in a.configuration.servers] == ["a", "b", "c", "d"]  # updated in place, not added twice
+    sent(a)
+    ack(a, "b", promoted)
+    assert a.commit_index == idx  # now 3 of 4 voters are needed
+    ack(a, "d", promoted)
+    assert a.commit_index == promoted
+
+
+def test_a_non_voter_never_campaigns() -> None:
+    d = RaftCore("d", cfg(), random.Random(1), 0.0, hard_state=HardState(1, "", 0), entries=[
+        Entry(1, 1, EntryKind.CONFIG, encode_configuration(Configuration(
+            (Server("a", "a:8300"), Server("d", "d:8300", Suffrage.NONVOTER)))))])
+    assert d.next_deadline() == float("inf")
+    d.tick(T0 * 10)
+    assert role(d) == Role.FOLLOWER and not sent(d)
 
 
 def test_config_change_argument_errors() -> None:

@@ -7,7 +7,8 @@
 #       timeout   seconds to keep polling (0: look once)
 #       leader    the agent must know its datacenter's leader
 #       peers     servers: /v1/status/peers and the Raft configuration must hold exactly this
-#                 many voters, one of them the leader (0: not checked)
+#                 many voters, one of them the leader (0: not checked); a server that joined an
+#                 existing cluster counts once autopilot has promoted it from non-voter
 #       lan       LAN member names that must be alive (e.g. the datacenter's servers)
 #       wan       WAN member names (node.dc) that must be alive
 #       views     also print `members`, `members -wan` and `operator raft list-peers` (cli path)
@@ -52,9 +53,13 @@ def look():
             seen["raft"] = [{k: s.get(k) for k in ("Node", "Address", "Leader", "Voter")} for s in servers]
             voters = [s for s in servers if s.get("Voter")]
             leaders = [s for s in servers if s.get("Leader")]
+            # a server that joined an existing cluster is a non-voter until autopilot promotes it (healthy for
+            # server_stabilization_time, 10 s by default): keep polling until it is a voter
+            waiting = [s.get("Node") for s in servers if not s.get("Voter")]
             if len(seen["peers"]) != a["peers"] or len(voters) != a["peers"] or len(leaders) != 1:
                 problems.append(f"expected {a['peers']} Raft voters and 1 leader, have {len(voters)} voters "
-                                f"and {len(leaders)} leader(s): {[s.get('Node') for s in servers]}")
+                                f"and {len(leaders)} leader(s): {[s.get('Node') for s in servers]}"
+                                + (f"; non-voters (awaiting promotion): {waiting}" if waiting else ""))
         for pool, names in (("lan", a.get("lan") or []), ("wan", a.get("wan") or [])):
             if not names:
                 continue
