@@ -3,7 +3,8 @@
 serf adds to memberlist: member statuses (alive, leaving, left, failed), Lamport clocks that
 order join/leave intents, tags carried in node meta, a push/pull user state, reaping of
 failed and left members, reconnect attempts, and user events / queries (deduplicated and
-re-gossiped; internal `_serf_*` queries go to the shell, which answers keyring queries).
+re-gossiped; internal `_serf_*` queries go to the shell, which answers keyring queries). What of queries
+holds no serf state (their effects, filters, default timeout) is in query.py, as serf's query.go.
 
 Invariant: a member's `status_ltime` only grows; an intent with an LTime not greater than it
 is stale and ignored (serf's handleNode*Intent rules).
@@ -11,9 +12,7 @@ is stale and ignored (serf's handleNode*Intent rules).
 
 from __future__ import annotations
 
-import math
 import random
-import re
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -58,6 +57,14 @@ from pyconsul.agent.gossip.messages import (
     SerfQueryResponse,
     SerfUserEvent,
     User,
+)
+from pyconsul.agent.gossip.query import (
+    QUERY_TIMEOUT_MULT,
+    PendingQuery,
+    QueryComplete,
+    QueryReceived,
+    default_timeout,
+    filters_match,
 )
 
 
@@ -125,31 +132,6 @@ class UserEventReceived:
     ltime: int
 
 
-@dataclass(frozen=True, slots=True)
-class QueryReceived:
-    """A query addressed to us that the shell must answer with `respond` (e.g. keyring ops)."""
-
-    query: SerfQuery
-
-
-@dataclass(frozen=True, slots=True)
-class QueryComplete:
-    """Every alive member has answered the query we started with `key` (the shell may stop waiting
-    before its deadline)."""
-
-    key: tuple[int, int]
-
-
-@dataclass(slots=True)
-class PendingQuery:
-    """A query we started: responses by node name until the deadline."""
-
-    deadline: float
-    responses: dict[str, bytes] = field(default_factory=dict)
-    acks: set[str] = field(default_factory=set)
-    complete: bool = False
-
-
 SerfEffect = Effect | MemberEvent | JoinAttempt | UserEventReceived | QueryReceived | QueryComplete
 
 
@@ -160,8 +142,6 @@ class QueryStarted:
     key: tuple[int, int]
     deadline: float
     effects: list[SerfEffect]
-
-QUERY_TIMEOUT_MULT = 16  # serf: default query timeout = gossip interval x 16 x ceil(log10(N+1))
 
 
 @dataclass(slots=True)
@@ -560,7 +540,7 @@ class Serf:
         self.seen_queries[key] = None
         while len(self.seen_queries) > self.cfg.query_buffer:
             self.seen_queries.popitem(last=False)
-        matches = self._query_matches(q)
+        matches = filters_match(q.filters, self.name, self.tags)
         if matches and q.name.startswith("_serf_"):
             self.out.append(QueryReceived(q))
         if q.flags & QUERY_FLAG_ACK and q.addr and matches:
@@ -594,7 +574,7 @@ class Serf:
                 self.out.append(QueryComplete(key))
 
     def default_query_timeout(self) -> float:
-        return self.gossip.gossip_interval * QUERY_TIMEOUT_MULT * math.ceil(math.log10(len(self.ml.nodes) + 1))
+        return default_timeout(self.gossip.gossip_interval, len(self.ml.nodes))
 
     def start_query(self, name: str, payload: bytes, now: float, timeout: float | None = None) -> QueryStarted:
         """Start a query to every member (including us); responses collect until `finish_query`.
@@ -628,32 +608,6 @@ class Serf:
                 return self._take()
             self.out.append(SendPacket(dest, codec.encode(User(codec.encode_serf(resp)))))
         return self._take()
-
-    def _query_matches(self, q: SerfQuery) -> bool:
-        """serf query filters: node-name lists and tag regexes; all must match."""
-        for f in q.filters:
-            try:
-                if not f:
-                    return False
-                if f[0] == 0:
-                    names = codec.decode_msgpack_any(f[1:])
-                    if not isinstance(names, list) or self.name.encode() not in [
-                        n if isinstance(n, bytes) else str(n).encode() for n in names
-                    ]:
-                        return False
-                elif f[0] == 1:
-                    m = codec.decode_msgpack(f[1:])
-                    tag = m.get("Tag", b"")
-                    expr = m.get("Expr", b"")
-                    tag_s = tag.decode() if isinstance(tag, bytes) else str(tag)
-                    expr_s = expr.decode() if isinstance(expr, bytes) else str(expr)
-                    if tag_s not in self.tags or not re.search(expr_s, self.tags[tag_s]):
-                        return False
-                else:
-                    return False
-            except (DecodeError, re.error, UnicodeDecodeError):
-                return False
-        return True
 
     def _merge_serf_state(self, pp: SerfPushPull, now: float) -> None:
         """Intents about members we do not know yet are stamped `now`: they live recent_intent_timeout
@@ -717,10 +671,12 @@ def _safe_tags(meta: bytes) -> dict[str, str]:
 
 
 __all__ = [
+    "QUERY_TIMEOUT_MULT",
     "JoinAttempt",
     "Member",
     "MemberEvent",
     "MemberStatus",
+    "PendingQuery",
     "PushPullWith",
     "QueryComplete",
     "QueryReceived",

@@ -38,6 +38,7 @@ EXPLICIT_CORES = [
     "agent/gossip/awareness.py",
     "agent/gossip/broadcast.py",
     "agent/gossip/serf.py",
+    "agent/gossip/query.py",
     "agent/gossip/messages.py",
     "agent/gossip/codec.py",
     "agent/gossip/lzw.py",
