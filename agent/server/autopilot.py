@@ -84,26 +84,32 @@ def _duration(v: object, name: str) -> float:
     raise ValueError(f"Error parsing autopilot config: {name}: expected a duration, got {type(v).__name__}")
 
 
+def _given(b: Mapping[str, object], key: str, name: str, default: float) -> float:
+    return _duration(b[key], name) if key in b else default
+
+
 def config_from_json(body: object, base: AutopilotConfig) -> AutopilotConfig:
     """The settings of a PUT body (Consul's api.AutopilotConfiguration; keys case-insensitive as Go's JSON
-    decoding). As in Consul the body replaces every setting: a key left out takes its zero value (false, 0),
-    which for the thresholds fails validate(). ValueError with the message for a 400."""
+    decoding) over `base`. A key left out keeps its value in `base`: Consul 1.7 would set it to its zero value
+    (a 0s LastContactThreshold: no server is ever healthy), yet clients such as py-consul send only the keys
+    they change. The enterprise-only keys are ignored. ValueError with the message for a 400."""
     if not isinstance(body, Mapping):
         raise ValueError("Error parsing autopilot config: the body must be a JSON object")
     b = {str(k).lower(): v for k, v in body.items()}
-    cleanup = b.get("cleanupdeadservers", False)
+    cleanup = b.get("cleanupdeadservers", base.cleanup_dead_servers)
     if not isinstance(cleanup, bool):
         raise ValueError("Error parsing autopilot config: CleanupDeadServers must be a boolean")
-    trailing = b.get("maxtrailinglogs", 0)
+    trailing = b.get("maxtrailinglogs", base.max_trailing_logs)
     if isinstance(trailing, float) and trailing.is_integer():
         trailing = int(trailing)
     if not isinstance(trailing, int) or isinstance(trailing, bool):
         raise ValueError("Error parsing autopilot config: MaxTrailingLogs must be an integer")
     out = replace(base, cleanup_dead_servers=cleanup,
-                  last_contact_threshold=_duration(b.get("lastcontactthreshold", 0), "LastContactThreshold"),
+                  last_contact_threshold=_given(b, "lastcontactthreshold", "LastContactThreshold",
+                                                base.last_contact_threshold),
                   max_trailing_logs=trailing,
-                  server_stabilization_time=_duration(b.get("serverstabilizationtime", 0),
-                                                      "ServerStabilizationTime"))
+                  server_stabilization_time=_given(b, "serverstabilizationtime", "ServerStabilizationTime",
+                                                   base.server_stabilization_time))
     out.validate()
     return out
 

@@ -196,8 +196,8 @@ def test_config_json_out_of_bounds(body: object, message: str) -> None:
         config_from_json(body, AutopilotConfig())
 
 
-def test_a_setting_left_out_takes_its_zero_value_as_in_consul() -> None:
-    got = config_from_json({"LastContactThreshold": "200ms", "ServerStabilizationTime": "1s"}, AutopilotConfig())
-    assert (got.max_trailing_logs, got.cleanup_dead_servers) == (0, False)
-    with pytest.raises(ValueError, match="LastContactThreshold"):
-        config_from_json({}, AutopilotConfig())  # a zero threshold is out of bounds
+def test_a_setting_left_out_keeps_its_value() -> None:
+    """py-consul's update_autopilot_configuration sends only the keys it changes (Consul would zero the rest)."""
+    base = AutopilotConfig(True, 0.5, 100, 3.0, 1, 2)
+    assert config_from_json({"CleanupDeadServers": False}, base) == AutopilotConfig(False, 0.5, 100, 3.0, 1, 2)
+    assert config_from_json({}, base) == base
