@@ -46,7 +46,7 @@ from pyconsul.agent.rejoin import MemberSnapshots, Pools
 from pyconsul.agent.server.client import ClientBackend
 from pyconsul.agent.supervise import Supervisor
 from pyconsul.agent.tags import agent_tags
-from pyconsul.agent.tlsutil import TLSConfigError
+from pyconsul.agent.tlsutil import TLSConfigError, load_ssl, switchable
 
 if TYPE_CHECKING:
     from pyconsul.agent.acl.config import ACLConfig
@@ -67,6 +67,7 @@ class Agent:
         self.wan: Pool | None = None
         self.runner: HTTPServer | None = None
         self.https: HTTPServer | None = None  # ports.https
+        self.https_ctx: Any = None  # its switchable ssl context (tlsutil.switchable): a reload points it elsewhere
         self.http_app: Application | None = None  # the /v1 API (its router: tests/unit/test_openapi_routes.py)
         # limits.http_max_conns_per_client, one count for the HTTP and HTTPS listeners together (as Consul)
         self.http_limit = ConnLimit(cfg.http_max_conns_per_client)
@@ -257,6 +258,13 @@ class Agent:
         except ConfigError as exc:
             log.error("Failed to reload configs: %s", exc)
             raise Internal(f"Failed to reload configs: {exc}") from None
+        try:  # the new TLS files are read now: if they do not load, nothing changes (agent/tlsreload.py)
+            if new.tls.enabled():
+                load_ssl()  # here, on the loop: it hands the module to asyncio's
+            apply_tls = await asyncio.to_thread(self._prepare_tls, new)
+        except TLSConfigError as exc:
+            log.error("Failed to reload configs: %s", exc)
+            raise Internal(f"Failed to reload configs: {exc}") from None
         setup_logging(new.log_level)
         self.cfg.log_level = new.log_level
         if self.local is not None:
@@ -274,6 +282,22 @@ class Agent:
             self.dns.reload(new.dns_config)  # Consul reloads dns_config, domains and recursors too
             self.cfg.dns_config = new.dns_config
             log.info("Reloaded DNS settings")
+        if apply_tls is not None:
+            apply_tls()
+            self.cfg.tls = new.tls
+            log.info("Reloaded TLS settings (for new connections)")
+
+    def _prepare_tls(self, new: AgentConfig) -> Callable[[], list[str]] | None:
+        """The TLS contexts of a reloaded config, built (its files read: in a worker thread), ready to switch to;
+        None when neither the old nor the new config has TLS (ssl stays unloaded)."""
+        if not (new.tls.enabled() or self.cfg.tls.enabled()):
+            return None
+        from pyconsul.agent import tlsreload
+
+        transport = self.server.transport if self.server is not None else self._client_transport
+        return tlsreload.prepare(new.tls, https=self.https_ctx, transport=transport, serving=self.server is not None,
+                                 datacenter=self.cfg.datacenter, domain=self.cfg.dns_config.domain,
+                                 handshake_timeout=self.cfg.rpc_handshake_timeout)
 
     def _reload_acl_tokens(self, new: ACLConfig) -> None:
         """acl.tokens.* from the reloaded files (Consul's reload does the same); tokens set through
@@ -406,7 +430,7 @@ class Agent:
     async def _start_https(self, app: Application) -> HTTPServer:
         cfg = self.cfg
         try:
-            ctx = cfg.tls.https_server_context()
+            ctx = self.https_ctx = switchable(cfg.tls.https_server_context())  # reloadable (agent/tlsreload.py)
         except TLSConfigError as exc:
             raise StartupError(f"Failed to start HTTPS server: {exc}") from None
         addrs = cfg.https_addr.split() if cfg.https_addr else cfg.client_addrs()

@@ -27,14 +27,15 @@ import os
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent.config_schema import Kind
 
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["CIPHER_SUITES", "TLS_VERSIONS", "TLSConfig", "TLSConfigError", "load_ssl", "server_name"]
+__all__ = ["CIPHER_SUITES", "TLS_VERSIONS", "TLSConfig", "TLSConfigError", "load_ssl", "server_name", "switch",
+           "switchable"]
 
 TLS_VERSIONS = ("tls10", "tls11", "tls12", "tls13")
 
@@ -100,6 +101,37 @@ def load_ssl() -> ModuleType:
     if sslproto is not None and getattr(sslproto, "ssl", None) is None:
         importlib.reload(sslproto)  # it derives module-level names from ssl at import (SSLAgainErrors)
     return mod
+
+
+_SWITCHABLE: Any = None  # the class, made once ssl is loaded
+
+
+def switchable(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """A server context that hands every connection to the context it currently points to (`ctx`, then what
+    switch() gives): asyncio's server wraps each accepted connection with the context it was started with, through
+    its wrap_bio(), so a listener started with this one serves new connections with reloaded settings
+    (agent/tlsreload.py). Its own settings are never used."""
+    global _SWITCHABLE
+    m = load_ssl()
+    if _SWITCHABLE is None:
+        class Switchable(m.SSLContext):  # type: ignore[name-defined,misc]
+            current: ssl.SSLContext
+
+            def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+                return self.current.wrap_bio(*args, **kwargs)
+
+            def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+                return self.current.wrap_socket(*args, **kwargs)
+
+        _SWITCHABLE = Switchable
+    out: ssl.SSLContext = _SWITCHABLE(m.PROTOCOL_TLS_SERVER)
+    switch(out, ctx)
+    return out
+
+
+def switch(holder: ssl.SSLContext, ctx: ssl.SSLContext) -> None:
+    """Point a switchable() context at `ctx`, for the connections accepted from now on."""
+    holder.current = ctx  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -49,7 +49,8 @@ class PeerNameMismatch(ConnectionError):
 
 @dataclass
 class RpcTLS:
-    """What the transport needs: contexts built once at start (this loads ssl) and the name rules."""
+    """What the transport needs: contexts built at start (this loads ssl) and the name rules; the listener and
+    the dialler read them per connection, so a reload replaces them in place (update())."""
 
     server_ctx: ssl.SSLContext | None  # None: no certificate, TLS connections are refused
     client_ctx: ssl.SSLContext | None  # None: dial plaintext (verify_outgoing off)
@@ -70,6 +71,17 @@ class RpcTLS:
             return None
         return cls(server, client, tls.incoming_rpc_verified(), tls.verify_server_hostname, datacenter,
                    domain.strip("."), handshake_timeout)
+
+    def update(self, new: RpcTLS | None) -> None:
+        """Take `new`'s contexts and rules (None: TLS off) for the next connections accepted and dialled (a
+        reload: agent/tlsreload.py); open connections keep theirs. The handshake timeout is kept."""
+        if new is None:
+            self.server_ctx = self.client_ctx = None
+            self.require_tls = self.verify_name = False
+            return
+        self.server_ctx, self.client_ctx = new.server_ctx, new.client_ctx
+        self.require_tls, self.verify_name = new.require_tls, new.verify_name
+        self.datacenter, self.domain = new.datacenter, new.domain
 
     def listens(self) -> bool:
         return self.server_ctx is not None or self.require_tls
