@@ -367,16 +367,16 @@ class Agent:
         acl.token_ttl, acl.down_policy when none answers). Wired into the server (enforcement), the client
         backend (the agent token its own requests carry) and, by start(), the HTTP app. A server also runs the
         leader's ACL setup (the builtin policy, the anonymous and master tokens)."""
-        from pyconsul.agent.acl import leader as acl_leader
         from pyconsul.agent.acl import replication as acl_replication
         from pyconsul.agent.http.acl import load_tokens
-        from pyconsul.agent.server.acl_reads import resolve_local
 
         cfg = self.cfg
         server, backend = self.server, self.backend
         primary = cfg.primary_datacenter or cfg.datacenter
         secondary = cfg.acl.enabled and primary != cfg.datacenter
         if server is not None:
+            from pyconsul.agent.server.acl_reads import resolve_local  # servers only: it loads the state store
+
             async def lookup(secret: str) -> dict[str, Any] | None:
                 found = resolve_local(server.store, secret)
                 if found is None and secondary:  # not replicated (yet, or at all): the primary knows it
@@ -398,6 +398,8 @@ class Agent:
         if isinstance(backend, ClientBackend):
             backend.agent_token = resolver.agent_token
         if server is not None:
+            from pyconsul.agent.acl import leader as acl_leader
+
             server.acl = resolver
             def master() -> str:  # read when looked for: a reload changes it
                 return "" if secondary else cfg.acl.master  # a secondary's master token comes from the primary

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from pyconsul.agent.acl.config import KEYS as ACL_KEYS
 from pyconsul.agent.acl.config import ACLConfig, ACLConfigError
 from pyconsul.agent.config_error import ConfigError
-from pyconsul.agent.config_hcl import HCLError, parse_hcl
 from pyconsul.agent.config_schema import LATER_KEYS, Kind, unbuilt_warnings
 from pyconsul.agent.dns.config import DNSConfig, SOAConfig, normalize_domain
 from pyconsul.agent.flags import FlagSet, format_duration, parse_duration
@@ -575,6 +574,8 @@ def load_config_file(path: str | Path, fmt: str = "") -> dict[str, object]:
 
 def load_hcl(text: str, name: str) -> dict[str, object]:
     """One HCL config file or `-hcl` fragment (`name` says which, in messages) into flat keys."""
+    from pyconsul.agent.config_hcl import HCLError, parse_hcl  # lazy: python-hcl2 + lark weigh ~5 MiB
+
     try:
         doc = parse_hcl(text)
     except HCLError as exc:

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import hcl2
-
 MAX_RULES_BYTES = 128 * 1024
 MAX_NAME = 4096
 
@@ -30,8 +28,6 @@ LEVEL = {DENY: 0, READ: 1, LIST: 2, WRITE: 3}
 NAMED = ("key", "service", "node", "agent", "session", "event", "query")
 UNNAMED = ("acl", "keyring", "operator")
 _BLOCK_FIELDS = frozenset({"policy", "intentions"})
-_HCL = hcl2.SerializationOptions(with_comments=False, explicit_blocks=True, preserve_heredocs=False,
-                                 strip_string_quotes=True)
 
 
 class RulesError(ValueError):
@@ -73,8 +69,12 @@ def _decode(text: str) -> dict[str, Any]:
         except ValueError as exc:
             raise _fail(f"invalid JSON: {exc}") from None
     else:
+        import hcl2  # lazy: python-hcl2 and lark weigh ~5 MiB, and only HCL rule text needs them
+
+        options = hcl2.SerializationOptions(with_comments=False, explicit_blocks=True, preserve_heredocs=False,
+                                            strip_string_quotes=True)
         try:
-            doc = hcl2.loads(text, serialization_options=_HCL)
+            doc = hcl2.loads(text, serialization_options=options)
         except Exception as exc:  # lark's UnexpectedInput family and python-hcl2's own errors
             line = getattr(exc, "line", None)
             where = f" at line {line}" if isinstance(line, int) and line > 0 else ""

@@ -25,44 +25,58 @@ Every verb has its own Go-style FlagSet and answers `-h` with its help on stdout
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from pyconsul.agent.cli import (
-    acl,
-    agent,
-    catalog,
-    common,
-    event,
-    info,
-    keyring,
-    kv,
-    lock,
-    maint,
-    members,
-    monitor,
-    operator,
-    rtt,
-    services,
-    snapshot,
-    tls,
-    watch,
-)
+from pyconsul.agent.cli import common
 from pyconsul.agent.cli.common import CLIError, Exit
-from pyconsul.agent.config import ConfigError
+from pyconsul.agent.config_error import ConfigError
 
 __all__ = ["COMMANDS", "main", "run", "usage"]
 
-COMMANDS: dict[str, tuple[common.Command, str]] = {
-    **acl.COMMANDS, **agent.COMMANDS, **members.COMMANDS, **keyring.COMMANDS, **info.COMMANDS,
-    **maint.COMMANDS, **lock.COMMANDS, **watch.COMMANDS, **monitor.COMMANDS, **event.COMMANDS, **rtt.COMMANDS,
-    "services": (services.cmd_services, "Interact with services"),
-    "kv": (kv.cmd_kv, "Interact with the key-value store"),
-    "catalog": (catalog.cmd_catalog, "Interact with the catalog"),
-    "operator": (operator.cmd_operator, "Provides cluster-level tools for Consul operators"),
-    "snapshot": (snapshot.cmd_snapshot, "Saves, restores and inspects snapshots of the servers' state"),
-    "tls": (tls.cmd_tls, "Builtin helpers for creating CAs and certificates"),
+# verb -> (the module that implements it, the name of its function). A verb's module is imported when the
+# verb runs, not before: `pyconsul agent` then carries none of the other verbs' imports (the snapshot
+# archive, the lock recipes, the ACL and TLS helpers), about 2 MiB of every agent's memory.
+VERBS: dict[str, tuple[str, str]] = {
+    "acl": ("acl", "cmd_acl"), "agent": ("agent", "cmd_agent"), "validate": ("agent", "cmd_validate"),
+    "members": ("members", "cmd_members"), "join": ("members", "cmd_join"), "leave": ("members", "cmd_leave"),
+    "force-leave": ("members", "cmd_force_leave"), "keygen": ("keyring", "cmd_keygen"),
+    "keyring": ("keyring", "cmd_keyring"), "info": ("info", "cmd_info"), "version": ("info", "cmd_version"),
+    "maint": ("maint", "cmd_maint"), "reload": ("maint", "cmd_reload"), "lock": ("lock", "cmd_lock"),
+    "watch": ("watch", "cmd_watch"), "monitor": ("monitor", "cmd_monitor"), "event": ("event", "cmd_event"),
+    "rtt": ("rtt", "cmd_rtt"), "services": ("services", "cmd_services"), "kv": ("kv", "cmd_kv"),
+    "catalog": ("catalog", "cmd_catalog"), "operator": ("operator", "cmd_operator"),
+    "snapshot": ("snapshot", "cmd_snapshot"), "tls": ("tls", "cmd_tls"),
 }
+# One-line help of the verbs whose module has no COMMANDS table of its own.
+_HELP = {
+    "services": "Interact with services",
+    "kv": "Interact with the key-value store",
+    "catalog": "Interact with the catalog",
+    "operator": "Provides cluster-level tools for Consul operators",
+    "snapshot": "Saves, restores and inspects snapshots of the servers' state",
+    "tls": "Builtin helpers for creating CAs and certificates",
+}
+
+
+class _Commands(Mapping[str, tuple[common.Command, str]]):
+    """verb -> (function, one-line help), importing a verb's module on first look-up (VERBS)."""
+
+    def __getitem__(self, verb: str) -> tuple[common.Command, str]:
+        module, func = VERBS[verb]
+        mod = importlib.import_module(f"pyconsul.agent.cli.{module}")
+        table = getattr(mod, "COMMANDS", {})
+        return (getattr(mod, func), table[verb][1] if verb in table else _HELP[verb])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(VERBS)
+
+    def __len__(self) -> int:
+        return len(VERBS)
+
+
+COMMANDS: Mapping[str, tuple[common.Command, str]] = _Commands()
 
 
 def usage() -> str:
@@ -82,13 +96,14 @@ def run(argv: Sequence[str]) -> int:
         sys.stdout.write(usage())
         return 0
     if verb in ("-v", "-version", "--version"):
+        from pyconsul.agent.cli import info
+
         common.out(info.version_lines())
         return 0
-    entry = COMMANDS.get(verb)
-    if entry is None:
+    if verb not in VERBS:
         sys.stderr.write(f"Error: unknown command {verb!r}\n\n{usage()}")
         return 1
-    return entry[0](rest)
+    return COMMANDS[verb][0](rest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

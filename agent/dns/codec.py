@@ -16,27 +16,63 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import dns.edns
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.opcode
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
-from dns.rdtypes.ANY.CNAME import CNAME
-from dns.rdtypes.ANY.NS import NS
-from dns.rdtypes.ANY.PTR import PTR
-from dns.rdtypes.ANY.SOA import SOA
-from dns.rdtypes.ANY.TXT import TXT
-from dns.rdtypes.IN.SRV import SRV
+from typing import TYPE_CHECKING, Any
 
 from pyconsul.agent.dns import resolver as r
+
+if TYPE_CHECKING:  # dnspython is imported by load(), on the first query (see there)
+    import dns.edns
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.opcode
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rrset
+    from dns.rdtypes.ANY.CNAME import CNAME
+    from dns.rdtypes.ANY.NS import NS
+    from dns.rdtypes.ANY.PTR import PTR
+    from dns.rdtypes.ANY.SOA import SOA
+    from dns.rdtypes.ANY.TXT import TXT
+    from dns.rdtypes.IN.SRV import SRV
+
+_loaded = False
+
+
+def loaded() -> bool:
+    return _loaded
+
+
+def load() -> None:
+    """Import dnspython (about 3 MiB of memory and 20-30 ms): DNS is on by default, but most agents never get a
+    query, so an agent pays for it at its first one (the server calls this in a worker thread; parse_query
+    calls it too, for direct callers). cache_key, folded_key and error_response never need it."""
+    global _loaded, dns, CNAME, NS, PTR, SOA, TXT, SRV
+    if _loaded:
+        return
+    import dns.edns
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.opcode
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rrset
+    from dns.rdtypes.ANY.CNAME import CNAME
+    from dns.rdtypes.ANY.NS import NS
+    from dns.rdtypes.ANY.PTR import PTR
+    from dns.rdtypes.ANY.SOA import SOA
+    from dns.rdtypes.ANY.TXT import TXT
+    from dns.rdtypes.IN.SRV import SRV
+
+    _loaded = True
+
 
 HEADER = struct.Struct("!HHHHHH")
 QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
@@ -82,6 +118,7 @@ def parse_query(data: bytes, tcp: bool = False) -> Query:
         raise BadQuery(r.FORMERR, "questions")
     if an or ns:
         raise BadQuery(r.FORMERR, "sections")
+    load()
     try:
         msg = dns.message.from_wire(data, ignore_trailing=False, one_rr_per_rrset=True)
     except dns.message.TrailingJunk:
@@ -190,6 +227,7 @@ def encode_answer(query: Query, answer: r.Answer, *, recursion_available: bool, 
     """The wire answer to `query`. Over UDP it fits max(512, the client's EDNS0 size): instances (groups) are
     dropped from the end until it does, with TC=1 when enable_truncate (Consul's trimUDPResponse). Over TCP it
     fits 65535 bytes."""
+    load()
     q = query.question
     limit = max_size or (65535 if q.tcp else (q.edns_size or PLAIN_UDP_SIZE))
     groups = list(answer.groups)

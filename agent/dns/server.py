@@ -169,6 +169,14 @@ class DNSServer:
         self._answer(data, False, lambda w: transport.sendto(w, addr))
 
     def _answer(self, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+        if not codec.loaded():  # the agent's first query: dnspython is imported first, off the event loop
+            if len(self._tasks) >= MAX_SLOW_QUERIES:
+                self.errors["overload"] += 1
+                return
+            first = asyncio.get_running_loop().create_task(self._answer_after_load(data, tcp, send))
+            self._tasks.add(first)
+            first.add_done_callback(self._tasks.discard)
+            return
         try:
             q = codec.parse_query(data, tcp)
         except codec.Drop as exc:
@@ -187,6 +195,17 @@ class DNSServer:
         task = asyncio.get_running_loop().create_task(self._slow(q, data, tcp, send))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _answer_after_load(self, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+        """Answer a query that came before dnspython was loaded (codec.load, in a worker thread: ~20-30 ms)."""
+        try:
+            await asyncio.to_thread(codec.load)
+            self._answer(data, tcp, send)
+        except Exception:
+            log.exception("dns: failed to answer a query")
+            self.errors["internal"] += 1
+            with contextlib.suppress(Exception):
+                send(codec.error_response(data, r.SERVFAIL))
 
     def _try(self, q: codec.Query, data: bytes, tcp: bool, send: Callable[[bytes], None],
              view: r.View | None = None) -> bool:

@@ -12,9 +12,14 @@ import dns.flags
 import dns.message
 import dns.rdatatype
 
+from pyconsul.agent.dns import codec
 from pyconsul.agent.dns import resolver as r
 from pyconsul.agent.dns.config import DNSConfig
 from pyconsul.agent.dns.server import DNSServer
+
+# The server imports dnspython on its first query, in a worker thread (codec.load); these tests feed it
+# queries synchronously, so it is loaded up front (tests/unit/test_lean_agent.py covers the first query).
+codec.load()
 
 INSTANCES = tuple(r.Instance(f"n{i}", f"10.0.0.{i}", "dc1", (), "", 80, (), "passing") for i in range(1, 6))
 

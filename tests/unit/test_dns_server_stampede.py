@@ -11,10 +11,15 @@ from typing import Any
 
 import dns.message
 
+from pyconsul.agent.dns import codec
 from pyconsul.agent.dns import resolver as r
 from pyconsul.agent.dns.config import DNSConfig
 from pyconsul.agent.dns.server import VARIANTS, DNSServer
 from tests.harness import until
+
+# The server imports dnspython on its first query, in a worker thread (codec.load); these tests feed it
+# queries synchronously, so it is loaded up front (tests/unit/test_lean_agent.py covers the first query).
+codec.load()
 
 KEY: r.ViewKey = ("service", "dc1", "web")
 INSTANCES = tuple(r.Instance(f"n{i}", f"10.0.0.{i}", "dc1", (), "", 80, (), "passing") for i in range(1, 6))
