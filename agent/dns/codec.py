@@ -80,7 +80,7 @@ PLAIN_UDP_SIZE = 512
 MAX_EDNS_UDP_SIZE = 65507 - 28  # what fits one IPv4 UDP datagram... less the IP and UDP headers
 
 
-_TOO_BIG = b"\0" * 65536  # _encode's answer that fits no limit
+_TOO_BIG = 65536  # the size of _encode's answer that fits no limit (built only then)
 
 
 class Drop(Exception):
@@ -271,6 +271,6 @@ def _encode(query: Query, answer: r.Answer, groups: Sequence[tuple[tuple[r.RR, .
     try:
         return m.to_wire(max_size=65535)  # we trim ourselves (dnspython would stop at the EDNS payload size)
     except dns.exception.TooBig:
-        return _TOO_BIG
+        return bytes(_TOO_BIG)
 
 

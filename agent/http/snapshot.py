@@ -26,13 +26,14 @@ forwarded to the leader over server RPC, streamed in frames of 4 MiB (agent/raft
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
 
 from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.http.api import Backend, body_too_large, read_meta_headers, read_query
 from pyconsul.agent.httpd import web
-from pyconsul.agent.state import archive
 from pyconsul.agent.state import commands as c
 
 MAX_ARCHIVE = 1024 * 1024 * 1024  # PUT /v1/snapshot body (compressed archive), spooled to a temporary file
@@ -47,11 +48,18 @@ async def _in_thread(gen: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def _archive() -> ModuleType:
+    """state/archive.py, imported (in a worker thread) at the first snapshot request: it brings tarfile, gzip,
+    bz2 and lzma, which an agent that never saves or restores a snapshot does not carry (bench/gossip/rss.py)."""
+    return await asyncio.to_thread(importlib.import_module, "pyconsul.agent.state.archive")
+
+
 def register(app: web.Application, backend: Backend) -> None:
     one_restore = asyncio.Lock()  # verifying an archive holds up to MAX_STATE bytes: one at a time
 
     async def save(request: web.Request) -> web.Response:
         value, meta = await read_query(request, backend, "snapshot", {})
+        archive = await _archive()
         # compressed piece by piece in a worker thread (seconds for hundreds of MiB: the loop keeps serving) and
         # sent as it comes (chunked), so neither the tar stream nor the whole archive is ever held
         gen = archive.archive_chunks(value.pop("state"), int(value["index"]), int(value.get("term", 0)),
@@ -66,6 +74,7 @@ def register(app: web.Application, backend: Backend) -> None:
         if not body.seek(0, 2):  # (its size: an lseek)
             raise BadRequest("Missing snapshot archive in the request body")
         body.seek(0)
+        archive = await _archive()
         async with one_restore:
             try:
                 _, state = await asyncio.to_thread(archive.read_archive, body)

@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import tempfile
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -229,6 +228,8 @@ class Spool:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_progress: Callable[[], None],
                  on_close: Callable[[], None] = lambda: None) -> None:
+        import tempfile  # here: only spooled routes (PUT /v1/snapshot) need it, most agents never do
+
         self.loop, self.on_progress, self.on_close = loop, on_progress, on_close
         self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 -- closed by close()
         self.pending = bytearray()
