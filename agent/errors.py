@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
-    "BadRequest", "CommandRejected", "Internal", "LeadershipLost", "NoLeader", "NoPathToDatacenter", "NotFound",
-    "NotLeader", "PermissionDenied", "PyconsulError", "ReplyTooLarge", "RequestTimeout", "Unavailable", "from_wire",
-    "to_wire",
+    "BadRequest", "CommandRejected", "DatacenterUnavailable", "Internal", "LeadershipLost", "NoLeader",
+    "NoPathToDatacenter", "NotFound", "NotLeader", "PermissionDenied", "PyconsulError", "ReplyTooLarge",
+    "RequestTimeout", "Unavailable", "from_wire", "to_wire",
 ]
 
 
@@ -88,7 +88,8 @@ class LeadershipLost(PyconsulError):
 
 
 class NoPathToDatacenter(PyconsulError):
-    """Consul's "No path to datacenter": no alive server of that datacenter in the WAN pool."""
+    """Consul's "No path to datacenter": `?dc=` names a datacenter the WAN pool has never seen (bad input:
+    HTTP 400). DatacenterUnavailable is the server-side case of a known datacenter with no alive server."""
 
     code = "no_path_to_dc"
     default_message = "No path to datacenter"
@@ -103,6 +104,14 @@ class NoPathToDatacenter(PyconsulError):
     @classmethod
     def rebuild(cls, message: str, fields: dict[str, str]) -> PyconsulError:
         return cls(fields.get("dc", ""), message)
+
+
+class DatacenterUnavailable(NoPathToDatacenter):
+    """A datacenter the WAN pool knows has no alive server right now (later Consul's text for it); a
+    server-side failure (HTTP 500), retryable later. A NoPathToDatacenter, so failover code treats both alike."""
+
+    code = "dc_unavailable"
+    default_message = "Remote DC has no server currently reachable"
 
 
 class Unavailable(PyconsulError):
@@ -154,7 +163,9 @@ class PermissionDenied(PyconsulError):
 
 class CommandRejected(PyconsulError):
     """The state machine rejected a committed command and changed nothing (StateError), e.g.
-    "Missing node registration" or an invalid session. Consul answers these with 500 and the text."""
+    "Missing node registration" or an invalid session: the request names what does not exist or conflicts
+    with the state, so HTTP answers 400 with the text (Consul 1.7 answers 500; a client's error is not a
+    server error, and Consul's clients raise on both)."""
 
     code = "rejected"
     default_message = "command rejected"
@@ -172,7 +183,7 @@ class ReplyTooLarge(PyconsulError):
 _BY_CODE: dict[str, type[PyconsulError]] = {
     cls.code: cls for cls in (Internal, NoLeader, NotLeader, LeadershipLost, NoPathToDatacenter, Unavailable,
                               RequestTimeout, BadRequest, NotFound, PermissionDenied, CommandRejected, DialFailed,
-                              ReplyTooLarge)
+                              ReplyTooLarge, DatacenterUnavailable)
 }
 
 

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 from pyconsul.agent import __version__
 from pyconsul.agent.acl.resolver import TokenResolver
 from pyconsul.agent.config import AgentConfig
-from pyconsul.agent.errors import Internal
+from pyconsul.agent.errors import BadRequest
 from pyconsul.agent.gossip.coordinate import Coordinate
-from pyconsul.agent.gossip.keyring import decode_key
+from pyconsul.agent.gossip.keyring import Keyring, decode_key
 from pyconsul.agent.gossip.serf import Member, MemberStatus
 from pyconsul.agent.http.api import member_json
 
@@ -34,6 +34,9 @@ class GossipPool(Protocol):
     def force_leave(self, node: str, prune: bool = False) -> bool: ...
     def stats(self) -> dict[str, str]: ...
     async def key_operation(self, op: str, key: bytes | None) -> dict[str, Any]: ...
+
+    @property
+    def keyring(self) -> Keyring | None: ...  # None: gossip encryption is off
 
 
 class ServerView(Protocol):
@@ -83,8 +86,8 @@ class AgentFacade:
 
     def _pool(self, wan: bool) -> GossipPool:
         if wan:
-            if self.wan is None:  # Consul's Agent.JoinWAN on a client: an RPC error, HTTP 500
-                raise Internal("Must be a server to join WAN cluster")
+            if self.wan is None:  # Consul's text (its HTTP 500); the request's fault here, so a 400
+                raise BadRequest("Must be a server to join WAN cluster")
             return self.wan
         return self.lan
 
@@ -194,6 +197,8 @@ class AgentFacade:
         """Consul's keyring operation: a serf key query on the WAN pool (servers) and the LAN
         pool; one entry per pool with key counts out of the nodes that answered."""
         raw = decode_key(key) if key is not None else None
+        if raw is not None:
+            self._check_key_change(op, raw)
         out: list[dict[str, Any]] = []
         for wan, pool in ((True, self.wan), (False, self.lan)):
             if pool is None:
@@ -211,3 +216,16 @@ class AgentFacade:
                 "NumErr": r["NumErr"],
             })
         return out
+
+    def _check_key_change(self, op: str, key: bytes) -> None:
+        """Refuse (400) a change every node would refuse, as this agent's own keyrings show it, before the
+        query: no encryption, use-key of a key not installed, remove-key of the primary key. What a query
+        still reports as failed (a node that differs from this one) stays a 500 "N/M nodes reported failure"."""
+        for pool in (self.wan, self.lan):
+            ring = pool.keyring if pool is not None else None
+            if pool is not None and ring is None:
+                raise BadRequest("No keyring to modify (encryption not enabled)")
+            if ring is not None and op == "use-key" and key not in ring.keys():  # noqa: SIM118 (a list)
+                raise BadRequest("Requested key is not in the keyring")
+            if ring is not None and op == "remove-key" and key == ring.primary():
+                raise BadRequest("Removing the primary key is not allowed")

@@ -32,8 +32,8 @@ def register(app: web.Application, api: AgentAPI) -> None:
     async def force_leave(request: web.Request) -> web.Response:
         node = request.match_info["node"]
         ok = api.force_leave(node, flag(request, "prune"), flag(request, "wan"))
-        if not ok:
-            raise Internal(f"agent: No node found with name '{node}'")
+        if not ok:  # Consul 1.7's text; a 400, not its 500: the client named a node nobody knows
+            raise BadRequest(f"agent: No node found with name '{node}'")
         return web.Response(text="")
 
     async def keyring_get(request: web.Request) -> web.Response:

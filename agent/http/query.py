@@ -195,9 +195,7 @@ def parse_query(body: Any, query_id: str) -> PreparedQueryDef:
 async def _write(backend: Backend, op: str, q: PreparedQueryDef) -> bool:
     try:
         return bool(await backend.write(c.encode(c.PreparedQueryApply(op, q))))
-    except CommandRejected as exc:
-        if exc.message.startswith("internal error"):
-            raise
+    except CommandRejected as exc:  # a state-machine failure is Internal (a 500), not a CommandRejected
         raise BadRequest(f"{INVALID}: {exc.message}") from None
 
 

@@ -16,7 +16,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from pyconsul.agent.errors import BadRequest, NotFound, PermissionDenied, PyconsulError
+from pyconsul.agent.errors import (
+    BadRequest,
+    CommandRejected,
+    DatacenterUnavailable,
+    NoPathToDatacenter,
+    NotFound,
+    PermissionDenied,
+    PyconsulError,
+)
 from pyconsul.agent.http import acl, agent_routes, catalog, health, kv, session, snapshot
 from pyconsul.agent.http import monitor as monitor_routes
 from pyconsul.agent.http.agent_services import register as register_agent_services
@@ -36,13 +44,19 @@ log = logging.getLogger("agent.http")
 MAX_BUFFERED = 128 * 1024 * 1024  # request-body bytes the agent holds at once; beyond: 503
 
 
-# Consul's mapping (agent/http.go): typed client errors get their 4xx; everything else -- NoLeader
-# ("No cluster leader"), NoPathToDatacenter, NotLeader, Unavailable, RequestTimeout, CommandRejected,
-# Internal and untyped exceptions -- is a 500 with the error's text. First match wins (subclasses first).
+# Consul's mapping (agent/http.go): typed client errors get their 4xx; server-side failures -- NoLeader
+# ("No cluster leader"), DatacenterUnavailable, NotLeader, Unavailable, RequestTimeout, Internal and
+# untyped exceptions -- are a 500 with the error's text. Unlike Consul 1.7, which answers them with a 500,
+# a request naming what does not exist is the client's error: an unknown ?dc= (NoPathToDatacenter) and a
+# state-machine refusal (CommandRejected: "invalid session", "Missing node registration", ...) are a 400
+# with the same text (Consul's clients raise on both). First match wins (subclasses first).
 ERROR_STATUS: tuple[tuple[type[PyconsulError], int], ...] = (
     (BadRequest, 400),
     (PermissionDenied, 403),
     (NotFound, 404),
+    (DatacenterUnavailable, 500),
+    (NoPathToDatacenter, 400),
+    (CommandRejected, 400),
 )
 
 

@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from pyconsul.agent.errors import NoPathToDatacenter
+from pyconsul.agent.errors import DatacenterUnavailable, NoPathToDatacenter
 
 RPC_HOLD_TIMEOUT = 7.0  # Consul: how long a request waits for a leader before "No cluster leader"
 BULK_RATE = 4 * 1024 * 1024  # bytes/s: a forwarded write's timeout grows by its size at this rate (a restore)
@@ -51,9 +51,11 @@ def remote_dc(local: str) -> str:
 
 
 def pick_dc_server(wan_members: Callable[[], Iterable[Any]], dc: str, rng: random.Random) -> str:
-    """The server-RPC address of a random alive server of datacenter `dc`, from the WAN pool."""
-    choices = [f"{m.addr}:{m.tags.get('port', '8300')}" for m in wan_members()
-               if m.status == 1 and m.tags.get("role") == "consul" and m.tags.get("dc") == dc]
+    """The server-RPC address of a random alive server of datacenter `dc`, from the WAN pool.
+    NoPathToDatacenter (HTTP 400) when no WAN member was ever of that datacenter (the client named a
+    datacenter that does not exist); DatacenterUnavailable (500) when it is known but none is alive."""
+    servers = [m for m in wan_members() if m.tags.get("role") == "consul" and m.tags.get("dc") == dc]
+    choices = [f"{m.addr}:{m.tags.get('port', '8300')}" for m in servers if m.status == 1]
     if not choices:
-        raise NoPathToDatacenter(dc)
+        raise DatacenterUnavailable(dc) if servers else NoPathToDatacenter(dc)
     return rng.choice(choices)

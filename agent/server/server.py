@@ -68,10 +68,10 @@ class _Retry(Exception):
 
 def answer(result: Any) -> WriteResult:
     """What the waiting writer makes of its entry's typed result: a rejection raises CommandRejected
-    (it changed nothing); anything else is the write's result. Only the writer's server does this;
-    every other server just applies the entry."""
+    (it changed nothing), a state-machine failure (StateError.internal) Internal; anything else is the
+    write's result. Only the writer's server does this; every other server just applies the entry."""
     if isinstance(result, StateError):
-        raise CommandRejected(result.message)
+        raise Internal(result.message) if result.internal else CommandRejected(result.message)
     out: WriteResult = result
     return out
 
@@ -689,8 +689,9 @@ class ConsulServer:
                 self._check_removal_keeps_quorum(conf, s.id)
                 self.raft.change_config(remove=s.id)
                 return
-        # Consul answers this with a 500, not a 404
-        raise Internal(f"address {address or server_id!r} was not found in the Raft configuration")
+        # the client named a peer that is not there: 400 (Consul 1.7 answers 500; its clients raise on both)
+        what = f"address {address!r}" if address else f"id {server_id!r}"
+        raise BadRequest(f"{what} was not found in the Raft configuration")
 
     def _check_removal_keeps_quorum(self, conf: Configuration, server_id: str) -> None:
         """Refuse a removal that would leave no voter (hashicorp/raft's checkConfiguration, which is what

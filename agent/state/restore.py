@@ -160,5 +160,5 @@ def finish(cur: Pending, p: PieceMeta) -> Any:
     if cur.parts is not None:
         return decode_state(cur.parts)
     if p.result is None:
-        return StateError("restore pieces were not prepared in step")
+        return StateError("restore pieces were not prepared in step", True)
     return p.result

@@ -23,9 +23,12 @@ class StateFailure(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StateError:
-    """The command was rejected (or was garbage); the state is unchanged. HTTP maps it to 500 or 400."""
+    """The command was rejected (or was garbage); the state is unchanged. The writer raises it as
+    CommandRejected (HTTP 400: the request conflicts with the state), or as Internal (500) when `internal`:
+    the state machine failed on a valid command (a bug), not the request."""
 
     message: str
+    internal: bool = False
 
     def __bool__(self) -> bool:  # so `if result:` treats a rejection as failure
         return False

@@ -155,7 +155,7 @@ class StateStore:
         SessionRenew -> Session | None; rejected or undecodable -> StateError."""
         self.last_changed = frozenset()
         if isinstance(index, bool) or not isinstance(index, int) or index <= 0:
-            return StateError(f"bad raft index {index!r}")
+            return StateError(f"bad raft index {index!r}", True)
         try:
             cmd = decode(data)
         except DecodeError as exc:
@@ -187,7 +187,7 @@ class StateStore:
             return StateError(str(exc))
         except Exception as exc:  # a bug; roll back so that every replica stays identical
             t.rollback()
-            return StateError(f"internal error applying {type(cmd).__name__}: {type(exc).__name__}: {exc}")
+            return StateError(f"internal error applying {type(cmd).__name__}: {type(exc).__name__}: {exc}", True)
         if isinstance(result, TxnResult) and result.errors:
             t.rollback()
             return result
@@ -218,7 +218,7 @@ class StateStore:
             return self.apply(index, data)
         self.last_changed = frozenset()
         if isinstance(index, bool) or not isinstance(index, int) or index <= 0:
-            return StateError(f"bad raft index {index!r}")
+            return StateError(f"bad raft index {index!r}", True)
         if isinstance(prepared, restore.PieceMeta):
             return self._restore_piece(index, prepared, None)
         self._abandon()

@@ -56,7 +56,7 @@ def test_bad_http_input_gets_clear_errors(cluster: Cluster) -> None:
     code, text = _http(base + "/v1/operator/keyring", "POST", b'{"Key": "@@@"}')
     assert code == 400 and "base64" in text
     code, text = _http(base + "/v1/operator/keyring", "POST", b'{"Key": "' + b"A" * 44 + b'"}')
-    assert code == 500 and "encryption not enabled" in text
+    assert code == 400 and "encryption not enabled" in text
     assert _http(base + "/v1/no/such/thing")[0] == 404
     assert _http(base + "/v1/agent/members", "DELETE")[0] == 405
     assert "Traceback" not in a.log()

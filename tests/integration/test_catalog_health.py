@@ -172,6 +172,6 @@ def test_register_honours_the_body_datacenter(cluster: Cluster) -> None:
     assert woken["status"] == 200 and woken["index"] > x and woken["body"] == [], woken
 
     code, text = put(bj, "/v1/catalog/register", {"Datacenter": "nowhere", "Node": "n9", "Address": "a"})
-    assert (code, text.strip()) == (500, b"No path to datacenter")
+    assert (code, text.strip()) == (400, b"No path to datacenter")
     assert put(bj, "/v1/catalog/deregister", {"Datacenter": "sh", "Node": "n1"}) == (200, b"true")
     assert get(sh, "/v1/catalog/service/web") == []

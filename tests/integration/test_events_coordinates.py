@@ -189,7 +189,7 @@ def test_event_for_another_datacenter_and_wan_coordinates(cluster: Cluster) -> N
     for p in (sh, shc):
         wait_for(lambda p=p: {e["ID"] for e in _events(p)} >= set(ids), 20, f"both events on {p.name}")
     assert not any(e["Name"] == "cross" for e in _events(bjc))  # not in BJ
-    assert _http(bj, "/v1/event/fire/x?dc=nowhere", "PUT", b"")[0] == 500  # No path to datacenter
+    assert _http(bj, "/v1/event/fire/x?dc=nowhere", "PUT", b"")[0] == 400  # No path to datacenter
 
     def both() -> list[dict[str, Any]] | None:
         out: list[dict[str, Any]] = json.loads(_http(bjc, "/v1/coordinate/datacenters")[2])

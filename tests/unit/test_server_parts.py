@@ -165,7 +165,8 @@ def test_forwarder_read_meta() -> None:
 
 
 def test_forwarder_picks_a_server_of_the_requested_datacenter() -> None:
-    members = [_wan("s1.sh", "sh"), _wan("s2.sh", "sh", MemberStatus.FAILED), _wan("s3.bj", "bj")]
+    members = [_wan("s1.sh", "sh"), _wan("s2.sh", "sh", MemberStatus.FAILED), _wan("s3.bj", "bj"),
+               _wan("s4.gz", "gz", MemberStatus.FAILED)]
     f = Forwarder(FakeTransport(None), "bj", lambda: members)
 
     def pick(dc: str) -> str:
@@ -177,8 +178,11 @@ def test_forwarder_picks_a_server_of_the_requested_datacenter() -> None:
 
     assert pick("") == "" and pick("bj") == ""
     assert pick("sh") == "127.0.0.9:8300"
-    with pytest.raises(e.NoPathToDatacenter):
+    with pytest.raises(e.DatacenterUnavailable):  # known, but no alive server: a server-side 500
         pick("gz")
+    with pytest.raises(e.NoPathToDatacenter) as unknown:  # never seen: the client's error, a 400
+        pick("nowhere")
+    assert type(unknown.value) is e.NoPathToDatacenter
 
 
 # ---------------------------------------------------------------- leader duties
@@ -511,7 +515,7 @@ def test_facade_on_a_client() -> None:
     assert info["Stats"]["consul"] == {"server": "false", "known_servers": "1"}
     assert info["Coord"] == new_coordinate().to_json()  # the agent's LAN coordinate, as Consul's "Coord"
     assert asyncio.run(f.join("10.0.0.1", wan=False)) == (1, []) and lan.joined == [(["10.0.0.1"], 8301)]
-    with pytest.raises(e.Internal, match=r"^Must be a server to join WAN cluster$"):  # Consul's 500, typed
+    with pytest.raises(e.BadRequest, match=r"^Must be a server to join WAN cluster$"):  # Consul: a 500
         asyncio.run(f.join("10.0.0.1", wan=True))
     asyncio.run(f.leave())
     assert left == ["left"]
