@@ -88,6 +88,11 @@ class Supervisor:
         task = asyncio.get_running_loop().create_task(self._run(name, work, critical, restart), name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if not callable(work):
+            # a task cancelled before its first step (a shutdown right after start) never awaits `work`: close it,
+            # or Python warns "coroutine ... was never awaited" (closing a finished coroutine does nothing)
+            coro = work
+            task.add_done_callback(lambda _: coro.close())
         return task
 
     def failed(self, name: str, exc: BaseException, *, critical: bool) -> None:

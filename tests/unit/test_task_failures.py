@@ -165,3 +165,22 @@ def test_a_dns_fill_whose_change_callback_fails_still_answers(caplog: pytest.Log
     caplog.set_level(logging.ERROR)
     asyncio.run(main())
     assert "task 'dns-fill:service:web' failed" in caplog.text
+
+
+def test_a_supervised_coroutine_cancelled_before_it_starts_is_closed(recwarn: pytest.WarningsRecorder) -> None:
+    """Agent.start spawns `snapshots.rejoin(...)` as a coroutine: an agent stopped at once cancelled the task before
+    its first step and Python warned "coroutine 'MemberSnapshots.rejoin' was never awaited"."""
+    import gc
+
+    async def rejoin() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        task = supervise.Supervisor(fail_task="").spawn("rejoin", rejoin())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
