@@ -366,7 +366,10 @@ class _Server:
             await asyncio.sleep(1.0)
             now = self.loop.time()
             for c in [c for c in self.conns if c.deadline is not None and c.deadline <= now]:
-                c.on_timeout()
+                try:
+                    c.on_timeout()
+                except Exception:  # a bug: logged; the sweep goes on, it guards every connection's deadline
+                    log.exception("timing out an HTTP connection failed")
 
 
 class _Connection(asyncio.Protocol):

@@ -184,3 +184,33 @@ def test_a_supervised_coroutine_cancelled_before_it_starts_is_closed(recwarn: py
     asyncio.run(main())
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_the_http_sweep_survives_a_failing_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    """The once-a-second HTTP deadline sweep (h1) used to die at the first exception, silently, and with it every
+    connection's timeouts (slowloris protection)."""
+    from pyconsul.agent.httpd import h1, web
+
+    async def main() -> None:
+        server = await h1.serve(web.Application(), "127.0.0.1", 0)
+        calls = [0]
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await until(lambda: server._srv.conns, 5, "the connection accepted")
+            (conn,) = server._srv.conns
+
+            def broken() -> None:
+                calls[0] += 1
+                raise Bug("on_timeout broke")
+
+            conn.on_timeout = broken  # type: ignore[method-assign]
+            conn.deadline = asyncio.get_running_loop().time() - 1
+            await until(lambda: calls[0] >= 2, 5, "a second sweep after the failure")
+            assert not server._sweeper.done()
+            writer.close()
+        finally:
+            await server.close()
+
+    caplog.set_level(logging.ERROR)
+    asyncio.run(main())
+    assert "timing out an HTTP connection failed" in caplog.text and "on_timeout broke" in caplog.text
