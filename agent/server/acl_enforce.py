@@ -195,6 +195,8 @@ def check_write(authz: Authorizer, cmd: Any, lookup: Lookup) -> None:
         ok = authz.snapshot()
     elif isinstance(cmd, c.ACLBootstrap):
         ok = True  # open until done: the state machine refuses a second bootstrap
+    elif isinstance(cmd, c.AutopilotSet):
+        ok = authz.operator_write()  # Consul's Operator.AutopilotSetConfiguration
     else:
         ok = authz.acl_write()
     if not ok:

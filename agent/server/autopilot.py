@@ -30,6 +30,7 @@ from pyconsul.agent.flags import format_duration, parse_duration
 from pyconsul.agent.gossip.serf import Member, MemberStatus
 from pyconsul.agent.raft.messages import Configuration, Server, Suffrage
 from pyconsul.agent.server.bootstrap import server_of
+from pyconsul.agent.state.commands import AutopilotConf
 
 # Bounds of the settings (config file and PUT /v1/operator/autopilot/configuration; README "Limits").
 MAX_LAST_CONTACT_THRESHOLD = 3600.0  # seconds; > 0
@@ -40,7 +41,8 @@ MAX_TRAILING_LOGS = 2**63 - 1  # >= 0 (Consul's is a uint64; capped at a signed 
 @dataclass(frozen=True, slots=True)
 class AutopilotConfig:
     """Consul's autopilot settings (agent config `autopilot { ... }`; Consul's defaults). `create_index` and
-    `modify_index` are the leader's Raft index when the settings were made or last changed (for ?cas=)."""
+    `modify_index` are the Raft indexes of the state's settings when they were made and last changed (for
+    ?cas=; state/autopilot.py), 0 for the config file's settings not yet in the state."""
 
     cleanup_dead_servers: bool = True
     last_contact_threshold: float = 0.2  # a server is healthy only if the leader heard from it this recently
@@ -70,6 +72,17 @@ class AutopilotConfig:
                 "ServerStabilizationTime": format_duration(self.server_stabilization_time),
                 "RedundancyZoneTag": "", "DisableUpgradeMigration": False, "UpgradeVersionTag": "",
                 "CreateIndex": self.create_index, "ModifyIndex": self.modify_index}
+
+
+def to_state(cfg: AutopilotConfig) -> AutopilotConf:
+    """The settings as the replicated state keeps them (state/autopilot.py; the indexes are the state's)."""
+    return AutopilotConf(cfg.cleanup_dead_servers, cfg.last_contact_threshold, cfg.max_trailing_logs,
+                         cfg.server_stabilization_time)
+
+
+def from_state(conf: AutopilotConf) -> AutopilotConfig:
+    return AutopilotConfig(conf.cleanup_dead_servers, conf.last_contact_threshold, conf.max_trailing_logs,
+                           conf.server_stabilization_time, conf.create_index, conf.modify_index)
 
 
 def _duration(v: object, name: str) -> float:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime
 import logging
 import math
@@ -41,10 +40,13 @@ from pyconsul.agent.gossip.serf import Member, MemberEvent, MemberStatus
 from pyconsul.agent.raft.messages import Configuration
 from pyconsul.agent.server import autopilot, bootstrap
 from pyconsul.agent.server.autopilot import AutopilotConfig, ServerHealth, ServerStats
+from pyconsul.agent.state import autopilot as autopilot_state
 from pyconsul.agent.state import commands as c
 from pyconsul.agent.state import restore
+from pyconsul.agent.state.commands import AutopilotConf
 from pyconsul.agent.state.results import WriteResult
 from pyconsul.agent.state.sessions import SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER
+from pyconsul.agent.state.tables import Tables
 from pyconsul.agent.state.tombstone_gc import TombstoneGC
 
 log = logging.getLogger("agent.server")
@@ -90,7 +92,8 @@ class LeaderDuties:
                  propose_local: Callable[[bytes], Awaitable[WriteResult]] | None = None,
                  wall: Callable[[], float] = time.time, term: Callable[[], int] = lambda: 0,
                  autopilot_config: AutopilotConfig | None = None,
-                 server_stats: Callable[[], tuple[float, int, int, list[ServerStats]]] | None = None) -> None:
+                 server_stats: Callable[[], tuple[float, int, int, list[ServerStats]]] | None = None,
+                 autopilot_state: Callable[[], AutopilotConf | None] | None = None) -> None:
         self.raft = raft
         self.configuration = configuration
         self.datacenter = datacenter
@@ -99,8 +102,11 @@ class LeaderDuties:
         self.store = store
         self.write = write
         self.force_leave = force_leave
-        # the autopilot settings in force on this leader (config file; PUT /v1/operator/autopilot/configuration)
-        self.autopilot_config = autopilot_config or AutopilotConfig(cleanup_dead_servers=cleanup_dead_servers)
+        # autopilot's settings from the config file: they seed the replicated state when it has none (at
+        # establishment, or after a restore of a snapshot without them); `autopilot_config` is what is in force
+        self.autopilot_seed = autopilot_config or AutopilotConfig(cleanup_dead_servers=cleanup_dead_servers)
+        self.autopilot_state = autopilot_state  # the state's settings (StateStore.autopilot_config); None in tests
+        self._autopilot_tables = Tables()  # stands in for the state without a store (unit tests of the leader)
         # (now, term, last index, one ServerStats per server of the configuration): the leader's view, for health
         self.server_stats = server_stats
         self.health: dict[str, ServerHealth] = {}  # server ID -> health (autopilot.update_health); leader only
@@ -185,6 +191,10 @@ class LeaderDuties:
             mine.sort(key=lambda m: m.tags.get("id") != self.node_id)  # this server first
             for m in mine:
                 await self._register(m)
+            try:
+                await self.seed_autopilot_config()
+            except PyconsulError as exc:  # the next pass retries
+                log.warning("establishing leadership: autopilot settings: %s", exc)
             for hook in self.establish_hooks:
                 try:
                     await hook(self.propose_local)
@@ -200,6 +210,7 @@ class LeaderDuties:
             self._signal_establishment()
 
     async def one_pass(self, stable: bool) -> None:
+        await self.seed_autopilot_config()
         self.autopilot(stable)
         await self.reconcile_members()
 
@@ -371,15 +382,40 @@ class LeaderDuties:
         return {"Healthy": bool(servers) and all(h.healthy for h in health.values()),
                 "FailureTolerance": autopilot.failure_tolerance(health.values()), "Servers": servers}
 
-    def set_autopilot_config(self, new: AutopilotConfig, cas: int | None) -> bool:
-        """PUT /v1/operator/autopilot/configuration on the leader: False if ?cas= does not match ModifyIndex."""
-        old = self.autopilot_config
-        if cas is not None and cas != old.modify_index:
-            return False
-        index = max(self.last_index(), old.modify_index + 1)
-        self.autopilot_config = dataclasses.replace(new, create_index=old.create_index or index, modify_index=index)
-        log.info("autopilot: configuration updated: %s", self.autopilot_config.to_json())
-        return True
+    # ------------------------------------------------------------ autopilot's settings (Raft state)
+
+    def _stored_autopilot(self) -> AutopilotConf | None:
+        if self.autopilot_state is None:
+            return autopilot_state.get(self._autopilot_tables)
+        return self.autopilot_state()
+
+    @property
+    def autopilot_config(self) -> AutopilotConfig:
+        """The settings in force: the replicated state's (state/autopilot.py), else the config file's."""
+        stored = self._stored_autopilot()
+        return autopilot.from_state(stored) if stored is not None else self.autopilot_seed
+
+    async def _autopilot_write(self, cmd: c.AutopilotSet) -> bool:
+        if self.autopilot_state is None:  # no store (unit tests of the leader alone): the same rules, in memory
+            t = self._autopilot_tables
+            return autopilot_state.apply(t, max(self.last_index(), t.max_index(autopilot_state.INDEX)) + 1, cmd)
+        return await self.propose_local(c.encode(cmd)) is True  # (a refusal raises CommandRejected)
+
+    async def seed_autopilot_config(self) -> None:
+        """Put the config file's settings into the state if it has none (Consul's getOrCreateAutopilotConfig, at
+        establishment and whenever autopilot finds none); a no-op entry if another write got there first."""
+        if self._stored_autopilot() is None and self.raft.is_leader:
+            log.info("autopilot: storing the configured settings in the state: %s", self.autopilot_seed.to_json())
+            await self._autopilot_write(c.AutopilotSet(autopilot.to_state(self.autopilot_seed), seed=True))
+
+    async def set_autopilot_config(self, new: AutopilotConfig, cas: int | None) -> bool:
+        """PUT /v1/operator/autopilot/configuration on the leader, through Raft: False if ?cas= does not match
+        the stored settings' ModifyIndex (or there are none)."""
+        done = await self._autopilot_write(c.AutopilotSet(autopilot.to_state(new), cas=cas is not None,
+                                                          index=cas or 0))
+        if done:
+            log.info("autopilot: configuration updated: %s", self.autopilot_config.to_json())
+        return done
 
     async def reconcile_members(self) -> None:
         done = self.reconciled

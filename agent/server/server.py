@@ -159,7 +159,8 @@ class ConsulServer:
                                    gc=TombstoneGC(cfg.tombstone_ttl, cfg.tombstone_ttl_granularity),
                                    last_index=self._last_index, propose_local=self._duty_write,
                                    term=self._term, autopilot_config=cfg.autopilot_config(),
-                                   server_stats=self._server_stats)
+                                   server_stats=self._server_stats,
+                                   autopilot_state=lambda: self.store.autopilot_config())
         self.supervisor = supervisor or Supervisor()  # the agent's (one place for every long-lived task)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leader_known = asyncio.Event()  # set while a leader is known
@@ -611,12 +612,13 @@ class ConsulServer:
             raft = await self._wait_leader()
             if not raft.is_leader:
                 return await self.forward.status(raft.leader_address(), what, a, to_leader=True)
-            return self._autopilot_status(what, a)
+            return await self._autopilot_status(what, a)
         raise BadRequest(f"unknown status {what!r}")
 
-    def _autopilot_status(self, what: str, a: dict[str, Any]) -> Any:
+    async def _autopilot_status(self, what: str, a: dict[str, Any]) -> Any:
         if what == "autopilot_health":
             return self.leader.health_json()
+        await self.leader.seed_autopilot_config()  # (if a request comes before establishment stored them)
         if what == "autopilot_configuration":
             return self.leader.autopilot_config.to_json()
         cas = a.get("cas")
@@ -626,7 +628,7 @@ class ConsulServer:
             new = autopilot.config_from_json(a.get("config"), self.leader.autopilot_config)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        return self.leader.set_autopilot_config(new, cas)
+        return await self.leader.set_autopilot_config(new, cas)
 
     def _server_stats(self) -> tuple[float, int, int, list[autopilot.ServerStats]]:
         """The leader's view of every server of its Raft configuration (autopilot health): when it last heard

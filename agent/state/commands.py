@@ -29,6 +29,8 @@ __all__ = [
     "ACLPolicyApply",
     "ACLRoleApply",
     "ACLTokenApply",
+    "AutopilotConf",
+    "AutopilotSet",
     "CheckDef",
     "CheckDefinition",
     "Command",
@@ -84,6 +86,7 @@ class CommandType(IntEnum):
     ACL_POLICY = 19
     ACL_ROLE = 20
     ACL_BOOTSTRAP = 21
+    AUTOPILOT = 22
 
 
 # ---------------------------------------------------------------- KV
@@ -404,10 +407,40 @@ class ACLBootstrap:
     reset_index: int = 0
 
 
+# ---------------------------------------------------------------- autopilot (state/autopilot.py)
+
+
+@dataclass(frozen=True, slots=True)
+class AutopilotConf:
+    """Autopilot's settings as the state keeps them (Consul's autopilot.Config; server/autopilot.py's
+    AutopilotConfig is the leader's view of it). Durations in seconds. The indexes are set by the state
+    machine (ignored in a command)."""
+
+    cleanup_dead_servers: bool = True
+    last_contact_threshold: float = 0.2
+    max_trailing_logs: int = 250
+    server_stabilization_time: float = 10.0
+    create_index: int = 0
+    modify_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AutopilotSet:
+    """Consul's AutopilotRequestType: set the settings. `cas`: only if the stored settings' ModifyIndex is
+    `index` (never when there are none, as Consul). `seed`: only if there are none (the leader's settings from
+    its config file, at establishment). Result: bool (False: nothing changed)."""
+
+    config: AutopilotConf
+    cas: bool = False
+    index: int = 0
+    seed: bool = False
+
+
 Command = (
     KVSet | KVCAS | KVDelete | KVDeleteCAS | KVDeleteTree | KVLock | KVUnlock | Txn
     | Register | Deregister | SessionCreate | SessionDestroy | SessionRenew | TombstoneReap | Restore
     | CoordinateBatchUpdate | PreparedQueryApply | ACLTokenApply | ACLPolicyApply | ACLRoleApply | ACLBootstrap
+    | AutopilotSet
 )
 
 _CLASSES: dict[CommandType, type] = {
@@ -432,6 +465,7 @@ _CLASSES: dict[CommandType, type] = {
     CommandType.ACL_POLICY: ACLPolicyApply,
     CommandType.ACL_ROLE: ACLRoleApply,
     CommandType.ACL_BOOTSTRAP: ACLBootstrap,
+    CommandType.AUTOPILOT: AutopilotSet,
 }
 _TAGS: dict[type, CommandType] = {cls: tag for tag, cls in _CLASSES.items()}
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyconsul.agent.state.acl_defs import ACLPolicy, ACLRole, ACLToken
+from pyconsul.agent.state.commands import AutopilotConf
 from pyconsul.agent.state.query_defs import PreparedQueryDef
 from pyconsul.agent.state.tables import CoordinateEntry, HealthCheck, KVEntry, Node, ServiceNode, Session, Tables, nk
 from pyconsul.agent.state.wire import (
@@ -42,6 +43,7 @@ _RECORDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "acl_tokens": (ACLToken, lambda tok: tok.accessor_id),  # added later too (issue 14)
     "acl_policies": (ACLPolicy, lambda p: p.id),
     "acl_roles": (ACLRole, lambda r: r.id),
+    "autopilot": (AutopilotConf, lambda a: "config"),  # added later too: autopilot's settings (state/autopilot.py)
 }
 _PAIRS: dict[str, type] = {"tombstones": int, "lock_delays": float, "session_deadlines": float, "index": int}
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from pyconsul.agent.state import acl as acl_state
+from pyconsul.agent.state import autopilot as autopilot_state
 from pyconsul.agent.state import catalog, catalog_reads, coordinates, kv, prepared_queries, restore, sessions, snapshot
 from pyconsul.agent.state.catalog_reads import Keep, Tags
 from pyconsul.agent.state.commands import (
@@ -40,6 +41,8 @@ from pyconsul.agent.state.commands import (
     ACLPolicyApply,
     ACLRoleApply,
     ACLTokenApply,
+    AutopilotConf,
+    AutopilotSet,
     Command,
     Coord,
     CoordinateBatchUpdate,
@@ -132,11 +135,12 @@ _HANDLERS: dict[type, Callable[[Tables, int, Any], Any]] = {
     ACLPolicyApply: acl_state.apply_policy,
     ACLRoleApply: acl_state.apply_role,
     ACLBootstrap: acl_state.apply_bootstrap,
+    AutopilotSet: autopilot_state.apply,
 }
 
 
 _TABLES = ("kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates", prepared_queries.INDEX,
-           acl_state.TOKENS, acl_state.POLICIES, acl_state.ROLES)
+           acl_state.TOKENS, acl_state.POLICIES, acl_state.ROLES, autopilot_state.INDEX)
 
 
 class StateStore:
@@ -291,6 +295,10 @@ class StateStore:
 
     def changed_since(self, index: int) -> frozenset[str]:
         return frozenset(name for name, i in self._t.index.items() if i > index)
+
+    def autopilot_config(self) -> AutopilotConf | None:
+        """Autopilot's settings (state/autopilot.py); None until the leader seeded them. Index: "autopilot-config"."""
+        return autopilot_state.get(self._t)
 
     # ------------------------------------------------------------ KV reads
 

@@ -11,7 +11,8 @@ Contracts:
   indexes lowercase them); records keep the spelling they were registered with.
 - Table indexes (`index`): "kvs", "tombstones", "nodes", "services", "checks", "sessions", "coordinates",
   "prepared-queries" (Consul's name; the table itself is `prepared_queries`, state/prepared_queries.py),
-  "acl-tokens", "acl-policies", "acl-roles", "acl-token-bootstrap" (state/acl.py), plus
+  "acl-tokens", "acl-policies", "acl-roles", "acl-token-bootstrap" (state/acl.py), "autopilot-config"
+  (state/autopilot.py), plus
   "service.<name>" (lowercased) per service name and "service_last_extinction". A name's value is the
   Raft index of the last apply that changed it. `changed` collects the names bumped since `begin()`.
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyconsul.agent.state.acl_defs import ACLPolicy, ACLRole, ACLToken
-from pyconsul.agent.state.commands import CheckDefinition, Coord, ServiceAddress
+from pyconsul.agent.state.commands import AutopilotConf, CheckDefinition, Coord, ServiceAddress
 from pyconsul.agent.state.query_defs import PreparedQueryDef
 
 
@@ -158,6 +159,7 @@ class Tables:
         self.acl_tokens: dict[str, ACLToken] = {}  # accessor id -> (state/acl.py)
         self.acl_policies: dict[str, ACLPolicy] = {}  # policy id ->
         self.acl_roles: dict[str, ACLRole] = {}  # role id ->
+        self.autopilot: dict[str, AutopilotConf] = {}  # "config" -> autopilot's settings (state/autopilot.py)
         self.index: dict[str, int] = {}
         self.maps: dict[str, dict[Any, Any]] = {
             "kvs": self.kvs, "tombstones": self.tombstones, "lock_delays": self.lock_delays,
@@ -165,6 +167,7 @@ class Tables:
             "sessions": self.sessions, "session_deadlines": self.session_deadlines, "index": self.index,
             "coordinates": self.coordinates, "prepared_queries": self.prepared_queries,
             "acl_tokens": self.acl_tokens, "acl_policies": self.acl_policies, "acl_roles": self.acl_roles,
+            "autopilot": self.autopilot,
         }
         # derived
         self.kv_sorted: list[str] = []

@@ -124,3 +124,52 @@ def test_joined_servers_are_non_voters_until_stable_and_a_rogue_one_never_votes(
     assert voters(rest[0])["rogue"] is False
     wait_for(lambda: http(good, "/v1/kv/after-kill?stale&raw") == (200, b"1"), 20, "s4 holds the log")
     assert http(good, "/v1/kv/after-s4", "PUT", b"1") == (200, b"true")
+
+
+def test_settings_are_raft_state_a_new_leader_keeps_them(cluster: Cluster, tmp_path: Path) -> None:
+    """PUT settings (through the CLI's set-config, on a follower), kill the leader: the new leader reports the
+    same settings and indexes, not its config file's."""
+    ip = new_block()
+    conf = tmp_path / "ap.json"
+    conf.write_text(json.dumps({"performance": {"raft_multiplier": 1},
+                                "autopilot": {"server_stabilization_time": "1s", "max_trailing_logs": 300}}))
+    ps = [cluster.agent(f"s{i}", f"{ip}.{i}", "-server", "-bootstrap-expect=3", f"-config-file={conf}")
+          for i in (1, 2, 3)]
+    for p in ps[1:]:
+        p.cli("join", f"{ip}.1")
+    wait_for(lambda: leader(ps), 30, "a leader")
+
+    def settings(p: AgentProc) -> dict[str, Any]:
+        code, body = http(p, "/v1/operator/autopilot/configuration")
+        assert code == 200, body
+        out: dict[str, Any] = json.loads(body)
+        return out
+
+    def stored(p: AgentProc) -> dict[str, Any] | None:
+        s = settings(p)
+        return s if s["ModifyIndex"] else None
+
+    seeded = wait_for(lambda: stored(ps[0]), 10, "the leader's config file settings in the state")
+    assert (seeded["MaxTrailingLogs"], seeded["ServerStabilizationTime"]) == (300, "1s")
+    name = leader(ps).split(":")[0]
+    victim = next(p for p in ps if p.ip == name)
+    rest = [p for p in ps if p is not victim]
+    out = rest[0].cli("operator", "autopilot", "set-config", "-cleanup-dead-servers=false", "-max-trailing-logs=42",
+                      "-last-contact-threshold=300ms").stdout
+    assert out == "Configuration updated!\n"
+    before = settings(rest[1])
+    assert (before["CleanupDeadServers"], before["MaxTrailingLogs"], before["LastContactThreshold"]) == \
+        (False, 42, "300ms")
+    assert before["CreateIndex"] == seeded["CreateIndex"] and before["ModifyIndex"] > seeded["ModifyIndex"]
+    stale = http(rest[0], f"/v1/operator/autopilot/configuration?cas={seeded['ModifyIndex']}", "PUT", b"{}")
+    assert stale == (200, b"false")  # CAS on the old ModifyIndex
+
+    victim.kill9()
+    def new_leader() -> bool:
+        now = leader(rest)
+        return bool(now) and not now.startswith(name + ":")
+
+    wait_for(new_leader, 30, "a new leader")
+    assert settings(rest[0]) == before
+    text = rest[1].cli("operator", "autopilot", "get-config").stdout
+    assert "CleanupDeadServers = false\n" in text and "MaxTrailingLogs = 42\n" in text

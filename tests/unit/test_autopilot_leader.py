@@ -5,6 +5,7 @@ settings' compare-and-set."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pyconsul.agent.gossip.serf import Member, MemberStatus
@@ -111,10 +112,16 @@ def test_settings_compare_and_set() -> None:
     w = World()
     d = w.duties
     new = AutopilotConfig(cleanup_dead_servers=False)
-    assert d.set_autopilot_config(new, cas=5) is False  # ModifyIndex is 0
+    assert asyncio.run(d.set_autopilot_config(new, cas=0)) is False  # none stored yet: a CAS fails (as Consul)
+    asyncio.run(d.seed_autopilot_config())  # what establishment does
+    seeded = d.autopilot_config
+    assert seeded.server_stabilization_time == 2.0 and seeded.create_index == seeded.modify_index > 0
+    asyncio.run(d.seed_autopilot_config())  # a seed never overwrites
+    assert d.autopilot_config == seeded
+    assert asyncio.run(d.set_autopilot_config(new, cas=seeded.modify_index + 5)) is False
     assert d.autopilot_config.cleanup_dead_servers is True
-    assert d.set_autopilot_config(new, cas=0) is True
+    assert asyncio.run(d.set_autopilot_config(new, cas=seeded.modify_index)) is True
     first = d.autopilot_config.modify_index
-    assert first > 0 and d.autopilot_config.cleanup_dead_servers is False
-    assert d.set_autopilot_config(AutopilotConfig(), cas=None) is True
-    assert d.autopilot_config.modify_index > first and d.autopilot_config.create_index == first
+    assert first > seeded.modify_index and d.autopilot_config.cleanup_dead_servers is False
+    assert asyncio.run(d.set_autopilot_config(AutopilotConfig(), cas=None)) is True
+    assert d.autopilot_config.modify_index > first and d.autopilot_config.create_index == seeded.create_index

@@ -68,7 +68,8 @@ def test_a_new_leader_registers_the_servers_before_it_takes_a_write() -> None:
         await server.leader.establish(server.leader.term())
         async with asyncio.timeout(5):
             await write
-        assert raft.applied == ["Register", "Register", "KVSet"], "this server, the other server, then the write"
+        assert raft.applied == ["Register", "Register", "AutopilotSet", "KVSet"], \
+            "this server, the other server, autopilot's settings from the config file, then the write"
         assert set(server.leader.reconciled) == {"me", "other"}
 
     asyncio.run(go())

@@ -154,7 +154,7 @@ def test_command_type_numbers_are_frozen() -> None:
         "KV_UNLOCK": 7, "TXN": 8, "REGISTER": 9, "DEREGISTER": 10, "SESSION_CREATE": 11,
         "SESSION_DESTROY": 12, "SESSION_RENEW": 13, "TOMBSTONE_REAP": 14, "RESTORE": 15,
         "COORDINATE_BATCH_UPDATE": 16, "PREPARED_QUERY": 17, "ACL_TOKEN": 18, "ACL_POLICY": 19, "ACL_ROLE": 20,
-        "ACL_BOOTSTRAP": 21}
+        "ACL_BOOTSTRAP": 21, "AUTOPILOT": 22}
     assert msgpack.unpackb(encode(KVSet("k", b"v", 1))) == [1, {"key": "k", "value": b"v", "flags": 1}]
 
 

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from pyconsul.agent.state.commands import (
     KVCAS,
+    AutopilotConf,
+    AutopilotSet,
     CheckDef,
     Command,
     Deregister,
@@ -97,6 +99,9 @@ COMMANDS: st.SearchStrategy[Command] = st.one_of(
     st.builds(SessionDestroy, SESSIONS, now=NOWS),
     st.builds(SessionRenew, SESSIONS, now=NOWS),
     st.builds(TombstoneReap, INDEXES),
+    st.builds(AutopilotSet, st.builds(AutopilotConf, st.booleans(), st.sampled_from([0.2, 1.0]), st.integers(0, 300),
+                                      st.sampled_from([0.0, 10.0])),
+              cas=st.booleans(), index=INDEXES, seed=st.booleans()),
 )
 # A world where sessions can exist: two nodes with passing checks and two live sessions.
 PRELUDE = [encode(c) for c in (
