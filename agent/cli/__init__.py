@@ -7,7 +7,7 @@
     info.py      info, version
     kv.py        kv put|get|delete|export|import
     catalog.py   catalog datacenters|nodes|services
-    operator.py  operator raft list-peers|remove-peer
+    operator.py  operator raft list-peers|remove-peer, operator autopilot get-config|set-config
     snapshot.py  snapshot save|restore|inspect
     tls.py       tls ca create, tls cert create
     services.py  services register|deregister

@@ -1,4 +1,5 @@
-"""`pyconsul operator raft list-peers|remove-peer`: the servers' Raft configuration."""
+"""`pyconsul operator raft list-peers|remove-peer`: the servers' Raft configuration; `pyconsul operator autopilot
+get-config|set-config`: autopilot's settings (GET|PUT /v1/operator/autopilot/configuration)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from pyconsul.agent.cli import common
 from pyconsul.agent.cli.common import ApiError, CLIError, columnize
-from pyconsul.agent.flags import FlagSet
+from pyconsul.agent.flags import FlagSet, format_duration, parse_duration
 
 
 def raft_peers_table(config: Mapping[str, Any]) -> list[str]:
@@ -76,10 +77,117 @@ def cmd_raft(args: Sequence[str]) -> int:
                             "Inspects and manipulates the Raft configuration of the servers.")
 
 
-OPERATOR_COMMANDS: common.Table = {"raft": (cmd_raft, "Provides cluster-level tools for Consul operators")}
+def _duration_text(value: object) -> str:
+    """A duration of the API's JSON (a Go duration string, or nanoseconds) as Go's Duration.String()."""
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value) / 1e9  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return format_duration(seconds)
+
+
+def autopilot_config_lines(conf: Mapping[str, Any]) -> list[str]:
+    """Render GET /v1/operator/autopilot/configuration like `consul operator autopilot get-config` (1.7)."""
+    def go_bool(v: object) -> str:
+        return "true" if v else "false"
+
+    return [f"CleanupDeadServers = {go_bool(conf.get('CleanupDeadServers'))}",
+            f"LastContactThreshold = {_duration_text(conf.get('LastContactThreshold', 0))}",
+            f"MaxTrailingLogs = {conf.get('MaxTrailingLogs', 0)}",
+            f"MinQuorum = {conf.get('MinQuorum', 0)}",
+            f"ServerStabilizationTime = {_duration_text(conf.get('ServerStabilizationTime', 0))}",
+            f"RedundancyZoneTag = {json.dumps(str(conf.get('RedundancyZoneTag') or ''), ensure_ascii=False)}",
+            f"DisableUpgradeMigration = {go_bool(conf.get('DisableUpgradeMigration'))}",
+            f"UpgradeVersionTag = {json.dumps(str(conf.get('UpgradeVersionTag') or ''), ensure_ascii=False)}"]
+
+
+def _get_autopilot(res: Any, query: dict[str, str]) -> dict[str, Any]:
+    try:
+        conf = common.api_request("GET", common.http_addr(res), "/v1/operator/autopilot/configuration", query=query)
+    except ApiError as exc:
+        raise CLIError(f"Error querying Autopilot configuration: {exc}") from None
+    if not isinstance(conf, dict):
+        raise CLIError(f"Error querying Autopilot configuration: unexpected response {conf!r}")
+    return conf
+
+
+def cmd_autopilot_get(args: Sequence[str]) -> int:
+    fs = FlagSet("operator autopilot get-config")
+    common.http_flags(fs)
+    common.server_flags(fs)
+    res = common.parse(fs, args, "operator autopilot get-config [options]",
+                       "Displays the current Autopilot configuration.")
+    common.no_args(res)
+    common.out(autopilot_config_lines(_get_autopilot(res, common.server_query(res))))
+    return 0
+
+
+def cmd_autopilot_set(args: Sequence[str]) -> int:
+    """Consul's set-config: read the settings, change those given by a flag, write them back with ?cas= the
+    ModifyIndex read (a change in between fails, exit 1)."""
+    fs = FlagSet("operator autopilot set-config")
+    common.http_flags(fs)
+    common.server_flags(fs)
+    fs.bool("cleanup-dead-servers", False, "Controls whether Consul will automatically remove dead servers when "
+            "new ones are successfully added. Must be one of `true|false`.")
+    fs.int("max-trailing-logs", 0, "Controls the maximum number of log entries that a server can trail the leader "
+           "by before being considered unhealthy.")
+    fs.duration("last-contact-threshold", 0.0, "Controls the maximum amount of time a server can go without "
+                "contact from the leader before being considered unhealthy. Must be a duration value such as "
+                "`200ms`.")
+    fs.duration("server-stabilization-time", 0.0, "Controls the minimum amount of time a server must be stable "
+                "in the 'healthy' state before being added to the cluster. Must be a duration value such as `10s`.")
+    res = common.parse(fs, args, "operator autopilot set-config [options]",
+                       "Modifies the current Autopilot configuration.")
+    common.no_args(res)
+    given = res.explicit
+    trailing = given.get("max-trailing-logs")
+    if isinstance(trailing, int) and trailing < 0:
+        raise CLIError(f'Failed to parse args: invalid value "{trailing}" for flag -max-trailing-logs: '
+                       "not an unsigned integer")
+    conf = _get_autopilot(res, common.server_query(res, read=False))
+    if "cleanup-dead-servers" in given:
+        conf["CleanupDeadServers"] = res.bool("cleanup-dead-servers")
+    if trailing is not None:
+        conf["MaxTrailingLogs"] = trailing
+    for flag, key in (("last-contact-threshold", "LastContactThreshold"),
+                      ("server-stabilization-time", "ServerStabilizationTime")):
+        if flag in given:
+            conf[key] = format_duration(res.float(flag))
+    query = common.server_query(res, read=False)
+    query["cas"] = str(conf.get("ModifyIndex", 0))
+    body = {k: v for k, v in conf.items() if k not in ("CreateIndex", "ModifyIndex")}
+    try:
+        ok = common.api_request("PUT", common.http_addr(res), "/v1/operator/autopilot/configuration",
+                                query=query, body=body)
+    except ApiError as exc:
+        raise CLIError(f"Error setting Autopilot configuration: {exc}") from None
+    if ok is True:
+        print("Configuration updated!")
+        return 0
+    print("Configuration could not be atomically updated, please try again")
+    return 1
+
+
+AUTOPILOT_COMMANDS: common.Table = {
+    "get-config": (cmd_autopilot_get, "Display the current Autopilot configuration"),
+    "set-config": (cmd_autopilot_set, "Modify the current Autopilot configuration"),
+}
+
+
+def cmd_autopilot(args: Sequence[str]) -> int:
+    return common.run_group("operator autopilot", AUTOPILOT_COMMANDS, args,
+                            "Views or modifies the current Autopilot configuration (Consul's Autopilot\n"
+                            "  subsystem).")
+
+
+OPERATOR_COMMANDS: common.Table = {
+    "autopilot": (cmd_autopilot, "Provides tools for modifying Autopilot configuration"),
+    "raft": (cmd_raft, "Provides cluster-level tools for Consul operators"),
+}
 
 
 def cmd_operator(args: Sequence[str]) -> int:
     return common.run_group("operator", OPERATOR_COMMANDS, args,
                             "Provides cluster-level tools for Consul operators, such as interacting with the\n"
-                            "  Raft subsystem.")
+                            "  Raft subsystem and Autopilot.")

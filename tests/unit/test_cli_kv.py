@@ -1,4 +1,4 @@
-"""`kv`, `catalog` and `operator raft` verbs against an in-process fake Consul HTTP API.
+"""`kv`, `catalog`, `operator raft` and `operator autopilot` verbs against an in-process fake Consul HTTP API.
 
 The fake is a plain http.server on 127.0.0.1:0 in a thread that records every request and answers
 with canned Consul-shaped bodies, so these tests pin the exact requests (paths, query strings,
@@ -457,13 +457,58 @@ def test_raft_remove_peer(consul: FakeConsul, capsys: pytest.CaptureFixture[str]
     assert len(consul.requests) == 3
 
 
+# ---------------------------------------------------------------- operator autopilot
+
+AUTOPILOT = {"CleanupDeadServers": True, "LastContactThreshold": "200ms", "MaxTrailingLogs": 250, "MinQuorum": 0,
+             "ServerStabilizationTime": "10s", "RedundancyZoneTag": "", "DisableUpgradeMigration": False,
+             "UpgradeVersionTag": "", "CreateIndex": 5, "ModifyIndex": 9}
+
+
+def test_autopilot_get_config(consul: FakeConsul, capsys: pytest.CaptureFixture[str]) -> None:
+    consul.reply("GET", "/v1/operator/autopilot/configuration", AUTOPILOT)
+    assert run(capsys, "operator", "autopilot", "get-config") == (0, (
+        "CleanupDeadServers = true\nLastContactThreshold = 200ms\nMaxTrailingLogs = 250\nMinQuorum = 0\n"
+        "ServerStabilizationTime = 10s\nRedundancyZoneTag = \"\"\nDisableUpgradeMigration = false\n"
+        "UpgradeVersionTag = \"\"\n"), "")
+    consul.reply("GET", "/v1/operator/autopilot/configuration?stale=", LEADERLESS, status=500)
+    assert run(capsys, "operator", "autopilot", "get-config", "-stale") == (1, "", (
+        "Error querying Autopilot configuration: Unexpected response code: 500 (No cluster leader)\n"))
+
+
+def test_autopilot_set_config(consul: FakeConsul, capsys: pytest.CaptureFixture[str]) -> None:
+    consul.reply("GET", "/v1/operator/autopilot/configuration", AUTOPILOT)
+    consul.reply("PUT", "/v1/operator/autopilot/configuration?cas=9", True)
+    assert run(capsys, "operator", "autopilot", "set-config", "-cleanup-dead-servers=false",
+               "-last-contact-threshold=1s", "-max-trailing-logs", "100",
+               "-server-stabilization-time=1m30s") == (0, "Configuration updated!\n", "")
+    _, path, body, _ = consul.requests[-1]
+    assert path == "/v1/operator/autopilot/configuration?cas=9"  # the ModifyIndex just read
+    sent = json.loads(body)
+    assert (sent["CleanupDeadServers"], sent["LastContactThreshold"], sent["MaxTrailingLogs"],
+            sent["ServerStabilizationTime"]) == (False, "1s", 100, "1m30s")
+    # a flag left out keeps the value read; a changed ModifyIndex makes the CAS fail: exit 1
+    consul.reply("PUT", "/v1/operator/autopilot/configuration?cas=9", False)
+    assert run(capsys, "operator", "autopilot", "set-config", "-max-trailing-logs=7") == (
+        1, "Configuration could not be atomically updated, please try again\n", "")
+    sent = json.loads(consul.requests[-1][2])
+    assert (sent["CleanupDeadServers"], sent["LastContactThreshold"], sent["MaxTrailingLogs"]) == (True, "200ms", 7)
+    consul.reply("PUT", "/v1/operator/autopilot/configuration?cas=9", b"Error parsing autopilot config", status=400)
+    assert run(capsys, "operator", "autopilot", "set-config", "-max-trailing-logs=7") == (1, "", (
+        "Error setting Autopilot configuration: Unexpected response code: 400 (Error parsing autopilot config)\n"))
+    n = len(consul.requests)
+    assert run(capsys, "operator", "autopilot", "set-config", "-max-trailing-logs=-1")[0] == 1
+    assert run(capsys, "operator", "autopilot", "set-config", "-last-contact-threshold=soon")[0] == 1
+    assert len(consul.requests) == n  # refused before asking the agent
+
+
 # ---------------------------------------------------------------- dispatch, help, transport
 
 
 @pytest.mark.parametrize(
     ("group", "subs"),
     [(["kv"], kv.KV_COMMANDS), (["catalog"], catalog.CATALOG_COMMANDS),
-     (["operator"], operator.OPERATOR_COMMANDS), (["operator", "raft"], operator.RAFT_COMMANDS)],
+     (["operator"], operator.OPERATOR_COMMANDS), (["operator", "raft"], operator.RAFT_COMMANDS),
+     (["operator", "autopilot"], operator.AUTOPILOT_COMMANDS)],
 )
 def test_groups_list_their_subcommands(
     capsys: pytest.CaptureFixture[str], group: list[str], subs: dict[str, Any]
