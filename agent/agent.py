@@ -367,7 +367,6 @@ class Agent:
         acl.token_ttl, acl.down_policy when none answers). Wired into the server (enforcement), the client
         backend (the agent token its own requests carry) and, by start(), the HTTP app. A server also runs the
         leader's ACL setup (the builtin policy, the anonymous and master tokens)."""
-        from pyconsul.agent.acl import replication as acl_replication
         from pyconsul.agent.http.acl import load_tokens
 
         cfg = self.cfg
@@ -380,6 +379,8 @@ class Agent:
             async def lookup(secret: str) -> dict[str, Any] | None:
                 found = resolve_local(server.store, secret)
                 if found is None and secondary:  # not replicated (yet, or at all): the primary knows it
+                    from pyconsul.agent.acl import replication as acl_replication  # secondary DCs only
+
                     found = await acl_replication.resolve_remote(server, primary, secret)
                 return found
         else:
@@ -388,6 +389,8 @@ class Agent:
             async def lookup(secret: str) -> dict[str, Any] | None:
                 value, _ = await backend.read("acl.resolve", {"secret": secret}, "stale")
                 if value is None and secondary:  # not replicated (yet, or at all): the primary knows it
+                    from pyconsul.agent.acl import replication as acl_replication  # secondary DCs only
+
                     return await acl_replication.resolve_remote(backend, primary, secret)
                 return value if isinstance(value, dict) else None
         resolver = TokenResolver(cfg.acl, lookup, node_name=cfg.node_name, caching=server is None,
@@ -411,6 +414,8 @@ class Agent:
                                                   master, time.time, lambda: server.fsm.restores),
                            "acl-leader", restart=True)
             if secondary:  # policies, roles (and global tokens) come from the primary (acl/replication.py)
+                from pyconsul.agent.acl import replication as acl_replication
+
                 replicator = acl_replication.for_server(server, primary, cfg.acl)
                 resolver.replication_status = replicator.status.json
                 self.spawn(replicator.run, "acl-replication", restart=True)

@@ -11,11 +11,11 @@ Without a data directory (-dev) nothing is persisted: the node ID is fresh on ev
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 
 from pyconsul.agent.fsutil import atomic_write
 from pyconsul.agent.gossip.keyring import Keyring, decode_key
+from pyconsul.agent.ids import uuid4
 
 log = logging.getLogger("agent")
 
@@ -27,13 +27,13 @@ def prepare(data_dir: Path | None, node_id: str) -> str:
     """Create the directory layout and settle the node ID: the configured one (written if the file
     does not exist yet), else the stored one, else a new UUID (stored)."""
     if data_dir is None:
-        return node_id or str(uuid.uuid4())
+        return node_id or uuid4()
     (data_dir / "serf").mkdir(parents=True, exist_ok=True)
     id_file = data_dir / "node-id"
     if not node_id:
         if id_file.exists():
             return id_file.read_text().strip()
-        node_id = str(uuid.uuid4())
+        node_id = uuid4()
         atomic_write(id_file, node_id)
     elif not id_file.exists():
         atomic_write(id_file, node_id)

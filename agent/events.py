@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 import msgpack
 
 from pyconsul.agent.errors import BadRequest
-from pyconsul.agent.filter.regex import RegexError, compile_go_regex
+from pyconsul.agent.ids import uuid4
 
 __all__ = [
     "EVENT_PREFIX", "RING_SIZE", "AgentEvents", "EventBuffer", "UserEvent", "decode", "encode", "event_index",
@@ -80,6 +79,8 @@ def user_event_name(serf_event: str) -> str | None:
 
 
 def _compile(pattern: str, what: str) -> Any:
+    from pyconsul.agent.filter.regex import RegexError, compile_go_regex  # only events with filters need it
+
     try:
         return compile_go_regex(pattern)
     except RegexError as exc:
@@ -96,7 +97,7 @@ def new_event(name: str, payload: bytes = b"", node_filter: str = "", service_fi
     for pattern, what in ((node_filter, "node"), (service_filter, "service"), (tag_filter, "tag")):
         if pattern:
             _compile(pattern, what)
-    return UserEvent(str(uuid.uuid4()), name, payload, node_filter, service_filter, tag_filter)
+    return UserEvent(uuid4(), name, payload, node_filter, service_filter, tag_filter)
 
 
 def encode(ev: UserEvent) -> bytes:
@@ -152,6 +153,10 @@ def should_process(ev: UserEvent, node_name: str,
     """Whether this agent takes the event (Consul's shouldProcessUserEvent). `services` lists the agent's
     local services as (name, tags); without it (no local service table) a service filter matches nothing,
     as on a Consul agent with no services. A filter that does not compile drops the event."""
+    if not ev.node_filter and not ev.service_filter:
+        return True
+    from pyconsul.agent.filter.regex import RegexError, compile_go_regex  # only events with filters need it
+
     try:
         if ev.node_filter and not compile_go_regex(ev.node_filter).search(node_name):
             return False

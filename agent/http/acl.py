@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from pyconsul.agent.acl.resolver import TokenResolver
 from pyconsul.agent.errors import BadRequest, CommandRejected, NotFound, PermissionDenied
 from pyconsul.agent.http.api import Backend, decode_json, json_response, read_meta_headers, read_query
 from pyconsul.agent.httpd import web
+from pyconsul.agent.ids import uuid4
 from pyconsul.agent.server.acl_enforce import REQUEST_TOKEN
 from pyconsul.agent.server.common import REQUEST_DC, remote_dc
 from pyconsul.agent.state import acl as acl_state
@@ -263,7 +263,7 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
                 reset_index = int(path.read_text().strip() or "0")
             except (OSError, ValueError):
                 reset_index = 0
-        tok = ACLToken(accessor_id=str(uuid.uuid4()), secret_id=str(uuid.uuid4()),
+        tok = ACLToken(accessor_id=uuid4(), secret_id=uuid4(),
                        description="Bootstrap Token (Global Management)",
                        policies=(ACLPolicyLink(id=GLOBAL_MANAGEMENT_ID),), create_time=time.time())
         tok = _replace_hash(tok)
@@ -292,8 +292,8 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
     async def token_create(request: web.Request) -> web.Response:
         await need(request, lambda a: a.acl_write())
         b = _body(await request.read())
-        accessor = _str(b, "accessorid", "AccessorID", 64) or str(uuid.uuid4())
-        secret = _str(b, "secretid", "SecretID", 64) or str(uuid.uuid4())
+        accessor = _str(b, "accessorid", "AccessorID", 64) or uuid4()
+        secret = _str(b, "secretid", "SecretID", 64) or uuid4()
         for value, field in ((accessor, "AccessorID"), (secret, "SecretID")):
             if not _UUID.fullmatch(value):
                 raise BadRequest(f"Invalid Token: {field} is not a valid UUID")
@@ -363,7 +363,7 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
         desc = _str(b, "description", "Description") or str(old.get("Description", ""))
         links = tuple(ACLPolicyLink(id=str(p["ID"])) for p in old.get("Policies") or [])
         roles = tuple(ACLPolicyLink(id=str(r["ID"])) for r in old.get("Roles") or [])
-        tok = _replace_hash(ACLToken(accessor_id=str(uuid.uuid4()), secret_id=str(uuid.uuid4()), description=desc,
+        tok = _replace_hash(ACLToken(accessor_id=uuid4(), secret_id=uuid4(), description=desc,
                                      policies=links, local=bool(old.get("Local")), create_time=time.time(),
                                      roles=roles))
         await write(c.ACLTokenApply("create", tok))
@@ -391,7 +391,7 @@ def register_enabled(app: web.Application, resolver: TokenResolver, backend: Bac
             b = _body(await request.read())
             if b.get("id"):
                 raise BadRequest(f"Cannot specify ID when creating {kind}")
-            obj = parse(b, str(uuid.uuid4()))
+            obj = parse(b, uuid4())
             await write(apply("create", obj))
             return json_response(await read(read_cmd, {"id": obj.id}))
 

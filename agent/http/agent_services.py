@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pyconsul.agent.errors import BadRequest, NotFound
-from pyconsul.agent.filter import Filter
-from pyconsul.agent.filter.request import request_filter
 from pyconsul.agent.http.api import decode_json, json_response, parse_wait
 from pyconsul.agent.httpd import web
 from pyconsul.agent.local.definitions import normalize, quote, service_json
@@ -60,9 +58,15 @@ def check_json(c: LocalCheck, node: str) -> dict[str, Any]:
     }
 
 
-def _compile_filter(request: web.Request, path: str) -> Filter:
-    """The request's ?filter= for `path` (compiled once per expression, cached); BadRequest with the position."""
-    return request_filter(request.query.get("filter", ""), path)
+def _filtered(request: web.Request, path: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (a dict result) kept to the entries the request's ?filter= for `path` holds for (compiled once
+    per expression, cached; BadRequest with the position). The filter package is loaded by the first ?filter=."""
+    expression = request.query.get("filter", "")
+    if not expression:
+        return values
+    from pyconsul.agent.filter.request import request_filter
+
+    return request_filter(expression, path).apply_values(values)
 
 
 def _enable(request: web.Request) -> bool:
@@ -96,8 +100,8 @@ def register(app: web.Application, local: LocalAgent, node_name: str,
         return {**service_json(svc), "Datacenter": datacenter}
 
     async def services(request: web.Request) -> web.Response:
-        f = _compile_filter(request, "/v1/agent/services")
-        return json_response(f.apply_values({sid: service_out(sid) for sid in local.services()}))
+        return json_response(_filtered(request, "/v1/agent/services",
+                                       {sid: service_out(sid) for sid in local.services()}))
 
     def hashed(sid: str) -> dict[str, Any]:
         if local.service(sid) is None:
@@ -174,8 +178,8 @@ def register(app: web.Application, local: LocalAgent, node_name: str,
         return json_response([i for _, i in infos], HEALTH_CODES[worst])
 
     async def checks(request: web.Request) -> web.Response:
-        f = _compile_filter(request, "/v1/agent/checks")
-        return json_response(f.apply_values({cid: check_json(c, node_name) for cid, c in local.checks().items()}))
+        return json_response(_filtered(request, "/v1/agent/checks",
+                                       {cid: check_json(c, node_name) for cid, c in local.checks().items()}))
 
     async def check_register(request: web.Request) -> web.Response:
         await local.register_check(await _body(request))

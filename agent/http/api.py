@@ -12,7 +12,6 @@ import re
 from typing import Any, Protocol
 
 from pyconsul.agent.errors import BadRequest
-from pyconsul.agent.filter.request import request_filter
 from pyconsul.agent.gossip.serf import Member
 from pyconsul.agent.httpd import web
 
@@ -265,6 +264,8 @@ def read_args(request: web.Request, node_name: str, *, endpoint: str | None = No
             meta[key] = value
         args["node_meta"] = meta
     if endpoint is not None and q.get("filter"):
+        from pyconsul.agent.filter.request import request_filter  # loaded by the first ?filter=
+
         request_filter(q["filter"], endpoint)  # BadRequest now, before any blocking wait
         args["filter"] = q["filter"]
     if near and q.get("near"):

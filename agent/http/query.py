@@ -23,7 +23,6 @@ characters per string.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from pyconsul.agent.errors import BadRequest, CommandRejected, NotFound
@@ -38,6 +37,7 @@ from pyconsul.agent.http.api import (
     run_read,
 )
 from pyconsul.agent.httpd import web
+from pyconsul.agent.ids import uuid4
 from pyconsul.agent.server import prepared_query
 from pyconsul.agent.state import commands as c
 from pyconsul.agent.state.query_defs import PreparedQueryDef, QueryFailover, QueryTemplate, ServiceQuery
@@ -223,7 +223,7 @@ def register(app: web.Application, backend: Backend, datacenters: prepared_query
         body = decode_json(await request.read())
         if isinstance(body, dict) and _lower(body).get("id"):
             raise BadRequest(f"{INVALID}: ID must be empty when creating a new prepared query")
-        q = parse_query(body, str(uuid.uuid4()))
+        q = parse_query(body, uuid4())
         await _write(backend, "create", q)
         return json_response({"ID": q.id})
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from typing import Any
 
 from pyconsul.agent.errors import BadRequest, NotFound
 from pyconsul.agent.flags import parse_duration
 from pyconsul.agent.http.api import Backend, canonical_keys, decode_json, json_response, read_meta_headers, read_query
 from pyconsul.agent.httpd import web
+from pyconsul.agent.ids import uuid4
 from pyconsul.agent.state import commands as c
-from pyconsul.agent.state.sessions import session_json
 from pyconsul.agent.state.tables import Session
 
 SESSION_FIELDS = ("LockDelay", "Behavior", "TTL")
@@ -77,7 +76,7 @@ def _create_cmd(raw: bytes, default_node: str) -> c.SessionCreate:
     if ttl and not MIN_TTL <= ttl <= MAX_TTL:
         raise BadRequest(f"Invalid Session TTL '{b['TTL']}', must be between [10s=24h0m0s]")
     delay = lock_delay(b["LockDelay"]) if b.get("LockDelay") is not None else 15.0
-    return c.SessionCreate(str(uuid.uuid4()), node, name, ttl, delay, behavior, tuple(checks), now=time.time())
+    return c.SessionCreate(uuid4(), node, name, ttl, delay, behavior, tuple(checks), now=time.time())
 
 
 def register(app: web.Application, backend: Backend, node_name: str) -> None:
@@ -94,6 +93,8 @@ def register(app: web.Application, backend: Backend, node_name: str) -> None:
         sid = request.match_info["id"]
         result = await backend.write(c.encode(c.SessionRenew(sid, now=time.time())))
         if isinstance(result, Session):
+            from pyconsul.agent.state.sessions import session_json  # the state's readers: servers, or here once
+
             return json_response([session_json(result)])
         raise NotFound(f"Session id '{sid}' not found")
 

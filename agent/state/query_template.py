@@ -24,7 +24,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pyconsul.agent.filter.regex import RegexError, compile_go_regex
 from pyconsul.agent.state.query_defs import TEMPLATE_NAME_PREFIX_MATCH, PreparedQueryDef, ServiceQuery
 
 __all__ = ["Compiled", "TemplateError", "compile_template", "is_template", "render"]
@@ -119,6 +118,8 @@ def compile_template(q: PreparedQueryDef) -> Compiled:
     _walk(q.service, parse)
     pattern = None
     if q.template.regexp:
+        from pyconsul.agent.filter.regex import RegexError, compile_go_regex  # loaded by the first regexp template
+
         try:
             pattern = compile_go_regex(q.template.regexp)
         except (RegexError, ValueError, re.error, OverflowError, RecursionError) as exc:

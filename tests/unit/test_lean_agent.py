@@ -21,6 +21,10 @@ sys.argv = ["pyconsul", "agent"]
 from pyconsul.agent import cli
 cli.COMMANDS["agent"]
 import pyconsul.agent.agent, pyconsul.agent.dns.server
+from pyconsul.agent.config import agent_flagset, build_config
+from pyconsul.agent.cli import common
+res = common.parse(agent_flagset(), ["-node=x", "-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir=/nonexistent/pyconsul-probe"], "agent", "")
+build_config(res.explicit)  # the bench's client agent's config, validated as `pyconsul agent` does
 print(json.dumps(sorted(k for k, v in sys.modules.items() if v is not None)))
 """
 
@@ -45,6 +49,18 @@ LAZY = {
     "pyconsul.agent.state.store": "servers only",
     "pyconsul.agent.raft.node": "servers only",
     "pyconsul.agent.raft.storage": "servers only",
+    "pyconsul.agent.server.autopilot": "servers only (config.validate checks non-default autopilot values only)",
+    "pyconsul.agent.acl.replication": "servers and clients of a secondary ACL datacenter (agent.py _start_acl)",
+    "uuid": "agent/ids.py makes the random IDs (uuid imports platform: ~0.25 MiB)",
+    "platform": "imported by uuid",
+    "pyconsul.agent.filter": "the first ?filter= (http/api.py, http/agent_services.py), a user event or prepared "
+                             "query template with a regexp (events.py, state/query_template.py): ~0.4 MiB",
+    "pyconsul.agent.filter.grammar": "the first ?filter=",
+    "pyconsul.agent.filter.regex": "the first ?filter= or regexp",
+    "pyconsul.agent.filter.request": "the first ?filter=",
+    "pyconsul.agent.state.sessions": "the state's readers: servers (http/session.py renders a renewed session with it)",
+    "pyconsul.agent.state.prepared_queries": "servers only",
+    "pyconsul.agent.state.catalog_reads": "servers only",
 }
 
 
