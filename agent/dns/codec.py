@@ -71,6 +71,7 @@ def load() -> None:
     from dns.rdtypes.ANY.TXT import TXT
     from dns.rdtypes.IN.SRV import SRV
 
+    r.MISSING  # noqa: B018 -- runs the lazily imported resolver (agent/dns/__init__.py) here too, off the loop
     _loaded = True
 
 

@@ -77,6 +77,7 @@ class DNSServer:
         self.recursors = [parse_recursor(x) for x in cfg.recursors]
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending_counts: dict[r.ViewKey, int] = {}
+        self._load_lock = asyncio.Lock()  # one codec.load thread at a time (it also runs the lazy resolver module)
 
     # -------------------------------------------------------- lifecycle
 
@@ -199,7 +200,9 @@ class DNSServer:
     async def _answer_after_load(self, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
         """Answer a query that came before dnspython was loaded (codec.load, in a worker thread: ~20-30 ms)."""
         try:
-            await asyncio.to_thread(codec.load)
+            async with self._load_lock:
+                if not codec.loaded():
+                    await asyncio.to_thread(codec.load)
             self._answer(data, tcp, send)
         except Exception:
             log.exception("dns: failed to answer a query")

@@ -58,7 +58,7 @@ SWEEP_INTERVAL = 5.0
 RETRY_BACKOFF = (0.2, 5.0)  # a detector whose read fails retries after this, doubling up to the second
 MAX_FILL_ROUNDS = 3  # reads of one entry while changes keep overlapping them
 
-QueryExec = Callable[[str, str], Awaitable[tuple[tuple[r.Instance, ...], float | None] | None]]
+QueryExec = Callable[[str, str], Awaitable[tuple[tuple["r.Instance", ...], float | None] | None]]  # r: lazy
 
 # detector -> (query, args, the entry kinds a change can affect)
 _NOTHING = {"filter": 'Node == ""'}
