@@ -367,8 +367,6 @@ class Agent:
         acl.token_ttl, acl.down_policy when none answers). Wired into the server (enforcement), the client
         backend (the agent token its own requests carry) and, by start(), the HTTP app. A server also runs the
         leader's ACL setup (the builtin policy, the anonymous and master tokens)."""
-        from pyconsul.agent.http.acl import load_tokens
-
         cfg = self.cfg
         server, backend = self.server, self.backend
         primary = cfg.primary_datacenter or cfg.datacenter
@@ -397,6 +395,8 @@ class Agent:
                                  data_dir=str(self.data_dir) if self.data_dir else None)
         resolver.datacenter, resolver.primary_datacenter = cfg.datacenter, primary
         if cfg.acl.enabled and cfg.acl.enable_token_persistence and self.data_dir is not None:
+            from pyconsul.agent.http.acl import load_tokens  # the ACL system's HTTP side: only with ACLs
+
             load_tokens(self.data_dir, resolver)
         if isinstance(backend, ClientBackend):
             backend.agent_token = resolver.agent_token

@@ -50,6 +50,8 @@ from pyconsul.agent.acl import rules as acl_rules
 from pyconsul.agent.acl.authz import Authorizer
 from pyconsul.agent.acl.resolver import TokenResolver
 from pyconsul.agent.errors import BadRequest, CommandRejected, NotFound, PermissionDenied
+from pyconsul.agent.http import acl_off
+from pyconsul.agent.http.acl_off import ENDPOINTS
 from pyconsul.agent.http.api import Backend, decode_json, json_response, read_meta_headers, read_query
 from pyconsul.agent.httpd import web
 from pyconsul.agent.ids import uuid4
@@ -59,43 +61,7 @@ from pyconsul.agent.state import acl as acl_state
 from pyconsul.agent.state import commands as c
 from pyconsul.agent.state.acl_defs import GLOBAL_MANAGEMENT_ID, ACLPolicy, ACLPolicyLink, ACLRole, ACLToken
 
-DISABLED = "ACL support disabled"
-
-# Consul 1.7's ACL endpoints: path (a trailing "/" is a prefix) -> methods.
-ENDPOINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("/v1/acl/bootstrap", ("PUT",)),
-    ("/v1/acl/create", ("PUT",)),
-    ("/v1/acl/update", ("PUT",)),
-    ("/v1/acl/destroy/", ("PUT",)),
-    ("/v1/acl/info/", ("GET",)),
-    ("/v1/acl/clone/", ("PUT",)),
-    ("/v1/acl/list", ("GET",)),
-    ("/v1/acl/login", ("POST",)),
-    ("/v1/acl/logout", ("POST",)),
-    ("/v1/acl/replication", ("GET",)),
-    ("/v1/acl/policies", ("GET",)),
-    ("/v1/acl/policy", ("PUT",)),
-    ("/v1/acl/policy/", ("GET", "PUT", "DELETE")),
-    ("/v1/acl/roles", ("GET",)),
-    ("/v1/acl/role", ("PUT",)),
-    ("/v1/acl/role/", ("GET", "PUT", "DELETE")),
-    ("/v1/acl/binding-rules", ("GET",)),
-    ("/v1/acl/binding-rule", ("PUT",)),
-    ("/v1/acl/binding-rule/", ("GET", "PUT", "DELETE")),
-    ("/v1/acl/auth-methods", ("GET",)),
-    ("/v1/acl/auth-method", ("PUT",)),
-    ("/v1/acl/auth-method/", ("GET", "PUT", "DELETE")),
-    ("/v1/acl/rules/translate", ("POST",)),
-    ("/v1/acl/rules/translate/", ("GET",)),
-    ("/v1/acl/tokens", ("GET",)),
-    ("/v1/acl/token", ("PUT",)),
-    ("/v1/acl/token/", ("GET", "PUT", "DELETE")),
-    ("/v1/agent/token/", ("PUT",)),
-)
-
-
-async def disabled(request: web.Request) -> web.Response:
-    return web.Response(status=401, text=DISABLED)
+# The paths and methods (ENDPOINTS) and their answer while ACLs are off live in http/acl_off.py.
 
 
 def register(app: web.Application, resolver: TokenResolver | None = None, backend: Backend | None = None, *,
@@ -103,12 +69,7 @@ def register(app: web.Application, resolver: TokenResolver | None = None, backen
     if resolver is not None and resolver.enabled() and backend is not None:
         register_enabled(app, resolver, backend, data_dir=data_dir)
         return
-    r = app.router
-    for path, methods in ENDPOINTS:
-        # "/v1/acl/policy/" covers "/v1/acl/policy/<id>" and "/v1/acl/policy/name/<n>" (any depth).
-        route = path + "{rest:.*}" if path.endswith("/") else path
-        for method in methods:
-            r.add_route(method, route, disabled)
+    acl_off.register(app)
 
 
 # ---------------------------------------------------------------------------------------------- ACLs enabled

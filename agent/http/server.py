@@ -25,7 +25,7 @@ from pyconsul.agent.errors import (
     PermissionDenied,
     PyconsulError,
 )
-from pyconsul.agent.http import acl, agent_routes, catalog, health, kv, session, snapshot
+from pyconsul.agent.http import acl_off, agent_routes, catalog, health, kv, session, snapshot
 from pyconsul.agent.http import monitor as monitor_routes
 from pyconsul.agent.http.agent_services import register as register_agent_services
 from pyconsul.agent.http.api import DEFAULT_MAX_BODY, AgentAPI, Backend, member_json
@@ -128,8 +128,13 @@ def make_app(api: AgentAPI, backend: Backend | None = None, datacenter: str = "d
     monitor_routes.register(app, log_feed())  # GET /v1/agent/monitor: the process's log, streamed
     if local is not None:
         register_agent_services(app, local, node_name, reload, datacenter)  # the agent's own services and checks
-    # the ACL system (http/acl.py) with acl.enabled, else 401 "ACL support disabled" as Consul
-    acl.register(app, acl_resolver, backend, data_dir=acl_resolver.data_dir if acl_resolver is not None else None)
+    # the ACL system (http/acl.py, loaded only then) with acl.enabled, else 401 "ACL support disabled" as Consul
+    if acl_resolver is not None and acl_resolver.enabled() and backend is not None:
+        from pyconsul.agent.http import acl
+
+        acl.register(app, acl_resolver, backend, data_dir=acl_resolver.data_dir)
+    else:
+        acl_off.register(app)
     if backend is not None:
         kv.register(app, backend)
         catalog.register(app, backend, datacenter, node_name)

@@ -64,6 +64,8 @@ LAZY = {
     "pyconsul.agent.state.sessions": "the state's readers: servers (http/session.py renders a renewed session with it)",
     "pyconsul.agent.state.prepared_queries": "servers only",
     "pyconsul.agent.state.catalog_reads": "servers only",
+    "pyconsul.agent.http.acl": "acl.enabled (http/acl_off.py answers Consul's 401 otherwise; ~0.2 MiB with state.acl)",
+    "pyconsul.agent.state.acl": "acl.enabled, servers",
     "pyconsul.agent.dns.resolver": "the first DNS query (run lazily by codec.load with dnspython, in a worker thread)",
 }
 
