@@ -295,8 +295,15 @@ def filter_response(authz: Authorizer, request: web.Request, resp: web.Response)
     return resp
 
 
+# Answered by Consul without resolving the request's token (no ACL check: Status.Leader, Status.Peers): an
+# unknown token -- e.g. an acl.tokens.default whose token is not created yet -- must not turn them into 403s.
+_TOKEN_FREE = frozenset({"/v1/status/leader", "/v1/status/peers"})
+
+
 async def enforce(request: web.Request, handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.Response:
     """Run `handler` under the request token's Authorizer (ACLs on; see the module docstring)."""
+    if request.path in _TOKEN_FREE and request.method in ("GET", "HEAD"):
+        return await handler(request)
     authz = await authorizer_for(request)
     body = b""
     if request.method == "PUT" and request.path.startswith("/v1/agent/"):

@@ -284,6 +284,11 @@ def _query_ok(authz: Authorizer, cmd: c.PreparedQueryApply, lookup: Lookup) -> b
     return True
 
 
+# Server-RPC `status` requests Consul answers without resolving the token at all (Status.Leader, Status.Peers,
+# Catalog.ListDatacenters): an unknown token (e.g. an acl.tokens.default not created yet) does not fail them.
+STATUS_TOKEN_FREE = frozenset({"leader", "peers", "datacenters"})
+
+
 def check_status(authz: Authorizer, what: str, args: dict[str, Any]) -> None:
     """Server-RPC `status` requests: operator read for the Raft configuration and autopilot's settings and
     health, operator write to remove a peer or change autopilot's settings, event write for a forwarded user
