@@ -8,10 +8,17 @@
 #   fix_dirs      directories the role manages that are missing or have another mode, owner or group
 #   chown_dirs    of the directories the agent writes (recurse), those holding an entry that its
 #                 user and group do not own (e.g. left by an agent that ran as root)
+#   group_exists  the agent's system group exists
+#   account       the agent's user as the role sets it: {group, shell, home, comment} (null: no such user)
+#   files         of the files the role templates (args "files"), each regular one that exists:
+#                 {path: {sha1, mode, owner, group}}; the role skips a template whose rendering has that
+#                 sha1 and whose mode and owner match (tasks/configure.yml)
 import grp
+import hashlib
 import json
 import os
 import pwd
+import stat
 import subprocess
 import sys
 
@@ -69,6 +76,39 @@ def foreign(top, uid, gid):
 
 
 user_exists = ids(a["user"], a["user"])[0] is not None
+group_exists = ids(a["group"], a["group"])[1] is not None
+account = None
+try:
+    pw = pwd.getpwnam(a["user"])
+    try:
+        primary = grp.getgrgid(pw.pw_gid).gr_name
+    except KeyError:
+        primary = str(pw.pw_gid)
+    account = {"group": primary, "shell": pw.pw_shell, "home": pw.pw_dir, "comment": pw.pw_gecos}
+except KeyError:
+    pass
+
+
+def id_name(lookup, num):
+    """The user or group name of a numeric id (its number when it has none)."""
+    try:
+        return lookup(num)[0]
+    except KeyError:
+        return str(num)
+
+
+files = {}
+for path in a.get("files", []):
+    try:
+        st = os.lstat(path)  # a symlink is not reported: the template task then runs as it always did
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        with open(path, "rb") as f:
+            digest = hashlib.sha1(f.read()).hexdigest()  # the checksum Ansible's template module compares
+    except OSError:
+        continue
+    files[path] = {"sha1": digest, "mode": "%04o" % (st.st_mode & 0o7777),
+                   "owner": id_name(pwd.getpwuid, st.st_uid), "group": id_name(grp.getgrgid, st.st_gid)}
 fix_dirs, chown_dirs = [], []
 for d in a["dirs"]:
     uid, gid = ids(d["owner"], d["group"])
@@ -87,6 +127,9 @@ print(json.dumps({
     "installed": installed,
     "encrypt": encrypt,
     "user_exists": user_exists,
+    "group_exists": group_exists,
+    "account": account,
+    "files": files,
     "fix_dirs": fix_dirs,
     "chown_dirs": chown_dirs,
 }))

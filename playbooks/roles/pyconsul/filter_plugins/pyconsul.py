@@ -13,6 +13,7 @@ name the host name. No Ansible import: tests/unit/test_role_filters.py calls the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -204,6 +205,20 @@ def leaders_by_dc(views: Mapping[str, str], ms: Sequence[Member]) -> dict[str, i
             for dc in datacenters(ms)}
 
 
+def file_current(found: Mapping[str, Any], path: str, content: str, mode: str, owner: str, group: str) -> bool:
+    """Whether the host already has `path` as a template task would write it: the probe's report of the file
+    (`found`: {path: {sha1, mode, owner, group}} from files/probe.py; a missing path is a missing file) has the
+    SHA-1 of `content` (the rendering, as UTF-8), this `mode` ("0640") and these owner and group names. Then the
+    template module would report ok, and tasks/configure.yml skips it. Any doubt (no report, another value, an
+    owner left out in --check) is False: the task runs and decides as it always did."""
+    seen = found.get(path) if isinstance(found, Mapping) else None
+    if not isinstance(seen, Mapping):
+        return False
+    want = {"sha1": hashlib.sha1(content.encode("utf-8")).hexdigest(),  # Ansible's checksum
+            "mode": str(mode), "owner": str(owner), "group": str(group)}
+    return all(seen.get(k) == v for k, v in want.items())
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "pyconsul_members": members,
     "pyconsul_servers": servers,
@@ -217,6 +232,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "pyconsul_restart_order": restart_order,
     "pyconsul_leader_views": leader_views,
     "pyconsul_leaders_by_dc": leaders_by_dc,
+    "pyconsul_file_current": file_current,
 }
 
 
