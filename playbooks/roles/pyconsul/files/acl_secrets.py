@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keep the cluster's ACL secrets on the controller: create them once, then always reuse them.
 
-Usage: acl_secrets.py FILE
+Usage: acl_secrets.py FILE [--dns]
 
 FILE (JSON, mode 0600, in the git-ignored .secrets/<inventory>/) holds
   master          acl.tokens.master of every server: the leader of each datacenter creates this
@@ -11,6 +11,9 @@ FILE (JSON, mode 0600, in the git-ignored .secrets/<inventory>/) holds
   agent_secret    the SecretID of the agent token (acl.tokens.agent of every agent), created by
                   acl_setup.py in each datacenter with the agent policy
   agent_master    acl.tokens.agent_master of every agent: local agent operations (reload) with no server
+  dns_accessor    with --dns (pyconsul_acl_dns_token) only: the AccessorID and
+  dns_secret      the SecretID of the DNS token (acl.tokens.default of every agent), created by acl_setup.py
+                  in each datacenter with the DNS policy (read nodes, services and prepared queries)
 Missing entries are generated (UUIDs); existing ones are never changed. Delete an entry to rotate it
 (docs/security.md). Prints {"changed": bool, "created": [names]} and never a secret.
 """
@@ -24,10 +27,16 @@ import uuid
 from pathlib import Path
 
 KEYS = ("master", "agent_accessor", "agent_secret", "agent_master")
+DNS_KEYS = ("dns_accessor", "dns_secret")
 
 
 def main() -> int:
-    path = Path(sys.argv[1])
+    args = sys.argv[1:]
+    if len(args) not in (1, 2) or args[1:] not in ([], ["--dns"]):
+        print(json.dumps({"failed": True, "msg": "usage: acl_secrets.py FILE [--dns]"}))
+        return 2
+    path = Path(args[0])
+    keys = KEYS + (DNS_KEYS if args[1:] == ["--dns"] else ())
     have: dict[str, str] = {}
     if path.exists():
         loaded = json.loads(path.read_text() or "{}")
@@ -35,7 +44,7 @@ def main() -> int:
             print(json.dumps({"failed": True, "msg": f"{path}: not a JSON object"}))
             return 1
         have = {k: str(v) for k, v in loaded.items() if v}
-    created = [k for k in KEYS if k not in have]
+    created = [k for k in keys if k not in have]
     if not created:
         print(json.dumps({"changed": False, "created": []}))
         return 0
