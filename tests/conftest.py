@@ -11,9 +11,9 @@ from tests.harness import Cluster, cluster_fixture
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/lab/testinfra checks a deployed cluster: it runs from molecule's verify step (and by hand
-    with --hosts=ansible://... --ansible-inventory=...), never as part of a plain `pytest tests`."""
-    if collection_path.name == "testinfra" and collection_path.parent.name == "lab" \
+    """tests/lab/testinfra and testinfra_secure check a deployed cluster: they run from molecule's verify step
+    (and by hand with --hosts=ansible://... --ansible-inventory=...), never as part of a plain `pytest tests`."""
+    if collection_path.name in ("testinfra", "testinfra_secure") and collection_path.parent.name == "lab" \
             and not config.getoption("hosts", None):
         return True
     return None

@@ -1,11 +1,11 @@
-"""The role with TLS and ACLs on the lab (tests/lab/secure_inventory: the guide's BJ/SH topology,
-pyconsul_tls_enabled, pyconsul_acl_enabled, default deny): site.yml deploys it and a second run changes
-nothing; key files are 0600 and config 0640, owned by the agent's user; HTTPS needs a certificate of the
-cluster's CA; anonymous requests write nothing and read nothing; a token with `key_prefix "app/"` write writes
-app/ and not other/ (403), also forwarded to the other datacenter with a token valid there; the agent token
-(default deny) registers every node; `members -wan` is complete; servers whose certificate is from another CA,
-or is a client certificate, join the gossip pool but never receive the Raft log. The lab is taken down
-afterwards whatever happens."""
+"""The role with TLS and ACLs on the lab, through molecule scenario `secure` (molecule/secure: the hosts of
+tests/lab/secure_inventory, the guide's BJ/SH topology with pyconsul_tls_enabled, pyconsul_acl_enabled and
+default deny). One deployment serves both tests: the module fixture runs `molecule create` and `converge`
+(site.yml); the first test runs `molecule idempotence` (changed=0 on every host) and `molecule verify` (the
+testinfra suite tests/lab/testinfra_secure: file modes, HTTPS, anonymous requests refused, a key_prefix "app/"
+token, servers without a valid certificate kept out of Raft, members -wan); the second runs the rotation
+procedures of docs/security.md on the same cluster. `molecule destroy` (and `pyconsul-lab down`) afterwards,
+whatever happens."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import json
 import os
 import re
 import shutil
-import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.query
+import dns.rdatatype
 import pytest
 
 from tests.harness import wait_for
@@ -33,15 +36,19 @@ INV = "tests/lab/secure_inventory"
 SECRETS = ROOT / ".secrets" / "secure_inventory"
 HOSTS = ["sec-bj1", "sec-bj2", "sec-bj3", "sec-sh1", "sec-sh2"]
 BJ, SH = "10.77.14.11", "10.77.14.14"
-SERVERS_WAN = {"sec-bj1.bj", "sec-bj2.bj", "sec-bj3.bj", "sec-sh1.sh"}
 
 pytestmark = pytest.mark.slow
 
 
-def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    env.update(extra)
+    return env
+
+
+def _run(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=ROOT, env=env or _env(), capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 
@@ -68,187 +75,89 @@ def call(addr: str, path: str, *, method: str = "GET", token: str = "", body: An
         return status, raw.decode(errors="replace")
 
 
+def _dns_a(addr: str, name: str) -> set[str]:
+    """A answers of the agent's DNS interface at addr:8600 for `name`."""
+    msg = dns.query.udp(dns.message.make_query(name, "A"), addr, port=8600, timeout=5)
+    return {rr.address for s in msg.answer if s.rdtype == dns.rdatatype.A for rr in s}
+
+
 def recap(stdout: str) -> dict[str, str]:
     return dict(re.findall(r"^(sec-\w+)\s+:\s+(.*)$", stdout, re.M))
 
 
+class Molecule:
+    """`molecule <step> -s secure` with its own ephemeral directory (the sources snapshot of create is in
+    <ephemeral>/src); each step's stdout and stderr in one stream."""
+
+    def __init__(self, ephemeral: Path) -> None:
+        self.ephemeral = ephemeral
+        self.env = _env(MOLECULE_EPHEMERAL_DIRECTORY=str(ephemeral))
+        self.env.pop("ANSIBLE_CONFIG")  # molecule writes its own
+
+    def __call__(self, step: str, timeout: float = 900) -> str:
+        proc = subprocess.run([str(BIN / "molecule"), step, "-s", "secure"], cwd=ROOT, env=self.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, f"molecule {step}:\n{proc.stdout[-16000:]}"
+        return proc.stdout
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """The frozen sources of create: edits in the work tree during the test must not look like an upgrade."""
+        return {"pyconsul_source_dir": str(self.ephemeral / "src")}
+
+
 @pytest.fixture(scope="module")
-def lab() -> Iterator[None]:
+def molecule(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Molecule]:
+    """A deployed secure cluster: molecule create + converge (site.yml); destroyed afterwards whatever happens."""
     assert os.geteuid() == 0, "the lab needs root"
     _run(str(BIN / "pyconsul-lab"), "down", "-i", INV)
     shutil.rmtree(SECRETS, ignore_errors=True)  # a new lab: a new CA and new tokens
-    up = _run(str(BIN / "pyconsul-lab"), "up", "-i", INV, timeout=600)
+    mol = Molecule(tmp_path_factory.mktemp("molecule-secure"))
     try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield
+        mol("create", timeout=600)
+        mol("converge")
+        yield mol
     finally:
-        down = _run(str(BIN / "pyconsul-lab"), "down", "-i", INV)
+        # The agents' logs (their directory is private to each host and goes with `down`), kept for a failure
+        # in the git-ignored reports/ (pytest's own temporary directories are pruned by later runs).
+        logs = ROOT / "reports" / "secure-lab"
+        logs.mkdir(parents=True, exist_ok=True)
+        for host in HOSTS:
+            got = _run(str(BIN / "pyconsul-lab"), "ssh", host, "-i", INV, "--",
+                       "tail -n 400 /var/log/pyconsul/agent.log", timeout=60)
+            (logs / f"{host}.log").write_text(got.stdout + got.stderr)
+        destroy = subprocess.run([str(BIN / "molecule"), "destroy", "-s", "secure"], cwd=ROOT, env=mol.env,
+                                 capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        down = _run(str(BIN / "pyconsul-lab"), "down", "-i", INV)  # also when molecule could not
+        assert destroy.returncode == 0, destroy.stdout[-4000:] + destroy.stderr[-4000:]
         assert down.returncode == 0, down.stdout + down.stderr
 
 
-@pytest.fixture
-def sources(tmp_path: Path) -> dict[str, str]:
-    """A frozen copy of the sources: edits in the work tree during the test must not look like an upgrade."""
-    src = tmp_path / "src"
-    proc = _run(sys.executable, str(ROOT / "playbooks/roles/pyconsul/files/build_wheelhouse.py"), "--source",
-                str(ROOT), "--snapshot", str(src), timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"pyconsul_source_dir": str(src)}
+def _step(out: str, step: str) -> str:
+    """What molecule's `step` printed between its markers."""
+    start = out.index(f"[secure > {step}] Executing")
+    return out[start:out.index(f"[secure > {step}] Executed", start)]
 
 
-def _cli(cwd: Path, *args: str) -> None:
-    proc = subprocess.run([str(BIN / "pyconsul"), *args], cwd=cwd, capture_output=True, text=True, timeout=60,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def _https_leader(cert: tuple[str, str] | None) -> int:
-    ctx = ssl.create_default_context(cafile=str(SECRETS / "tls" / "consul-agent-ca.pem"))
-    if cert:
-        ctx.load_cert_chain(*cert)
-    with urllib.request.urlopen(f"https://{BJ}:8501/v1/status/leader", timeout=10, context=ctx) as resp:
-        return int(resp.status)
-
-
-def test_secure_cluster(lab: None, sources: dict[str, str], tmp_path: Path) -> None:
-    site = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV, "-e", json.dumps(sources))
-    assert site.returncode == 0, site.stdout[-8000:] + site.stderr[-2000:]
-    again = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV, "-e", json.dumps(sources))
-    assert again.returncode == 0, again.stdout[-8000:] + again.stderr[-2000:]
-    counts = recap(again.stdout)
-    assert sorted(counts) == sorted(HOSTS)
+def test_secure_cluster(molecule: Molecule) -> None:
+    """Idempotence (a second site.yml run changes nothing on any host), then the testinfra suite."""
+    out = molecule("idempotence")
+    counts = recap(_step(out, "idempotence"))
+    assert sorted(counts) == sorted(HOSTS), out[-8000:]
     for host, line in counts.items():
         assert "changed=0" in line and "failed=0" in line, f"{host}: {line}"
-
-    # Files: the controller keeps the CA and the tokens (0600); hosts get their own certificate.
-    secrets = json.loads((SECRETS / "acl.json").read_text())
-    master = secrets["master"]
-    assert (SECRETS / "acl.json").stat().st_mode & 0o777 == 0o600
-    assert (SECRETS / "tls" / "consul-agent-ca-key.pem").stat().st_mode & 0o777 == 0o600
-    tls = "/etc/pyconsul/tls"
-    assert on("sec-bj1", f"stat -c '%a %U' {tls}/agent-key.pem {tls}/agent.pem /etc/pyconsul/agent.d/config.json"
-              ).splitlines() == ["600 pyconsul", "640 pyconsul", "640 pyconsul"]
-    assert "server.bj.consul" in on("sec-bj1", f"openssl x509 -in {tls}/agent.pem -noout -ext subjectAltName")
-    assert "client.sh.consul" in on("sec-sh2", f"openssl x509 -in {tls}/agent.pem -noout -ext subjectAltName")
-    assert '"master"' not in on("sec-sh2", "cat /etc/pyconsul/agent.d/config.json"), "no management token on clients"
-
-    # HTTPS: only with a certificate of the cluster's CA (sec-sh2's client certificate here).
-    client = SECRETS / "tls" / "sec-sh2"
-    assert _https_leader((str(client / "sh-client-consul-0.pem"), str(client / "sh-client-consul-0-key.pem"))) == 200
-    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError, OSError)):
-        _https_leader(None)
-
-    # The agent token works under default deny: every node registered itself (anti-entropy), in both DCs.
-    def nodes(dc: str, token: str) -> set[str]:
-        status, body = call(BJ, f"/v1/catalog/nodes?dc={dc}", token=token)
-        assert status == 200, body
-        return {n["Node"] for n in body}
-
-    wait_for(lambda: nodes("bj", master) == {"sec-bj1", "sec-bj2", "sec-bj3"} or None, 60, "BJ's nodes registered")
-    wait_for(lambda: nodes("sh", master) == {"sec-sh1", "sec-sh2"} or None, 60, "SH's nodes, the client too")
-    # members -wan complete (with the management token; anonymous sees none of them).
-    status, wan = call(BJ, "/v1/agent/members?wan=1", token=master)
-    assert status == 200 and {m["Name"] for m in wan if m["Status"] == 1} == SERVERS_WAN, wan
-    assert call(BJ, "/v1/agent/members?wan=1") == (200, [])
-
-    # Anonymous: no writes, no reads.
-    assert call(BJ, "/v1/kv/app/x", method="PUT", body=b"anon")[0] == 403
-    assert call(SH, "/v1/kv/other/x", method="PUT", body=b"anon")[0] == 403
-    assert nodes("bj", "") == set() and nodes("sh", "") == set()
-    assert call(BJ, "/v1/catalog/services")[1] == {}
-
-    # A token with key_prefix "app/" write, created in each datacenter (ACLs are per datacenter, the ACL
-    # endpoints answer for their own) with the same secret: it writes app/ and not other/, locally and
-    # forwarded to SH from BJ. The management token (acl.tokens.master) is valid in both.
-    app = str(uuid.uuid4())
-    for server in (BJ, SH):
-        status, pol = call(server, "/v1/acl/policy", method="PUT", token=master,
-                           body={"Name": "app-writer", "Rules": 'key_prefix "app/" { policy = "write" }'})
-        assert status == 200, pol
-        status, tok = call(server, "/v1/acl/token", method="PUT", token=master,
-                           body={"SecretID": app, "Policies": [{"Name": "app-writer"}]})
-        assert status == 200, tok
-    # A follower resolves tokens from its own state: it knows the token once it has applied the write.
-    wait_for(lambda: call(BJ, "/v1/acl/token/self", token=app)[0] == 200 or None, 10, "the token known to BJ")
-    assert call(BJ, "/v1/kv/app/x", method="PUT", token=app, body=b"1") == (200, True)
-    assert call(BJ, "/v1/kv/other/x", method="PUT", token=app, body=b"1")[0] == 403
-    assert call(BJ, "/v1/kv/app/y?dc=sh", method="PUT", token=app, body=b"2") == (200, True)
-    assert call(BJ, "/v1/kv/other/y?dc=sh", method="PUT", token=app, body=b"2")[0] == 403
-    status, got = call(BJ, "/v1/kv/app/y?dc=sh", token=app)
-    assert status == 200 and got[0]["Key"] == "app/y"
-    # Anonymous: a denied key is a 403 (Consul's KVS.Get), a listing is filtered down to nothing (404).
-    assert call(BJ, "/v1/kv/app/x")[0] == 403 and call(BJ, "/v1/kv/app/y?dc=sh")[0] == 403
-    assert call(BJ, "/v1/kv/?recurse")[0] == 404 and call(BJ, "/v1/kv/?keys")[0] == 404
-
-    # Servers without a valid certificate (another CA's server certificate; a client certificate of the
-    # cluster's CA) join the gossip pool with the gossip key but never receive the Raft log.
-    other = tmp_path / "other-ca"
-    other.mkdir()
-    _cli(other, "tls", "ca", "create")
-    _cli(other, "tls", "cert", "create", "-server", "-dc=bj", "-additional-ipaddress=10.77.14.12")
-    mine = tmp_path / "client-cert"
-    mine.mkdir()
-    _cli(mine, "tls", "cert", "create", "-client", "-dc=bj", "-additional-ipaddress=10.77.14.13",
-         f"-ca={SECRETS}/tls/consul-agent-ca.pem", f"-key={SECRETS}/tls/consul-agent-ca-key.pem")
-    key = (SECRETS / "gossip.key").read_text().strip()
-    rogues = {"rogue-ca": ("sec-bj2", "10.77.14.12", other / "consul-agent-ca.pem", other / "bj-server-consul-0"),
-              "rogue-client": ("sec-bj3", "10.77.14.13", SECRETS / "tls" / "consul-agent-ca.pem",
-                               mine / "bj-client-consul-0")}
-    pids: dict[str, str] = {}
-    try:
-        for name, (host, ip, ca, cert) in rogues.items():
-            conf = tmp_path / f"{name}.json"
-            conf.write_text(json.dumps({
-                "node_name": name, "datacenter": "bj", "server": True, "data_dir": str(tmp_path / f"{name}-data"),
-                "bind_addr": ip, "client_addr": ip, "retry_join": [f"{BJ}:8301"], "retry_interval": "1s",
-                "encrypt": key,
-                "ports": {"http": 18500, "dns": -1, "server": 18300, "serf_lan": 18301, "serf_wan": 18302},
-                "ca_file": str(ca), "cert_file": f"{cert}.pem", "key_file": f"{cert}-key.pem",
-                "verify_incoming": True, "verify_outgoing": True, "verify_server_hostname": True}))
-            pids[name] = on(host, f"setsid nohup /opt/pyconsul/venv/bin/pyconsul agent -config-file={conf} "
-                                  f">{tmp_path / name}.log 2>&1 </dev/null & echo $!")
-
-        def lan_alive() -> set[str]:
-            return {m["Name"] for m in call(BJ, "/v1/agent/members", token=master)[1] if m["Status"] == 1}
-
-        wait_for(lambda: set(rogues) <= lan_alive() or None, 60, "the rogue servers in the LAN pool")
-        assert call(BJ, "/v1/kv/app/z", method="PUT", token=master, body=b"3") == (200, True)
-        wait_for(lambda: call("10.77.14.13", "/v1/kv/app/z?stale", token=master)[0] == 200 or None, 30,
-                 "a real follower has the write")
-        for name, (_host, ip, _ca, _cert) in rogues.items():
-            assert call(ip, "/v1/status/leader", port=18500) == (200, ""), f"{name} knows a leader"
-            assert call(ip, "/v1/status/peers", port=18500) == (200, []), f"{name} has Raft peers"
-            assert call(ip, "/v1/kv/app/z?stale", port=18500)[0] != 200, f"{name} has the log"
-        status, raft = call(BJ, "/v1/operator/raft/configuration", token=master)
-        assert status == 200
-        leaders = [s["Node"] for s in raft["Servers"] if s["Leader"]]
-        assert len(leaders) == 1 and leaders[0] in {"sec-bj1", "sec-bj2", "sec-bj3"}, raft
-        # members -wan still complete
-        status, wan = call(BJ, "/v1/agent/members?wan=1", token=master)
-        assert {m["Name"] for m in wan if m["Status"] == 1} >= SERVERS_WAN, wan
-    finally:
-        for name, pid in pids.items():
-            if pid.isdigit():
-                on(rogues[name][0], f"kill {pid} || true")
-    # Gone for good (the next test restarts servers: dead voters would cost BJ its quorum).
-    for name, (_host, ip, _ca, _cert) in rogues.items():
-        call(BJ, f"/v1/operator/raft/peer?address={ip}:18300", method="DELETE", token=master)
-        call(BJ, f"/v1/agent/force-leave/{name}", method="PUT", token=master)
-
-    def raft_nodes() -> set[str]:
-        return {s["Node"] for s in call(BJ, "/v1/operator/raft/configuration", token=master)[1]["Servers"]}
-
-    wait_for(lambda: raft_nodes() == {"sec-bj1", "sec-bj2", "sec-bj3"} or None, 30, "BJ's Raft without rogues")
+    out = molecule("verify", timeout=600)
+    passed = re.search(r"(\d+) passed", out)
+    assert passed and int(passed.group(1)) >= 6 and not re.search(r"\d+ (failed|error)", out), out[-8000:]
 
 
-@pytest.mark.xfail(strict=False, reason="known bug (issue 14 note): after the master-token rotation the old master "
-                   "token, once deleted, still answers 200 on /v1/acl/token/self; a leader that still holds the old "
-                   "acl.tokens.master (ACL tokens are not re-read on reload) recreates it within 1 s")
-def test_rotation_with_the_role(lab: None, sources: dict[str, str]) -> None:
+def test_rotation_with_the_role(molecule: Molecule) -> None:
     """docs/security.md "Rotation with the role", on the cluster of the test above: the gossip key through the
     keyring then `-e pyconsul_encrypt`, a host's certificate and the agent token by deleting them on the
     controller, the management token created first and then put into acl.json; the next run with the new key
-    in the file changes nothing; the old management token is deleted by hand."""
+    in the file changes nothing; the old management token is deleted by hand. The same runs turn
+    pyconsul_acl_dns_token on (no extra deployment): DNS then answers under default deny."""
     old = json.loads((SECRETS / "acl.json").read_text())
     serial = on("sec-bj1", "openssl x509 -in /etc/pyconsul/tls/agent.pem -noout -serial")
     def cli(server: str, *args: str) -> str:
@@ -276,11 +185,13 @@ def test_rotation_with_the_role(lab: None, sources: dict[str, str]) -> None:
     shutil.rmtree(SECRETS / "tls" / "sec-bj1")
     (SECRETS / "acl.json").write_text(json.dumps({"master": master, "agent_accessor": old["agent_accessor"],
                                                   "agent_master": old["agent_master"]}))
+    # The same runs turn pyconsul_acl_dns_token on (docs/security.md): DNS answers under default deny.
+    dns_on = {**molecule.sources, "pyconsul_acl_dns_token": True}
     run = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV, "-e",
-               json.dumps({**sources, "pyconsul_encrypt": new_key}))
+               json.dumps({**dns_on, "pyconsul_encrypt": new_key}))
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     (SECRETS / "gossip.key").write_text(new_key + "\n")
-    again = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV, "-e", json.dumps(sources))
+    again = _run(str(BIN / "ansible-playbook"), "site.yml", "-i", INV, "-e", json.dumps(dns_on))
     assert again.returncode == 0, again.stdout[-8000:] + again.stderr[-2000:]
     for host, line in recap(again.stdout).items():
         assert "changed=0" in line and "failed=0" in line, f"{host}: {line}"
@@ -288,6 +199,16 @@ def test_rotation_with_the_role(lab: None, sources: dict[str, str]) -> None:
     new = json.loads((SECRETS / "acl.json").read_text())
     assert new["master"] == master and new["agent_secret"] != old["agent_secret"]
     assert new["agent_accessor"] == old["agent_accessor"] and new["agent_master"] == old["agent_master"]
+    # The DNS token: every agent's acl.tokens.default; DNS answers nodes and services, and so does anonymous
+    # HTTP (the documented price), which still writes nothing.
+    config = json.loads(on("sec-sh2", "cat /etc/pyconsul/agent.d/config.json"))
+    assert new["dns_secret"] and config["acl"]["tokens"]["default"] == new["dns_secret"]
+    wait_for(lambda: _dns_a(BJ, "sec-bj2.node.bj.consul") == {"10.77.14.12"} or None, 30, "DNS answers (BJ)")
+    assert _dns_a(SH, "consul.service.consul") == {SH}
+    assert _dns_a(SH, "sec-sh2.node.consul") == {"10.77.14.15"}
+    status, nodes = call(BJ, "/v1/catalog/nodes")
+    assert status == 200 and {n["Node"] for n in nodes} == {"sec-bj1", "sec-bj2", "sec-bj3"}, nodes
+    assert call(BJ, "/v1/kv/app/x", method="PUT", body=b"anon")[0] == 403
     # The certificate is new, from the same CA, and the cluster runs with it (site.yml verified it).
     assert on("sec-bj1", "openssl x509 -in /etc/pyconsul/tls/agent.pem -noout -serial") != serial
     assert on("sec-bj1", "openssl verify -CAfile /etc/pyconsul/tls/ca.pem /etc/pyconsul/tls/agent.pem").endswith("OK")
@@ -305,4 +226,14 @@ def test_rotation_with_the_role(lab: None, sources: dict[str, str]) -> None:
         stale = [t["AccessorID"] for t in tokens if t["SecretID"] == old["master"]]
         assert len(stale) == 1, tokens
         assert call(server, f"/v1/acl/token/{stale[0]}", method="DELETE", token=new["master"]) == (200, True)
-        assert call(server, "/v1/acl/token/self", token=old["master"])[0] == 403
+    # BJ's address may be a follower: it resolves tokens from its own state, so it refuses the deleted token
+    # once it has applied the delete (as Consul's servers). Then the token stays deleted: no leader recreates
+    # it (its leader loop runs every second; acl.tokens.master is only looked for when leadership is
+    # established or the state restored).
+    def refused() -> bool:
+        return all(call(s, "/v1/acl/token/self", token=old["master"])[0] == 403 for s in (BJ, SH))
+
+    wait_for(lambda: refused() or None, 10, "the deleted management token refused in both datacenters")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # an observation window (> the leader loop's 1 s), not a synchronisation
+        assert refused(), "the deleted management token came back"
