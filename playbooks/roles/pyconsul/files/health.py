@@ -84,10 +84,14 @@ seen["waited"] = round(time.monotonic() - start, 1)
 if a.get("views") and not problems:
     env = {"CONSUL_HTTP_ADDR": a["url"], "PATH": "/usr/bin:/bin", **({"CONSUL_HTTP_TOKEN": token} if token else {})}
     out = []
-    for title, argv in (("members", ["members"]), ("members -wan", ["members", "-wan"]),
-                        ("operator raft list-peers", ["operator", "raft", "list-peers"])):
-        p = subprocess.run([a["views"], *argv], env=env, capture_output=True, text=True, check=False)
-        out += [f"== {a.get('dc', '')}: pyconsul {title}", *(p.stdout + p.stderr).rstrip().splitlines()]
+    # the three CLI runs at once (each is mostly the CLI's start-up); read in order, so the output is too
+    running = [(title, subprocess.Popen([a["views"], *argv], env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True))
+               for title, argv in (("members", ["members"]), ("members -wan", ["members", "-wan"]),
+                                   ("operator raft list-peers", ["operator", "raft", "list-peers"]))]
+    for title, p in running:
+        stdout, stderr = p.communicate()
+        out += [f"== {a.get('dc', '')}: pyconsul {title}", *(stdout + stderr).rstrip().splitlines()]
     seen["views"] = out
 seen["problems"] = problems
 print(json.dumps(seen))
