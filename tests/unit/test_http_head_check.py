@@ -27,7 +27,7 @@ def spools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         made.append(f)
         return f
 
-    monkeypatch.setattr(h1.tempfile, "SpooledTemporaryFile", spy)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", spy)  # h1 imports tempfile when it first spools
     monkeypatch.setattr(h1, "SPOOL_MEMORY", 64 * 1024)
     return made
 
