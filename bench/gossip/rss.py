@@ -15,6 +15,12 @@ on its own loopback block (127.95.<k>.1..N). For every agent it records:
 - VmRSS, RssAnon, RssFile (MiB) from /proc/PID/status `--settle` seconds after the last agent is up;
 - with `--libs`, the shared objects (libssl, libcrypto, extension modules) the agent has mapped.
 
+`--start installed` runs the agents as a regular (non-editable) install would run: `python -S` with the venv's
+site-packages on `sys.path`, so the `.pth` files are not processed -- the venv's editable-install hook imports
+pathlib, urllib.parse and ipaddress (and the distutils shim) into every process before the agent starts, which
+an installed agent does not pay for; site.py itself is not imported either (a few KiB). `--start both` measures
+every revision both ways, interleaved (sides labelled `REV` and `REV/inst`).
+
 The output starts with the provenance header (bench/provenance.py) and names the file of the agent
 package each tree runs. Every process is killed by PID (also on Ctrl-C); worktrees and data dirs are
 removed. Exit status 1 when an agent did not come up within `--timeout`.
@@ -27,6 +33,7 @@ import contextlib
 import json
 import shutil
 import signal
+import site
 import statistics
 import subprocess
 import sys
@@ -77,12 +84,22 @@ def api_up(ip: str) -> bool:
         return False
 
 
+def python_argv(code: str, installed: bool) -> list[str]:
+    """The interpreter command running `code`: as the venv starts Python (site.py processes the .pth files,
+    among them the editable install's finder), or, `installed`, with -S and site-packages put on sys.path by
+    hand (no .pth file runs: what a non-editable install of the agent imports)."""
+    if not installed:
+        return [sys.executable, "-c", code]
+    return [sys.executable, "-S", "-c", f"import sys\nsys.path.extend({site.getsitepackages()!r})\n{code}"]
+
+
 @dataclass
 class Side:
     label: str
     tree: Path
     block: str
     work: Path
+    installed: bool = False
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def ips(self, n: int) -> list[str]:
@@ -90,7 +107,7 @@ class Side:
 
     def where(self) -> str:
         """The agent module the tree imports, to prove the tree under test is the one running."""
-        return subprocess.run([sys.executable, "-c", launch_code(self.tree, "where")], capture_output=True,
+        return subprocess.run(python_argv(launch_code(self.tree, "where"), self.installed), capture_output=True,
                               text=True, check=True, cwd=self.work).stdout.strip()
 
     def run_once(self, run: int, agents: int, settle: float, timeout: float) -> list[dict[str, Any]]:
@@ -102,8 +119,8 @@ class Side:
             for i, ip in enumerate(ips):
                 data = self.work / f"r{run}-a{i}"
                 data.mkdir(parents=True)
-                argv = [sys.executable, "-c", launch_code(self.tree), "agent", f"-node=rss{i}", f"-bind={ip}",
-                        f"-client={ip}", f"-data-dir={data}"]
+                argv = [*python_argv(launch_code(self.tree), self.installed), "agent", f"-node=rss{i}",
+                        f"-bind={ip}", f"-client={ip}", f"-data-dir={data}"]
                 if i:
                     argv.append(f"-join={ips[0]}")
                 log = open(self.work / f"r{run}-a{i}.log", "wb")  # noqa: SIM115 -- closed right after Popen
@@ -161,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="runs per revision (default 5)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after the last agent is up (default 3)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds for the agents to come up (default 60)")
+    ap.add_argument("--start", choices=("venv", "installed", "both"), default="venv",
+                    help="how agents start: as the venv starts Python (default; its editable-install hook runs), "
+                         "as a non-editable install (python -S, site-packages on sys.path), or both")
     ap.add_argument("--libs", action="store_true", help="also list the shared objects each revision maps")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) instead of removing it")
     ap.add_argument("--json", type=Path, help="also write every row here")
@@ -187,9 +207,15 @@ def main(argv: list[str] | None = None) -> int:
             sides.append(Side(short, tree, f"127.95.{k + 1}", root / f"run-{short}"))
         for k, path in enumerate(args.tree, start=len(sides)):
             sides.append(Side(f"{path.name}+tree", path.resolve(), f"127.95.{k + 1}", root / f"run-tree{k}"))
+        if args.start != "venv":
+            inst = [Side(f"{s.label}/inst", s.tree, "", Path(f"{s.work}-inst"), installed=True) for s in sides]
+            sides = inst if args.start == "installed" else [x for pair in zip(sides, inst, strict=True) for x in pair]
+        for k, s in enumerate(sides):
+            s.block = f"127.95.{k + 1}"
         for s in sides:
             s.work.mkdir()
-            print(f"# {s.label}: agent code from {s.where()}")
+            how = "python -S, site-packages on sys.path" if s.installed else "the venv's python"
+            print(f"# {s.label}: agent code from {s.where()} ({how})")
         print(f"# {args.agents} client agent(s) per run, {args.runs} runs per side (sides interleaved), "
               f"RSS read {args.settle:g} s after the last agent answered")
         rows: dict[str, list[dict[str, Any]]] = {s.label: [] for s in sides}
