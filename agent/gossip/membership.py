@@ -48,6 +48,7 @@ from pyconsul.agent.gossip.messages import (
     User,
 )
 from pyconsul.agent.gossip.suspicion import Suspicion, suspicion_timeout
+from pyconsul.agent.records import shared_repr
 
 Addr = tuple[str, int]
 
@@ -60,7 +61,8 @@ PUSH_PULL_SCALE_THRESHOLD = 32
 # ---------------------------------------------------------------- effects
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SendPacket:
     """Send `data` (plaintext; the shell encrypts) as one UDP packet to addr."""
 
@@ -68,7 +70,8 @@ class SendPacket:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class PushPullWith:
     """Open a stream to addr, exchange states, then call `merge_remote_state`."""
 
@@ -77,7 +80,8 @@ class PushPullWith:
     join: bool
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class TcpPing:
     """Send the encoded ping over a stream and report `tcp_ping_result(seq, ok)` by deadline."""
 
@@ -88,18 +92,21 @@ class TcpPing:
     deadline: float
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class NodeEvent:
     kind: Literal["join", "leave", "update"]
     node: NodeInfo
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class UserMessage:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class PingComplete:
     """A direct ping of a probe was acked within probe_timeout (memberlist's NotifyPingComplete): the
     round trip in seconds and the ack's payload (serf: our peer's network coordinate)."""
@@ -115,7 +122,8 @@ Effect = SendPacket | PushPullWith | TcpPing | NodeEvent | UserMessage | PingCom
 # ---------------------------------------------------------------- node state
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class NodeInfo:
     name: str
     addr: str
@@ -129,7 +137,8 @@ class NodeInfo:
         return self.vsn[1] if len(self.vsn) > 1 else 0
 
 
-@dataclass(slots=True)
+@shared_repr
+@dataclass(slots=True, repr=False)
 class _Node:
     name: str
     addr: str
@@ -151,7 +160,8 @@ class _Node:
         return NodeInfo(self.name, self.addr, self.port, self.meta, self.state, self.vsn)
 
 
-@dataclass(slots=True)
+@shared_repr
+@dataclass(slots=True, repr=False)
 class _Probe:
     seq: int
     node: str
@@ -165,7 +175,8 @@ class _Probe:
     tcp_ok: bool = False
 
 
-@dataclass(slots=True)
+@shared_repr
+@dataclass(slots=True, repr=False)
 class _Relay:
     """An indirect ping we forward: ack on local seq -> Ack(orig seq) to the requester."""
 
@@ -175,7 +186,8 @@ class _Relay:
     nack: bool
 
 
-@dataclass(slots=True)
+@shared_repr
+@dataclass(slots=True, repr=False)
 class Stats:
     packets_in: int = 0
     packets_out: int = 0

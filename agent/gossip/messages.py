@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from pyconsul.agent.records import shared_repr
+
 
 class MsgType(IntEnum):
     """memberlist packet/stream message types (first byte of every message)."""
@@ -60,7 +62,8 @@ PROTOCOL_VSN = (1, 5, 2)
 DELEGATE_VSN = (2, 5, 4)
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Ping:
     seq_no: int
     node: str
@@ -69,7 +72,8 @@ class Ping:
     source_node: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class IndirectPing:
     seq_no: int
     target: bytes
@@ -81,30 +85,35 @@ class IndirectPing:
     source_node: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Ack:
     seq_no: int
     payload: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Nack:
     seq_no: int
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ErrResp:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Suspect:
     incarnation: int
     node: str
     from_: str
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Alive:
     incarnation: int
     node: str
@@ -114,21 +123,24 @@ class Alive:
     vsn: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Dead:
     incarnation: int
     node: str
     from_: str
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class User:
     """A memberlist user message: the payload is a serf message, opaque to memberlist."""
 
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class PushNodeState:
     name: str
     addr: bytes
@@ -139,7 +151,8 @@ class PushNodeState:
     vsn: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class PushPull:
     """A whole push/pull exchange body (header + node states + user state)."""
 
@@ -154,20 +167,23 @@ Message = Ping | IndirectPing | Ack | Nack | ErrResp | Suspect | Alive | Dead | 
 # ---- serf messages (payloads of memberlist User messages) ----
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfJoin:
     ltime: int
     node: str
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfLeave:
     ltime: int
     node: str
     prune: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfUserEvent:
     ltime: int
     name: str
@@ -175,19 +191,22 @@ class SerfUserEvent:
     cc: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfEventRecord:
     name: str
     payload: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfEvents:
     ltime: int
     events: tuple[SerfEventRecord, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfPushPull:
     ltime: int
     status_ltimes: dict[str, int] = field(default_factory=dict)
@@ -197,7 +216,8 @@ class SerfPushPull:
     query_ltime: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfQuery:
     ltime: int
     id: int
@@ -212,7 +232,8 @@ class SerfQuery:
     payload: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SerfQueryResponse:
     ltime: int
     id: int

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from pyconsul.agent.records import shared_repr
+
 
 class EntryKind(IntEnum):
     NORMAL = 0  # a state machine command
@@ -43,14 +45,16 @@ class Role(IntEnum):
         return {0: "follower", 1: "pre-candidate", 2: "candidate", 3: "leader"}[self.value]
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Server:
     id: str  # stable server ID (Consul: the node ID UUID)
     address: str  # "ip:port" of the server RPC listener
     suffrage: Suffrage = Suffrage.VOTER
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Configuration:
     servers: tuple[Server, ...] = ()
 
@@ -64,7 +68,8 @@ class Configuration:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Entry:
     term: int
     index: int
@@ -72,7 +77,8 @@ class Entry:
     data: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class HardState:
     """What must survive a crash besides the log (Raft Figure 2: currentTerm, votedFor) + commit."""
 
@@ -81,14 +87,16 @@ class HardState:
     commit: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SnapshotMeta:
     index: int = 0
     term: int = 0
     configuration: Configuration = field(default_factory=Configuration)
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Snapshot:
     meta: SnapshotMeta
     data: bytes
@@ -97,7 +105,8 @@ class Snapshot:
 # ---------------------------------------------------------------- RPC messages
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class VoteRequest:
     term: int
     from_: str
@@ -108,7 +117,8 @@ class VoteRequest:
     transfer: bool = False  # leadership transfer (§3.10): ignore leader stickiness
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class VoteResponse:
     term: int
     from_: str
@@ -117,7 +127,8 @@ class VoteResponse:
     pre_vote: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class AppendRequest:
     term: int
     from_: str
@@ -129,7 +140,8 @@ class AppendRequest:
     read_ctx: int = 0  # ReadIndex round this heartbeat confirms (0 = none)
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class AppendResponse:
     term: int
     from_: str
@@ -139,7 +151,8 @@ class AppendResponse:
     read_ctx: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SnapshotRequest:
     term: int
     from_: str
@@ -147,7 +160,8 @@ class SnapshotRequest:
     snapshot: Snapshot
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SnapshotResponse:
     term: int
     from_: str
@@ -156,7 +170,8 @@ class SnapshotResponse:
     match_index: int
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class TimeoutNow:
     """Leadership transfer: the target campaigns at once (§3.10)."""
 
@@ -170,7 +185,8 @@ Message = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SnapshotChunk:
     """One piece of an InstallSnapshot, between the drivers (node.py, snapstream.py): the core sends and
     receives whole SnapshotRequests; the leader's driver streams one as chunks of at most CHUNK bytes, one
@@ -188,7 +204,8 @@ class SnapshotChunk:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SnapshotChunkAck:
     """The follower's driver has `next_offset` bytes of the snapshot (index, snap_term) on disk: the leader
     sends the piece at next_offset (0: start again; == size: complete, the core's SnapshotResponse follows)."""
@@ -204,7 +221,8 @@ class SnapshotChunkAck:
 WireMessage = Message | SnapshotChunk | SnapshotChunkAck  # what travels on port 8300 between servers
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ReadState:
     """A ReadIndex request is answered: reads may be served once applied >= index."""
 
@@ -212,14 +230,16 @@ class ReadState:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SoftState:
     leader: str  # "" when unknown
     role: Role
     term: int
 
 
-@dataclass(slots=True)
+@shared_repr
+@dataclass(slots=True, repr=False)
 class Ready:
     hard_state: HardState | None = None  # persist if not None
     truncate_from: int | None = None  # delete log entries with index >= this before appending

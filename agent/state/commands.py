@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 
+from pyconsul.agent.records import shared_repr
 from pyconsul.agent.state.acl_defs import ACLPolicy, ACLRole, ACLToken
 from pyconsul.agent.state.query_defs import PreparedQueryDef
 from pyconsul.agent.state.wire import DecodeError, from_wire, pack, to_wire, unpack
@@ -92,7 +93,8 @@ class CommandType(IntEnum):
 # ---------------------------------------------------------------- KV
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class KVSet:
     """PUT /v1/kv/<key>. Keeps an existing lock holder (Session) and LockIndex. Result: True."""
 
@@ -101,7 +103,8 @@ class KVSet:
     flags: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class KVCAS:
     """PUT ?cas=<index>: index 0 = create only if absent; else only if ModifyIndex == index. Result: bool."""
 
@@ -111,14 +114,16 @@ class KVCAS:
     index: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class KVDelete:
     """DELETE /v1/kv/<key>. Result: True (also when the key did not exist)."""
 
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class KVDeleteCAS:
     """DELETE ?cas=<index>. Result: True if deleted or already absent, False on an index mismatch."""
 
@@ -126,14 +131,16 @@ class KVDeleteCAS:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class KVDeleteTree:
     """DELETE ?recurse: every key starting with prefix ("" = everything). Result: True."""
 
     prefix: str
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class KVLock:
     """PUT ?acquire=<session>. Result: bool (False: held by another session or under lock-delay);
     StateError for a missing or unknown session."""
@@ -146,7 +153,8 @@ class KVLock:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class KVUnlock:
     """PUT ?release=<session>. Result: bool (False: key absent or not held by that session)."""
 
@@ -156,7 +164,8 @@ class KVUnlock:
     session: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class TxnOp:
     """One KV op of /v1/txn. verb: set, cas, lock, unlock, get, get-tree, check-index, check-session,
     check-not-exists, delete, delete-tree, delete-cas. `index` is the request's Index field."""
@@ -169,7 +178,8 @@ class TxnOp:
     session: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Txn:
     """PUT /v1/txn (KV ops only). All-or-nothing. Result: TxnResult (errors carry the failing op indices)."""
 
@@ -181,7 +191,8 @@ class Txn:
 # ---------------------------------------------------------------- catalog
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ServiceDef:
     """The Service of a catalog register request. id "" means id = service name."""
 
@@ -197,7 +208,8 @@ class ServiceDef:
     enable_tag_override: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ServiceAddress:
     """A service's tagged address (Consul's ServiceAddress)."""
 
@@ -205,7 +217,8 @@ class ServiceAddress:
     port: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class CheckDefinition:
     """What a catalog check shows as "Definition" (Consul's HealthCheckDefinition). Durations in seconds."""
 
@@ -219,7 +232,8 @@ class CheckDefinition:
     deregister_critical_service_after: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class CheckDef:
     """A check of a register request. check_id "" means check_id = name; node "" means the request's
     node; status "" means critical (Consul's default for new checks)."""
@@ -235,7 +249,8 @@ class CheckDef:
     definition: CheckDefinition = field(default_factory=CheckDefinition)
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Register:
     """PUT /v1/catalog/register. The request's single `Check` goes into `checks` (as Consul does).
     All-or-nothing. Result: True or StateError."""
@@ -253,7 +268,8 @@ class Register:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Deregister:
     """PUT /v1/catalog/deregister: service_id if set, else check_id if set, else the whole node
     (cascading to its services, checks and sessions). Absent targets are a no-op. Result: True."""
@@ -268,7 +284,8 @@ class Deregister:
 # ---------------------------------------------------------------- sessions
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SessionCreate:
     """PUT /v1/session/create. The leader picks `id` (a UUID). ttl_seconds 0 = no TTL, else 10..86400.
     `checks` are node check IDs; the HTTP layer supplies ["serfHealth"] when the request omits Checks.
@@ -285,7 +302,8 @@ class SessionCreate:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SessionDestroy:
     """PUT /v1/session/destroy/<id>, or the leader expiring a TTL. Result: True (also if absent)."""
 
@@ -294,7 +312,8 @@ class SessionDestroy:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class SessionRenew:
     """PUT /v1/session/renew/<id>: deadline := now + 2 × TTL. Changes no table index.
     Result: the Session record, or None if the session does not exist (HTTP 404)."""
@@ -304,14 +323,16 @@ class SessionRenew:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class TombstoneReap:
     """Leader's tombstone GC: drop KV tombstones whose index <= `index`. Result: True."""
 
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Restore:
     """PUT /v1/snapshot: replace the whole state with a snapshot (state/snapshot.py bytes). Committed
     through the log like any write, so every replica switches state at the same index. Result: True;
@@ -328,7 +349,8 @@ class Restore:
 # ---------------------------------------------------------------- network coordinates
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class Coord:
     """A Vivaldi network coordinate (agent/gossip/coordinate.py), seconds; finite by the wire's float rule."""
 
@@ -338,14 +360,16 @@ class Coord:
     height: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class CoordinateUpdate:
     node: str
     coord: Coord
     segment: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class CoordinateBatchUpdate:
     """Consul's CoordinateBatchUpdateType: set the coordinates of nodes; updates for nodes not in the catalog
     are skipped (their coordinates go with the node). Result: True; StateError above MAX_COORDINATE_BATCH."""
@@ -356,7 +380,8 @@ class CoordinateBatchUpdate:
 # ---------------------------------------------------------------- prepared queries
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class PreparedQueryApply:
     """Consul's PreparedQueryRequestType: op "create" (query.id new), "update" (replace; create_index kept) or
     "delete" (only query.id is read). Result: True; False for an update or delete of an unknown ID (nothing
@@ -370,7 +395,8 @@ class PreparedQueryApply:
 # ---------------------------------------------------------------- ACLs (state/acl.py)
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ACLTokenApply:
     """op "create" (accessor and secret new), "update" (same secret and locality; create_index kept) or "delete"
     (only token.accessor_id is read; the anonymous token cannot be deleted). Policy links by ID or name must name
@@ -380,7 +406,8 @@ class ACLTokenApply:
     token: ACLToken
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ACLPolicyApply:
     """op "create", "update" or "delete" (only policy.id is read). Names are unique; the builtin
     global-management policy cannot be deleted, renamed or given other rules. Result as ACLTokenApply."""
@@ -389,7 +416,8 @@ class ACLPolicyApply:
     policy: ACLPolicy
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ACLRoleApply:
     """op "create", "update" or "delete" (only role.id is read). Names are unique; policy links must name existing
     policies. Result as ACLTokenApply."""
@@ -398,7 +426,8 @@ class ACLRoleApply:
     role: ACLRole
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class ACLBootstrap:
     """Create the first management token (linked to global-management) once: refused after a bootstrap unless
     reset_index equals the index of that bootstrap (Consul's acl-bootstrap-reset). Result: True."""
@@ -410,7 +439,8 @@ class ACLBootstrap:
 # ---------------------------------------------------------------- autopilot (state/autopilot.py)
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class AutopilotConf:
     """Autopilot's settings as the state keeps them (Consul's autopilot.Config; server/autopilot.py's
     AutopilotConfig is the leader's view of it). Durations in seconds. The indexes are set by the state
@@ -424,7 +454,8 @@ class AutopilotConf:
     modify_index: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@shared_repr
+@dataclass(frozen=True, slots=True, repr=False)
 class AutopilotSet:
     """Consul's AutopilotRequestType: set the settings. `cas`: only if the stored settings' ModifyIndex is
     `index` (never when there are none, as Consul). `seed`: only if there are none (the leader's settings from
