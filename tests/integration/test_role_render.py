@@ -55,9 +55,9 @@ PLAYBOOK = """
       loop: "{{ written.results }}"
 """
 
-BASE: dict[str, Any] = {"pyconsul_encrypt": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=", "pyconsul_bootstrap_expect": 1,
-                        "pyconsul_retry_join": ["10.0.0.2"], "pyconsul_retry_join_wan": [],
-                        "pyconsul_bind_addr": "10.0.0.1", "pyconsul_datacenter": "bj"}
+BASE: dict[str, Any] = {"pyconsul_encrypt": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=",
+                        "pyconsul_bootstrap_expect": 1, "pyconsul_retry_join": ["10.0.0.2"],
+                        "pyconsul_retry_join_wan": [], "pyconsul_bind_addr": "10.0.0.1", "pyconsul_datacenter": "bj"}
 
 
 @pytest.mark.parametrize("extra", [

@@ -111,5 +111,5 @@ def test_account_tasks_create_what_the_probe_is_compared_with() -> None:
     user = tasks["Create the agent's system user (no login shell)"]
     assert user["when"] == "_pyconsul_state.account != _pyconsul_account"
     for key in ("group", "shell", "home", "comment"):
-        assert user["ansible.builtin.user"][key] == "{{ _pyconsul_account.%s }}" % key
+        assert user["ansible.builtin.user"][key] == "{{ _pyconsul_account." + key + " }}"
     assert tasks["Create the agent's system group"]["when"] == "not _pyconsul_state.group_exists"
