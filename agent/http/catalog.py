@@ -275,8 +275,12 @@ def register(app: web.Application, backend: Backend, datacenter: str, node_name:
                 raise BadRequest(f"Error parsing cas value: {raw!r} is not an unsigned 64-bit integer")
             cas = int(raw)
         body = decode_json(await request.read())
-        if not isinstance(body, dict):
-            raise BadRequest("Error parsing autopilot config: the body must be a JSON object")
+        from pyconsul.agent.server.autopilot import AutopilotConfig, config_from_json  # here: clients rarely need it
+
+        try:  # the bounds, on whichever agent took the request (an out-of-range integer cannot even be forwarded)
+            config_from_json(body, AutopilotConfig())
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
         return json_response(bool(await backend.status("autopilot_set_configuration", {"config": body, "cas": cas})))
 
     async def autopilot_health(request: web.Request) -> web.Response:

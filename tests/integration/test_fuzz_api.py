@@ -136,6 +136,9 @@ FOUND_BY_FUZZING = [  # (method, path, body, the 400's text): each was a 500 (Co
     ("POST", "/v1/operator/keyring", json.dumps({"Key": KEY}).encode(), "No keyring to modify"),
     ("PUT", "/v1/operator/keyring", json.dumps({"Key": KEY}).encode(), "No keyring to modify"),
     ("DELETE", "/v1/operator/keyring", json.dumps({"Key": KEY}).encode(), "No keyring to modify"),
+    # on a client agent this one could not even be forwarded (msgpack: integer out of range): checked first
+    ("PUT", "/v1/operator/autopilot/configuration", b'{"MaxTrailingLogs": 18446744073709551616}',
+     "MaxTrailingLogs must be between 0 and"),
 ]
 
 
